@@ -1,0 +1,78 @@
+"""The typed engine spec that crosses module lines (bench -> engines), and the launch plan an adapter returns.
+
+Every adapter module (engines/vllm.py, engines/sglang.py, engines/trtllm.py, engines/sim/adapter.py) exposes a
+pure `build_plan(spec, host, port, workdir) -> LaunchPlan`: no I/O besides writing files under workdir, testable
+without a GPU. The supervisor (engines/supervisor.py) runs plans.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+EngineKind = Literal["sim", "openai", "vllm", "sglang", "trtllm"]
+
+
+class EngineSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: EngineKind = "sim"
+    model: str = Field(description="Catalog id, HF id or local path; the served model name")
+    served_model_name: str | None = None
+    # sim only: which catalog GPU the simulator emulates.
+    sim_gpu: str | None = None
+    # openai only: an already running server; nothing is launched.
+    base_url: str | None = None
+    api_key: str | None = Field(default=None, description="Sent as Bearer token; never stored (redacted)")
+    # real engines
+    engine_cmd: list[str] | None = Field(default=None, description="argv prefix that starts the engine, no shell")
+    dummy_weights: bool = False
+    gpus: list[int] | None = None
+    tp: int = Field(default=1, ge=1)
+    dp: int = Field(default=1, ge=1)
+    mem_fraction: float | None = Field(default=None, gt=0, le=1)
+    max_seqs: int | None = Field(default=None, ge=1)
+    max_model_len: int | None = Field(default=None, ge=16)
+    dtype: str | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str | None = None
+    extra_args: list[str] = Field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=1, le=65535, description="None = pick a free port")
+    startup_timeout_s: float = Field(default=900, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip(cls, v: str | None) -> str | None:
+        return v.rstrip("/") if v else v
+
+    @property
+    def simulated(self) -> bool:
+        return self.kind == "sim"
+
+    @property
+    def name_for_requests(self) -> str:
+        return self.served_model_name or self.model
+
+
+class LaunchPlan(BaseModel):
+    """What the supervisor needs to start one engine server: argv (never a shell string) and env additions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    argv: list[str]
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: Path | None = None
+    host: str = "127.0.0.1"
+    port: int
+    health_path: str = "/health"
+    served_model_name: str
+    simulated: bool = False
+    # Regexes over log lines -> startup phase label shown in the UI ("loading weights", "capturing CUDA graphs").
+    phase_patterns: list[tuple[str, str]] = Field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
