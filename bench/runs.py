@@ -1,0 +1,104 @@
+"""Starting, cancelling and reaping runs — what the UI (and the CLI) ask of the benchmark core."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from bench.config import RunConfig
+from bench.sweep import base_versions, host_info
+from storage.db import check_writable, data_dir, open_db, to_url
+from storage.models import Run, RunStatus, utcnow
+from storage.recorder import Recorder, stale_runs
+
+ROOT = Path(__file__).resolve().parent.parent
+STALE_AFTER = timedelta(seconds=30)
+
+
+def create_run(config: RunConfig, db: str | Path | None = None) -> int:
+    """Insert a `queued` run holding the full config; nothing starts."""
+    factory = open_db(db)
+    spec = config.engine
+    return Recorder.create_run(
+        factory, config=config.model_dump(mode="json", exclude={"engine": {"api_key"}}), name=config.name,
+        engine_kind=spec.kind, model=spec.name_for_requests, gpu=config.gpu or spec.sim_gpu,
+        gpu_count=config.gpu_count, simulated=spec.simulated, tags=config.tags,
+        price_per_gpu_hour=config.price_per_gpu_hour, versions=base_versions(), host=host_info())
+
+
+def spawn_worker(run_id: int, db: str | Path | None = None) -> int:
+    """Start `python -m bench.worker RUN_ID` in its own session (survives the UI); returns its pid."""
+    url = check_writable(db)
+    logs = data_dir() / "runs" / str(run_id)
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "worker.log", "ab") as log:
+        p = subprocess.Popen([sys.executable, "-m", "bench.worker", str(run_id), "--db", url], cwd=ROOT,
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    Recorder(run_id, db).update_run(worker_pid=p.pid)
+    return p.pid
+
+
+def start_run(config: RunConfig, db: str | Path | None = None) -> int:
+    run_id = create_run(config, db)
+    spawn_worker(run_id, db)
+    return run_id
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as dead
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def cancel_run(run_id: int, db: str | Path | None = None) -> bool:
+    """SIGTERM the run's worker. A queued run that has no live worker is marked cancelled directly."""
+    factory = open_db(db)
+    with factory() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise LookupError(f"run {run_id} not found")
+        if run.status.finished:
+            return False
+        pid = run.worker_pid
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        return True
+    Recorder(run_id, db).set_status(RunStatus.cancelled, "cancelled (no live worker)")
+    return True
+
+
+def reap_stale(db: str | Path | None = None) -> list[int]:
+    """Runs whose worker died (stale heartbeat, dead pid) become `aborted`; their engine groups are ended."""
+    factory = open_db(db)
+    reaped = []
+    for run in stale_runs(factory, utcnow() - STALE_AFTER):
+        if _pid_alive(run.worker_pid):
+            continue
+        rec = Recorder(run.id, db, factory)
+        with factory() as s:
+            pids = [i.pid for i in s.get(Run, run.id).instances if i.pid]
+        for pid in pids:
+            if _pid_alive(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)  # engines run as their own process group leader
+                except OSError:
+                    pass
+        rec.set_status(RunStatus.aborted, "worker stopped without finishing (stale heartbeat)")
+        reaped.append(run.id)
+    return reaped
+
+
+__all__ = ["create_run", "spawn_worker", "start_run", "cancel_run", "reap_stale", "to_url"]

@@ -1,0 +1,403 @@
+"""The sweep runner: one run = launch (or attach to) an engine, run each concurrency level, record everything.
+
+Used by the background worker (UI runs) and in-process by the CLI, so both paths are identical. Never raises for a
+failure of the thing being measured: that becomes a failed level / failed run with the cause stored. Finished levels
+are always kept.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from bench import __version__
+from bench.config import RunConfig
+from storage.db import data_dir
+from storage.models import LevelStatus, RunStatus, utcnow
+from storage.recorder import Recorder
+
+Log = Callable[[str], None]
+
+
+class SweepAborted(Exception):
+    """The engine could not be started or reached: the run fails before any level."""
+
+
+@dataclass
+class SweepHooks:
+    log: Log = lambda msg: None
+    on_level: Callable[[dict], None] = lambda summary: None
+
+
+def host_info() -> dict:
+    return {"hostname": socket.gethostname(), "cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def base_versions() -> dict:
+    return {"melt": __version__, "python": platform.python_version()}
+
+
+def vocab_for(model: str) -> int | None:
+    from catalog import CatalogError, get_model
+
+    try:
+        return get_model(model).vocab_size
+    except CatalogError:
+        return None
+
+
+def _http_json(url: str, timeout: float = 5.0) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback/user-given URL)
+            return json.loads(resp.read() or b"null")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def probe_openai(base_url: str, model: str, api_key: str | None, timeout: float = 30.0) -> None:
+    """One real 1-token completion against an already running server; raises SweepAborted with the reason."""
+    body = json.dumps({"model": model, "prompt": "hi", "max_tokens": 1}).encode()
+    req = urllib.request.Request(f"{base_url}/v1/completions", data=body, method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          **({"Authorization": f"Bearer {api_key}"} if api_key else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            resp.read()
+    except urllib.error.HTTPError as e:
+        detail = e.read()[:500].decode(errors="replace")
+        raise SweepAborted(f"{base_url} answered HTTP {e.code} to a 1-token completion for model {model!r}: {detail}")
+    except (urllib.error.URLError, OSError) as e:
+        raise SweepAborted(f"cannot reach {base_url}: {getattr(e, 'reason', e)}") from None
+
+
+@dataclass
+class _Telemetry:
+    """Telemetry sampler + engine-metrics scraper for one run; optional parts degrade to a logged message."""
+
+    rec: Recorder
+    log: Log
+    samples: list[dict] = field(default_factory=list)
+    sampler: object | None = None
+    scraper: object | None = None
+    facts_start: dict = field(default_factory=dict)
+    simulated: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, cfg: RunConfig, base_url: str, instance_id: int | None) -> None:
+        try:
+            from telemetry.sampler import TelemetrySampler, make_source
+        except ImportError as e:  # telemetry is optional for a sweep
+            self.rec.event("info", f"telemetry unavailable: {e}")
+            return
+        try:
+            source, note = make_source(cfg.engine.kind, base_url, cfg.engine.gpus)
+            self.simulated = cfg.engine.kind == "sim"
+            if note:
+                self.log(note)
+                self.rec.event("info", note)
+            self.facts_start = self._facts(source)
+            if self.facts_start:
+                self.rec.event("gpu_facts", "GPU facts at start", payload={"phase": "start", "gpus": self.facts_start})
+            self.sampler = TelemetrySampler(source, hz=cfg.telemetry_hz, on_batch=self._on_batch)
+            self.sampler.start()
+        except Exception as e:  # noqa: BLE001 - telemetry must never break a run
+            self.rec.event("error", f"telemetry sampler failed to start: {e!r}")
+        try:
+            from telemetry.engine_metrics import MetricsScraper
+
+            self.scraper = MetricsScraper(base_url, cfg.engine.kind,
+                                          on_sample=lambda row: self.rec.insert_engine_metrics([row], instance_id))
+            self.scraper.start()
+        except Exception as e:  # noqa: BLE001
+            self.rec.event("info", f"engine metrics scraper not started: {e!r}")
+
+    @staticmethod
+    def _facts(source) -> dict:
+        facts = getattr(source, "health_facts", None)
+        try:
+            return facts() if callable(facts) else {}
+        except Exception:  # noqa: BLE001
+            return {}
+
+    def _on_batch(self, rows: list[dict]) -> None:
+        with self.lock:
+            self.samples.extend(rows)
+        self.rec.insert_telemetry(rows)
+
+    def level_summary(self, start_ns: int, end_ns: int, output_tokens: int | None) -> dict:
+        try:
+            from telemetry.energy import summarize_window
+
+            with self.lock:
+                rows = list(self.samples)
+            return summarize_window(rows, start_ns, end_ns, output_tokens) if rows else {}
+        except Exception as e:  # noqa: BLE001
+            return {"error": repr(e)}
+
+    def stop(self, load_windows: list[tuple[int, int]]) -> None:
+        stats = {}
+        for part in (self.scraper, self.sampler):
+            try:
+                if part is not None:
+                    r = part.stop()
+                    if isinstance(r, dict):
+                        stats.update(r)
+            except Exception as e:  # noqa: BLE001
+                self.rec.event("error", f"telemetry stop failed: {e!r}")
+        if self.sampler is None:
+            return
+        if stats:
+            self.rec.event("info", "telemetry sampler stats", payload=stats)
+        try:
+            from telemetry.health import verdict
+
+            facts_end = self._facts(getattr(self.sampler, "source", None))
+            with self.lock:
+                rows = list(self.samples)
+            v = verdict(rows, self.facts_start, facts_end, [], load_windows)
+            msg = f"GPU health: {v.get('status')}" + (" (simulated)" if self.simulated else "")
+            self.rec.event("verdict", msg, payload=v)
+            self.log(msg + "".join(f"\n  - {r}" for r in v.get("reasons", [])))
+        except Exception as e:  # noqa: BLE001
+            self.rec.event("error", f"health verdict failed: {e!r}")
+
+
+class _EngineWatch(threading.Thread):
+    """Sets `stop` if the engine process dies mid-level, so the level ends promptly and is marked failed."""
+
+    def __init__(self, proc, stop: threading.Event):
+        super().__init__(daemon=True, name="engine-watch")
+        self.proc, self.stop_evt, self.died = proc, stop, False
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.5):
+            if not self.proc.alive():
+                self.died = True
+                self.stop_evt.set()
+                return
+
+    def close(self) -> None:
+        self._done.set()
+
+
+def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: SweepHooks | None = None) -> RunStatus:
+    hooks = hooks or SweepHooks()
+    rec = Recorder(run_id, db)
+    run = rec.load_run()
+    cfg = RunConfig.model_validate(run.config)
+    spec = cfg.engine
+    rec.update_run(worker_pid=os.getpid(), heartbeat_at=utcnow())
+    rec.set_status(RunStatus.starting)
+    proc = None
+    instance_id = None
+    telem = _Telemetry(rec, hooks.log)
+    load_windows: list[tuple[int, int]] = []
+    status, error = RunStatus.failed, None
+    try:
+        base_url, instance_id, proc = _bring_up_engine(cfg, rec, hooks.log, stop)
+        if stop.is_set():
+            raise KeyboardInterrupt
+        telem.start(cfg, base_url, instance_id)
+        rec.set_status(RunStatus.running)
+        status, error = _run_levels(cfg, rec, base_url, proc, stop, telem, load_windows, hooks)
+    except SweepAborted as e:
+        status, error = RunStatus.failed, str(e)
+        hooks.log(f"error: {e}")
+    except KeyboardInterrupt:
+        status, error = RunStatus.cancelled, "cancelled before the first level"
+    except Exception as e:  # noqa: BLE001 - a bug must still leave a finished, explained run and no engine
+        status, error = RunStatus.failed, f"internal error: {e!r}"
+        hooks.log(f"internal error: {e!r}")
+        raise
+    finally:
+        telem.stop(load_windows)
+        if proc is not None:
+            _stop_engine(proc, rec, instance_id, hooks.log)
+        rec.set_status(status, error)
+    return status
+
+
+def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Event):
+    spec = cfg.engine
+    if spec.kind == "openai":
+        assert spec.base_url
+        instance_id = rec.add_instance(kind="openai", model=spec.name_for_requests, base_url=spec.base_url,
+                                       state="external", launched_at=utcnow())
+        probe_openai(spec.base_url, spec.name_for_requests, spec.api_key)
+        info = _http_json(f"{spec.base_url}/version") or {}
+        rec.update_instance(instance_id, version=info.get("version"), ready_at=utcnow(), state="ready")
+        rec.merge_versions({"engine": info.get("version")})
+        log(f"using running server {spec.base_url}")
+        return spec.base_url, instance_id, None
+
+    from engines.registry import build_plan, engine_version
+    from engines.supervisor import EngineProcess, EngineStartError, ensure_port_free, free_port
+
+    workdir = data_dir() / "runs" / str(rec.run_id)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        if spec.port:
+            ensure_port_free(spec.host, spec.port)
+        port = spec.port or free_port(spec.host)
+        plan = build_plan(spec, spec.host, port, workdir)
+    except EngineStartError as e:
+        raise SweepAborted(str(e)) from None
+    env_shown = {k: ("<redacted>" if _secret(k) else v) for k, v in plan.env.items()}
+    instance_id = rec.add_instance(kind=spec.kind, model=spec.name_for_requests, argv=plan.argv, env=env_shown,
+                                   base_url=plan.base_url, gpus=spec.gpus or [], log_path=str(workdir / "engine.log"),
+                                   state="created")
+
+    def on_event(kind: str, message: str) -> None:
+        if kind == "state":
+            rec.update_instance(instance_id, state=message)
+        elif kind == "phase":
+            rec.update_instance(instance_id, phase=message)
+            rec.event("phase", message)
+            log(f"engine: {message}")
+        elif kind == "log":
+            rec.update_instance(instance_id, log_tail=message[-8000:])
+
+    proc = EngineProcess(plan, workdir / "engine.log", on_event=on_event)
+    version = None
+    try:
+        version = engine_version(spec.kind, spec.engine_cmd)
+    except Exception:  # noqa: BLE001
+        pass
+    rec.merge_versions({"engine": version})
+    log(f"launching {spec.kind} engine: {' '.join(plan.argv)}")
+    try:
+        proc.start()
+        rec.update_instance(instance_id, pid=proc.pid, launched_at=utcnow(), version=version)
+        startup = proc.wait_ready(spec.startup_timeout_s, stop=stop)
+    except EngineStartError as e:
+        rec.update_instance(instance_id, log_tail=getattr(e, "log_tail", "") or proc.log_tail(),
+                            error=str(e), state="failed")
+        _stop_engine(proc, rec, instance_id, log)
+        if stop.is_set():
+            raise KeyboardInterrupt from None
+        raise SweepAborted(str(e)) from None
+    if version is None:
+        version = (_http_json(f"{plan.base_url}/version") or {}).get("version")
+        rec.merge_versions({"engine": version})
+    rec.update_instance(instance_id, ready_at=utcnow(), startup_s=startup, log_tail=proc.log_tail(), version=version)
+    log(f"engine ready in {startup:.1f}s at {plan.base_url}")
+    return plan.base_url, instance_id, proc
+
+
+def _secret(key: str) -> bool:
+    k = key.upper()
+    return any(w in k for w in ("TOKEN", "KEY", "SECRET", "PASSWORD"))
+
+
+def _stop_engine(proc, rec: Recorder, instance_id: int | None, log: Log) -> None:
+    try:
+        report = proc.stop()
+    except Exception as e:  # noqa: BLE001
+        report = {"error": repr(e)}
+    if instance_id is not None:
+        rec.update_instance(instance_id, stopped_at=utcnow(), log_tail=proc.log_tail(),
+                            exit_code=(report or {}).get("exit_code"))
+    leftovers = (report or {}).get("leftover_pids") or (report or {}).get("gpu_pids")
+    if leftovers:
+        rec.event("error", f"engine processes left after stop: {leftovers}", payload=report)
+        log(f"warning: engine processes left after stop: {leftovers}")
+
+
+def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: threading.Event, telem: _Telemetry,
+                load_windows: list[tuple[int, int]], hooks: SweepHooks) -> tuple[RunStatus, str | None]:
+    from bench.loadgen import LevelPlan, run_level
+    from bench.metrics import summarize
+
+    wl, spec = cfg.workload, cfg.engine
+    vocab = vocab_for(spec.model)
+    for idx, conc in enumerate(cfg.levels):
+        if stop.is_set():
+            return RunStatus.cancelled, "cancelled"
+        n_req = wl.requests_for(conc)
+        level_id = rec.start_level(idx, conc, n_req, wl.request_rate)
+        what = f"{n_req} requests" if n_req is not None else f"{wl.duration_s:g} s"
+        hooks.log(f"level {idx + 1}/{len(cfg.levels)}: concurrency {conc}, {what}")
+        plan = LevelPlan(base_url=base_url, model=spec.name_for_requests, endpoint=wl.endpoint, concurrency=conc,
+                         n_requests=n_req, duration_s=wl.duration_s, warmup_requests=wl.warmup_requests,
+                         input_len=wl.input_len, output_len=wl.output_len, seed=wl.seed + idx,
+                         request_rate=wl.request_rate, timeout_s=wl.request_timeout_s, api_key=spec.api_key,
+                         vocab_size=vocab)
+        level_stop = threading.Event()
+        relay = _relay(stop, level_stop)
+        watch = _EngineWatch(proc, level_stop) if proc is not None else None
+        if watch:
+            watch.start()
+        results: list = []
+
+        def on_results(batch, _level_id=level_id) -> None:
+            results.extend(batch)
+            rec.insert_requests(_level_id, (r.__dict__ for r in batch))
+
+        last = [0.0]
+
+        def on_progress(p: dict, _level_id=level_id) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 1.0:
+                last[0] = now
+                rec.update_level(_level_id, n_sent=p.get("sent", 0), n_ok=p.get("ok", 0), n_err=p.get("err", 0))
+                rec.heartbeat()
+
+        try:
+            outcome = run_level(plan, procs=cfg.client_procs, on_results=on_results, on_progress=on_progress,
+                                stop=level_stop)
+        finally:
+            relay.close()
+            if watch:
+                watch.close()
+        summary = summarize(results, outcome, wl.slo)
+        summary.setdefault("concurrency", conc)
+        summary.setdefault("start_ns", outcome.start_ns)
+        summary.setdefault("end_ns", outcome.end_ns)
+        load_windows.append((outcome.start_ns, outcome.end_ns))
+        tele = telem.level_summary(outcome.start_ns, outcome.end_ns, summary.get("output_tokens"))
+        if tele:
+            summary["telemetry"] = tele
+        if watch and watch.died:
+            cause = f"engine exited (code {proc.exit_code() if hasattr(proc, 'exit_code') else '?'}) during level " \
+                    f"{idx + 1} (concurrency {conc})"
+            tail = proc.log_tail(20)
+            rec.finish_level(level_id, LevelStatus.failed, summary, error=cause, telemetry=tele)
+            rec.event("error", cause, level_id=level_id, payload={"log_tail": tail})
+            hooks.log(f"error: {cause}\n{tail}")
+            hooks.on_level(summary | {"status": "failed"})
+            return RunStatus.failed, f"{cause}; last log lines:\n{tail}"
+        if stop.is_set():
+            rec.finish_level(level_id, LevelStatus.cancelled, summary, error="cancelled", telemetry=tele)
+            hooks.on_level(summary | {"status": "cancelled"})
+            return RunStatus.cancelled, f"cancelled during level {idx + 1} (concurrency {conc})"
+        rec.finish_level(level_id, LevelStatus.completed, summary, telemetry=tele)
+        hooks.on_level(summary | {"status": "completed"})
+    return RunStatus.completed, None
+
+
+class _relay:
+    """Forwards the run-wide stop event into a per-level one (which the engine watch may also set)."""
+
+    def __init__(self, src: threading.Event, dst: threading.Event):
+        self._done = threading.Event()
+        self._t = threading.Thread(target=self._run, args=(src, dst), daemon=True, name="stop-relay")
+        self._t.start()
+
+    def _run(self, src: threading.Event, dst: threading.Event) -> None:
+        while not self._done.is_set():
+            if src.wait(0.2):
+                dst.set()
+                return
+
+    def close(self) -> None:
+        self._done.set()

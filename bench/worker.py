@@ -1,0 +1,66 @@
+"""`python -m bench.worker RUN_ID [--db URL]`: the background process that owns one run.
+
+The Streamlit app only inserts a queued run and spawns this; a browser refresh or a restart of the UI never touches
+a running sweep. SIGTERM (Cancel) stops load, stops the engine, marks the run `cancelled` and keeps every result.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from bench.sweep import SweepHooks, run_sweep
+from storage.recorder import Recorder
+
+
+class Heartbeat(threading.Thread):
+    """Marks the run alive every `period` s; a run whose heartbeat goes stale is reaped as `aborted`."""
+
+    def __init__(self, rec: Recorder, period: float = 2.0):
+        super().__init__(daemon=True, name="heartbeat")
+        self.rec, self.period = rec, period
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                self.rec.heartbeat()
+            except Exception:  # noqa: BLE001 - a locked DB for a moment must not kill the worker
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def install_stop_signals(stop: threading.Event, signals=(signal.SIGTERM, signal.SIGINT)) -> None:
+    """First signal: graceful stop (finish bookkeeping, stop the engine). Second SIGINT: hard KeyboardInterrupt."""
+
+    def handler(signum, _frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    for s in signals:
+        signal.signal(s, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.worker")
+    ap.add_argument("run_id", type=int)
+    ap.add_argument("--db", default=None, help="SQLite path or SQLAlchemy URL (default: MELT_DB or the user data dir)")
+    args = ap.parse_args(argv)
+    stop = threading.Event()
+    install_stop_signals(stop)
+    rec = Recorder(args.run_id, args.db)
+    hb = Heartbeat(rec)
+    hb.start()
+    try:
+        status = run_sweep(args.run_id, args.db, stop, SweepHooks(log=lambda m: print(m, flush=True)))
+    finally:
+        hb.stop()
+    return 0 if status.value in ("completed", "cancelled") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

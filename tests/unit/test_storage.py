@@ -1,0 +1,81 @@
+"""Storage round trip on a real SQLite file: migrations, WAL, UTC times, bulk rows, run document, stale reaping."""
+from datetime import timedelta, timezone
+
+from sqlalchemy import func, select, text
+
+from bench.config import RunConfig
+from bench.report import run_document
+from bench.runs import create_run, reap_stale
+from engines.spec import EngineSpec
+from storage.db import get_engine, open_db
+from storage.models import Level, LevelStatus, Request, Run, RunStatus, utcnow
+from storage.recorder import Recorder
+
+
+def _config() -> RunConfig:
+    return RunConfig(name="round <trip>", tags=["a", "b"], levels=[10, 100],
+                     engine=EngineSpec(kind="sim", model="Qwen/Qwen3-0.6B", sim_gpu="H100-SXM-80GB", api_key="s3cret"))
+
+
+def test_migrated_wal_database(db_path):
+    eng = get_engine(db_path)
+    with eng.connect() as c:
+        assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert c.execute(text("PRAGMA busy_timeout")).scalar() == 10000
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0001"
+    # reopening an existing file is idempotent
+    open_db(db_path)
+
+
+def test_round_trip(db_path):
+    run_id = create_run(_config(), db_path)
+    rec = Recorder(run_id, db_path)
+    rec.set_status(RunStatus.running)
+    lid = rec.start_level(0, 10, 3, None)
+    rows = [dict(seq=i, warmup=False, send_ns=1_000_000_000 * i, queue_ms=0.1, ttft_ms=10.0 + i, e2e_ms=100.0,
+                 input_tokens=512, output_tokens=128, chunks=128, itl_mean_ms=0.7, itl_max_ms=2.0, ok=True,
+                 status_code=200, error=None, not_a_column="ignored") for i in range(3)]
+    assert rec.insert_requests(lid, rows) == 3
+    summary = {"concurrency": 10, "n_sent": 3, "n_ok": 3, "n_err": 0, "duration_s": 1.5, "output_tok_s": 256.0,
+               "total_tok_s": 1280.0, "req_s": 2.0, "goodput_req_s": 2.0,
+               "ttft_ms": {"mean": 11.0, "p50": 11.0, "p90": 11.8, "p99": 11.98}}
+    rec.finish_level(lid, LevelStatus.completed, summary)
+    rec.set_status(RunStatus.completed)
+
+    factory = open_db(db_path)
+    with factory() as s:
+        run = s.get(Run, run_id)
+        assert run.status is RunStatus.completed and run.simulated
+        assert run.created_at.tzinfo is timezone.utc and run.finished_at >= run.created_at
+        assert "api_key" not in run.config["engine"]  # secrets never stored
+        assert run.peak_output_tok_s == 256.0 and run.best_goodput_req_s == 2.0
+        assert s.scalar(select(func.count()).select_from(Request).where(Request.level_id == lid)) == 3
+        lv = s.get(Level, lid)
+        assert lv.ttft_p50_ms == 11.0 and lv.ttft_p99_ms == 11.98 and lv.n_ok == 3
+
+    doc = run_document(run_id, db_path)
+    assert doc["run_id"] == run_id and doc["status"] == "completed" and doc["simulated"] is True
+    assert doc["name"] == "round <trip>" and doc["tags"] == ["a", "b"]
+    assert doc["levels"][0]["output_tok_s"] == 256.0 and doc["levels"][0]["status"] == "completed"
+
+
+def test_client_bound_levels_stay_out_of_headline(db_path):
+    run_id = create_run(_config(), db_path)
+    rec = Recorder(run_id, db_path)
+    lid = rec.start_level(0, 10, 3, None)
+    rec.finish_level(lid, LevelStatus.completed, {"n_sent": 1, "output_tok_s": 999.0, "client_bound": True})
+    with open_db(db_path)() as s:
+        assert s.get(Run, run_id).peak_output_tok_s is None
+
+
+def test_stale_runs_are_aborted(db_path):
+    run_id = create_run(_config(), db_path)
+    rec = Recorder(run_id, db_path)
+    rec.set_status(RunStatus.running)
+    rec.update_run(worker_pid=None, heartbeat_at=utcnow() - timedelta(minutes=5))
+    fresh = create_run(_config(), db_path)
+    Recorder(fresh, db_path).update_run(status=RunStatus.running, heartbeat_at=utcnow())
+    assert reap_stale(db_path) == [run_id]
+    with open_db(db_path)() as s:
+        assert s.get(Run, run_id).status is RunStatus.aborted
+        assert s.get(Run, fresh).status is RunStatus.running
