@@ -81,35 +81,45 @@ def probe_openai(base_url: str, model: str, api_key: str | None, timeout: float 
 
 @dataclass
 class _Telemetry:
-    """Telemetry sampler + engine-metrics scraper for one run; optional parts degrade to a logged message."""
+    """Telemetry sampler + XID watcher + engine-metrics scraper for one run; every part is optional and degrades
+    to a logged message: telemetry must never break a measurement."""
 
     rec: Recorder
     log: Log
     samples: list[dict] = field(default_factory=list)
+    xids: list[tuple] = field(default_factory=list)
     sampler: object | None = None
     scraper: object | None = None
+    xid_watch: object | None = None
+    note: str = ""
     facts_start: dict = field(default_factory=dict)
-    simulated: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, cfg: RunConfig, base_url: str, instance_id: int | None) -> None:
         try:
             from telemetry.sampler import TelemetrySampler, make_source
-        except ImportError as e:  # telemetry is optional for a sweep
+        except ImportError as e:
             self.rec.event("info", f"telemetry unavailable: {e}")
             return
         try:
-            source, note = make_source(cfg.engine.kind, base_url, cfg.engine.gpus)
-            self.simulated = cfg.engine.kind == "sim"
-            if note:
-                self.log(note)
-                self.rec.event("info", note)
+            source, self.note = make_source(cfg.engine.kind, base_url, cfg.engine.gpus)
+            if self.note:
+                self.log(self.note)
+                self.rec.event("info", self.note)
             self.facts_start = self._facts(source)
             if self.facts_start:
                 self.rec.event("gpu_facts", "GPU facts at start", payload={"phase": "start", "gpus": self.facts_start})
             self.sampler = TelemetrySampler(source, hz=cfg.telemetry_hz, on_batch=self._on_batch)
             self.sampler.start()
-        except Exception as e:  # noqa: BLE001 - telemetry must never break a run
+            if type(source).__name__ == "NvmlSource":
+                from telemetry.nvml import XidWatcher
+
+                watch = XidWatcher(self._on_xid, gpus=cfg.engine.gpus)
+                if watch.start():
+                    self.xid_watch = watch
+                else:
+                    self.rec.event("info", f"XID events not watched: {watch.reason}")
+        except Exception as e:  # noqa: BLE001
             self.rec.event("error", f"telemetry sampler failed to start: {e!r}")
         try:
             from telemetry.engine_metrics import MetricsScraper
@@ -133,38 +143,42 @@ class _Telemetry:
             self.samples.extend(rows)
         self.rec.insert_telemetry(rows)
 
+    def _on_xid(self, gpu: int | None, xid: int, t_ns: int) -> None:
+        with self.lock:
+            self.xids.append((gpu, xid, t_ns))
+        self.rec.event("xid", f"XID {xid} on GPU {gpu}", payload={"gpu": gpu, "xid": xid, "t_ns": t_ns})
+
     def level_summary(self, start_ns: int, end_ns: int, output_tokens: int | None) -> dict:
         try:
-            from telemetry.energy import summarize_window
+            from telemetry.level import level_telemetry
 
             with self.lock:
-                rows = list(self.samples)
-            return summarize_window(rows, start_ns, end_ns, output_tokens) if rows else {}
+                rows, xids = list(self.samples), list(self.xids)
+            return level_telemetry(rows, start_ns, end_ns, output_tokens, xids, self.note) if rows else {}
         except Exception as e:  # noqa: BLE001
             return {"error": repr(e)}
 
     def stop(self, load_windows: list[tuple[int, int]]) -> None:
         stats = {}
-        for part in (self.scraper, self.sampler):
+        for name, part in (("scraper", self.scraper), ("xid", self.xid_watch), ("sampler", self.sampler)):
             try:
                 if part is not None:
-                    r = part.stop()
-                    if isinstance(r, dict):
-                        stats.update(r)
+                    stats[name] = part.stop()
             except Exception as e:  # noqa: BLE001
-                self.rec.event("error", f"telemetry stop failed: {e!r}")
+                self.rec.event("error", f"telemetry {name} stop failed: {e!r}")
         if self.sampler is None:
             return
-        if stats:
-            self.rec.event("info", "telemetry sampler stats", payload=stats)
+        self.rec.event("info", "telemetry stats (sampler CPU cost, scrape errors)", payload=stats)
         try:
             from telemetry.health import verdict
 
             facts_end = self._facts(getattr(self.sampler, "source", None))
+            if facts_end:
+                self.rec.event("gpu_facts", "GPU facts at end", payload={"phase": "end", "gpus": facts_end})
             with self.lock:
-                rows = list(self.samples)
-            v = verdict(rows, self.facts_start, facts_end, [], load_windows)
-            msg = f"GPU health: {v.get('status')}" + (" (simulated)" if self.simulated else "")
+                rows, xids = list(self.samples), list(self.xids)
+            v = verdict(rows, self.facts_start, facts_end, xids, load_windows)
+            msg = f"GPU health: {v.get('status')}"
             self.rec.event("verdict", msg, payload=v)
             self.log(msg + "".join(f"\n  - {r}" for r in v.get("reasons", [])))
         except Exception as e:  # noqa: BLE001
@@ -250,7 +264,7 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
             ensure_port_free(spec.host, spec.port)
         port = spec.port or free_port(spec.host)
         plan = build_plan(spec, spec.host, port, workdir)
-    except EngineStartError as e:
+    except (EngineStartError, ValueError) as e:
         raise SweepAborted(str(e)) from None
     env_shown = {k: ("<redacted>" if _secret(k) else v) for k, v in plan.env.items()}
     instance_id = rec.add_instance(kind=spec.kind, model=spec.name_for_requests, argv=plan.argv, env=env_shown,
@@ -341,7 +355,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
 
         def on_results(batch, _level_id=level_id) -> None:
             results.extend(batch)
-            rec.insert_requests(_level_id, (r.__dict__ for r in batch))
+            rec.insert_requests(_level_id, batch)
 
         last = [0.0]
 

@@ -22,8 +22,11 @@ _TELEMETRY_COLS = {c.name for c in TelemetrySample.__table__.columns} - {"id"}
 _METRIC_COLS = {c.name for c in EngineMetricSample.__table__.columns} - {"id"}
 
 
-def _pick(row: dict, cols: set[str]) -> dict:
-    return {k: row.get(k) for k in cols}
+def _pick(row, cols: set[str]) -> dict:
+    """Columns from a dict or any object with those attributes (e.g. a slots dataclass)."""
+    if isinstance(row, dict):
+        return {k: row.get(k) for k in cols}
+    return {k: getattr(row, k, None) for k in cols}
 
 
 class Recorder:

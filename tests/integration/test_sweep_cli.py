@@ -1,0 +1,163 @@
+"""The whole core path on loopback: CLI -> worker code -> sim engine subprocess -> load generator -> SQLite."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.report import run_document
+
+ROOT = Path(__file__).resolve().parents[2]
+SIM = ["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B"]
+
+
+def melt(*args: str, db: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench", "--db", str(db), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _children_of(pid: int) -> list[int]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().split(")")[-1].split()[1]) == pid:
+                    out.append(int(p.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
+
+
+def test_sweep_json_accounts_for_every_request(db_path):
+    r = melt("sweep", *SIM, "--levels", "4,32", "--input-len", "64:256", "--output-len", "16", "--requests", "40",
+             "--json", db=db_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "completed" and doc["simulated"] is True and isinstance(doc["run_id"], int)
+    assert [lv["concurrency"] for lv in doc["levels"]] == [4, 32]
+    for lv in doc["levels"]:
+        assert lv["n_sent"] == lv["n_ok"] + lv["n_err"] == 40
+        assert lv["n_err"] == 0
+        assert lv["output_tok_s"] > 0 and lv["total_tok_s"] > lv["output_tok_s"] and lv["req_s"] > 0
+        assert lv["output_tokens"] == 40 * 16          # server usage, fixed output length
+        for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
+            assert set(lv[key]) >= {"mean", "p50", "p90", "p99"}
+            assert lv[key]["p50"] <= lv[key]["p99"]
+        assert lv["ttft_ms"]["mean"] < lv["e2e_ms"]["mean"]
+        assert lv["goodput_req_s"] == pytest.approx(lv["req_s"])  # no SLO set: every ok request is good
+    inst = doc["engine_instances"][0]
+    assert inst["kind"] == "sim" and "engines.sim" in " ".join(inst["argv"]) and inst["startup_s"] > 0
+    # stored and shown the same way
+    assert melt("show", str(doc["run_id"]), "--json", db=db_path).stdout.strip() == json.dumps(
+        run_document(doc["run_id"], db_path), indent=2)
+    listing = melt("runs", db=db_path).stdout
+    assert "SIMULATED" in listing and str(doc["run_id"]) in listing
+    # human table mode labels simulation too
+    shown = melt("show", str(doc["run_id"]), db=db_path).stdout
+    assert "[SIMULATED]" in shown and "TTFT p50" in shown
+
+
+def test_bad_input_fails_before_anything_starts(db_path):
+    r = melt("sweep", "--engine", "sim", "--gpu", "H100-SXM-80G", "--model", "Qwen/Qwen3-0.6B", db=db_path)
+    assert r.returncode == 2 and "unknown GPU" in r.stderr and "H100-SXM-80GB" in r.stderr
+    assert not db_path.exists() or "run " not in melt("runs", db=db_path).stdout.split("\n", 2)[-1]
+
+
+def test_openai_engine_against_running_sim(db_path, tmp_path):
+    from engines.supervisor import free_port
+
+    port = free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "engines.sim", "--gpu", "H100-SXM-80GB", "--model",
+                            "Qwen/Qwen3-0.6B", "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        r = melt("sweep", "--engine", "openai", "--base-url", f"http://127.0.0.1:{port}", "--model",
+                 "Qwen/Qwen3-0.6B", "--levels", "8", "--requests", "20", "--output-len", "8", "--input-len", "32",
+                 "--json", db=db_path)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        assert doc["levels"][0]["n_ok"] == 20 and doc["simulated"] is False  # we can't know what's behind a URL
+        assert sim.poll() is None  # attaching never stops somebody else's server
+        bad = melt("sweep", "--engine", "openai", "--base-url", f"http://127.0.0.1:{port}", "--model", "nope",
+                   "--levels", "1", "--requests", "1", "--json", db=db_path)
+        assert bad.returncode == 1 and json.loads(bad.stdout)["status"] == "failed"
+        assert "404" in json.loads(bad.stdout)["error"]
+    finally:
+        os.killpg(sim.pid, signal.SIGTERM)
+        sim.wait(10)
+
+
+def test_ctrl_c_keeps_finished_levels_and_stops_engine(db_path):
+    p = subprocess.Popen([sys.executable, "-m", "bench", "--db", str(db_path), "sweep", *SIM, "--levels", "2,2",
+                          "--requests", "4", "--output-len", "4000", "--input-len", "16", "--json"],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # wait until the first level is done and the second is running
+    deadline = time.time() + 120
+    from storage.db import open_db
+    from storage.models import Level
+
+    engine_pid = None
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if not db_path.exists():
+            continue
+        with open_db(db_path)() as s:
+            lv = s.query(Level).filter(Level.idx == 1).first()
+            if lv is not None:
+                break
+    else:
+        p.kill()
+        pytest.fail("second level never started")
+    engine_pid = next(iter(_children_of(p.pid)), None)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    doc = json.loads(out)
+    assert doc["status"] == "cancelled"
+    assert [lv["status"] for lv in doc["levels"]] == ["completed", "cancelled"]
+    first, second = doc["levels"]
+    assert first["n_ok"] == 4 and second["n_sent"] == second["n_ok"] + second["n_err"]
+    if engine_pid:
+        assert not _alive(engine_pid), "engine still running after Ctrl-C"
+
+
+def test_background_worker_and_cancel(db_path):
+    from bench.cli import build_config, make_parser
+    from bench.runs import cancel_run, start_run
+    from storage.db import open_db
+    from storage.models import Run, RunStatus
+
+    cfg = build_config(make_parser().parse_args(["sweep", *SIM, "--levels", "2", "--requests", "50",
+                                                 "--output-len", "2000", "--input-len", "16"]))
+    run_id = start_run(cfg, db_path)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        with open_db(db_path)() as s:
+            if s.get(Run, run_id).status is RunStatus.running:
+                break
+        time.sleep(0.3)
+    assert cancel_run(run_id, db_path)
+    while time.time() < deadline:
+        with open_db(db_path)() as s:
+            run = s.get(Run, run_id)
+            if run.status.finished:
+                break
+        time.sleep(0.3)
+    assert run.status is RunStatus.cancelled
+    end = time.time() + 20  # the status is written just before the worker exits
+    while _alive(run.worker_pid) and time.time() < end:
+        time.sleep(0.2)
+    assert not _alive(run.worker_pid)
