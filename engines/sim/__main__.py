@@ -1,0 +1,132 @@
+"""python -m engines.sim --gpu H100-SXM-80GB --model Qwen/Qwen3-0.6B [--port 8000] [--host 127.0.0.1] ...
+
+Exit codes: 0 after SIGTERM/SIGINT, 2 for a bad command line, an unknown GPU/model (the message names close
+matches), a model that does not fit, or a port that cannot be bound.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import resource
+import signal
+import socket
+import sys
+
+from catalog import CatalogError, get_gpu, get_model
+from engines.sim.model import PerfModel, SimKnobs
+
+EXIT_USAGE = 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m engines.sim",
+                                description="Melt's simulated LLM engine (OpenAI-compatible, SIMULATED results).")
+    p.add_argument("--gpu", required=True, help="catalog GPU id to emulate, e.g. H100-SXM-80GB")
+    p.add_argument("--model", required=True, help="catalog model id, e.g. Qwen/Qwen3-0.6B")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--served-model-name", default=None, help="name clients use in 'model' (default: --model)")
+    p.add_argument("--max-num-seqs", type=int, default=None, help="default 1024 on >=70 GB GPUs, else 256")
+    p.add_argument("--mem-fraction", "--gpu-memory-utilization", dest="mem_fraction", type=float, default=0.9)
+    p.add_argument("--max-num-batched-tokens", type=int, default=8192)
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--dtype", default="bfloat16", help="weight dtype: bfloat16 | float16 | fp8")
+    p.add_argument("--quantization", default=None, help="fp8 = fp8 weights and fp8 tensor-core compute")
+    p.add_argument("--kv-cache-dtype", default="auto", help="auto | fp8")
+    p.add_argument("--log-level", default="info")
+    return p.parse_args(argv)
+
+
+def raise_nofile_limit() -> int:
+    """Every streaming client is a socket: lift the soft open-files limit to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        return want
+    except (ValueError, OSError):
+        return soft
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before anything else starts, so a taken port is a clear error instead of a traceback."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # SO_REUSEADDR only lets us rebind over TIME_WAIT leftovers; a live listener still gives EADDRINUSE.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(4096)  # the kernel caps it at net.core.somaxconn
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(perf: PerfModel, sock: socket.socket, served_name: str | None) -> None:
+    from aiohttp import web
+
+    from engines.sim.server import SimServer
+
+    server = SimServer(perf, served_name)
+    # handler_cancellation: a client that disconnects cancels its handler, which aborts its request in the engine.
+    runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.SockSite(runner, sock, backlog=4096)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    host, port = sock.getsockname()[:2]
+    print(f"melt-sim ready: SIMULATED {perf.model.id} on {perf.gpu.id} as '{server.name}' at http://{host}:{port} "
+          f"(kv capacity {perf.kv_capacity_tokens} tokens, max_num_seqs {perf.max_num_seqs}, "
+          f"max_num_batched_tokens {perf.max_num_batched_tokens}, max_model_len {perf.max_model_len})", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        print("melt-sim: shutting down", flush=True)
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        gpu = get_gpu(a.gpu)
+        model = get_model(a.model)
+        quant = (a.quantization or "").lower()
+        if quant not in ("", "fp8"):
+            raise ValueError(f"the simulator models --quantization fp8 only, not {a.quantization!r}")
+        weight_dtype = "fp8" if quant == "fp8" else a.dtype
+        knobs = SimKnobs(mem_fraction=a.mem_fraction, max_num_seqs=a.max_num_seqs,
+                         max_num_batched_tokens=a.max_num_batched_tokens, max_model_len=a.max_model_len,
+                         weight_dtype=weight_dtype, kv_cache_dtype=a.kv_cache_dtype)
+        perf = PerfModel(gpu, model, knobs)
+    except (CatalogError, ValueError) as e:  # pydantic ValidationError is a ValueError
+        print(f"melt-sim: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        sock = bind_socket(a.host, a.port)
+    except OSError as e:
+        why = "port already in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        print(f"melt-sim: error: cannot listen on {a.host}:{a.port}: {why}", file=sys.stderr)
+        return EXIT_USAGE
+    nofile = raise_nofile_limit()
+    print(f"melt-sim {perf.describe()} (open-files limit {nofile})", flush=True)
+
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(perf, sock, a.served_model_name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

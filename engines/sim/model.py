@@ -1,0 +1,263 @@
+"""Roofline performance model of one model served by a vLLM-V1-like engine on one catalog GPU. Pure: no I/O, no clock.
+
+What the simulator needs from hardware + architecture:
+  * KV-cache capacity: (memory * mem_fraction - weights - activation reserve) / kv_bytes_per_token, in 16-token
+    blocks like vLLM's paged cache.
+  * the duration of one engine step, given what the scheduler packed into it:
+
+        t = max(t_mem, t_compute, t_floor) + t_elementwise + step_overhead + per_seq_overhead * seqs
+
+    t_mem      = (weights streamed + KV read by attention) / (bandwidth * bw_efficiency)
+    t_compute  = GEMM FLOPs / (peak * gemm_efficiency(hidden)) + attention FLOPs / (peak * attn_efficiency)
+                 with GEMM FLOPs = 2 * body params * tokens in step + 2 * lm_head params * sampled sequences
+    t_floor    = num_layers * layer_floor (+ moe_layer_floor per MoE layer): every layer launches ~10 kernels and
+                 none finishes faster than a few microseconds, so a tiny model cannot decode faster than this
+                 however little it reads
+    t_elementwise = activation traffic of the non-GEMM kernels (norms, rotary, SiLU*mul, KV write, MoE permute);
+                 those run between the GEMMs, not overlapped with them, so they add rather than max
+    step_overhead / per_seq_overhead = the engine's CPU work per step (scheduling, input prep, sampling)
+
+Efficiency factors (EngineProfile) are documented where defined. The defaults are calibrated on ONE real
+measurement (vLLM, H100 SXM, Qwen3-0.6B, 512 in / 128 out, see engines/sim/calibrate.py), so treat absolute
+numbers for other GPU/model pairs as a first-order estimate, and trends (batching, saturation, queueing) as the
+point of the simulator.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from catalog import CatalogError, GPUSpec, ModelSpec
+
+GB = 1e9
+# vLLM V1 picks larger scheduler defaults on big GPUs (>= 70 GB); below that it stays conservative.
+_BIG_GPU_GB = 70.0
+
+
+class SimKnobs(BaseModel):
+    """What a user sets on the command line; mirrors the vLLM flags of the same names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mem_fraction: float = Field(default=0.9, gt=0, le=1, description="--gpu-memory-utilization")
+    max_num_seqs: int | None = Field(default=None, ge=1, description="None: 1024 on >=70 GB GPUs, else 256")
+    max_num_batched_tokens: int = Field(default=8192, ge=1, description="chunked-prefill token budget per step")
+    max_model_len: int | None = Field(default=None, ge=16, description="None: the model's max_position_embeddings")
+    block_size: int = Field(default=16, ge=1)
+    weight_dtype: str = Field(default="bfloat16", description="bfloat16 | float16 | fp8 (quantized weights)")
+    kv_cache_dtype: str = Field(default="auto", description="auto (= weight activations, 2 bytes) | fp8")
+
+
+class EngineProfile(BaseModel):
+    """Calibration constants of the emulated engine (vLLM V1 with CUDA graphs on a Hopper-class host)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Achieved fraction of peak DRAM bandwidth for streaming weights/KV: decode kernels reach 75-85 % on H100.
+    bw_efficiency: float = 0.80
+    # GEMM tensor-core efficiency grows with matrix width: gemm_efficiency_max * h / (h + gemm_half_width).
+    # 0.70 is a good large-GEMM figure for cuBLAS on Hopper; half-width 2048 puts a 1,024-wide model (Qwen3-0.6B)
+    # at 23 % and an 8,192-wide one at 56 %, matching the low MFU of tiny models (calibrated on the reference run).
+    gemm_efficiency_max: float = 0.70
+    gemm_half_width: float = 2048.0
+    # FlashAttention prefill reaches roughly half of the dense tensor peak.
+    attn_efficiency: float = 0.45
+    # Per-layer latency floor of a step (kernel launch + minimum kernel time, CUDA graphs on).
+    layer_floor_s: float = 40e-6
+    # Extra floor per MoE layer: router GEMM, top-k, token align/permute, two grouped GEMMs and unpermute are about
+    # six more kernels than a dense MLP, so small-batch MoE decode is slower than its bytes suggest.
+    moe_layer_floor_s: float = 40e-6
+    # Fixed CPU work per engine step (scheduler, input preparation, sampler) and per scheduled sequence.
+    step_overhead_s: float = 0.9e-3
+    per_seq_overhead_s: float = 20e-6
+    # Request path outside the GPU loop: HTTP, tokenization, IPC to the engine core and back, detokenization.
+    # Added once per request before it can be scheduled. Calibrated on the c=1 TTFT of the reference run.
+    frontend_latency_s: float = 0.0135
+    # Memory vLLM keeps outside the KV cache besides weights: CUDA context, cuBLAS workspaces, CUDA graphs.
+    non_torch_reserve_gb: float = 1.0
+
+
+DEFAULT_PROFILE = EngineProfile()
+
+
+@dataclass(frozen=True, slots=True)
+class StepLoad:
+    """What one engine step computes: per scheduled sequence (new tokens, tokens already in its KV cache),
+    and how many sequences sample a token at the end of the step."""
+
+    chunks: tuple[tuple[int, int], ...]
+    sampled: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepCost:
+    duration_s: float
+    t_mem_s: float
+    t_compute_s: float
+    t_floor_s: float
+    t_elementwise_s: float
+    t_overhead_s: float
+    bytes_moved: float
+    flops: float
+    tokens: int
+
+    @property
+    def bound(self) -> str:
+        """Which roofline term set the step time (for telemetry and debugging)."""
+        m = max(self.t_mem_s, self.t_compute_s, self.t_floor_s)
+        if m == self.t_compute_s:
+            return "compute"
+        if m == self.t_mem_s:
+            return "memory"
+        return "latency"
+
+
+def _bytes_per_param(dtype: str) -> float:
+    d = dtype.lower()
+    if d in ("bfloat16", "bf16", "float16", "fp16", "half", "auto"):
+        return 2.0
+    if d in ("fp8", "float8", "fp8_e4m3", "fp8_e5m2"):
+        return 1.0
+    if d in ("float32", "fp32"):
+        return 4.0
+    raise ValueError(f"unsupported weight dtype {dtype!r} (bfloat16, float16, float32, fp8)")
+
+
+class PerfModel:
+    """Roofline model of `model` on `gpu`. All times in seconds, sizes in bytes."""
+
+    def __init__(self, gpu: GPUSpec, model: ModelSpec, knobs: SimKnobs | None = None,
+                 profile: EngineProfile | None = None):
+        self.gpu, self.model = gpu, model
+        self.knobs = knobs = knobs or SimKnobs()
+        self.profile = p = profile or DEFAULT_PROFILE
+        m = model
+
+        self.weight_bpp = _bytes_per_param(knobs.weight_dtype)
+        self.fp8_compute = self.weight_bpp == 1.0
+        if self.fp8_compute and not gpu.fp8_tflops:
+            raise CatalogError(f"{gpu.id} has no FP8 tensor cores; cannot serve fp8 weights")
+        kv_elem = 1.0 if knobs.kv_cache_dtype.lower().startswith("fp8") else 2.0
+        self.kv_bytes_per_token = m.kv_bytes_per_token(kv_elem)
+
+        peak_tflops = gpu.fp8_tflops if self.fp8_compute else gpu.bf16_tflops
+        self.peak_flops = peak_tflops * 1e12
+        self.bandwidth = gpu.mem_bandwidth_gbs * GB * p.bw_efficiency
+        self.gemm_efficiency = p.gemm_efficiency_max * m.hidden_size / (m.hidden_size + p.gemm_half_width)
+
+        # Parameter split. `emb` = vocab x hidden: the lm_head always exists as a matrix product; an untied model
+        # has a second copy as the input embedding table, which is only gathered (a few rows), never streamed.
+        emb = m.vocab_size * m.hidden_size
+        untied_extra = 0 if m.tie_word_embeddings else emb
+        active = m.active_params_b * 1e9
+        self.lm_head_params = emb
+        self.body_active_params = max(active - emb - untied_extra, 0.0)
+        if m.num_experts and m.experts_per_token:
+            per_expert = 3 * m.hidden_size * m.intermediate_size  # gate, up, down
+            self.expert_params_total = m.num_layers * m.num_experts * per_expert
+            expert_active = m.num_layers * m.experts_per_token * per_expert
+            self.dense_streamed_params = max(active - untied_extra - expert_active, 0.0)
+            self.expert_fraction = m.experts_per_token / m.num_experts
+        else:
+            self.expert_params_total = 0.0
+            self.dense_streamed_params = active - untied_extra
+            self.expert_fraction = 1.0
+        self.weight_bytes_total = m.total_params_b * 1e9 * self.weight_bpp
+
+        # Activation traffic of the non-GEMM kernels, per token per layer, 2-byte activations:
+        # 2 fused add+RMSNorm (read/write residual and hidden: 8h), q/k norm + rotary and attention in/out
+        # (6 (H+K) hd), SiLU*mul on the MLP (3 I per active expert), MoE token permute/unpermute (4 h per expert).
+        k = m.experts_per_token or 1
+        moe_permute = 4 * m.hidden_size * k if m.num_experts else 0
+        hd = m.head_dim
+        self.act_bytes_per_token = 2.0 * m.num_layers * (
+            8 * m.hidden_size + 6 * (m.num_attention_heads + m.num_kv_heads) * hd + 3 * m.intermediate_size * k
+            + moe_permute)
+        self.attn_flops_coeff = 4.0 * m.num_layers * m.num_attention_heads * hd  # x new tokens x mean context
+        self.layer_floor_s = m.num_layers * (p.layer_floor_s + (p.moe_layer_floor_s if m.num_experts else 0.0))
+
+        # Scheduler limits and KV capacity.
+        self.max_num_seqs = knobs.max_num_seqs or (1024 if gpu.memory_gb >= _BIG_GPU_GB else 256)
+        self.max_num_batched_tokens = knobs.max_num_batched_tokens
+        self.block_size = knobs.block_size
+        self.reserve_bytes = (p.non_torch_reserve_gb * GB
+                              # peak activations of the largest (budget-sized) forward pass
+                              + knobs.max_num_batched_tokens * 2.0 * (4 * m.hidden_size + 2 * m.intermediate_size * k)
+                              # fp32 logits for a full batch of sampled sequences (vLLM profiles the sampler too)
+                              + self.max_num_seqs * m.vocab_size * 4.0)
+        budget = gpu.memory_gb * GB * knobs.mem_fraction
+        self.kv_bytes_available = budget - self.weight_bytes_total - self.reserve_bytes
+        if self.kv_bytes_available <= 0:
+            raise CatalogError(
+                f"{m.id} does not fit on one {gpu.id}: weights {self.weight_bytes_total / GB:.1f} GB + reserve "
+                f"{self.reserve_bytes / GB:.1f} GB > {knobs.mem_fraction:.2f} x {gpu.memory_gb:g} GB "
+                f"= {budget / GB:.1f} GB (try a bigger GPU, fp8 weights or a higher --mem-fraction)")
+        self.num_blocks = int(self.kv_bytes_available // (self.kv_bytes_per_token * self.block_size))
+        self.kv_capacity_tokens = self.num_blocks * self.block_size
+        self.max_model_len = knobs.max_model_len or m.max_position_embeddings
+        if self.max_model_len > self.kv_capacity_tokens:
+            # Same refusal as vLLM: one request of max length must fit in the cache.
+            raise CatalogError(
+                f"max model len {self.max_model_len} is larger than the KV cache can hold "
+                f"({self.kv_capacity_tokens} tokens of {m.id} on {gpu.id} at mem_fraction {knobs.mem_fraction}); "
+                f"pass a smaller --max-model-len or a higher --mem-fraction")
+
+    # -- step time
+
+    def weights_streamed_bytes(self, tokens: int) -> float:
+        """Weights read from DRAM in one step. MoE: only experts routed to by some token of the step are read;
+        with uniform routing the touched fraction is 1 - (1 - k/E)^tokens."""
+        params = self.dense_streamed_params
+        if self.expert_params_total:
+            touched = 1.0 - (1.0 - self.expert_fraction) ** max(tokens, 1)
+            params += self.expert_params_total * touched
+        return params * self.weight_bpp
+
+    def step_cost(self, load: StepLoad) -> StepCost:
+        p = self.profile
+        tokens = 0
+        kv_tokens_read = 0
+        attn_tok_ctx = 0.0
+        for new, cached in load.chunks:
+            tokens += new
+            kv_tokens_read += cached + new
+            attn_tok_ctx += new * (cached + (new + 1) / 2.0)
+        bytes_moved = self.weights_streamed_bytes(tokens) + kv_tokens_read * self.kv_bytes_per_token
+        gemm_flops = 2.0 * self.body_active_params * tokens + 2.0 * self.lm_head_params * load.sampled
+        attn_flops = self.attn_flops_coeff * attn_tok_ctx
+        t_mem = bytes_moved / self.bandwidth
+        t_compute = gemm_flops / (self.peak_flops * self.gemm_efficiency) + attn_flops / (
+            self.peak_flops * p.attn_efficiency)
+        t_floor = self.layer_floor_s
+        t_elem = tokens * self.act_bytes_per_token / self.bandwidth
+        t_over = p.step_overhead_s + p.per_seq_overhead_s * len(load.chunks)
+        duration = max(t_mem, t_compute, t_floor) + t_elem + t_over
+        return StepCost(duration, t_mem, t_compute, t_floor, t_elem, t_over,
+                        bytes_moved + tokens * self.act_bytes_per_token, gemm_flops + attn_flops, tokens)
+
+    def step_time(self, chunks: Iterable[tuple[int, int]], sampled: int) -> float:
+        return self.step_cost(StepLoad(tuple(chunks), sampled)).duration_s
+
+    # -- summaries
+
+    def describe(self) -> dict:
+        """Numbers worth printing at startup and exposing on /version."""
+        return {
+            "gpu": self.gpu.id, "model": self.model.id,
+            "weight_gb": round(self.weight_bytes_total / GB, 3),
+            "kv_bytes_per_token": self.kv_bytes_per_token,
+            "kv_capacity_tokens": self.kv_capacity_tokens,
+            "num_kv_blocks": self.num_blocks,
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "max_model_len": self.max_model_len,
+            "gemm_efficiency": round(self.gemm_efficiency, 3),
+            "decode_step_ms_batch1": round(1e3 * self.step_time([(1, 512)], 1), 3),
+        }
+
+
+def blocks_for(tokens: int, block_size: int) -> int:
+    return math.ceil(tokens / block_size) if tokens > 0 else 0

@@ -1,0 +1,115 @@
+"""Roofline step time and KV capacity of engines/sim/model.py, checked against hand-computed numbers."""
+import pytest
+
+from catalog import CatalogError, get_gpu, get_model
+from engines.sim.model import PerfModel, SimKnobs, StepLoad
+
+H100 = get_gpu("H100-SXM-80GB")
+QWEN06 = get_model("Qwen/Qwen3-0.6B")
+
+
+@pytest.fixture(scope="module")
+def perf():
+    return PerfModel(H100, QWEN06)
+
+
+def test_kv_capacity_by_hand(perf):
+    p = perf.profile
+    weights = 0.596e9 * 2
+    reserve = p.non_torch_reserve_gb * 1e9 + 8192 * 2 * (4 * 1024 + 2 * 3072) + 1024 * 151936 * 4
+    kv_bytes = 80e9 * 0.9 - weights - reserve
+    blocks = int(kv_bytes // (114688 * 16))
+    assert perf.num_blocks == blocks
+    assert perf.kv_capacity_tokens == blocks * 16
+    assert 550_000 < perf.kv_capacity_tokens < 650_000  # ~63 GB of KV at 112 KiB/token
+
+
+def test_scheduler_defaults_follow_vllm(perf):
+    assert perf.max_num_seqs == 1024            # >= 70 GB GPU
+    assert perf.max_num_batched_tokens == 8192
+    assert perf.max_model_len == 40960
+    small = PerfModel(get_gpu("L40S"), QWEN06)
+    assert small.max_num_seqs == 256
+
+
+def test_decode_step_batch1_by_hand(perf):
+    p = perf.profile
+    cost = perf.step_cost(StepLoad(((1, 512),), 1))
+    bytes_ = 0.596e9 * 2 + 513 * 114688          # every weight once + the KV of 513 tokens
+    assert cost.t_mem_s == pytest.approx(bytes_ / (3350e9 * p.bw_efficiency))
+    assert cost.t_floor_s == pytest.approx(28 * p.layer_floor_s)
+    assert cost.bound == "latency"               # a 0.6 B model decodes faster than 28 layers can launch
+    act = 2 * 28 * (8 * 1024 + 6 * (16 + 8) * 128 + 3 * 3072)
+    expected = cost.t_floor_s + act / (3350e9 * p.bw_efficiency) + p.step_overhead_s + p.per_seq_overhead_s
+    assert cost.duration_s == pytest.approx(expected)
+    assert 1.5e-3 < cost.duration_s < 2.5e-3
+
+
+def test_big_batches_become_memory_then_compute_bound(perf):
+    decode = perf.step_cost(StepLoad(tuple([(1, 2048)] * 256), 256))
+    assert decode.bound == "memory"              # 256 x 2 K tokens of KV = 60 GB to read
+    prefill = perf.step_cost(StepLoad(tuple([(512, 0)] * 16), 16))
+    assert prefill.bound == "compute"
+    gemm = 2 * (0.596e9 - 151936 * 1024) * 8192 + 2 * 151936 * 1024 * 16
+    attn = 4 * 28 * 16 * 128 * 16 * 512 * (513 / 2)
+    t_compute = gemm / (989.4e12 * perf.gemm_efficiency) + attn / (989.4e12 * perf.profile.attn_efficiency)
+    assert prefill.t_compute_s == pytest.approx(t_compute)
+    # More work never takes less time.
+    assert perf.step_time([(1, 512)] * 64, 64) > perf.step_time([(1, 512)] * 8, 8)
+
+
+def test_gemm_efficiency_grows_with_width():
+    effs = [PerfModel(H100, get_model(m)).gemm_efficiency for m in ("Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B")]
+    assert effs[0] < effs[1] < PerfModel(H100, QWEN06).profile.gemm_efficiency_max
+
+
+def test_8b_decode_is_bandwidth_bound_at_batch1():
+    perf = PerfModel(H100, get_model("meta-llama/Llama-3.1-8B-Instruct"))
+    cost = perf.step_cost(StepLoad(((1, 512),), 1))
+    assert cost.bound == "memory"
+    # 8.03 B params minus the 0.5 B input-embedding table (gathered, not streamed), bf16.
+    streamed = (8.03e9 - 128256 * 4096) * 2
+    assert perf.weights_streamed_bytes(1) == pytest.approx(streamed)
+    assert 5e-3 < cost.duration_s < 9e-3    # ~16 GB at ~2.7 TB/s achieved
+
+
+def test_moe_reads_only_routed_experts():
+    perf = PerfModel(H100, get_model("Qwen/Qwen3-30B-A3B"))
+    one, some, many = (perf.weights_streamed_bytes(n) for n in (1, 16, 4096))
+    assert one < some < many
+    assert one == pytest.approx((3.3e9 - 151936 * 2048) * 2, rel=0.02)   # ~ active params
+    assert many == pytest.approx((30.5e9 - 151936 * 2048) * 2, rel=0.02)  # every expert touched
+    p = perf.profile
+    assert perf.step_cost(StepLoad(((1, 100),), 1)).t_floor_s == pytest.approx(
+        48 * (p.layer_floor_s + p.moe_layer_floor_s))  # MoE layers launch more kernels
+
+
+def test_fp8_kv_doubles_capacity_and_fp8_weights_need_fp8_gpu():
+    base = PerfModel(H100, QWEN06)
+    fp8kv = PerfModel(H100, QWEN06, SimKnobs(kv_cache_dtype="fp8"))
+    assert fp8kv.kv_bytes_per_token == base.kv_bytes_per_token / 2
+    assert fp8kv.num_blocks == pytest.approx(2 * base.num_blocks, abs=1)
+    with pytest.raises(CatalogError, match="FP8"):
+        PerfModel(get_gpu("A100-80GB"), QWEN06, SimKnobs(weight_dtype="fp8"))
+    fp8 = PerfModel(H100, get_model("Qwen/Qwen3-8B"), SimKnobs(weight_dtype="fp8"))
+    assert fp8.peak_flops == pytest.approx(1978.9e12)
+
+
+def test_model_that_does_not_fit_is_refused():
+    with pytest.raises(CatalogError, match="does not fit"):
+        PerfModel(H100, get_model("meta-llama/Meta-Llama-3-70B-Instruct"))
+    assert PerfModel(get_gpu("B200-180GB"), get_model("meta-llama/Meta-Llama-3-70B-Instruct")).num_blocks > 0
+
+
+def test_max_model_len_must_fit_in_cache():
+    llama = get_model("meta-llama/Llama-3.1-8B-Instruct")  # 128 K context does not fit next to 16 GB of weights
+    with pytest.raises(CatalogError, match="max-model-len"):
+        PerfModel(get_gpu("RTX-5090"), llama)
+    assert PerfModel(get_gpu("RTX-5090"), llama, SimKnobs(max_model_len=32768)).max_model_len == 32768
+
+
+def test_mem_fraction_scales_cache():
+    lo = PerfModel(H100, QWEN06, SimKnobs(mem_fraction=0.5))
+    hi = PerfModel(H100, QWEN06, SimKnobs(mem_fraction=0.9))
+    extra_tokens = 0.4 * 80e9 / QWEN06.kv_bytes_per_token()
+    assert hi.kv_capacity_tokens - lo.kv_capacity_tokens == pytest.approx(extra_tokens, abs=32)
