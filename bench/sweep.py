@@ -271,6 +271,8 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
                                    base_url=plan.base_url, gpus=spec.gpus or [], log_path=str(workdir / "engine.log"),
                                    state="created")
 
+    last_log = [0.0]
+
     def on_event(kind: str, message: str) -> None:
         if kind == "state":
             rec.update_instance(instance_id, state=message)
@@ -278,8 +280,9 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
             rec.update_instance(instance_id, phase=message)
             rec.event("phase", message)
             log(f"engine: {message}")
-        elif kind == "log":
-            rec.update_instance(instance_id, log_tail=message[-8000:])
+        elif kind == "log" and time.monotonic() - last_log[0] >= 1.0:  # a rolling tail for the UI, <= 1 write/s
+            last_log[0] = time.monotonic()
+            rec.update_instance(instance_id, log_tail=proc.log_tail(60))
 
     proc = EngineProcess(plan, workdir / "engine.log", on_event=on_event)
     version = None
