@@ -1,0 +1,918 @@
+"""Streaming load generator: one concurrency level, closed loop, sharded over processes.
+
+`run_level(plan, ...)` blocks the calling thread while `procs` shard processes (spawned fresh, each on
+uvloop + aiohttp, one ClientSession per shard) drive the level. Spawned, never forked (the worker has
+threads), so a script that calls run_level needs the usual `if __name__ == "__main__":` guard. All users
+share one request counter, so the total is exact however the level is sharded, and work flows to
+whichever shard has a free user. Phases:
+
+  warm-up  users send `warmup_requests` requests (closed loop) and wait for them; excluded from metrics.
+  connect  each shard opens one keep-alive connection per user, 128 at a time (see _Shard._preconnect):
+           10,000 simultaneous connects overflow a server's accept queue and would add seconds of TTFT.
+  barrier  every shard reports "warm"; the parent sends "go" with one start time, so spawn skew between
+           shards never shows up as a ramp inside the measured window.
+  measure  each user sends its next request when its last one ends (or, with request_rate, at the next
+           Poisson arrival when free) until the counter reaches warmup + n_requests or the deadline
+           start + duration_s passes. In-flight requests then finish; none is dropped.
+
+Results come back in batches about every 200 ms and are handed to `on_results` in the calling thread,
+which is where the worker writes SQLite: the shards never wait on the database (a sender thread in each
+shard owns the pipe, so a slow reader cannot stall an event loop either). Every request that took a slot
+ends in exactly one result: HTTP errors, timeouts (timeout_s, enforced by a per-shard watchdog), SSE
+error events, disconnects, missing usage, a stop ("cancelled") and even a shard that dies ("result lost")
+are all counted as errors.
+
+Definitions match `vllm bench serve` (vllm/benchmarks/lib/endpoint_request_func.py): a content chunk is
+an SSE event whose `choices` is non-empty; TTFT = first content chunk - send; E2E = last content chunk -
+send; ITL = gaps between content chunks. One perf_counter_ns() per socket read is shared by every event
+in that read, so chunks that arrived together get gap 0. Token counts come only from the server's usage
+(stream_options.include_usage); a stream without usage is an error, never a guess. Clock: perf_counter
+(CLOCK_MONOTONIC, shared by all processes) for durations, converted to time.time_ns() wall clock for
+send_ns/start_ns/end_ns so requests line up with telemetry.
+
+Client health: each shard reports its CPU use over the measured phase (getrusage), its busiest ~1 s and
+its event-loop lag; a shard above CLIENT_BOUND_PCT of a core marks the level client_bound (the numbers
+then describe the client, not the server). Capacity: docs/PERFORMANCE.md, bench/perf/loadgen_capacity.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import multiprocessing as mp
+import os
+import pickle
+import queue
+import random
+import resource
+import signal
+import threading
+import time
+import traceback
+from array import array
+from dataclasses import dataclass, field, fields
+from multiprocessing.connection import Connection, wait
+from typing import Callable, Literal
+
+import orjson
+
+from bench.config import LengthRange, WorkloadSpec
+from bench.hist import LogHistogram
+
+CLIENT_BOUND_PCT = 90.0   # a shard busier than this (% of one core) makes the level untrustworthy
+BATCH_S = 0.2             # how often shards ship results
+PROGRESS_S = 1.0
+STOP_GRACE_S = 10.0       # after a stop, how long shards get to report before they are killed
+FD_HEADROOM = 64          # files a shard needs beyond one socket per user (pipes, loop, logs)
+PRECONNECT_PARALLEL = 128  # connection attempts in flight while opening the pool (far below any backlog)
+PRECONNECT_TIMEOUT_S = 10.0
+
+
+class LoadGenError(RuntimeError):
+    """The level could not be run at all (bad plan, open-file limit); nothing was sent."""
+
+
+@dataclass(slots=True)
+class RequestResult:
+    seq: int                   # order of taking a request slot within the level (warm-up first)
+    warmup: bool
+    send_ns: int               # wall clock (time.time_ns) right before the request was handed to aiohttp
+    queue_ms: float | None     # send - due: due = previous request's end (closed loop) or Poisson arrival
+    ttft_ms: float | None
+    e2e_ms: float | None
+    input_tokens: int | None   # server usage.prompt_tokens
+    output_tokens: int | None  # server usage.completion_tokens
+    chunks: int                # content chunks received
+    itl_mean_ms: float | None
+    itl_max_ms: float | None
+    ok: bool
+    status_code: int | None
+    error: str | None
+    max_tokens: int | None = None   # requested output length (not a storage column)
+
+
+# RequestResult fields that are columns of storage.models.Request (for bulk inserts).
+REQUEST_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RequestResult) if f.name != "max_tokens")
+
+
+@dataclass
+class LevelPlan:
+    base_url: str
+    model: str
+    endpoint: Literal["completions", "chat"] = "completions"
+    concurrency: int = 1
+    n_requests: int | None = None
+    duration_s: float | None = None
+    warmup_requests: int = 0
+    input_len: LengthRange = field(default_factory=lambda: LengthRange(min=512, max=512))
+    output_len: LengthRange = field(default_factory=lambda: LengthRange(min=128, max=128))
+    seed: int = 0
+    request_rate: float | None = None
+    timeout_s: float = 600.0
+    api_key: str | None = None
+    vocab_size: int | None = None
+
+    def validate(self) -> None:
+        if self.endpoint not in ("completions", "chat"):
+            raise LoadGenError(f"endpoint must be 'completions' or 'chat', not {self.endpoint!r}")
+        if self.concurrency < 1:
+            raise LoadGenError("concurrency must be >= 1")
+        if (self.n_requests is None) == (self.duration_s is None):
+            raise LoadGenError("give exactly one of n_requests and duration_s")
+        if self.n_requests is not None and self.n_requests < 1:
+            raise LoadGenError("n_requests must be >= 1")
+        if self.duration_s is not None and not self.duration_s > 0:
+            raise LoadGenError("duration_s must be > 0")
+        if self.warmup_requests < 0 or not self.timeout_s > 0:
+            raise LoadGenError("warmup_requests must be >= 0 and timeout_s > 0")
+        if self.request_rate is not None and not self.request_rate > 0:
+            raise LoadGenError("request_rate must be > 0 (None = closed loop)")
+
+    @classmethod
+    def from_workload(cls, wl: WorkloadSpec, *, base_url: str, model: str, concurrency: int,
+                      api_key: str | None = None, vocab_size: int | None = None) -> "LevelPlan":
+        return cls(base_url=base_url.rstrip("/"), model=model, endpoint=wl.endpoint, concurrency=concurrency,
+                   n_requests=wl.requests_for(concurrency), duration_s=wl.duration_s,
+                   warmup_requests=wl.warmup_requests, input_len=wl.input_len, output_len=wl.output_len,
+                   seed=wl.seed, request_rate=wl.request_rate, timeout_s=wl.request_timeout_s,
+                   api_key=api_key, vocab_size=vocab_size)
+
+
+@dataclass
+class ShardStats:
+    idx: int
+    users: int
+    cpu_s: float = 0.0            # user+sys CPU of the shard process during the measured phase
+    wall_s: float = 0.0
+    cpu_pct: float = 0.0          # cpu_s / wall_s, % of one core
+    peak_cpu_pct: float = 0.0     # busiest ~1 s window of the measured phase
+    loop_lag_mean_ms: float = 0.0  # event-loop lateness (a busy client delays every timestamp)
+    loop_lag_max_ms: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class LevelOutcome:
+    results_ok: int               # measured (non-warm-up) requests only; n_sent == results_ok + results_err
+    results_err: int
+    n_sent: int
+    start_ns: int                 # wall clock of the measured phase start ("go")
+    end_ns: int                   # wall clock of the last measured completion
+    duration_s: float
+    itl: LogHistogram             # pooled inter-chunk gaps of the measured OK requests
+    client_cpu_pct: float         # busiest shard, % of one core (average over the measured phase)
+    client_bound: bool
+    cancelled: bool
+    warmup_sent: int = 0
+    warmup_ok: int = 0
+    warmup_err: int = 0
+    input_tokens: int = 0         # measured OK requests, from usage
+    output_tokens: int = 0
+    procs: int = 1
+    client_cpu_s: float = 0.0     # all shards, measured phase
+    shards: list[ShardStats] = field(default_factory=list)
+    error: str | None = None      # a shard failed; its unfinished requests are counted as errors
+    concurrency: int = 0
+    request_rate: float | None = None
+
+
+def auto_procs(concurrency: int) -> int:
+    """Shard count: 1 below 200 users (one uvloop easily streams that), then ~1 per 1000 users, >= 2."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    if concurrency < 200 or cores < 2:
+        return 1
+    return max(1, min(cores, max(2, math.ceil(concurrency / 1000)), concurrency))
+
+
+def split_even(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def raise_nofile(need: int) -> None:
+    """Raise the soft RLIMIT_NOFILE to `need` (one socket per user plus headroom), or say which limit blocks."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise LoadGenError(
+            f"a load-generator process needs {need} open files (one socket per concurrent user) but the "
+            f"RLIMIT_NOFILE hard limit is {hard}: raise it (ulimit -Hn / limits.conf / LimitNOFILE=) "
+            f"or spread the users over more client processes")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+
+
+# ================================================================================================
+# Parent side
+# ================================================================================================
+
+def run_level(plan: LevelPlan, *, procs: int | None = None,
+              on_results: Callable[[list[RequestResult]], None],
+              on_progress: Callable[[dict], None] | None = None,
+              stop: threading.Event | None = None) -> LevelOutcome:
+    """Run one level (blocking). See the module docstring; every sent request ends in exactly one result."""
+    plan.validate()
+    n = auto_procs(plan.concurrency) if procs is None else procs
+    n = max(1, min(n, plan.concurrency))
+    users = split_even(plan.concurrency, n)
+    need = max(users) + FD_HEADROOM
+    # Fail before spawning anything: a shard would hit the same wall.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise_nofile(need)  # raises LoadGenError naming the limit
+
+    ctx = mp.get_context("spawn")  # the worker has threads (telemetry): never fork it
+    counter = ctx.Value("q", 0)
+    shards: list[_ShardHandle] = []
+    try:
+        for i, u in enumerate(users):
+            cmd_r, cmd_w = ctx.Pipe(duplex=False)
+            data_r, data_w = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_shard_main, name=f"melt-loadgen-{i}", daemon=True,
+                            args=(i, u, plan, counter, cmd_r, data_w))
+            p.start()
+            cmd_r.close()
+            data_w.close()
+            shards.append(_ShardHandle(i, u, p, cmd_w, data_r))
+        return _Coordinator(plan, shards, counter, on_results, on_progress, stop).run()
+    finally:
+        for s in shards:
+            s.kill()
+
+
+class _ShardHandle:
+    def __init__(self, idx: int, users: int, proc: mp.Process, cmd: Connection, data: Connection):
+        self.idx, self.users, self.proc, self.cmd, self.data = idx, users, proc, cmd, data
+        self.warm = False
+        self.done = False
+        self.stats: ShardStats | None = None
+        self.t_last_end = 0
+        self.itl: LogHistogram | None = None
+
+    def send(self, msg: tuple) -> None:
+        try:
+            self.cmd.send(msg)
+        except (BrokenPipeError, OSError):
+            pass  # shard already gone; its liveness check reports it
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.join(timeout=2)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout=2)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout=2)
+        for c in (self.cmd, self.data):
+            c.close()
+
+
+class _Coordinator:
+    """Parent loop: reads shard messages, releases the barrier, delivers results, relays stop."""
+
+    def __init__(self, plan, shards, counter, on_results, on_progress, stop):
+        self.plan, self.shards, self.counter = plan, shards, counter
+        self.on_results, self.on_progress, self.stop = on_results, on_progress, stop
+        self.wall_off = time.time_ns() - time.perf_counter_ns()
+        self.t0 = time.perf_counter_ns()
+        self.t_go: int | None = None
+        self.seen = bytearray()  # seen[seq] = 1 once request seq has a result (1 byte per request)
+        self.c = {"ok": 0, "err": 0, "out": 0, "in": 0, "w_ok": 0, "w_err": 0}
+        self.errors: list[str] = []
+        self.stopping = False
+
+    def run(self) -> LevelOutcome:
+        last_progress = 0.0
+        stop_deadline = None
+        by_fd = {s.data: s for s in self.shards}
+        while not all(s.done for s in self.shards):
+            if self.stop is not None and self.stop.is_set() and not self.stopping:
+                self._stop_all("stopped")
+            if self.stopping and stop_deadline is None:
+                stop_deadline = time.monotonic() + STOP_GRACE_S
+            if stop_deadline is not None and time.monotonic() > stop_deadline:
+                for s in self.shards:
+                    if not s.done:
+                        self._shard_lost(s, f"did not stop within {STOP_GRACE_S:.0f}s")
+                break
+            batch: list[RequestResult] = []
+            live = [s.data for s in self.shards if not s.done]
+            for conn in wait(live, timeout=0.1):
+                s = by_fd[conn]
+                try:
+                    msg = pickle.loads(conn.recv_bytes())
+                except (EOFError, OSError):
+                    s.proc.join(timeout=5)
+                    self._shard_lost(s, f"exited with code {s.proc.exitcode}")
+                    continue
+                self._handle(s, msg, batch)
+            for s in self.shards:  # a shard killed hard may leave its pipe open in no one: check the process
+                if not s.done and not s.proc.is_alive() and not s.data.poll():
+                    self._shard_lost(s, f"exited with code {s.proc.exitcode}")
+            if batch:
+                self.on_results(batch)
+            if self.t_go is None and all(s.warm or s.done for s in self.shards):
+                self.t_go = time.perf_counter_ns()
+                for s in self.shards:
+                    s.send(("go", self.t_go))
+            now = time.monotonic()
+            if self.on_progress is not None and now - last_progress >= PROGRESS_S:
+                last_progress = now
+                self.on_progress(self._progress())
+        self._account_lost()
+        if self.t_go is None and self.errors:
+            # Never got past start-up (import error, open-file limit, crash): the level did not run.
+            raise LoadGenError("load generator failed to start: " + "; ".join(self.errors))
+        if self.on_progress is not None:
+            self.on_progress(self._progress())
+        return self._outcome()
+
+    def _handle(self, s: _ShardHandle, msg: tuple, batch: list[RequestResult]) -> None:
+        kind = msg[0]
+        if kind == "batch":
+            for t in msg[1]:
+                r = RequestResult(*t)
+                self._mark(r.seq)
+                self._count(r)
+                batch.append(r)
+        elif kind == "warm":
+            s.warm = True
+        elif kind == "done":
+            _, s.stats, s.itl, s.t_last_end = msg
+            s.done = True
+            if s.stats.error:
+                self.errors.append(f"shard {s.idx}: {s.stats.error}")
+                self._stop_all("a shard failed")
+        elif kind == "fatal":
+            self.errors.append(f"shard {s.idx}: {msg[1]}")
+            self._stop_all("a shard failed")
+
+    def _mark(self, seq: int) -> None:
+        if seq >= len(self.seen):
+            self.seen.extend(bytes(max(seq + 1 - len(self.seen), 4096)))
+        self.seen[seq] = 1
+
+    def _count(self, r: RequestResult) -> None:
+        c = self.c
+        if r.warmup:
+            c["w_ok" if r.ok else "w_err"] += 1
+        elif r.ok:
+            c["ok"] += 1
+            c["out"] += r.output_tokens or 0
+            c["in"] += r.input_tokens or 0
+        else:
+            c["err"] += 1
+
+    def _stop_all(self, why: str) -> None:
+        if not self.stopping:
+            self.stopping = True
+            for s in self.shards:
+                s.send(("stop", why))
+
+    def _shard_lost(self, s: _ShardHandle, why: str) -> None:
+        if s.done:
+            return
+        s.done = True
+        self.errors.append(f"load-generator shard {s.idx} {why}")
+        self._stop_all("a shard failed")
+
+    def _account_lost(self) -> None:
+        """Slots taken by a shard that died before reporting become error results: nothing goes missing."""
+        taken = self.counter.value
+        missing = [q for q in range(taken) if q >= len(self.seen) or not self.seen[q]]
+        if not missing:
+            return
+        why = "; ".join(self.errors) or "load-generator shard lost"
+        now = time.time_ns()
+        lost = [RequestResult(seq=q, warmup=q < self.plan.warmup_requests, send_ns=now, queue_ms=None,
+                              ttft_ms=None, e2e_ms=None, input_tokens=None, output_tokens=None, chunks=0,
+                              itl_mean_ms=None, itl_max_ms=None, ok=False, status_code=None,
+                              error=f"result lost: {why}") for q in missing]
+        for r in lost:
+            self._mark(r.seq)
+            self._count(r)
+        self.on_results(lost)
+
+    def _progress(self) -> dict:
+        w = self.plan.warmup_requests
+        taken = self.counter.value
+        c = self.c
+        measuring = self.t_go is not None
+        return {
+            "phase": "measure" if measuring else "warmup",
+            "sent": max(0, taken - w),
+            "done": c["ok"] + c["err"],
+            "ok": c["ok"],
+            "err": c["err"],
+            "output_tokens": c["out"],
+            "elapsed_s": (time.perf_counter_ns() - (self.t_go if measuring else self.t0)) / 1e9,
+            "warmup_done": c["w_ok"] + c["w_err"],
+            "warmup_total": w,
+            "target": self.plan.n_requests,
+            "duration_s": self.plan.duration_s,
+        }
+
+    def _outcome(self) -> LevelOutcome:
+        itl = LogHistogram()
+        stats = []
+        for s in self.shards:
+            if s.itl is not None:
+                itl.merge(s.itl)
+            stats.append(s.stats or ShardStats(idx=s.idx, users=s.users, error="no report (shard lost)"))
+        t_go = self.t_go if self.t_go is not None else time.perf_counter_ns()
+        t_end = max([t_go] + [s.t_last_end for s in self.shards])
+        c = self.c
+        busiest = max((st.cpu_pct for st in stats), default=0.0)
+        return LevelOutcome(
+            results_ok=c["ok"], results_err=c["err"], n_sent=c["ok"] + c["err"],
+            start_ns=t_go + self.wall_off, end_ns=t_end + self.wall_off, duration_s=(t_end - t_go) / 1e9,
+            itl=itl, client_cpu_pct=busiest, client_bound=busiest > CLIENT_BOUND_PCT,
+            cancelled=self.stop is not None and self.stop.is_set(),
+            warmup_sent=c["w_ok"] + c["w_err"], warmup_ok=c["w_ok"], warmup_err=c["w_err"],
+            input_tokens=c["in"], output_tokens=c["out"], procs=len(self.shards),
+            client_cpu_s=sum(st.cpu_s for st in stats), shards=stats,
+            error="; ".join(self.errors) or None,
+            concurrency=self.plan.concurrency, request_rate=self.plan.request_rate,
+        )
+
+
+# ================================================================================================
+# Shard side (runs in a spawned process)
+# ================================================================================================
+
+def _shard_main(idx: int, users: int, plan: LevelPlan, counter, cmd: Connection, data: Connection) -> None:
+    # Ctrl-C in a terminal hits the whole process group: let the parent decide (it sends "stop").
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out: queue.SimpleQueue = queue.SimpleQueue()
+    sender = threading.Thread(target=_sender, args=(out, data), daemon=True)
+    sender.start()
+    try:
+        raise_nofile(users + FD_HEADROOM)
+        import uvloop
+        uvloop.run(_Shard(idx, users, plan, counter, cmd, out).main())
+    except BaseException:  # noqa: BLE001 - report anything, the parent accounts for the requests
+        out.put(("fatal", traceback.format_exc(limit=8)))
+    out.put(None)
+    sender.join(timeout=30)
+
+
+def _sender(out: queue.SimpleQueue, data: Connection) -> None:
+    """Owns the pipe to the parent so a slow reader blocks this thread, never the event loop."""
+    while True:
+        msg = out.get()
+        if msg is None:
+            break
+        try:
+            data.send_bytes(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL))
+        except (BrokenPipeError, OSError):
+            break  # parent gone
+
+
+class _Shard:
+    def __init__(self, idx: int, users: int, plan: LevelPlan, counter, cmd: Connection, out: queue.SimpleQueue):
+        self.idx, self.n_users, self.plan, self.counter, self.cmd, self.out = idx, users, plan, counter, cmd, out
+        self.lock = counter.get_lock()
+        self.wall_off = time.time_ns() - time.perf_counter_ns()
+        self.pending: list[tuple] = []
+        self.gaps = array("q")          # ITL gaps of finished OK measured requests, not yet in the histogram
+        self.zero_gaps = 0              # ... and the 0 gaps (chunks that arrived in the same read)
+        self.itl = LogHistogram()
+        self.stopping = False
+        self.stop_reason = ""
+        self.user_tasks: list[asyncio.Task] = []
+        self.t_last_end = 0
+        self.deadline: int | None = None
+        self.next_arrival = 0
+        self.lag_ns: list[int] = []
+        self.arrivals_rng = random.Random(f"melt-arrivals-{plan.seed}-{idx}")
+        self.peak_cpu = 0.0
+        self.timeout_ns = int(plan.timeout_s * 1e9)
+        self.inflight: dict[asyncio.Task, int] = {}   # request task -> deadline (perf_counter ns)
+        self.expired: set[asyncio.Task] = set()       # tasks the watchdog cancelled for their timeout
+
+    # -- control -------------------------------------------------------------------------------------
+    def _on_cmd(self) -> None:
+        try:
+            msg = self.cmd.recv()
+        except (EOFError, OSError):
+            msg = ("stop", "parent went away")
+        if msg[0] == "go" and not self.go.done():
+            self.go.set_result(msg[1])
+        elif msg[0] == "stop":
+            self.stopping = True
+            self.stop_reason = msg[1]
+            asyncio.get_running_loop().remove_reader(self.cmd.fileno())
+            for t in self.user_tasks:
+                t.cancel()
+            if not self.go.done():
+                self.go.set_result(None)
+
+    async def main(self) -> None:
+        import aiohttp
+        import numpy as np
+        import yarl
+
+        from bench.workload import chat_text_for, request_shape
+
+        self.np, self.aiohttp = np, aiohttp
+        self.request_shape, self.chat_text_for = request_shape, chat_text_for
+        loop = asyncio.get_running_loop()
+        self.go: asyncio.Future = loop.create_future()
+        loop.add_reader(self.cmd.fileno(), self._on_cmd)
+        p = self.plan
+        path = "/v1/completions" if p.endpoint == "completions" else "/v1/chat/completions"
+        self.url = yarl.URL(p.base_url.rstrip("/") + path)
+        self.headers = {"Content-Type": "application/json"}
+        if p.api_key:
+            self.headers["Authorization"] = f"Bearer {p.api_key}"
+        # ssl=False for plain http skips building a default SSL context (~50 ms of CPU per shard).
+        connector = aiohttp.TCPConnector(limit=self.n_users + 8, limit_per_host=0, force_close=False,
+                                         keepalive_timeout=120, ttl_dns_cache=None,
+                                         ssl=False if self.url.scheme == "http" else True)
+        self.session = aiohttp.ClientSession(
+            # No aiohttp timers: they cost a timer per request and a context per read. _watchdog enforces
+            # timeout_s for every request instead.
+            connector=connector, timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_read=None,
+                                                              sock_connect=None),
+            cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False)
+        flusher = asyncio.ensure_future(self._flusher())
+        watchdog = asyncio.ensure_future(self._watchdog())
+        try:
+            await self._phase(p.warmup_requests, warm=True)
+            await self._preconnect()
+            self.out.put(("warm",))
+            t_go = await self.go
+            stats = ShardStats(idx=self.idx, users=self.n_users)
+            if t_go is not None and not self.stopping:
+                if p.duration_s is not None:
+                    self.deadline = t_go + int(p.duration_s * 1e9)
+                limit = p.warmup_requests + p.n_requests if p.n_requests is not None else 1 << 62
+                self.next_arrival = t_go
+                self.t_last_end = t_go
+                # Full (gen2) collections walk every live object: at 10k users that is 100s of ms of stalled
+                # loop each time, several times a level, and they find nothing (streams make no cycles that
+                # outlive the young generations). A shard lives for one level: freeze what exists now and
+                # leave full collections off; young collections still run.
+                gc.freeze()
+                gc.set_threshold(gc.get_threshold()[0], gc.get_threshold()[1], 1 << 30)
+                ru0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter_ns()
+                monitor = asyncio.ensure_future(self._monitor())
+                await self._phase(limit, warm=False)
+                monitor.cancel()
+                ru1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter_ns()
+                stats.cpu_s = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+                stats.wall_s = (w1 - w0) / 1e9
+                stats.cpu_pct = 100 * stats.cpu_s / stats.wall_s if stats.wall_s > 0 else 0.0
+                stats.peak_cpu_pct = max(self.peak_cpu, stats.cpu_pct)
+                if self.lag_ns:
+                    stats.loop_lag_mean_ms = sum(self.lag_ns) / len(self.lag_ns) / 1e6
+                    stats.loop_lag_max_ms = max(self.lag_ns) / 1e6
+        finally:
+            flusher.cancel()
+            watchdog.cancel()
+            loop.remove_reader(self.cmd.fileno())
+            self._flush()
+            await self.session.close()
+        self.out.put(("done", stats, self.itl, self.t_last_end))
+
+    async def _preconnect(self) -> None:
+        """Open one keep-alive connection per user before the measured phase, PRECONNECT_PARALLEL at a time.
+
+        Thousands of users connecting in the same millisecond overflow the server's accept queue
+        (somaxconn; uvicorn's backlog is 2048): dropped SYNs are retried after 1, 3, 7 s and would show up
+        as seconds of TTFT that the server never caused. Each user sends GET /v1/models and keeps its
+        response (so its connection stays checked out) until every user has one; then they all go back
+        to the pool. Failures are ignored here: the measured requests report any real problem.
+        """
+        sem = asyncio.Semaphore(PRECONNECT_PARALLEL)
+        url = self.url.with_path("/v1/models")
+        headers = {k: v for k, v in self.headers.items() if k == "Authorization"}
+        timeout = self.aiohttp.ClientTimeout(total=PRECONNECT_TIMEOUT_S)
+        held = []
+        failed = False  # best effort: after one failure nobody tries again (a dead server costs one timeout)
+
+        async def one() -> None:
+            nonlocal failed
+            async with sem:
+                if failed or self.stopping:
+                    return
+                try:
+                    held.append(await self.session.get(url, headers=headers, timeout=timeout))
+                except Exception:  # noqa: BLE001
+                    failed = True
+
+        # Registered as user tasks so that a stop cancels them like any request.
+        await self._run_users([one() for _ in range(self.n_users)])
+        for resp in held:
+            try:
+                await resp.read()
+            except Exception:  # noqa: BLE001
+                pass
+            resp.release()
+
+    async def _run_users(self, coros: list) -> None:
+        if self.stopping:
+            for c in coros:
+                c.close()
+            return
+        self.user_tasks = [asyncio.ensure_future(c) for c in coros]
+        await asyncio.gather(*self.user_tasks, return_exceptions=True)
+        self.user_tasks = []
+
+    async def _phase(self, limit: int, warm: bool) -> None:
+        await self._run_users([self._user(limit, warm) for _ in range(self.n_users)])
+
+    def _take(self, limit: int) -> int | None:
+        with self.lock:
+            v = self.counter.value
+            if v >= limit:
+                return None
+            self.counter.value = v + 1
+        return v
+
+    async def _user(self, limit: int, warm: bool) -> None:
+        poisson = self.plan.request_rate is not None and not warm
+        if poisson:
+            rng = self.arrivals_rng
+            # This shard's share of the rate (a split Poisson process is Poisson).
+            rate = self.plan.request_rate * self.n_users / self.plan.concurrency
+        due = time.perf_counter_ns()
+        while not self.stopping:
+            if self.deadline is not None and time.perf_counter_ns() >= self.deadline:
+                return
+            if poisson:
+                # Shard-wide Poisson schedule at this shard's share of the rate; a busy user makes the
+                # next arrival wait, which shows up as queue time (the rate is capped by concurrency).
+                due = self.next_arrival
+                self.next_arrival += int(rng.expovariate(rate) * 1e9)
+                delay = due - time.perf_counter_ns()
+                if delay > 0:
+                    await asyncio.sleep(delay / 1e9)
+                if self.deadline is not None and time.perf_counter_ns() >= self.deadline:
+                    return
+            seq = self._take(limit)
+            if seq is None:
+                return
+            due = await self._request(seq, warm, due)
+
+    # -- the hot path --------------------------------------------------------------------------------
+    async def _request(self, seq: int, warm: bool, due_ns: int) -> int:
+        p = self.plan
+        ids, max_tokens = self.request_shape(seq, p.input_len, p.output_len, p.seed, p.vocab_size)
+        if p.endpoint == "completions":
+            payload = {"model": p.model, "prompt": ids, "max_tokens": max_tokens}
+        else:
+            payload = {"model": p.model, "messages": [{"role": "user", "content": self.chat_text_for(ids)}],
+                       "max_completion_tokens": max_tokens}
+        # Fixed output length: max_tokens + ignore_eos, exactly what `vllm bench serve` sends. Not min_tokens: with
+        # ignore_eos it changes nothing about the length, but vLLM then runs a min-tokens logits processor every step,
+        # which measured ~10% slower decode at concurrency 16 on an H100 (docs/PERFORMANCE.md).
+        payload["ignore_eos"] = True
+        payload["stream"] = True
+        payload["stream_options"] = {"include_usage": True}
+        body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+
+        sse = SSEStream()
+        feed = sse.feed
+        status = err = None
+        task = asyncio.current_task()
+        t_send = time.perf_counter_ns()
+        self.inflight[task] = t_send + self.timeout_ns
+        try:
+            async with self.session.post(self.url, data=body, headers=self.headers) as resp:
+                status = resp.status
+                if status != 200:
+                    text = (await resp.content.read(2000)).decode("utf-8", "replace").strip()
+                    err = f"HTTP {status}: {text[:300]}" if text else f"HTTP {status} {resp.reason or ''}".strip()
+                else:
+                    readany = resp.content.readany
+                    while sse.err is None:
+                        data = await readany()
+                        if not data:
+                            break
+                        feed(data, time.perf_counter_ns())  # one clock read per socket read
+                    err = sse.finish()
+        except asyncio.CancelledError:
+            if task not in self.expired:
+                self._record(seq, warm, due_ns, t_send, status, "cancelled", sse, max_tokens)
+                raise
+            self.expired.discard(task)
+            task.uncancel()  # our own timeout, not a stop: the user goes on with its next request
+            err = f"timeout after {p.timeout_s:g}s"
+        except asyncio.TimeoutError:
+            err = f"timeout after {p.timeout_s:g}s"
+        except orjson.JSONDecodeError as e:
+            err = f"bad JSON in SSE event: {e}"[:500]
+        except Exception as e:  # noqa: BLE001 - every failure becomes a counted error, with its cause
+            err = f"{type(e).__name__}: {e}"[:500]
+        finally:
+            self.inflight.pop(task, None)
+        return self._record(seq, warm, due_ns, t_send, status, err, sse, max_tokens)
+
+    def _record(self, seq: int, warm: bool, due_ns: int, t_send: int, status: int | None, err: str | None,
+                sse: "SSEStream", max_tokens: int) -> int:
+        chunks, t_first, t_last = sse.chunks, sse.t_first, sse.t_last
+        t_end = t_last if chunks else time.perf_counter_ns()
+        ok = err is None
+        in_tok = out_tok = None
+        usage = sse.usage
+        if isinstance(usage, dict):
+            in_tok, out_tok = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            in_tok = in_tok if isinstance(in_tok, int) else None
+            out_tok = out_tok if isinstance(out_tok, int) else None
+        self.pending.append((
+            # queue >= 0: the loop's timers may fire up to ~1 ms early, which is not queueing
+            seq, warm, t_send + self.wall_off, max(0, t_send - due_ns) / 1e6,
+            (t_first - t_send) / 1e6 if chunks else None,
+            (t_last - t_send) / 1e6 if chunks else None,
+            in_tok, out_tok, chunks,
+            (t_last - t_first) / (chunks - 1) / 1e6 if chunks > 1 else None,
+            sse.itl_max / 1e6 if chunks > 1 else None,
+            ok, status, err, max_tokens,
+        ))
+        if not warm:
+            if ok:
+                self.gaps.extend(sse.gaps)
+                self.zero_gaps += sse.zero_gaps
+            if t_end > self.t_last_end:
+                self.t_last_end = t_end
+        return time.perf_counter_ns()
+
+    # -- background ----------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        if self.gaps:
+            self.itl.add_many(self.np.frombuffer(self.gaps, dtype=self.np.int64))
+            self.gaps = array("q")
+        if self.zero_gaps:
+            self.itl.add_zeros(self.zero_gaps)
+            self.zero_gaps = 0
+        if self.pending:
+            batch, self.pending = self.pending, []
+            self.out.put(("batch", batch))
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(BATCH_S)
+            self._flush()
+
+    async def _watchdog(self) -> None:
+        """Cancels requests older than timeout_s (checked every min(1 s, timeout/10)); _request turns
+        that cancellation into a "timeout" error."""
+        period = min(1.0, self.plan.timeout_s / 10)
+        while True:
+            await asyncio.sleep(period)
+            now = time.perf_counter_ns()
+            for task, deadline in list(self.inflight.items()):
+                if now >= deadline and task not in self.expired:
+                    self.expired.add(task)
+                    task.cancel()
+
+    async def _monitor(self) -> None:
+        """Event-loop lag every 100 ms and CPU % per ~1 s window (peak); cheap enough to always run."""
+        tick = 100_000_000
+        ru_prev, w_prev = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter_ns()
+        n = 0
+        while True:
+            t0 = time.perf_counter_ns()
+            await asyncio.sleep(tick / 1e9)
+            self.lag_ns.append(max(0, time.perf_counter_ns() - t0 - tick))
+            n += 1
+            if n % 10 == 0:
+                ru, w = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter_ns()
+                cpu = (ru.ru_utime + ru.ru_stime) - (ru_prev.ru_utime + ru_prev.ru_stime)
+                self.peak_cpu = max(self.peak_cpu, 100 * cpu / ((w - w_prev) / 1e9))
+                ru_prev, w_prev = ru, w
+
+
+class SSEStream:
+    """Incremental parser of one OpenAI-style SSE response: content chunks, their timing, usage, errors.
+
+    feed(data, t) takes the bytes of one socket read and the one clock reading taken for it; every event
+    completed by that read is stamped t. A content chunk is an event whose `choices` is non-empty (vLLM's
+    definition); the ITL gap of the first chunk of a read is t - previous chunk, the others get 0 (kept as
+    a count, `zero_gaps`, not as array entries).
+
+    Fast path: when every event completed by a read (up to the first usage object) is one compact
+    `data: {...}` line whose `choices` array opens with an object, all of them are content chunks and are
+    counted with a few C-level byte scans instead of one JSON parse each (a `"` can't appear unescaped
+    inside a JSON string, so `"choices":[{` and `"usage":{` are structural). Anything else (usage, error
+    events, [DONE], comments, multi-line events, pretty-printed JSON) goes through orjson event by event.
+    Both paths give identical results (tests/integration/test_loadgen_sse.py).
+    """
+
+    __slots__ = ("buf", "chunks", "t_first", "t_last", "itl_max", "gaps", "zero_gaps", "usage", "done", "err",
+                 "fast")
+
+    def __init__(self, fast: bool = True) -> None:
+        self.buf = b""
+        self.chunks = 0
+        self.t_first = 0
+        self.t_last = 0
+        self.itl_max = 0
+        self.gaps = array("q")      # non-zero gaps between content chunks, ns
+        self.zero_gaps = 0
+        self.usage = None           # the last usage object seen
+        self.done = False           # saw data: [DONE]
+        self.err: str | None = None
+        self.fast = fast
+
+    def _content(self, k: int, t: int) -> None:
+        """k content chunks arrived in one read at time t."""
+        if self.chunks:
+            gap = t - self.t_last
+            if gap:
+                self.gaps.append(gap)
+                if gap > self.itl_max:
+                    self.itl_max = gap
+            else:
+                self.zero_gaps += 1
+            self.zero_gaps += k - 1
+        else:
+            self.t_first = t
+            self.zero_gaps += k - 1
+        self.t_last = t
+        self.chunks += k
+
+    def feed(self, data: bytes, t: int) -> None:
+        if self.buf:
+            data = self.buf + data
+        if b"\r" in data:                 # SSE allows CRLF; the big engines send LF only
+            data = data.replace(b"\r\n", b"\n")
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self.buf = data
+            return
+        self.buf = data[end + 2:]
+        block = data[:end]                 # complete events joined by blank lines
+        if self.fast:
+            # Only a usage object needs reading from a content event, so the one marker searched for is
+            # usage; errors, [DONE] and comments lack `"choices":[{` and so fail the count in _fast. The
+            # events before the first usage (all of them, except in a stream's last read) take the fast
+            # path; the rest is parsed event by event.
+            cut = block.find(b'"usage":{')
+            if cut < 0:
+                if self._fast(block, t):
+                    return
+            else:
+                head_end = block.rfind(b"\n\n", 0, cut)
+                if head_end >= 0 and self._fast(block[:head_end], t):
+                    block = block[head_end + 2:]
+        for ev in block.split(b"\n\n"):
+            self._event(ev, t)
+            if self.err is not None:
+                return
+
+    def _fast(self, head: bytes, t: int) -> bool:
+        """Count `head` (events without usage) if every event in it is one compact `data: {...}` line with
+        a non-empty `choices`; False (nothing counted) if any is not."""
+        seps = head.count(b"}\n\ndata: {")
+        if (head.startswith(b"data: {") and head.endswith(b"}") and head.count(b"\n") == 2 * seps
+                and head.count(b'"choices":[{') == seps + 1):
+            self._content(seps + 1, t)
+            return True
+        return False
+
+    def _event(self, ev: bytes, t: int) -> None:
+        if ev[:6] == b"data: " and b"\n" not in ev:
+            payload = ev[6:]
+        else:  # comments, event:/id: fields, multi-line data
+            lines = [ln[5:].removeprefix(b" ") for ln in ev.strip(b"\n").split(b"\n") if ln.startswith(b"data:")]
+            if not lines:
+                return
+            payload = b"\n".join(lines)
+        if payload.strip() == b"[DONE]":
+            self.done = True
+            return
+        obj = orjson.loads(payload)
+        if obj.__class__ is not dict:
+            self.err = f"unexpected SSE payload: {payload[:200]!r}"
+            return
+        if obj.get("choices"):
+            self._content(1, t)
+        u = obj.get("usage")
+        if u:
+            self.usage = u
+        elif "error" in obj or obj.get("object") == "error":
+            e = obj.get("error", obj)
+            msg = e.get("message", e) if isinstance(e, dict) else e
+            self.err = f"server error event: {str(msg)[:300]}"
+
+    def finish(self) -> str | None:
+        """After the response body ended: the request's error, or None if it is a valid, complete stream."""
+        if self.err is None and self.buf.strip():
+            self._event(self.buf.strip(b"\n"), self.t_last)  # a last event without its blank line
+            self.buf = b""
+        if self.err is not None:
+            return self.err
+        if not self.done:
+            return "stream ended before [DONE] (server closed the connection mid-stream)"
+        if self.chunks == 0:
+            return "no content chunk received"
+        if not isinstance(self.usage, dict) or not isinstance(self.usage.get("completion_tokens"), int):
+            return "server sent no usage (stream_options.include_usage unsupported?)"
+        return None
+

@@ -1,0 +1,357 @@
+"""bench.loadgen against a real streaming server on loopback (aiohttp, in a thread of this process).
+
+The server speaks the vLLM OpenAI streaming dialect (one token per chunk, final usage chunk, [DONE]) and
+injects faults by request index, so every failure the load generator reports can be checked one by one.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import threading
+import time
+
+import orjson
+import pytest
+from aiohttp import web
+
+from bench.config import LengthRange
+from bench.loadgen import REQUEST_COLUMNS, LevelPlan, LoadGenError, RequestResult, run_level
+from bench.workload import chat_text_for, make_prompts
+
+FAULTS = ("ok", "http500", "disconnect", "no_usage", "error_event")
+
+
+class StreamServer:
+    """Tiny OpenAI-style streaming server. `fault_every`: request i (arrival order) gets fault
+    FAULTS[i % len(FAULTS)] when set, else every request succeeds."""
+
+    def __init__(self) -> None:
+        self.fault_cycle = False
+        self.delay_s = 0.0
+        self.hang = False                # never finish streams (for stop/timeout tests)
+        self.hang_first = 0              # ... or only the first N requests
+        self.counts: collections.Counter = collections.Counter()
+        self.bodies: list[dict] = []
+        self.n = 0
+        self.active = 0
+        self.max_active = 0
+        self._lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.port = 0
+        self.stopped = False
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        with self._lock:
+            i = self.n
+            self.n += 1
+            self.bodies.append(body)
+        fault = FAULTS[i % len(FAULTS)] if self.fault_cycle else "ok"
+        self.counts[fault] += 1
+        if fault == "http500":
+            return web.json_response({"error": {"message": "injected failure"}}, status=500)
+        chat = request.path.endswith("/chat/completions")
+        n_out = body.get("max_completion_tokens") or body["max_tokens"]
+        n_in = len(body["messages"][0]["content"].split()) if chat else len(body["prompt"])
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            for k in range(n_out):
+                while self.hang or (i < self.hang_first and not self.stopped):
+                    await asyncio.sleep(0.05)
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
+                if chat:
+                    choice = {"index": 0, "delta": {"content": f" t{k}"}, "finish_reason": None}
+                else:
+                    choice = {"index": 0, "text": f" t{k}", "logprobs": None, "finish_reason": None}
+                event = orjson.dumps({"id": f"x{i}", "choices": [choice], "usage": None})
+                await resp.write(b"data: " + event + b"\n\n")
+                if fault == "disconnect" and k == 1:
+                    request.transport.close()
+                    return resp
+                if fault == "error_event" and k == 1:
+                    await resp.write(b'data: {"error": {"message": "injected error event", "code": 500}}\n\n')
+                    await resp.write(b"data: [DONE]\n\n")
+                    return resp
+            if fault != "no_usage":
+                usage = {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out}
+                await resp.write(b"data: " + orjson.dumps({"id": f"x{i}", "choices": [], "usage": usage}) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
+        finally:
+            self.active -= 1
+
+    def start(self) -> None:
+        ready = threading.Event()
+
+        def serve() -> None:
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            app = web.Application()
+            app.router.add_post("/v1/completions", self._handle)
+            app.router.add_post("/v1/chat/completions", self._handle)
+            self.runner = web.AppRunner(app, access_log=None)
+            self.loop.run_until_complete(self.runner.setup())
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+            site = web.SockSite(self.runner, sock, backlog=4096)
+            self.loop.run_until_complete(site.start())
+            ready.set()
+            self.loop.run_forever()
+            self.loop.run_until_complete(self.runner.cleanup())
+            self.loop.close()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+
+    def stop(self) -> None:
+        self.hang = False
+        self.stopped = True
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def server():
+    s = StreamServer()
+    s.start()
+    yield s
+    s.stop()
+
+
+def _plan(server: StreamServer, **kw) -> LevelPlan:
+    base = dict(base_url=server.base_url, model="test-model", concurrency=4, n_requests=20,
+                input_len=LengthRange(min=8, max=8), output_len=LengthRange(min=5, max=5), seed=1, timeout_s=30)
+    base.update(kw)
+    return LevelPlan(**base)
+
+
+def _run(plan: LevelPlan, **kw):
+    got: list[RequestResult] = []
+    progress: list[dict] = []
+    outcome = run_level(plan, on_results=got.extend, on_progress=progress.append, **kw)
+    return outcome, got, progress
+
+
+def test_all_ok_exact_accounting_and_payload(server):
+    plan = _plan(server, concurrency=4, n_requests=23, warmup_requests=3,
+                 input_len=LengthRange(min=4, max=12), output_len=LengthRange(min=3, max=7))
+    out, got, progress = _run(plan, procs=1)
+    measured = [r for r in got if not r.warmup]
+    assert len(got) == 26 == server.n
+    assert sorted(r.seq for r in got) == list(range(26))
+    assert {r.seq for r in got if r.warmup} == {0, 1, 2}
+    assert out.n_sent == len(measured) == 23 and out.results_ok == 23 and out.results_err == 0
+    assert out.warmup_sent == 3 and out.warmup_ok == 3
+    assert not out.cancelled and out.error is None and out.procs == 1
+    assert server.max_active <= 4
+    # Requested lengths reach the server, usage comes back per request and is what gets recorded.
+    prompts = make_prompts(26, plan.input_len, plan.seed)
+    by_seq = {r.seq: r for r in got}
+    for q in range(26):
+        r = by_seq[q]
+        assert r.ok and r.error is None and r.status_code == 200
+        assert r.input_tokens == len(prompts[q])
+        assert r.output_tokens == r.max_tokens == r.chunks
+        assert 3 <= r.max_tokens <= 7
+        assert 0 <= r.ttft_ms <= r.e2e_ms
+        assert r.itl_mean_ms is not None and r.itl_max_ms >= r.itl_mean_ms - 1e-9
+    sent_prompts = sorted(map(tuple, (b["prompt"] for b in server.bodies)))
+    assert sent_prompts == sorted(map(tuple, prompts))
+    b = server.bodies[0]
+    assert b["stream"] is True and b["stream_options"] == {"include_usage": True}
+    assert b["ignore_eos"] is True and "min_tokens" not in b and b["model"] == "test-model"
+    # Output tokens and the ITL pool cover the measured OK requests only.
+    assert out.output_tokens == sum(r.output_tokens for r in measured)
+    assert out.input_tokens == sum(r.input_tokens for r in measured)
+    assert out.itl.count == sum(r.chunks - 1 for r in measured)
+    assert out.duration_s > 0 and out.end_ns > out.start_ns
+    assert min(r.send_ns for r in measured) >= out.start_ns
+    assert progress and progress[-1]["done"] == 23 and progress[-1]["ok"] == 23
+    assert set(REQUEST_COLUMNS) == {f for f in RequestResult.__dataclass_fields__} - {"max_tokens"}
+
+
+def test_injected_failures_are_counted_never_dropped(server):
+    server.fault_cycle = True
+    out, got, _ = _run(_plan(server, concurrency=5, n_requests=40), procs=1)
+    assert server.n == 40 and len(got) == 40
+    assert out.n_sent == 40 == out.results_ok + out.results_err
+    errs = collections.Counter()
+    for r in got:
+        if r.ok:
+            errs["ok"] += 1
+        elif r.status_code == 500:
+            errs["http500"] += 1
+            assert "HTTP 500" in r.error and "injected failure" in r.error
+        elif "server sent no usage" in r.error:
+            errs["no_usage"] += 1
+            assert r.output_tokens is None and r.chunks == 5
+        elif "injected error event" in r.error:
+            errs["error_event"] += 1
+        else:
+            errs["disconnect"] += 1
+            assert r.chunks <= 2, r.error
+    assert errs == server.counts
+    assert out.results_ok == server.counts["ok"] == 8
+    # Failed requests contribute neither tokens nor ITL gaps.
+    assert out.output_tokens == 8 * 5 and out.itl.count == 8 * 4
+
+
+def test_chat_endpoint(server):
+    out, got, _ = _run(_plan(server, endpoint="chat", n_requests=6, concurrency=2), procs=1)
+    assert out.results_ok == 6
+    prompts = make_prompts(6, LengthRange(min=8, max=8), 1)
+    contents = sorted(b["messages"][0]["content"] for b in server.bodies)
+    assert contents == sorted(chat_text_for(p) for p in prompts)
+    assert all(b["max_completion_tokens"] == 5 for b in server.bodies)
+    assert all(r.input_tokens == 8 for r in got)
+
+
+def test_duration_mode(server):
+    server.delay_s = 0.01
+    out, got, _ = _run(_plan(server, n_requests=None, duration_s=1.0, concurrency=3, warmup_requests=2), procs=1)
+    measured = [r for r in got if not r.warmup]
+    # Nothing is sent after the deadline and every in-flight request finishes and is counted.
+    assert out.n_sent == len(measured) == out.results_ok > 3
+    assert server.n == len(got)
+    deadline_ns = out.start_ns + 1_000_000_000
+    assert all(r.send_ns < deadline_ns for r in measured)
+    assert out.duration_s >= 1.0
+
+
+def test_stop_event_cancels_in_flight(server):
+    server.hang = True
+    stop = threading.Event()
+
+    def stop_when_all_streaming() -> None:  # no sleeps-as-sync: wait for the state, then stop
+        deadline = time.monotonic() + 60
+        while server.active < 6 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stop.set()
+
+    threading.Thread(target=stop_when_all_streaming, daemon=True).start()
+    out, got, _ = _run(_plan(server, concurrency=6, n_requests=100), procs=2, stop=stop)
+    assert out.cancelled
+    assert len(got) == 6 == out.n_sent == out.results_err
+    assert all(r.error == "cancelled" and not r.ok for r in got)
+    assert all(r.chunks == 0 for r in got)
+
+
+def test_timeout_is_an_error_and_the_user_goes_on(server):
+    server.hang_first = 2
+    out, got, _ = _run(_plan(server, concurrency=2, n_requests=6, timeout_s=0.5), procs=1)
+    assert out.n_sent == 6 and out.results_err == 2 and out.results_ok == 4 and not out.cancelled
+    timed_out = sorted(r.seq for r in got if not r.ok)
+    assert timed_out == [0, 1] and all(r.error == "timeout after 0.5s" for r in got if not r.ok)
+
+
+def test_multiprocess_sharding_exact_total(server):
+    server.delay_s = 0.001
+    out, got, _ = _run(_plan(server, concurrency=7, n_requests=61, warmup_requests=5), procs=3)
+    assert out.procs == 3 and len(out.shards) == 3 and sorted(s.users for s in out.shards) == [2, 2, 3]
+    assert len(got) == 66 == server.n
+    assert sorted(r.seq for r in got) == list(range(66))
+    assert out.n_sent == 61 == out.results_ok
+    assert out.itl.count == 61 * 4
+    assert server.max_active <= 7
+    assert all(s.error is None and s.wall_s > 0 for s in out.shards)
+
+
+def test_connection_refused_counts_errors():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    plan = LevelPlan(base_url=f"http://127.0.0.1:{port}", model="m", concurrency=2, n_requests=5,
+                     input_len=LengthRange(min=2, max=2), output_len=LengthRange(min=2, max=2))
+    out, got, _ = _run(plan, procs=1)
+    assert out.results_err == 5 == len(got) and out.results_ok == 0
+    assert all("Connect" in r.error for r in got)
+
+
+def test_bad_plans_fail_before_sending():
+    with pytest.raises(LoadGenError):
+        run_level(LevelPlan(base_url="http://127.0.0.1:9", model="m", n_requests=1, duration_s=1.0),
+                  on_results=lambda r: None)
+    with pytest.raises(LoadGenError):
+        run_level(LevelPlan(base_url="http://127.0.0.1:9", model="m", endpoint="embeddings", n_requests=1),
+                  on_results=lambda r: None)
+
+
+def test_shard_killed_mid_level_every_request_still_accounted(server):
+    import multiprocessing
+    import os
+    import signal
+
+    server.hang = True
+    killed = []
+
+    def kill_one_shard_when_streaming() -> None:
+        deadline = time.monotonic() + 60
+        while server.active < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        shard = next(p for p in multiprocessing.active_children() if p.name.startswith("melt-loadgen-"))
+        killed.append(shard.name)
+        os.kill(shard.pid, signal.SIGKILL)
+
+    threading.Thread(target=kill_one_shard_when_streaming, daemon=True).start()
+    out, got, _ = _run(_plan(server, concurrency=4, n_requests=50), procs=2)
+    assert killed
+    assert len(got) == 4 == out.n_sent == out.results_err          # 4 taken slots, 4 results
+    assert sorted(r.seq for r in got) == [0, 1, 2, 3]
+    lost = [r for r in got if r.error.startswith("result lost")]
+    cancelled = [r for r in got if r.error == "cancelled"]        # the surviving shard was stopped
+    assert len(lost) == 2 and len(cancelled) == 2
+    assert "exited with code -9" in out.error and "exited with code -9" in lost[0].error
+
+
+def test_open_file_limit_fails_with_a_clear_message(tmp_path):
+    import subprocess
+    import sys
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))\n"
+            "from bench.loadgen import LevelPlan, LoadGenError, run_level\n"
+            "try:\n"
+            "    run_level(LevelPlan(base_url='http://127.0.0.1:9', model='m', concurrency=1000, n_requests=1),\n"
+            "              procs=1, on_results=lambda r: None)\n"
+            "except LoadGenError as e:\n"
+            "    print('ERR', e)\n")
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert r.stdout.startswith("ERR") and "RLIMIT_NOFILE" in r.stdout and "1064" in r.stdout, r.stdout + r.stderr
+
+
+def test_request_rate_mode_follows_the_poisson_schedule(server):
+    import random
+    plan = _plan(server, concurrency=4, n_requests=20, request_rate=20.0, warmup_requests=2)
+    out, got, _ = _run(plan, procs=1)
+    measured = [r for r in got if not r.warmup]
+    assert out.n_sent == 20 == out.results_ok and out.request_rate == 20.0
+    # The shard's arrival schedule is seeded: the 20th request cannot leave before the 20th arrival.
+    rng, t, arrivals = random.Random(f"melt-arrivals-{plan.seed}-0"), 0.0, []
+    for _ in range(20):
+        arrivals.append(t)
+        t += rng.expovariate(20.0)
+    assert max(r.send_ns for r in measured) - out.start_ns >= arrivals[-1] * 1e9 - 1e6
+    assert all(r.queue_ms is not None and r.queue_ms >= 0 for r in measured)
+
+
+def test_shard_sizing_helpers(monkeypatch):
+    from bench import loadgen
+    assert loadgen.split_even(10, 3) == [4, 3, 3] and sum(loadgen.split_even(10_000, 7)) == 10_000
+    monkeypatch.setattr(loadgen.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert loadgen.auto_procs(1) == 1 and loadgen.auto_procs(199) == 1
+    assert loadgen.auto_procs(200) == 2 and loadgen.auto_procs(5000) == 5 and loadgen.auto_procs(100_000) == 16
+    monkeypatch.setattr(loadgen.os, "sched_getaffinity", lambda pid: {0})
+    assert loadgen.auto_procs(10_000) == 1
