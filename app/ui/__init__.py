@@ -1,0 +1,1 @@
+"""Shared UI pieces for the pages: helpers (common), Plotly builders (charts), launch-form mapping (launch_form)."""

@@ -1,0 +1,205 @@
+"""Plotly figure builders. Each takes plain data and returns a figure; pages only place them.
+
+Figures are built in one go.Figure(data, layout) call from plain dicts, with template "none" (Streamlit's chart
+theme styles them in the browser): plotly's per-property validation, templates and add_vrect() made the Live page
+cost ~1.6 s of pure figure building per refresh; this way it is a few milliseconds per chart.
+Styling is for a projector: large fonts, thick lines. Any title that shows simulated data says SIMULATED. Names
+that come from users go through esc_plotly (Plotly renders a subset of HTML).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from app.ui.common import esc_plotly
+
+PALETTE = ["#1f6feb", "#d9480f", "#2f9e44", "#ae3ec9", "#f08c00", "#0c8599", "#e03131", "#495057"]
+SIM_TAG = " — SIMULATED"
+
+
+def _title(text: str, simulated: bool) -> str:
+    return text + (SIM_TAG if simulated else "")
+
+
+def _layout(title: str, *, simulated: bool = False, x: str = "", y: str = "", height: int = 340,
+            hover: str = "x unified", **extra) -> dict:
+    lay = {
+        "template": "none",
+        "title": {"text": _title(title, simulated), "font": {"size": 20}},
+        "font": {"size": 15}, "height": height, "margin": {"l": 60, "r": 20, "t": 56, "b": 40},
+        # Short legends (series names) sit top right under the title; run names go below the plot (legend_below).
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0,
+                   "font": {"size": 13}},
+        "hovermode": hover,
+        "xaxis": {"title": {"text": x}, "showgrid": False},
+        "yaxis": {"title": {"text": y}, "rangemode": "tozero"},
+    }
+    lay.update(extra)
+    return lay
+
+
+def _legend_below(lay: dict) -> dict:
+    """For legends of run names (long): under the x-axis title, with room kept for it."""
+    lay["legend"] = {"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0.0, "font": {"size": 13}}
+    lay["margin"] = {**lay["margin"], "b": 110}
+    return lay
+
+
+def _line(x, y, name: str, color: str, *, dash: str = "solid", width: float = 3, markers: bool = False, **kw) -> dict:
+    return {"type": "scatter", "x": x, "y": y, "name": esc_plotly(name), "mode": "lines+markers" if markers else "lines",
+            "line": {"width": width, "color": color, "dash": dash}, "connectgaps": True, **kw}
+
+
+def lines(df: pd.DataFrame, x: str, ys: dict[str, str], title: str, *, simulated: bool = False, xlab: str = "",
+          ylab: str = "", height: int = 300, dash: dict[str, str] | None = None,
+          bands: Sequence[tuple[float, float, str]] = ()) -> go.Figure:
+    """One line per column in ys ({legend label: column}); `bands` shade each level's span (start s, end s, label)."""
+    data = []
+    for i, (label, col) in enumerate(ys.items()):
+        if df.empty or col not in df or x not in df:
+            continue
+        data.append(_line(df[x].to_numpy(), df[col].to_numpy(), label, PALETTE[i % len(PALETTE)],
+                          dash=(dash or {}).get(label, "solid")))
+    shapes, notes = _bands(bands)
+    return go.Figure(data=data, layout=_layout(title, simulated=simulated, x=xlab, y=ylab, height=height,
+                                               shapes=shapes, annotations=notes))
+
+
+def stacked(panels: Sequence[tuple[pd.DataFrame, dict[str, str], str]], x: str, title: str, *, simulated: bool = False,
+            xlab: str = "", dash: dict[str, str] | None = None, bands: Sequence[tuple[float, float, str]] = (),
+            panel_height: int = 190) -> go.Figure:
+    """Several line panels sharing one time axis in ONE figure: panels = [(df, {label: column}, y label)].
+    One figure redraws far cheaper in the browser than one per panel (the Live page redraws every second)."""
+    n = len(panels)
+    gap = 0.07
+    data, lay = [], _layout(title, simulated=simulated, height=panel_height * n + 70, hover="x unified")
+    color_i = 0
+    for i, (df, ys, ylab) in enumerate(panels):
+        ax = "" if i == 0 else str(i + 1)
+        top = 1 - i / n
+        lay[f"yaxis{ax}"] = {"title": {"text": ylab}, "rangemode": "tozero", "domain": [top - 1 / n + gap, top]}
+        lay[f"xaxis{ax}"] = {"anchor": f"y{ax}", "matches": "x" if i else None, "showgrid": False,
+                             "showticklabels": i == n - 1, "title": {"text": xlab if i == n - 1 else ""}}
+        for label, col in ys.items():
+            if not df.empty and col in df and x in df:
+                data.append(_line(df[x].to_numpy(), df[col].to_numpy(), label, PALETTE[color_i % len(PALETTE)],
+                                  dash=(dash or {}).get(label, "solid"), xaxis=f"x{ax}", yaxis=f"y{ax}"))
+            color_i += 1
+    shapes, notes = _bands(bands)
+    lay["shapes"], lay["annotations"] = shapes, notes
+    lay["margin"] = {**lay["margin"], "t": 90}  # room for a legend of several panels between title and plot
+    return go.Figure(data=data, layout=lay)
+
+
+def _bands(bands: Sequence[tuple[float, float, str]]) -> tuple[list[dict], list[dict]]:
+    shapes, notes = [], []
+    for i, (a, b, label) in enumerate(bands):
+        shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": a, "x1": b, "y0": 0, "y1": 1,
+                       "fillcolor": "#868e96", "opacity": 0.07 if i % 2 else 0.14, "line": {"width": 0},
+                       "layer": "below"})
+        notes.append({"xref": "x", "yref": "paper", "x": a, "y": 1, "text": esc_plotly(label), "showarrow": False,
+                      "xanchor": "left", "yanchor": "top", "font": {"size": 12, "color": "#495057"}})
+    return shapes, notes
+
+
+def per_gpu_stacked(df: pd.DataFrame, metrics: Sequence[tuple[str, str]], title: str, *, simulated: bool,
+                    panel_height: int = 170) -> go.Figure:
+    """One panel per metric [(column, y label)], one line per GPU, shared time axis, one legend entry per GPU."""
+    n = len(metrics)
+    gap = 0.05
+    data, lay = [], _layout(title, simulated=simulated, height=panel_height * n + 70, hover="x unified")
+    gpus = sorted(df["gpu_index"].dropna().unique()) if not df.empty and "gpu_index" in df else []
+    parts = {g: df[df["gpu_index"] == g] for g in gpus}
+    for i, (col, ylab) in enumerate(metrics):
+        ax = "" if i == 0 else str(i + 1)
+        top = 1 - i / n
+        lay[f"yaxis{ax}"] = {"title": {"text": ylab}, "rangemode": "tozero", "domain": [top - 1 / n + gap, top]}
+        lay[f"xaxis{ax}"] = {"anchor": f"y{ax}", "matches": "x" if i else None, "showgrid": False,
+                             "showticklabels": i == n - 1, "title": {"text": "seconds since start" if i == n - 1 else ""}}
+        for j, g in enumerate(gpus):
+            part = parts[g]
+            if col not in part:
+                continue
+            data.append(_line(part["t_s"].to_numpy(), part[col].to_numpy(), f"GPU {int(g)}", PALETTE[j % len(PALETTE)],
+                              width=2.5, xaxis=f"x{ax}", yaxis=f"y{ax}", legendgroup=f"gpu{int(g)}",
+                              showlegend=i == 0))
+    return go.Figure(data=data, layout=lay)
+
+
+def by_concurrency(series: Sequence[tuple[str, pd.DataFrame]], y: str, title: str, ylab: str, *,
+                   simulated: bool = False, dash_col: str | None = None, log_x: bool = True,
+                   height: int = 400) -> go.Figure:
+    """Runs overlaid against concurrency: series = [(run label, df with concurrency + y [+ dash_col])]."""
+    data = []
+    ticks: set[int] = set()
+    for i, (label, df) in enumerate(series):
+        color = PALETTE[i % len(PALETTE)]
+        if df.empty or y not in df:
+            continue
+        ticks |= {int(c) for c in df["concurrency"]}
+        data.append(_line(df["concurrency"].to_numpy(), df[y].to_numpy(), label, color, markers=True,
+                          marker={"size": 9}))
+        if dash_col and dash_col in df:
+            tag = next((p for p in ("p99", "p90", "p50") if p in dash_col), dash_col)
+            data.append(_line(df["concurrency"].to_numpy(), df[dash_col].to_numpy(), f"{label} ({tag})", color,
+                              dash="dash", width=2, markers=True, marker={"size": 7}))
+    lay = _legend_below(_layout(title, simulated=simulated, x="concurrency", y=ylab, height=height, hover="closest"))
+    if log_x:
+        t = sorted(ticks)
+        lay["xaxis"].update(type="log", tickvals=t, ticktext=[f"{v:,}" for v in t])
+    return go.Figure(data=data, layout=lay)
+
+
+def pareto(series: Sequence[tuple[str, pd.DataFrame]], *, simulated: bool, height: int = 420) -> go.Figure:
+    """Per-user output tok/s (x) vs output tok/s per GPU (y), one curve per run, points labelled by concurrency."""
+    data = []
+    for i, (label, df) in enumerate(series):
+        if df.empty:
+            continue
+        data.append(_line(df["tok_s_per_user"].to_numpy(), df["tok_s_per_gpu"].to_numpy(), label,
+                          PALETTE[i % len(PALETTE)], markers=True, marker={"size": 9},
+                          text=[f"C={c}" for c in df["concurrency"]], textposition="top center",
+                          textfont={"size": 11}))
+        data[-1]["mode"] = "lines+markers+text"
+    return go.Figure(data=data, layout=_legend_below(_layout(
+        "Throughput per GPU vs speed per user", simulated=simulated, x="output tok/s per user",
+        y="output tok/s per GPU", height=height, hover="closest")))
+
+
+def memory_bar(segments: Sequence[tuple[str, float]], total_gb: float, n_gpus: int, *, need_gb: float | None = None,
+               title: str = "Memory per GPU", height: int = 200) -> go.Figure:
+    """Stacked horizontal bar of one GPU: weights | runtime | KV cache | unused, with the GPU's size marked."""
+    colors = {"weights": "#1f6feb", "runtime + activations": "#f08c00", "KV cache": "#2f9e44", "unused": "#dee2e6"}
+    data = [{"type": "bar", "y": [f"{n_gpus} × GPU"], "x": [gb], "name": f"{label} {gb:.1f} GB", "orientation": "h",
+             "marker": {"color": colors.get(label, "#adb5bd")}, "hovertemplate": f"{label}: {gb:.2f} GB<extra></extra>"}
+            for label, gb in segments]
+    shapes = [{"type": "line", "xref": "x", "yref": "paper", "x0": total_gb, "x1": total_gb, "y0": 0, "y1": 1,
+               "line": {"width": 3, "color": "#212529"}}]
+    notes = [{"xref": "x", "yref": "paper", "x": total_gb, "y": 1.0, "yanchor": "bottom", "showarrow": False,
+              "text": f"{total_gb:.0f} GB"}]
+    if need_gb:
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": need_gb, "x1": need_gb, "y0": 0, "y1": 1,
+                       "line": {"width": 2, "dash": "dot", "color": "#e03131"}})
+        notes.append({"xref": "x", "yref": "paper", "x": need_gb, "y": 1.0, "yanchor": "bottom", "xanchor": "left",
+                      "showarrow": False, "text": "workload KV need", "font": {"color": "#e03131"}})
+    lay = _layout(title, height=height, hover="closest", barmode="stack", shapes=shapes, annotations=notes,
+                  margin={"l": 10, "r": 10, "t": 60, "b": 30})
+    lay["legend"]["y"] = -0.45
+    lay["xaxis"] = {"title": {"text": "GB"}, "range": [0, max(total_gb, sum(g for _, g in segments)) * 1.04]}
+    lay["yaxis"] = {}
+    return go.Figure(data=data, layout=lay)
+
+
+def cost_bars(df: pd.DataFrame, *, simulated: bool, cheapest: int | None) -> go.Figure:
+    """$ per 1M output tokens per level; green where the level meets the SLOs, the cheapest one outlined."""
+    vals = df["usd_per_m_output"].tolist()
+    data = [{"type": "bar", "x": [str(c) for c in df["concurrency"]], "y": vals,
+             "marker": {"color": ["#2f9e44" if ok else "#adb5bd" for ok in df["meets_slo"]],
+                        "line": {"width": [4 if c == cheapest else 0 for c in df["concurrency"]], "color": "#212529"}},
+             "text": [f"${v:,.3f}" if v is not None and v == v else "" for v in vals], "textposition": "outside"}]
+    lay = _layout("$ per 1M output tokens by concurrency (green = meets SLOs)", simulated=simulated,
+                  x="concurrency", y="$ / 1M output tokens", height=360, hover="closest")
+    lay["xaxis"]["type"] = "category"
+    return go.Figure(data=data, layout=lay)

@@ -1,0 +1,170 @@
+"""The Launch page's form <-> RunConfig, as pure functions (no Streamlit), tested in tests/app.
+
+The form keeps text where people type lists ("1,8,64", "128:1024", "--enforce-eager --seed 1"); this module parses
+them with messages that name the field, and validation itself stays in the pydantic models (bench.config).
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass, field
+
+from pydantic import ValidationError
+
+from bench.config import SLO, LengthRange, RunConfig, WorkloadSpec
+from engines.spec import EngineSpec
+
+
+class LaunchError(ValueError):
+    """A form value that cannot become a run; the message names the field."""
+
+
+@dataclass
+class LaunchValues:
+    engine: str = "sim"
+    model: str = "Qwen/Qwen3-0.6B"
+    dummy_weights: bool = False
+    gpu: str | None = None                 # catalog id (what the sim emulates; price/labels for real engines)
+    gpu_indices: list[int] | None = None   # detected NVML GPUs chosen (real engines)
+    gpu_count: int = 1                     # when no GPU indices are chosen
+    mem_fraction: float | None = None
+    max_seqs: int | None = None
+    max_model_len: int | None = None
+    dtype: str = "auto"
+    quantization: str = "none"
+    kv_cache_dtype: str = "auto"
+    tp: int = 1
+    dp: int = 1
+    extra_args: str = ""
+    engine_cmd: str = ""
+    base_url: str = ""
+    levels: str = "1,4,16,64"
+    stop_by: str = "requests"              # requests | duration
+    requests: int | None = 200
+    duration_s: float | None = 30.0
+    warmup: int = 0
+    input_len: str = "512"
+    output_len: str = "128"
+    endpoint: str = "completions"
+    slo_ttft_ms: float = 0.0               # 0 = no SLO
+    slo_tpot_ms: float = 0.0
+    slo_e2e_ms: float = 0.0
+    price: float | None = None
+    name: str = ""
+    tags: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def parse_levels(text: str) -> list[int]:
+    out = []
+    for part in str(text).replace(";", ",").replace(" ", ",").split(","):
+        if not part.strip():
+            continue
+        try:
+            v = int(part)
+        except ValueError:
+            raise LaunchError(f"Concurrency levels: {part.strip()!r} is not a whole number (e.g. 1,8,64)") from None
+        if v <= 0:
+            raise LaunchError(f"Concurrency levels must be positive, got {v}")
+        out.append(v)
+    if not out:
+        raise LaunchError("Concurrency levels: give at least one, e.g. 1,8,64")
+    return out
+
+
+def parse_tags(text: str) -> list[str]:
+    out: list[str] = []
+    for t in str(text).split(","):
+        t = t.strip()
+        if t and t not in out:
+            out.append(t)
+    return out
+
+
+def _length(label: str, text: str) -> LengthRange:
+    try:
+        return LengthRange.parse(text)
+    except ValueError as e:
+        raise LaunchError(f"{label}: {e}") from None
+
+
+def _none_if(v, *empty):
+    return None if v in empty else v
+
+
+def build_run_config(v: LaunchValues) -> RunConfig:
+    """Form values -> validated RunConfig, or LaunchError with a message for the person at the form."""
+    levels = parse_levels(v.levels)
+    if not v.model.strip():
+        raise LaunchError("Model: pick a catalog model or type an id/path")
+    if v.engine == "sim" and not v.gpu:
+        raise LaunchError("GPU: the simulator needs a catalog GPU to emulate")
+    if v.engine == "openai" and not v.base_url.strip():
+        raise LaunchError("Server URL: give the running server's base URL, e.g. http://127.0.0.1:8000")
+    try:
+        extra = shlex.split(v.extra_args) if v.extra_args.strip() else []
+    except ValueError as e:
+        raise LaunchError(f"Extra engine args: {e}") from None
+    try:
+        cmd = shlex.split(v.engine_cmd) if v.engine_cmd.strip() else None
+    except ValueError as e:
+        raise LaunchError(f"Engine command: {e}") from None
+    gpus = list(v.gpu_indices) if v.gpu_indices else None
+    if gpus and v.engine not in ("sim", "openai") and v.tp * v.dp != len(gpus):
+        raise LaunchError(f"TP {v.tp} × DP {v.dp} = {v.tp * v.dp} GPUs, but {len(gpus)} selected")
+    by_requests = v.stop_by == "requests"
+    try:
+        spec = EngineSpec(
+            kind=v.engine, model=v.model.strip(), sim_gpu=v.gpu if v.engine == "sim" else None,
+            base_url=v.base_url.strip() or None if v.engine == "openai" else None,
+            engine_cmd=cmd if v.engine not in ("sim", "openai") else None,
+            dummy_weights=v.dummy_weights and v.engine not in ("sim", "openai"),
+            gpus=gpus if v.engine not in ("sim", "openai") else None, tp=v.tp, dp=v.dp,
+            mem_fraction=v.mem_fraction, max_seqs=_none_if(v.max_seqs, 0), max_model_len=_none_if(v.max_model_len, 0),
+            dtype=_none_if(v.dtype, "auto", ""), quantization=_none_if(v.quantization, "none", ""),
+            kv_cache_dtype=_none_if(v.kv_cache_dtype, "auto", ""), extra_args=extra)
+        workload = WorkloadSpec(
+            input_len=_length("Input length", v.input_len), output_len=_length("Output length", v.output_len),
+            endpoint=v.endpoint, requests=(v.requests or None) if by_requests else None,
+            duration_s=None if by_requests else v.duration_s, warmup_requests=v.warmup,
+            slo=SLO(ttft_ms=v.slo_ttft_ms or None, tpot_ms=v.slo_tpot_ms or None, e2e_ms=v.slo_e2e_ms or None))
+        count = len(gpus) if gpus else (v.gpu_count if v.engine in ("sim", "openai") else max(v.tp * v.dp, v.gpu_count))
+        return RunConfig(name=v.name.strip(), tags=parse_tags(v.tags), engine=spec, workload=workload, levels=levels,
+                         gpu=v.gpu or None, gpu_count=count, price_per_gpu_hour=v.price)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'settings'}: {err['msg']}" for err in e.errors())
+        raise LaunchError(f"Invalid settings: {msgs}") from None
+
+
+def values_from_config(cfg: dict) -> LaunchValues:
+    """A stored run's config -> form values ('open in Launch' / run again with changes). Unknown keys are ignored."""
+    c = RunConfig.model_validate(cfg)
+    e, w = c.engine, c.workload
+    return LaunchValues(
+        engine=e.kind, model=e.model, dummy_weights=e.dummy_weights, gpu=c.gpu or e.sim_gpu, gpu_indices=e.gpus,
+        gpu_count=c.gpu_count, mem_fraction=e.mem_fraction, max_seqs=e.max_seqs, max_model_len=e.max_model_len,
+        dtype=e.dtype or "auto", quantization=e.quantization or "none", kv_cache_dtype=e.kv_cache_dtype or "auto",
+        tp=e.tp, dp=e.dp, extra_args=shlex.join(e.extra_args), engine_cmd=shlex.join(e.engine_cmd or []),
+        base_url=e.base_url or "", levels=",".join(map(str, c.levels)),
+        stop_by="duration" if w.duration_s is not None else "requests",
+        requests=w.requests if w.requests is not None else LaunchValues.requests,
+        duration_s=w.duration_s if w.duration_s is not None else LaunchValues.duration_s, warmup=w.warmup_requests,
+        input_len=str(w.input_len), output_len=str(w.output_len), endpoint=w.endpoint,
+        slo_ttft_ms=w.slo.ttft_ms or 0.0, slo_tpot_ms=w.slo.tpot_ms or 0.0, slo_e2e_ms=w.slo.e2e_ms or 0.0,
+        price=c.price_per_gpu_hour, name=c.name, tags=", ".join(c.tags))
+
+
+def as_dict(v: LaunchValues) -> dict:
+    return asdict(v)
+
+
+def match_catalog_gpu(nvml_name: str | None, catalog: dict) -> str | None:
+    """Catalog id for a detected GPU name via each entry's nvml_names substrings (longest match wins)."""
+    if not nvml_name:
+        return None
+    name = nvml_name.lower()
+    best, best_len = None, 0
+    for gid, spec in catalog.items():
+        for sub in getattr(spec, "nvml_names", []) or []:
+            if sub and sub.lower() in name and len(sub) > best_len:
+                best, best_len = gid, len(sub)
+    return best

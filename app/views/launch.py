@@ -1,0 +1,291 @@
+"""Launch: pick GPUs, engine, model, engine settings and workload; see the memory fit; Start = run row + worker."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app.ui import charts
+from app.ui.common import (detected_engines, detected_gpus, esc_md, gpu_catalog, model_catalog, page_header,
+                           show_chart, worker_api)
+from app.ui.launch_form import LaunchError, LaunchValues, build_run_config, match_catalog_gpu, values_from_config
+
+ENGINES = {"sim": "Simulator (built-in, no GPU: SIMULATED)", "vllm": "vLLM", "sglang": "SGLang",
+           "trtllm": "TensorRT-LLM", "openai": "Already running OpenAI-compatible server"}
+DTYPES = ["auto", "bfloat16", "float16", "float32"]
+QUANTS = ["none", "fp8", "awq", "gptq", "int8", "w8a8", "nvfp4", "mxfp4", "bitsandbytes"]
+KV_DTYPES = ["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
+OTHER_MODEL = "Other (Hugging Face id or local path)…"
+D = LaunchValues()
+
+page_header("Launch a sweep", "Start runs in a background worker: closing this tab never stops them.")
+
+gpu_cat, gpu_cat_err = gpu_catalog()
+model_cat, model_cat_err = model_catalog()
+engines, engines_err = detected_engines()
+nvml_gpus, nvml_line = detected_gpus()
+eng_info = {e["kind"]: e for e in engines}
+ss = st.session_state
+
+
+def _default(key: str, value) -> None:
+    if key not in ss:
+        ss[key] = value
+
+
+# ?from=ID: prefill from a stored run ("Open in Launch" on the Runs page), once per id.
+src = st.query_params.get("from")
+if src and ss.get("_l_prefilled") != src:
+    ss["_l_prefilled"] = src
+    try:
+        from storage.queries import get_run
+
+        d = get_run(int(src))
+        if d is not None:
+            v = values_from_config(d.config)
+            widget_none = {"mem_fraction": 0.9, "max_seqs": 0, "max_model_len": 0, "price": 0.0}
+            for k, val in v.__dict__.items():
+                if k not in ("extra", "gpu_indices"):
+                    ss[f"l_{k}"] = widget_none.get(k, val) if val is None else val
+            ss["l_model_pick"] = v.model if v.model in model_cat else OTHER_MODEL
+            ss["l_model_other"] = v.model
+            ss["l_name"] = (v.name + " (again)").strip() if v.name else ""
+            ss["_l_price_for"] = v.gpu  # keep the run's own price instead of the catalog default
+            st.toast(f"Settings copied from run #{int(src)}")
+    except Exception as e:  # noqa: BLE001 - a bad link must not break the page
+        st.warning(f"Could not copy settings from run {esc_md(src)}: {esc_md(e)}")
+
+if gpu_cat_err:
+    st.warning(f"GPU catalog not available: {esc_md(gpu_cat_err)}")
+if model_cat_err:
+    st.warning(f"Model catalog not available: {esc_md(model_cat_err)}")
+
+left, right = st.columns(2, gap="large")
+
+# ------------------------------------------------------------------------------------------ engine, model, GPUs
+with left:
+    st.subheader("Engine and model")
+    _default("l_engine", "sim")
+
+    def _engine_label(kind: str) -> str:
+        if kind in ("sim", "openai"):
+            return ENGINES[kind]
+        info = eng_info.get(kind)
+        if info is None:
+            return f"{ENGINES[kind]} (not detected)"
+        return f"{ENGINES[kind]} ({info['version'] or 'installed'})" if info["installed"] else \
+            f"{ENGINES[kind]} (not installed)"
+
+    engine = st.selectbox("Engine", list(ENGINES), format_func=_engine_label, key="l_engine")
+    real = engine not in ("sim", "openai")
+    engine_missing = real and not (eng_info.get(engine) or {}).get("installed")
+    if engine == "sim":
+        st.caption(":orange-badge[SIMULATED] A roofline model of the chosen GPU; every number it produces is "
+                   "labelled simulated.")
+    if real:
+        info = eng_info.get(engine)
+        if engines_err:
+            st.info(engines_err)
+        if engine_missing:
+            how = (info or {}).get("how_to_install") or f"python -m bench engines install {engine}"
+            st.warning(f"{ENGINES[engine]} is not installed here. To install:")
+            st.code(how, language="bash")
+        _default("l_engine_cmd", "")
+        st.text_input("Engine command (optional)", key="l_engine_cmd",
+                      help="argv prefix that starts the engine, e.g. a path in its own virtualenv. Default: found "
+                           "by the engine registry.")
+    if engine == "openai":
+        _default("l_base_url", "http://127.0.0.1:8000")
+        st.text_input("Server URL", key="l_base_url")
+
+    model_options = list(model_cat) + [OTHER_MODEL]
+    _default("l_model_pick", D.model if D.model in model_cat else OTHER_MODEL)
+    pick = st.selectbox("Model", model_options, key="l_model_pick")
+    if pick == OTHER_MODEL:
+        _default("l_model_other", "")
+        model = st.text_input("Model id or path", key="l_model_other", placeholder="org/model or /path/to/model")
+    else:
+        model = pick
+    if real:
+        _default("l_dummy_weights", False)
+        st.toggle("Dummy weights (no download; throughput is the same for fixed output lengths)",
+                  key="l_dummy_weights")
+
+    st.subheader("GPUs")
+    gpu_ids = list(gpu_cat)
+    default_gpu = "H100-SXM-80GB" if "H100-SXM-80GB" in gpu_cat else (gpu_ids[0] if gpu_ids else None)
+    _default("l_gpu", default_gpu)
+    _default("l_gpu_count", 1)
+    gpu_indices: list[int] | None = None
+    gpu_mem_gb: float | None = None
+    if engine == "sim" or not nvml_gpus:
+        if engine != "sim":
+            st.info(f"No NVIDIA GPU detected ({esc_md(nvml_line)}). Choose the GPU from the catalog for labels "
+                    "and price.")
+        if gpu_ids:
+            st.selectbox("GPU to simulate" if engine == "sim" else "GPU (catalog)", gpu_ids, key="l_gpu",
+                         format_func=lambda g: f"{g} — {gpu_cat[g].memory_gb:.0f} GB")
+        else:
+            st.text_input("GPU (catalog id)", key="l_gpu")
+        st.number_input("Number of GPUs", min_value=1, max_value=64, step=1, key="l_gpu_count")
+        gspec = gpu_cat.get(ss.get("l_gpu") or "")
+        gpu_mem_gb = gspec.memory_gb if gspec else None
+    else:
+        st.caption(esc_md(nvml_line))
+        by_index = {g["index"]: g for g in nvml_gpus}
+        _default("l_gpu_indices", [min(by_index)])
+        gpu_indices = st.multiselect(
+            "GPUs to use", list(by_index), key="l_gpu_indices",
+            format_func=lambda i: f"{i}: {by_index[i].get('name')} ({(by_index[i].get('memory_total_mb') or 0) / 1024:.0f} GiB)")
+        if gpu_indices:
+            first = by_index[gpu_indices[0]]
+            matched = match_catalog_gpu(first.get("name"), gpu_cat)
+            if matched and ss.get("l_gpu") not in gpu_cat:
+                ss["l_gpu"] = matched
+            mems = [by_index[i].get("memory_total_mb") for i in gpu_indices if by_index[i].get("memory_total_mb")]
+            gpu_mem_gb = min(mems) * 1024 * 1024 / 1e9 if mems else None
+        if gpu_ids:
+            st.selectbox("Catalog entry (specs, default price)", gpu_ids, key="l_gpu")
+
+    if engine != "openai":
+        with st.expander("Engine settings", expanded=False):
+            _default("l_mem_fraction", 0.9)
+            _default("l_max_seqs", 0)
+            _default("l_max_model_len", 0)
+            _default("l_dtype", "auto")
+            _default("l_quantization", "none")
+            _default("l_kv_cache_dtype", "auto")
+            _default("l_tp", 1)
+            _default("l_dp", 1)
+            _default("l_extra_args", "")
+            st.slider("GPU memory fraction", 0.3, 0.98, step=0.01, key="l_mem_fraction")
+            a, b = st.columns(2)
+            a.number_input("Max concurrent sequences (0 = engine default)", min_value=0, step=16, key="l_max_seqs")
+            b.number_input("Max model length (0 = model default)", min_value=0, step=1024, key="l_max_model_len")
+            a.selectbox("dtype", DTYPES, key="l_dtype")
+            b.selectbox("Quantization", QUANTS, key="l_quantization")
+            a.selectbox("KV-cache dtype", KV_DTYPES, key="l_kv_cache_dtype")
+            c, d = st.columns(2)
+            c.number_input("Tensor parallel (TP)", min_value=1, max_value=64, step=1, key="l_tp")
+            d.number_input("Data parallel (DP)", min_value=1, max_value=64, step=1, key="l_dp")
+            st.text_input("Extra engine args", key="l_extra_args", placeholder="--enforce-eager --seed 1")
+
+# ---------------------------------------------------------------------------------------------------- workload
+with right:
+    st.subheader("Workload")
+    for k in ("levels", "stop_by", "requests", "duration_s", "warmup", "input_len", "output_len", "endpoint",
+              "slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms", "name", "tags"):
+        _default(f"l_{k}", getattr(D, k))
+    st.text_input("Concurrency levels", key="l_levels", help="Comma-separated, e.g. 1,8,64,256")
+    st.radio("Each level stops after", ["requests", "duration"], key="l_stop_by", horizontal=True,
+             format_func=lambda x: "a number of requests" if x == "requests" else "a duration")
+    a, b = st.columns(2)
+    if ss["l_stop_by"] == "requests":
+        a.number_input("Requests per level (0 = 2 × concurrency, at least 100)", min_value=0, step=50,
+                       key="l_requests")
+    else:
+        a.number_input("Seconds per level", min_value=1.0, step=10.0, key="l_duration_s")
+    b.number_input("Warm-up requests per level", min_value=0, step=10, key="l_warmup")
+    a.text_input("Input tokens (N or MIN:MAX)", key="l_input_len")
+    b.text_input("Output tokens (N or MIN:MAX)", key="l_output_len")
+    st.selectbox("Endpoint", ["completions", "chat"], key="l_endpoint")
+    st.markdown("**SLOs for goodput** (0 = not set)")
+    x, y, z = st.columns(3)
+    x.number_input("TTFT ms", min_value=0.0, step=50.0, key="l_slo_ttft_ms")
+    y.number_input("TPOT ms", min_value=0.0, step=5.0, key="l_slo_tpot_ms")
+    z.number_input("E2E ms", min_value=0.0, step=500.0, key="l_slo_e2e_ms")
+
+    st.subheader("Run")
+    gspec = gpu_cat.get(ss.get("l_gpu") or "")
+    if ss.get("_l_price_for") != ss.get("l_gpu"):  # new GPU choice: catalog price as the new default
+        ss["_l_price_for"] = ss.get("l_gpu")
+        if gspec is not None:
+            ss["l_price"] = float(gspec.price_per_hour)
+    _default("l_price", 0.0)
+    if ss.get("l_price") is None:
+        ss["l_price"] = 0.0
+    st.number_input("Price per GPU-hour ($)", min_value=0.0, step=0.1, format="%.2f", key="l_price",
+                    help="Default from the GPU catalog; used by the Cost page.")
+    st.text_input("Run name", key="l_name", max_chars=200)
+    st.text_input("Tags (comma-separated)", key="l_tags")
+
+
+def _values() -> LaunchValues:
+    g = lambda k, default=None: ss.get(f"l_{k}", default)  # noqa: E731
+    return LaunchValues(
+        engine=engine, model=model or "", dummy_weights=bool(g("dummy_weights", False)) if real else False,
+        gpu=g("gpu"), gpu_indices=gpu_indices, gpu_count=int(g("gpu_count", 1)),
+        mem_fraction=g("mem_fraction") if engine != "openai" else None, max_seqs=g("max_seqs", 0),
+        max_model_len=g("max_model_len", 0), dtype=g("dtype", "auto"), quantization=g("quantization", "none"),
+        kv_cache_dtype=g("kv_cache_dtype", "auto"), tp=int(g("tp", 1)), dp=int(g("dp", 1)),
+        extra_args=g("extra_args", "") or "", engine_cmd=(g("engine_cmd", "") or "") if real else "",
+        base_url=g("base_url", "") or "", levels=g("levels", ""), stop_by=g("stop_by", "requests"),
+        requests=int(g("requests", 0) or 0), duration_s=float(g("duration_s", 30.0)), warmup=int(g("warmup", 0)),
+        input_len=g("input_len", ""), output_len=g("output_len", ""), endpoint=g("endpoint", "completions"),
+        slo_ttft_ms=float(g("slo_ttft_ms", 0)), slo_tpot_ms=float(g("slo_tpot_ms", 0)),
+        slo_e2e_ms=float(g("slo_e2e_ms", 0)), price=g("price"), name=g("name", "") or "", tags=g("tags", "") or "")
+
+
+values = _values()
+config, problem = None, None
+try:
+    config = build_run_config(values)
+except LaunchError as e:
+    problem = str(e)
+
+# ------------------------------------------------------------------------------------------------- memory fit
+st.subheader("Memory fit")
+mspec = model_cat.get(values.model)
+if engine == "openai":
+    st.caption("The server is already running: its memory is its own business.")
+elif mspec is None or not gpu_mem_gb:
+    st.caption("Memory fit needs a catalog model and a GPU with known memory."
+               + ("" if mspec else " This model is not in the catalog."))
+else:
+    from bench.memory import estimate_fit
+
+    try:
+        n_gpus = len(gpu_indices) if gpu_indices else values.gpu_count
+        tokens = None
+        if config is not None:
+            tokens = config.workload.input_len.max + config.workload.output_len.max
+        fit = estimate_fit(
+            mspec, gpu_mem_gb, n_gpus=n_gpus, tp=values.tp, dp=values.dp, mem_fraction=values.mem_fraction,
+            dtype=None if values.dtype == "auto" else values.dtype,
+            quantization=None if values.quantization == "none" else values.quantization,
+            kv_cache_dtype=None if values.kv_cache_dtype == "auto" else values.kv_cache_dtype,
+            max_model_len=values.max_model_len or None, max_seqs=values.max_seqs or None,
+            max_concurrency=max(config.levels) if config else None, tokens_per_request=tokens)
+        need_gb = None
+        if fit.need_kv_tokens:
+            need_gb = fit.weights_gb + fit.overhead_gb + fit.need_kv_tokens * fit.kv_bytes_per_token / 1e9
+        title = "Memory per GPU (estimate)" + (" — SIMULATED GPU" if engine == "sim" else "")
+        show_chart(charts.memory_bar(fit.segments(), fit.gpu_total_gb, n_gpus, need_gb=need_gb, title=title),
+                   key="memfit", filename="memory_fit")
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric("Weights per GPU", f"{fit.weights_gb:.1f} GB")
+        m2.metric("KV cache per GPU", f"{max(0.0, fit.kv_gb):.1f} GB")
+        m3.metric("KV capacity (tokens / replica)", f"{fit.kv_tokens:,}")
+        m4.metric(f"Max concurrent {fit.max_model_len:,}-token seqs", f"{fit.max_concurrent_full_len:,}")
+        for w in fit.warnings:
+            st.warning(w)
+        if fit.fits and not fit.warnings:
+            st.success("Fits: weights, runtime and the largest level's KV cache all fit.")
+    except ValueError as e:
+        st.warning(f"Memory estimate unavailable: {esc_md(e)}")
+
+# ------------------------------------------------------------------------------------------------------ start
+st.divider()
+if problem:
+    st.error(esc_md(problem))
+start_disabled = bool(problem) or engine_missing
+if st.button("Start sweep", type="primary", disabled=start_disabled, key="l_start", icon=":material/play_arrow:"):
+    runs_api = worker_api()
+    if runs_api is not None and config is not None:
+        try:
+            run_id = runs_api.start_run(config)
+        except Exception as e:  # noqa: BLE001 - show why (DB not writable, worker failed to spawn, ...)
+            st.error(f"Could not start the run: {esc_md(e)}")
+        else:
+            ss["l_last_started"] = run_id
+            st.switch_page("views/live.py", query_params={"run": str(run_id)})
+if engine_missing:
+    st.caption(f"Install {ENGINES[engine]} to start (see above), or pick the simulator.")

@@ -1,0 +1,378 @@
+"""Live: one run, in progress or finished. Polls the database once a second while the run is active (the worker
+writes, we only read), so a refresh, a second viewer or closing the tab never touches the sweep."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pandas as pd
+import streamlit as st
+
+from app.ui import charts
+from app.ui.common import (esc_md, fmt_dt, fmt_num, fmt_secs, show_chart, show_table, sim_badge, status_badge,
+                           worker_api)
+from storage import queries as q
+from storage.db import to_url
+
+BIG_TILES_CSS = """<style>
+[data-testid="stMetricValue"] { font-size: 3rem; font-weight: 700; }
+[data-testid="stMetricLabel"] p { font-size: 1.1rem; }
+</style>"""
+
+ss = st.session_state
+runs = q.list_runs(limit=300)
+if not runs:
+    st.title("Live")
+    st.info("No runs yet. Start one on the Launch page.")
+    st.page_link("views/launch.py", label="Launch a sweep", icon=":material/rocket_launch:")
+    st.stop()
+
+asked = st.query_params.get("run")
+try:
+    run_id = int(asked) if asked else None
+except ValueError:
+    st.warning(f"?run={esc_md(asked)} is not a run id.")
+    run_id = None
+if run_id is None:
+    run_id = q.latest_run_id(active_only=True) or runs[0].id
+labels = {r.id: r.label + ("  ● live" if r.active else "") for r in runs}
+options = list(labels)
+if run_id not in labels:
+    options.insert(0, run_id)
+pick_col, refresh_col = st.columns([4, 1])
+picked = pick_col.selectbox("Run", options, index=options.index(run_id), format_func=lambda i: labels.get(i, f"#{i}"))
+if picked != run_id or st.query_params.get("run") != str(run_id):
+    st.query_params["run"] = str(picked)  # shareable URL: ?run=ID
+    if picked != run_id:
+        st.rerun()
+
+detail = q.get_run(run_id)
+if detail is None:
+    st.error(f"Run {run_id} not found.")
+    st.stop()
+st.html(BIG_TILES_CSS)  # static CSS only; no user text ever goes through HTML
+active_at_load = detail.run.active
+# Every chart redraw costs the viewer's browser CPU (~0.1 core per figure at 1 Hz in headless Chromium here); on a
+# one-box setup that comes out of the sweep, so the rate is the viewer's choice. 1 s by default.
+refresh = None
+if active_at_load:
+    refresh = refresh_col.segmented_control("Refresh", [1.0, 2.0, 5.0, 0.0], default=1.0, key="live_refresh",
+                                            format_func=lambda v: f"{v:g} s" if v else "paused") or None
+
+
+def _planned(d: q.RunDetail) -> tuple[list[tuple[int, int | None]], float | None]:
+    try:
+        from bench.config import RunConfig
+
+        cfg = RunConfig.model_validate(d.config)
+        return [(c, cfg.workload.requests_for(c)) for c in cfg.levels], cfg.workload.duration_s
+    except Exception:  # noqa: BLE001 - older/foreign config: fall back to what the levels say
+        return [(lv.concurrency, lv.n_requested) for lv in d.levels], None
+
+
+def _series(run_id: int) -> q.RunSeries:
+    cache = ss.get("live_series")
+    if not isinstance(cache, q.RunSeries) or cache.run_id != run_id:
+        cache = q.RunSeries(run_id)
+        ss["live_series"] = cache
+    cache.refresh()
+    return cache
+
+
+def _header(d: q.RunDetail) -> None:
+    r = d.run
+    st.markdown(f"## {esc_md(r.name or 'Run')} · #{r.id} &nbsp; {status_badge(r.status)} {sim_badge(r.simulated)}")
+    st.caption(f"{esc_md(r.engine_kind)} · {esc_md(r.model)} · {esc_md(r.gpu or 'GPU ?')} × {r.gpu_count} · "
+               f"created {fmt_dt(r.created_at)}" + (f" · tags: {esc_md(', '.join(r.tags))}" if r.tags else ""))
+    if r.simulated:
+        st.warning("SIMULATED run: numbers come from Melt's simulator, not a real GPU.", icon=":material/science:")
+    if r.error:
+        st.error(f"{esc_md(r.status)}: {esc_md(r.error[:600])}")
+    if r.active and d.heartbeat_at is not None:
+        age = (datetime.now(timezone.utc) - d.heartbeat_at).total_seconds()
+        if age > 15:
+            st.warning(f"No heartbeat from the worker for {age:.0f} s (it may have died; it will be marked aborted).")
+
+
+def _cancel(d: q.RunDetail) -> None:
+    if not d.run.active:
+        return
+    if st.button("Cancel run", type="secondary", icon=":material/stop_circle:", key=f"cancel-{d.run.id}"):
+        api = worker_api()
+        if api is not None:
+            try:
+                sent = api.cancel_run(d.run.id)
+                st.toast("Cancel sent: the worker stops load and engine, keeps results." if sent
+                         else "Run already finished.")
+            except Exception as e:  # noqa: BLE001
+                st.error(f"Cancel failed: {esc_md(e)}")
+
+
+def _engine(d: q.RunDetail, now: datetime) -> None:
+    if not d.instances:
+        if d.run.status == "queued":
+            st.info("Queued: waiting for the worker to start.")
+        return
+    inst = d.instances[-1]
+    ready = inst.ready_at is not None
+    if ready and not d.run.active:
+        st.caption(f"Engine {esc_md(inst.kind)} {esc_md(inst.version or '')} was ready in {fmt_secs(inst.startup_s)}.")
+        return
+    if not ready:
+        since = inst.launched_at or d.run.started_at
+        elapsed = (now - since).total_seconds() if since else None
+        st.info(f"Engine starting: **{esc_md(inst.phase or inst.state)}** · {fmt_secs(elapsed)} elapsed")
+        st.code(inst.log_tail[-4000:] or "(no output yet)", language="log")
+    else:
+        st.caption(f"Engine ready in {fmt_secs(inst.startup_s)} · {esc_md(inst.base_url or '')}")
+
+
+def _progress(d: q.RunDetail, now: datetime) -> None:
+    planned, dur = _planned(d)
+    p = q.sweep_progress(d, planned, dur, now)
+    if not p.levels:
+        return
+    eta = "" if p.eta_s is None else f" · ETA ~{fmt_secs(p.eta_s)}"
+    st.progress(min(1.0, p.fraction), text=f"Sweep: {p.fraction:.0%} · {fmt_secs(p.elapsed_s)} elapsed{eta}")
+    cols = st.columns(min(len(p.levels), 6))
+    for i, lv in enumerate(p.levels):
+        with cols[i % len(cols)]:
+            total = f"/{lv.total:,}" if lv.total else ""
+            st.progress(lv.fraction, text=f"C={lv.concurrency}: {lv.status} {lv.done:,}{total}")
+
+
+def _frames(series: q.RunSeries, d: q.RunDetail) -> dict:
+    """DataFrames for the charts, times as seconds since the run started, at most a few hundred points per line
+    (the browser redraws every chart each second while a run is live)."""
+    start = d.run.started_at or d.run.created_at
+    t0 = int(start.timestamp() * 1e9)
+    pts = series.requests
+    last_done = float(q.completion_ns(pts).max()) if pts["send_ns"].size else None
+    span = (last_done - t0) / 1e9 if last_done else 0.0
+    bucket = max(1.0, span / 240)
+    thr = pd.DataFrame(q.throughput_series(pts, bucket_s=bucket, t0_ns=t0))
+    lat = pd.DataFrame(q.latency_series(pts, bucket_s=max(2.0, bucket * 2), t0_ns=t0))
+    tel = pd.DataFrame(series.telemetry)
+    if not tel.empty:
+        tel["t_s"] = (tel["t_ns"] - t0) / 1e9
+        tel["mem_used_gb"] = tel["mem_used_mb"] / 1024
+        # The driver's ~1 s average: smooth, where 4 Hz instantaneous readings alias the ripple (docs/ARCHITECTURE.md,
+        # Telemetry). Instantaneous where no average is offered.
+        tel["power_chart_w"] = tel["power_avg_w"].fillna(tel["power_w"])
+        tel_bucket = max(0.25, (tel["t_s"].max() - tel["t_s"].min()) / 400)
+        if tel_bucket > 0.25:  # long runs: mean per time bucket and GPU, ~400 points per line
+            tel = (tel.assign(_b=(tel["t_s"] // tel_bucket)).groupby(["gpu_index", "_b"], as_index=False)
+                   .mean(numeric_only=True).drop(columns="_b"))
+    em = pd.DataFrame(series.engine)
+    eng_rate = pd.DataFrame(q.counter_rate(series.engine["t_ns"], series.engine["generation_tokens_total"],
+                                           min_dt_s=max(1.0, bucket)))
+    for df in (em, eng_rate):
+        if not df.empty:
+            df["t_s"] = (df["t_ns"] - t0) / 1e9
+    if not em.empty:
+        em["kv_cache_pct"] = em["kv_cache_usage"] * 100
+        if len(em) > 600:
+            em = em.iloc[:: len(em) // 400 + 1]
+    if not thr.empty:
+        thr["t_s"] += bucket / 2  # plot each bucket at its middle: lines up with the engine counter's rate
+        thr["errors_cumulative"] = thr["errors"].cumsum()
+        if d.run.active and pts["e2e_ms"].size:
+            # Requests still streaming are not in the database yet, so the newest buckets read low. Blank the
+            # last median-E2E of the client curve rather than draw a dip that is not real.
+            recent = pts["e2e_ms"][-200:]
+            hide_after = (last_done - t0) / 1e9 - float(pd.Series(recent).median(skipna=True) or 0) / 1e3
+            thr.loc[thr["t_s"] > hide_after, "output_tok_s"] = float("nan")
+        if not eng_rate.empty:
+            thr = pd.merge_asof(thr.sort_values("t_s"),
+                                eng_rate[["t_s", "rate"]].rename(columns={"rate": "engine_tok_s"}),
+                                on="t_s", direction="nearest", tolerance=bucket * 2)
+    bands = []
+    for lv in d.levels:
+        if lv.start_ns:
+            end = lv.end_ns or last_done or lv.start_ns
+            bands.append(((lv.start_ns - t0) / 1e9, (end - t0) / 1e9, f"C={lv.concurrency}"))
+    return {"thr": thr, "lat": lat, "tel": tel, "em": em, "eng_rate": eng_rate, "bands": bands}
+
+
+@st.cache_data(max_entries=8, show_spinner="Loading the run's time series…")
+def _finished_frames(db_url: str, run_id: int, finished_key: str) -> dict:
+    """Chart frames of a finished run, cached per (database, run, finish time), so another history file or a
+    deleted-and-reused id never serves stale data."""
+    series = q.RunSeries(run_id)
+    series.refresh(db_url)
+    return _frames(series, q.get_run(run_id, db_url))
+
+
+def _tiles_finished(d: q.RunDetail) -> None:
+    """A finished run's headline numbers from its level summaries (no bulk read needed)."""
+    sim = " (SIM)" if d.run.simulated else ""
+    done = [lv for lv in d.levels if lv.output_tok_s]
+    peak = max(done, key=lambda lv: lv.output_tok_s) if done else None
+    power = (peak.telemetry or {}).get("avg_power_w") if peak else None
+    temps = [t for t in ((lv.telemetry or {}).get("peak_temp_gpu_c") for lv in d.levels) if t is not None]
+    a, b, c, e = st.columns(4)
+    a.metric(f"Peak output tok/s{sim}", fmt_num(d.run.peak_output_tok_s, 0),
+             help=f"Level C={peak.concurrency}" if peak else None, border=True)
+    b.metric(f"Power at peak{sim}", f"{fmt_num(power, 0)} W" if power is not None else "–",
+             help="Average over the peak level (energy / time)", border=True)
+    c.metric(f"Hottest GPU{sim}", f"{fmt_num(max(temps), 0)} °C" if temps else "–", border=True)
+    e.metric("Failed requests", f"{sum(lv.n_err for lv in d.levels):,}", border=True)
+
+
+def _tiles(d: q.RunDetail, f: dict) -> None:
+    tok_now, src = None, ""
+    if not f["eng_rate"].empty:
+        tok_now, src = f["eng_rate"]["rate"].tail(3).mean(), "engine counter"
+    elif not f["thr"].empty:
+        tok_now, src = f["thr"]["output_tok_s"].dropna().tail(3).mean(), "completed requests"
+    tel = f["tel"]
+    power = temp = None
+    if not tel.empty:
+        last = tel.sort_values("t_ns").groupby("gpu_index").tail(1)
+        power = last["power_avg_w"].fillna(last["power_w"]).sum(min_count=1)
+        temp = last["temp_gpu_c"].max()
+    errs = sum(lv.n_err for lv in d.levels)
+    sim = " (SIM)" if d.run.simulated else ""
+    a, b, c, e = st.columns(4)
+    a.metric(f"Output tok/s{sim}", fmt_num(tok_now, 0), help=f"From the {src}" if src else None, border=True)
+    b.metric(f"GPU power{sim}", f"{fmt_num(power, 0)} W" if power == power and power is not None else "–",
+             help="Sum over the run's GPUs, latest sample", border=True)
+    c.metric(f"GPU temp{sim}", f"{fmt_num(temp, 0)} °C" if temp == temp and temp is not None else "–",
+             help="Hottest GPU, latest sample", border=True)
+    e.metric("Failed requests", f"{errs:,}", border=True)
+
+
+def _load_charts(d: q.RunDetail, f: dict) -> None:
+    """Three figures (two of them stacked panels): each figure costs the browser ~0.1 CPU core per redraw at 1 Hz,
+    and on a one-box setup that CPU comes out of the sweep being watched."""
+    sim = d.run.simulated
+    thr, lat, em, bands = f["thr"], f["lat"], f["em"], f["bands"]
+    rid = d.run.id
+    xs = "seconds since start"
+    a, b = st.columns(2)
+    with a:
+        fig = charts.lines(thr, "t_s", {"client (completed requests)": "output_tok_s", "engine counter": "engine_tok_s"},
+                           "Output tokens/s", simulated=sim, xlab=xs, ylab="tok/s", bands=bands, height=450)
+        show_chart(fig, key=f"live-tok-{rid}", filename=f"run{rid}_output_tok_s", data=thr)
+    with b:
+        fig = charts.stacked([(lat, {"TTFT p50": "ttft_p50", "TTFT p99": "ttft_p99"}, "TTFT ms"),
+                              (lat, {"ITL p50": "itl_p50", "ITL p99": "itl_p99"}, "ITL ms")], "t_s",
+                             "Latency: TTFT and inter-token (per-request mean)", simulated=sim, xlab=xs,
+                             dash={"TTFT p99": "dash", "ITL p99": "dash"}, bands=bands)
+        show_chart(fig, key=f"live-lat-{rid}", filename=f"run{rid}_latency", data=lat)
+    a, b = st.columns(2)
+    with a:
+        fig = charts.stacked([(em, {"running": "running", "waiting": "waiting", "KV cache %": "kv_cache_pct"},
+                               "requests / %"),
+                              (thr, {"failed per bucket": "errors", "failed (cumulative)": "errors_cumulative"},
+                               "failed")], "t_s", "Engine queue and errors", simulated=sim, xlab=xs, bands=bands)
+        show_chart(fig, key=f"live-queue-{rid}", filename=f"run{rid}_engine_queue", data=em)
+    with b:
+        errs = q.error_breakdown(d.run.id)
+        if errs:
+            st.markdown("**Errors by level, status and message**")
+            show_table(pd.DataFrame(errs), key=f"live-errs-{d.run.id}", filename=f"run{d.run.id}_errors")
+        else:
+            st.caption("No failed requests.")
+
+
+def _gpu_charts(d: q.RunDetail, f: dict) -> None:
+    sim, tel, rid = d.run.simulated, f["tel"], d.run.id
+    if tel.empty:
+        st.info("No GPU telemetry recorded for this run.")
+        return
+    fig = charts.per_gpu_stacked(tel, [("util_gpu", "util %"), ("power_chart_w", "power W (1 s avg)"),
+                                       ("temp_gpu_c", "temp °C"), ("mem_used_gb", "memory GiB"),
+                                       ("sm_clock_mhz", "SM clock MHz")],
+                                 "GPU utilization, power, temperature, memory, clocks", simulated=sim)
+    show_chart(fig, key=f"live-gpu-{rid}", filename=f"run{rid}_gpu", data=tel)
+
+
+def _levels(d: q.RunDetail) -> None:
+    rows = q.level_table(d)
+    if not rows:
+        st.caption("No level has started yet.")
+        return
+    st.subheader("Levels" + (" — SIMULATED" if d.run.simulated else ""))
+    df = pd.DataFrame(rows)
+    show_table(df, key=f"live-levels-{d.run.id}", filename=f"run{d.run.id}_levels")
+    done = df[df["status"] == "completed"]
+    if len(done) >= 2:
+        a, b = st.columns(2)
+        label = d.run.label
+        with a:
+            show_chart(charts.by_concurrency([(label, done)], "output_tok_s", "Output tok/s vs concurrency", "tok/s",
+                                             simulated=d.run.simulated),
+                       key=f"live-lvl-tok-{d.run.id}", filename=f"run{d.run.id}_tok_vs_conc")
+        with b:
+            show_chart(charts.by_concurrency([(label, done)], "ttft_p50_ms", "TTFT p50 (solid) / p99 (dashed)", "ms",
+                                             simulated=d.run.simulated, dash_col="ttft_p99_ms"),
+                       key=f"live-lvl-ttft-{d.run.id}", filename=f"run{d.run.id}_ttft_vs_conc")
+
+
+def _events(d: q.RunDetail) -> None:
+    for inst in d.instances:
+        st.markdown(f"**Engine {esc_md(inst.kind)}** {esc_md(inst.version or '')} · state {esc_md(inst.state)}"
+                    + (f" · exit code {inst.exit_code}" if inst.exit_code is not None else ""))
+        st.code(" ".join(str(a) for a in inst.argv) or "(no argv)", language="bash", wrap_lines=True)
+        st.code(inst.log_tail[-6000:] or "(empty log)", language="log")
+    evs = q.events(d.run.id, limit=200)
+    if evs:
+        df = pd.DataFrame([{"time": datetime.fromtimestamp(e.t_ns / 1e9, timezone.utc).strftime("%H:%M:%S"),
+                            "kind": e.kind, "message": e.message[:500]} for e in evs])
+        show_table(df, key=f"live-events-{d.run.id}", filename=f"run{d.run.id}_events")
+
+
+@st.fragment(run_every=refresh)
+def live_view(run_id: int) -> None:
+    d = q.get_run(run_id)
+    if d is None:
+        st.error(f"Run {run_id} was deleted.")
+        return
+    if d.run.active != active_at_load:
+        st.rerun()  # started/finished since the page loaded: a full rerun switches polling on/off
+    now = datetime.now(timezone.utc)
+    _header(d)
+    _cancel(d)
+    _engine(d, now)
+    _progress(d, now)
+    tabs = ["Throughput & latency", "GPUs", "Levels", "Engine log & events"]
+    if d.run.active:
+        frames = _series_frames(d)
+        _tiles(d, frames)
+    else:
+        frames = None  # loaded only if a chart tab is opened: a finished run opens on its level summary
+        _tiles_finished(d)
+    # Lazy tabs: only the open tab's content runs (and is sent to the browser) on each refresh.
+    load, gpus, levels, log = st.tabs(tabs, key=f"live-tab-{'active' if d.run.active else 'done'}", on_change="rerun",
+                                      default=tabs[0] if d.run.active else tabs[2])
+    if load.open or gpus.open:
+        frames = frames or _series_frames(d)
+    if load.open:
+        with load:
+            _load_charts(d, frames)
+    if gpus.open:
+        with gpus:
+            _gpu_charts(d, frames)
+    if levels.open:
+        with levels:
+            _levels(d)
+    if log.open:
+        with log:
+            _events(d)
+
+
+def _series_frames(d: q.RunDetail) -> dict:
+    if d.run.active:
+        return _frames(_series(d.run.id), d)
+    # finished: the frames never change again, so one read serves every viewer and refresh
+    return _finished_frames(to_url(None), d.run.id, d.run.finished_at.isoformat() if d.run.finished_at else d.run.status)
+
+
+live_view(run_id)
+st.divider()
+a, b, c = st.columns(3)
+a.page_link("views/cost.py", label="Cost of this run", icon=":material/payments:", query_params={"run": str(run_id)})
+b.page_link("views/compare.py", label="Compare with others", icon=":material/compare_arrows:",
+            query_params={"runs": str(run_id)})
+c.page_link("views/launch.py", label="Open these settings in Launch", icon=":material/tune:",
+            query_params={"from": str(run_id)})
