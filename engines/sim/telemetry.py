@@ -100,7 +100,13 @@ class GpuTelemetryModel:
         span = min(WINDOW_S, max(now - self.t0, 1e-9))
         busy_frac = min(1.0, busy / span)
         power_avg = self.idle_w + extra_j / span
-        current = [p for s, e, _, p in self.steps if s <= now < e]
+        # Steps are recorded when they finish, so "now" is normally just past the last one: the GPU still counts as
+        # busy (drawing that step's power) when the gap since it ended is short next to a step.
+        current = []
+        if self.steps:
+            s0, e0, _, p0 = self.steps[-1]
+            if s0 <= now < e0 + max(0.05, 2 * (e0 - s0)):
+                current = [p0]
         power_now = current[-1] if current else self.idle_w
         # First-order thermal lag toward the steady state of the recent average power.
         dt = max(0.0, now - self.temp_t)

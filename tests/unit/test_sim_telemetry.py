@@ -46,3 +46,15 @@ def test_step_memory_is_bounded_without_sampling():
     for i in range(100_000):
         m.on_step(i * 1e-3, (i + 1) * 1e-3, 1e6, 1e9)
     assert len(m.steps) <= 2100
+
+
+def test_instantaneous_power_while_steps_keep_finishing():
+    """Samples land just after the last finished step (steps are recorded at their end): still busy power."""
+    m = GpuTelemetryModel(H100, 0.0, 0.9)
+    t = 5.0
+    for _ in range(500):
+        m.on_step(t, t + 2e-3, 2.5e9, 1e12)
+        t += 2e-3
+    just_after = m.sample(t + 1e-3)
+    assert just_after["power_w"] > 0.5 * 700 and just_after["power_w"] == pytest.approx(just_after["power_avg_w"], rel=0.05)
+    assert m.sample(t + 5.0)["power_w"] == pytest.approx(0.1 * 700)  # idle again once steps stop
