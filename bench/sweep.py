@@ -384,9 +384,11 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         tele = telem.level_summary(outcome.start_ns, outcome.end_ns, summary.get("output_tokens"))
         if tele:
             summary["telemetry"] = tele
-        if watch and watch.died:
-            cause = f"engine exited (code {proc.exit_code() if hasattr(proc, 'exit_code') else '?'}) during level " \
-                    f"{idx + 1} (concurrency {conc})"
+        # The load generator may see the dead engine (connection refused/reset) before the watch's next poll.
+        if proc is not None and (watch.died or not proc.alive()):
+            code = proc.exit_code
+            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+            cause = f"engine {how} during level {idx + 1} (concurrency {conc})"
             tail = proc.log_tail(20)
             rec.finish_level(level_id, LevelStatus.failed, summary, error=cause, telemetry=tele)
             rec.event("error", cause, level_id=level_id, payload={"log_tail": tail})

@@ -397,6 +397,11 @@ class EngineProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def exit_code(self) -> int | None:
+        """The engine process's exit status once it has exited (negative = killed by that signal), else None."""
+        return self._proc.poll() if self._proc is not None else None
+
     # -- finding our processes
 
     def _remember(self, p: psutil.Process) -> None:

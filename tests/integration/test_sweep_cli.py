@@ -161,3 +161,33 @@ def test_background_worker_and_cancel(db_path):
     while _alive(run.worker_pid) and time.time() < end:
         time.sleep(0.2)
     assert not _alive(run.worker_pid)
+
+
+def test_engine_killed_mid_level_fails_the_run_and_keeps_finished_levels(db_path):
+    p = subprocess.Popen([sys.executable, "-m", "bench", "--db", str(db_path), "sweep", *SIM, "--levels", "2,2",
+                          "--requests", "4", "--output-len", "4000", "--input-len", "16", "--json"],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    from storage.db import open_db
+    from storage.models import Level
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if db_path.exists():
+            with open_db(db_path)() as s:
+                if s.query(Level).filter(Level.idx == 1).first() is not None:
+                    break
+    else:
+        p.kill()
+        pytest.fail("second level never started")
+    engines = [pid for pid in _children_of(p.pid) if "engines.sim" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert engines, "no sim engine child found"
+    os.kill(engines[0], signal.SIGKILL)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 1, err
+    doc = json.loads(out)
+    assert doc["status"] == "failed" and "engine was killed by signal 9 during level 2" in doc["error"]
+    assert [lv["status"] for lv in doc["levels"]] == ["completed", "failed"]
+    assert doc["levels"][0]["n_ok"] == 4
+    second = doc["levels"][1]
+    assert second["n_sent"] == second["n_ok"] + second["n_err"] and second["n_err"] > 0
