@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 from pydantic import ValidationError
 
 from bench.config import SLO, LengthRange, RunConfig, WorkloadSpec
+from bench.config import parse_levels as config_parse_levels
 from engines.spec import EngineSpec
 
 ENGINES = ["sim", "openai", "vllm", "sglang", "trtllm"]
@@ -22,21 +23,10 @@ class UsageError(Exception):
 
 
 def parse_levels(text: str) -> list[int]:
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            v = int(part)
-        except ValueError:
-            raise UsageError(f"--levels: {part!r} is not a whole number (expected e.g. 10,100,400)") from None
-        if v <= 0:
-            raise UsageError(f"--levels: concurrency must be positive, got {v}")
-        out.append(v)
-    if not out:
-        raise UsageError("--levels: give at least one concurrency level, e.g. --levels 10,100")
-    return out
+    try:
+        return config_parse_levels(text)
+    except ValueError as e:
+        raise UsageError(f"--levels: {e}") from None
 
 
 def _length(flag: str, text: str) -> LengthRange:

@@ -6,6 +6,25 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from engines.spec import EngineSpec
 
 
+def parse_levels(text: str) -> list[int]:
+    """"10,100 400" -> [10, 100, 400]; ValueError (plain words, for CLI and UI alike) on anything else."""
+    out = []
+    for part in str(text).replace(";", ",").replace(" ", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = int(part)
+        except ValueError:
+            raise ValueError(f"{part!r} is not a whole number (expected e.g. 10,100,400)") from None
+        if v <= 0:
+            raise ValueError(f"concurrency must be positive, got {v}")
+        out.append(v)
+    if not out:
+        raise ValueError("give at least one concurrency level, e.g. 10,100")
+    return out
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

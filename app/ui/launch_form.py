@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pydantic import ValidationError
 
 from bench.config import SLO, LengthRange, RunConfig, WorkloadSpec
+from bench.config import parse_levels as config_parse_levels
 from engines.spec import EngineSpec
 
 
@@ -55,20 +56,10 @@ class LaunchValues:
 
 
 def parse_levels(text: str) -> list[int]:
-    out = []
-    for part in str(text).replace(";", ",").replace(" ", ",").split(","):
-        if not part.strip():
-            continue
-        try:
-            v = int(part)
-        except ValueError:
-            raise LaunchError(f"Concurrency levels: {part.strip()!r} is not a whole number (e.g. 1,8,64)") from None
-        if v <= 0:
-            raise LaunchError(f"Concurrency levels must be positive, got {v}")
-        out.append(v)
-    if not out:
-        raise LaunchError("Concurrency levels: give at least one, e.g. 1,8,64")
-    return out
+    try:
+        return config_parse_levels(text)
+    except ValueError as e:
+        raise LaunchError(f"Concurrency levels: {e}") from None
 
 
 def parse_tags(text: str) -> list[str]:
