@@ -63,6 +63,20 @@ def _pid_alive(pid: int | None) -> bool:
         return True
 
 
+def _same_process(pid: int, launched_at) -> bool:
+    """Is `pid` still the engine we launched, not a recycled pid? Its start time must match the recorded launch
+    (engines may rewrite their command line with setproctitle, so the start time is the reliable mark)."""
+    import psutil
+
+    if launched_at is None:
+        return False
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:
+        return False
+    return abs(started - launched_at.timestamp()) < 10.0
+
+
 def cancel_run(run_id: int, db: str | Path | None = None) -> bool:
     """SIGTERM the run's worker. A queued run that has no live worker is marked cancelled directly."""
     factory = open_db(db)
@@ -89,9 +103,9 @@ def reap_stale(db: str | Path | None = None) -> list[int]:
             continue
         rec = Recorder(run.id, db, factory)
         with factory() as s:
-            pids = [i.pid for i in s.get(Run, run.id).instances if i.pid]
-        for pid in pids:
-            if _pid_alive(pid):
+            engines = [(i.pid, i.launched_at) for i in s.get(Run, run.id).instances if i.pid]
+        for pid, launched_at in engines:
+            if _pid_alive(pid) and _same_process(pid, launched_at):
                 try:
                     os.killpg(pid, signal.SIGKILL)  # engines run as their own process group leader
                 except OSError:

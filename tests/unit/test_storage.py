@@ -79,3 +79,28 @@ def test_stale_runs_are_aborted(db_path):
     with open_db(db_path)() as s:
         assert s.get(Run, run_id).status is RunStatus.aborted
         assert s.get(Run, fresh).status is RunStatus.running
+
+
+def test_reaping_kills_the_dead_workers_engine_but_not_a_recycled_pid(db_path):
+    import subprocess
+    import sys
+
+    def stale_run_with_engine(launched_at):
+        run_id = create_run(_config(), db_path)
+        rec = Recorder(run_id, db_path)
+        rec.update_run(status=RunStatus.running, worker_pid=None, heartbeat_at=utcnow() - timedelta(minutes=5))
+        p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+        rec.add_instance(kind="sim", model="m", pid=p.pid, launched_at=launched_at(), state="ready")
+        return p
+
+    ours = stale_run_with_engine(utcnow)
+    other = stale_run_with_engine(lambda: utcnow() - timedelta(hours=1))  # pid "reused" by an unrelated process
+    try:
+        assert len(reap_stale(db_path)) == 2
+        assert ours.wait(10) == -9
+        assert other.poll() is None
+    finally:
+        for p in (ours, other):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
