@@ -172,6 +172,10 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
     cfg = build_config(a)
     preflight(cfg, a.db)
+    from bench.runs import reap_stale
+
+    for rid in reap_stale(a.db):  # runs whose worker died earlier: mark them aborted, end their engines
+        print(f"run {rid}: its worker had stopped without finishing; marked aborted", file=sys.stderr)
     out = sys.stderr if a.json else sys.stdout
     log = lambda m: print(m, file=out, flush=True)  # noqa: E731
     run_id = create_run(cfg, a.db)
