@@ -192,7 +192,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     hb = Heartbeat(Recorder(run_id, a.db))
     hb.start()
     try:
-        status = run_sweep(run_id, a.db, stop, SweepHooks(log=log, on_level=on_level))
+        status = run_sweep(run_id, a.db, stop, SweepHooks(log=log, on_level=on_level), api_key=cfg.engine.api_key)
     finally:
         hb.stop()
     doc = run_document(run_id, a.db)

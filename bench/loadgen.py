@@ -324,7 +324,7 @@ class _Coordinator:
                 last_progress = now
                 self.on_progress(self._progress())
         self._account_lost()
-        if self.t_go is None and self.errors:
+        if not any(s.warm for s in self.shards) and self.errors:
             # Never got past start-up (import error, open-file limit, crash): the level did not run.
             raise LoadGenError("load generator failed to start: " + "; ".join(self.errors))
         if self.on_progress is not None:

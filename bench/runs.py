@@ -29,13 +29,20 @@ def create_run(config: RunConfig, db: str | Path | None = None) -> int:
         price_per_gpu_hour=config.price_per_gpu_hour, versions=base_versions(), host=host_info())
 
 
-def spawn_worker(run_id: int, db: str | Path | None = None) -> int:
+API_KEY_ENV = "MELT_ENGINE_API_KEY"  # how a run's API key reaches its worker: env, never argv or the database
+
+
+def spawn_worker(run_id: int, db: str | Path | None = None, api_key: str | None = None) -> int:
     """Start `python -m bench.worker RUN_ID` in its own session (survives the UI); returns its pid."""
     url = check_writable(db)
     logs = data_dir() / "runs" / str(run_id)
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / "worker.log", "ab") as log:
-        p = subprocess.Popen([sys.executable, "-m", "bench.worker", str(run_id), "--db", url], cwd=ROOT,
+        env = dict(os.environ)
+        env.pop(API_KEY_ENV, None)
+        if api_key:
+            env[API_KEY_ENV] = api_key
+        p = subprocess.Popen([sys.executable, "-m", "bench.worker", str(run_id), "--db", url], cwd=ROOT, env=env,
                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     Recorder(run_id, db).update_run(worker_pid=p.pid)
     return p.pid
@@ -43,7 +50,7 @@ def spawn_worker(run_id: int, db: str | Path | None = None) -> int:
 
 def start_run(config: RunConfig, db: str | Path | None = None) -> int:
     run_id = create_run(config, db)
-    spawn_worker(run_id, db)
+    spawn_worker(run_id, db, api_key=config.engine.api_key)
     return run_id
 
 

@@ -55,9 +55,13 @@ def vocab_for(model: str) -> int | None:
         return None
 
 
+# Control-plane calls to the engine never go through an HTTP proxy (the load generator doesn't either).
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _http_json(url: str, timeout: float = 5.0) -> dict | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback/user-given URL)
+        with _OPENER.open(url, timeout=timeout) as resp:  # noqa: S310 (loopback/user-given URL)
             return json.loads(resp.read() or b"null")
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -70,7 +74,7 @@ def probe_openai(base_url: str, model: str, api_key: str | None, timeout: float 
                                  headers={"Content-Type": "application/json",
                                           **({"Authorization": f"Bearer {api_key}"} if api_key else {})})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        with _OPENER.open(req, timeout=timeout) as resp:
             resp.read()
     except urllib.error.HTTPError as e:
         detail = e.read()[:500].decode(errors="replace")
@@ -204,55 +208,60 @@ class _EngineWatch(threading.Thread):
         self._done.set()
 
 
-def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: SweepHooks | None = None) -> RunStatus:
+def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: SweepHooks | None = None,
+              api_key: str | None = None) -> RunStatus:
+    """`api_key` is passed in, never stored: the run row's config has it removed."""
     hooks = hooks or SweepHooks()
     rec = Recorder(run_id, db)
     run = rec.load_run()
     cfg = RunConfig.model_validate(run.config)
+    if api_key:
+        cfg.engine = cfg.engine.model_copy(update={"api_key": api_key})
     spec = cfg.engine
     rec.update_run(worker_pid=os.getpid(), heartbeat_at=utcnow())
     rec.set_status(RunStatus.starting)
-    proc = None
-    instance_id = None
+    held: dict = {}  # the engine process and its row, as soon as they exist: `finally` always stops it
     telem = _Telemetry(rec, hooks.log)
     load_windows: list[tuple[int, int]] = []
     status, error = RunStatus.failed, None
     try:
-        base_url, instance_id, proc = _bring_up_engine(cfg, rec, hooks.log, stop)
+        base_url = _bring_up_engine(cfg, rec, hooks.log, stop, held)
         if stop.is_set():
             raise KeyboardInterrupt
-        telem.start(cfg, base_url, instance_id)
+        telem.start(cfg, base_url, held.get("instance_id"))
         rec.set_status(RunStatus.running)
-        status, error = _run_levels(cfg, rec, base_url, proc, stop, telem, load_windows, hooks)
+        status, error = _run_levels(cfg, rec, base_url, held.get("proc"), stop, telem, load_windows, hooks)
     except SweepAborted as e:
         status, error = RunStatus.failed, str(e)
         hooks.log(f"error: {e}")
     except KeyboardInterrupt:
-        status, error = RunStatus.cancelled, "cancelled before the first level"
+        status, error = RunStatus.cancelled, "cancelled" + ("" if load_windows else " before the first level finished")
     except Exception as e:  # noqa: BLE001 - a bug must still leave a finished, explained run and no engine
         status, error = RunStatus.failed, f"internal error: {e!r}"
         hooks.log(f"internal error: {e!r}")
         raise
     finally:
         telem.stop(load_windows)
-        if proc is not None:
-            _stop_engine(proc, rec, instance_id, hooks.log)
+        if held.get("proc") is not None:
+            _stop_engine(held["proc"], rec, held.get("instance_id"), hooks.log)
         rec.set_status(status, error)
     return status
 
 
-def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Event):
+def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Event, held: dict) -> str:
+    """Launch (or attach to) the engine; returns its base URL. Puts the process into `held` the moment it exists."""
     spec = cfg.engine
     if spec.kind == "openai":
         assert spec.base_url
         instance_id = rec.add_instance(kind="openai", model=spec.name_for_requests, base_url=spec.base_url,
                                        state="external", launched_at=utcnow())
+        held["instance_id"] = instance_id
         probe_openai(spec.base_url, spec.name_for_requests, spec.api_key)
         info = _http_json(f"{spec.base_url}/version") or {}
         rec.update_instance(instance_id, version=info.get("version"), ready_at=utcnow(), state="ready")
         rec.merge_versions({"engine": info.get("version")})
         log(f"using running server {spec.base_url}")
-        return spec.base_url, instance_id, None
+        return spec.base_url
 
     from engines.registry import build_plan, engine_version
     from engines.supervisor import EngineProcess, EngineStartError, ensure_port_free, free_port
@@ -285,6 +294,7 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
             rec.update_instance(instance_id, log_tail=proc.log_tail(60))
 
     proc = EngineProcess(plan, workdir / "engine.log", on_event=on_event)
+    held.update(proc=proc, instance_id=instance_id)
     version = None
     try:
         version = engine_version(spec.kind, spec.engine_cmd)
@@ -296,10 +306,9 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
         proc.start()
         rec.update_instance(instance_id, pid=proc.pid, launched_at=utcnow(), version=version)
         startup = proc.wait_ready(spec.startup_timeout_s, stop=stop)
-    except EngineStartError as e:
+    except EngineStartError as e:  # the caller's `finally` stops whatever is left of the engine
         rec.update_instance(instance_id, log_tail=getattr(e, "log_tail", "") or proc.log_tail(),
                             error=str(e), state="failed")
-        _stop_engine(proc, rec, instance_id, log)
         if stop.is_set():
             raise KeyboardInterrupt from None
         raise SweepAborted(str(e)) from None
@@ -308,7 +317,7 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
         rec.merge_versions({"engine": version})
     rec.update_instance(instance_id, ready_at=utcnow(), startup_s=startup, log_tail=proc.log_tail(), version=version)
     log(f"engine ready in {startup:.1f}s at {plan.base_url}")
-    return plan.base_url, instance_id, proc
+    return plan.base_url
 
 
 def _secret(key: str) -> bool:
@@ -332,7 +341,7 @@ def _stop_engine(proc, rec: Recorder, instance_id: int | None, log: Log) -> None
 
 def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: threading.Event, telem: _Telemetry,
                 load_windows: list[tuple[int, int]], hooks: SweepHooks) -> tuple[RunStatus, str | None]:
-    from bench.loadgen import LevelPlan, run_level
+    from bench.loadgen import LevelPlan, LoadGenError, run_level
     from bench.metrics import summarize
 
     wl, spec = cfg.workload, cfg.engine
@@ -372,6 +381,14 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         try:
             outcome = run_level(plan, procs=cfg.client_procs, on_results=on_results, on_progress=on_progress,
                                 stop=level_stop)
+        except LoadGenError as e:  # the level never ran (open-file limit, client start-up failure)
+            rec.finish_level(level_id, LevelStatus.failed, None, error=str(e))
+            hooks.log(f"error: {e}")
+            return RunStatus.failed, f"load generator failed at level {idx + 1} (concurrency {conc}): {e}"
+        except BaseException:  # hard interrupt or a bug: never leave the level row `running`
+            rec.finish_level(level_id, LevelStatus.cancelled if stop.is_set() else LevelStatus.failed, None,
+                             error="interrupted")
+            raise
         finally:
             relay.close()
             if watch:

@@ -5,13 +5,21 @@ a running sweep. SIGTERM (Cancel) stops load, stops the engine, marks the run `c
 """
 from __future__ import annotations
 
-import argparse
 import signal
-import sys
 import threading
 
-from bench.sweep import SweepHooks, run_sweep
-from storage.recorder import Recorder
+# Before the heavy imports: a Cancel that arrives while the worker is still starting must not kill it outright
+# (the run would stay `queued`); it only marks the stop, which run_sweep honours.
+_EARLY_STOP = threading.Event()
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: _EARLY_STOP.set())
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from bench.sweep import SweepHooks, run_sweep  # noqa: E402
+from storage.recorder import Recorder  # noqa: E402
 
 
 class Heartbeat(threading.Thread):
@@ -50,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run_id", type=int)
     ap.add_argument("--db", default=None, help="SQLite path or SQLAlchemy URL (default: MELT_DB or the user data dir)")
     args = ap.parse_args(argv)
-    stop = threading.Event()
+    stop = _EARLY_STOP
     install_stop_signals(stop)
     rec = Recorder(args.run_id, args.db)
     hb = Heartbeat(rec)
     hb.start()
     try:
-        status = run_sweep(args.run_id, args.db, stop, SweepHooks(log=lambda m: print(m, flush=True)))
+        status = run_sweep(args.run_id, args.db, stop, SweepHooks(log=lambda m: print(m, flush=True)),
+                           api_key=os.environ.pop("MELT_ENGINE_API_KEY", None))
     finally:
         hb.stop()
     return 0 if status.value in ("completed", "cancelled") else 1

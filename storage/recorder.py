@@ -162,7 +162,7 @@ class Recorder:
 
 def stale_runs(factory: sessionmaker, older_than: datetime) -> list[Run]:
     """Runs that claim to be alive but whose worker stopped beating before `older_than`."""
-    live = (RunStatus.starting, RunStatus.running)
+    live = (RunStatus.queued, RunStatus.starting, RunStatus.running)  # queued: a worker that died while starting
     with factory() as s:
         rows = s.scalars(select(Run).where(Run.status.in_(live))).all()
         return [r for r in rows if (r.heartbeat_at or r.started_at or r.created_at) < older_than]

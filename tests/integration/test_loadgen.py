@@ -40,8 +40,13 @@ class StreamServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
         self.stopped = False
+        self.api_key: str | None = None  # when set, requests without "Authorization: Bearer <key>" get 401
+        self.auth_seen: list[str | None] = []
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.auth_seen.append(request.headers.get("Authorization"))
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response({"error": {"message": "bad api key"}}, status=401)
         body = orjson.loads(await request.read())
         with self._lock:
             i = self.n

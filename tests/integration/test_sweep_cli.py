@@ -191,3 +191,39 @@ def test_engine_killed_mid_level_fails_the_run_and_keeps_finished_levels(db_path
     assert doc["levels"][0]["n_ok"] == 4
     second = doc["levels"][1]
     assert second["n_sent"] == second["n_ok"] + second["n_err"] and second["n_err"] > 0
+
+
+def test_api_key_reaches_the_server_and_is_never_stored(db_path):
+    from bench.cli import build_config, make_parser
+    from bench.runs import start_run
+    from storage.db import open_db
+    from storage.models import Run
+    from tests.integration.test_loadgen import StreamServer
+
+    srv = StreamServer()
+    srv.api_key = "sk-test-123"
+    srv.start()
+    try:
+        args = ["--engine", "openai", "--base-url", srv.base_url, "--model", "m", "--levels", "2", "--requests",
+                "4", "--output-len", "3", "--input-len", "4"]
+        ok = melt("sweep", *args, "--api-key", "sk-test-123", "--json", db=db_path)
+        assert ok.returncode == 0, ok.stderr
+        assert json.loads(ok.stdout)["levels"][0]["n_ok"] == 4
+        bad = melt("sweep", *args, "--json", db=db_path)
+        assert bad.returncode == 1 and "401" in json.loads(bad.stdout)["error"]
+        # the dashboard path: a background worker gets the key through its environment
+        cfg = build_config(make_parser().parse_args(["sweep", *args, "--api-key", "sk-test-123"]))
+        run_id = start_run(cfg, db_path)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with open_db(db_path)() as s:
+                run = s.get(Run, run_id)
+                if run.status.finished:
+                    break
+            time.sleep(0.3)
+        assert run.status.value == "completed", run.error
+        for f in db_path.parent.glob(db_path.name + "*"):  # the database and its WAL
+            assert b"sk-test-123" not in f.read_bytes()
+        assert "Bearer sk-test-123" in srv.auth_seen
+    finally:
+        srv.stop()
