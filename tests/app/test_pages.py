@@ -59,7 +59,7 @@ def test_launch_start_creates_queued_run_and_opens_live(app_db, monkeypatch):
 
     spawned = []
     # The worker process itself is exercised by the e2e test; here only the run row the page asks for.
-    monkeypatch.setattr(bench.runs, "spawn_worker", lambda run_id, db=None: spawned.append(run_id) or 0)
+    monkeypatch.setattr(bench.runs, "spawn_worker", lambda run_id, db=None, **kw: spawned.append(run_id) or 0)
     at = ok(app())
     at.text_input(key="l_levels").input("2,8").run()
     at.text_input(key="l_name").input("from the form").run()
