@@ -57,8 +57,10 @@ def run_document(run_id: int, db: str | Path | None = None) -> dict:
         level_docs = []
         for lv in levels:
             doc = dict(lv.summary or {})
-            doc.setdefault("concurrency", lv.concurrency)
-            doc.update(status=lv.status.value, n_sent=lv.n_sent if not lv.summary else doc.get("n_sent", lv.n_sent))
+            # A level stopped before its summary was written (hard interrupt) still shows its row's counts.
+            for key in ("concurrency", "n_sent", "n_ok", "n_err"):
+                doc.setdefault(key, getattr(lv, key))
+            doc["status"] = lv.status.value
             if lv.error:
                 doc["error"] = lv.error
             level_docs.append(doc)
