@@ -1,10 +1,12 @@
 """The whole core path on loopback: CLI -> worker code -> sim engine subprocess -> load generator -> SQLite."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from bench.report import run_document
 
 ROOT = Path(__file__).resolve().parents[2]
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never a proxy
 SIM = ["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B"]
 
 
@@ -182,6 +185,22 @@ def test_engine_killed_mid_level_fails_the_run_and_keeps_finished_levels(db_path
         pytest.fail("second level never started")
     engines = [pid for pid in _children_of(p.pid) if "engines.sim" in Path(f"/proc/{pid}/cmdline").read_text()]
     assert engines, "no sim engine child found"
+    # The level row is written before its first request is sent; kill only once the engine holds requests of
+    # level 2, otherwise there is nothing in flight to count as failed.
+    argv = Path(f"/proc/{engines[0]}/cmdline").read_text().split("\0")
+    port = int(argv[argv.index("--port") + 1])
+    while time.time() < deadline:
+        try:
+            text = _OPENER.open(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            text = ""
+        running = re.search(r"^vllm:num_requests_running\{[^}]*\} (\S+)", text, re.M)
+        if running and float(running.group(1)) > 0:
+            break
+        time.sleep(0.1)
+    else:
+        p.kill()
+        pytest.fail("level 2 never reached the engine")
     os.kill(engines[0], signal.SIGKILL)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 1, err
