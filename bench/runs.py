@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench.config import RunConfig
 from bench.sweep import base_versions, host_info
+from engines.supervisor import kill_tagged
 from storage.db import check_writable, data_dir, open_db, to_url
 from storage.models import Run, RunStatus, utcnow
 from storage.recorder import Recorder, stale_runs
@@ -110,13 +111,16 @@ def reap_stale(db: str | Path | None = None) -> list[int]:
             continue
         rec = Recorder(run.id, db, factory)
         with factory() as s:
-            engines = [(i.pid, i.launched_at) for i in s.get(Run, run.id).instances if i.pid]
-        for pid, launched_at in engines:
+            engines = [(i.pid, i.launched_at, i.proc_tag) for i in s.get(Run, run.id).instances if i.pid]
+        for pid, launched_at, tag in engines:
             if _pid_alive(pid) and _same_process(pid, launched_at):
                 try:
                     os.killpg(pid, signal.SIGKILL)  # engines run as their own process group leader
                 except OSError:
                     pass
+            # The group kill misses children that outlived a dead leader or left its group; the launch's
+            # environment tag finds them wherever they are.
+            kill_tagged(tag or "")
         rec.set_status(RunStatus.aborted, "worker stopped without finishing (stale heartbeat)")
         reaped.append(run.id)
     return reaped

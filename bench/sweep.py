@@ -304,7 +304,7 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
     log(f"launching {spec.kind} engine: {' '.join(plan.argv)}")
     try:
         proc.start()
-        rec.update_instance(instance_id, pid=proc.pid, launched_at=utcnow(), version=version)
+        rec.update_instance(instance_id, pid=proc.pid, proc_tag=proc.tag, launched_at=utcnow(), version=version)
         startup = proc.wait_ready(spec.startup_timeout_s, stop=stop)
     except EngineStartError as e:  # the caller's `finally` stops whatever is left of the engine
         rec.update_instance(instance_id, log_tail=getattr(e, "log_tail", "") or proc.log_tail(),

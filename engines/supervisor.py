@@ -447,11 +447,13 @@ class EngineProcess:
                         pass
         return list(found.values())
 
+    @property
+    def tag(self) -> str:
+        """The MELT_ENGINE_TAG value every process of this engine inherits (stored so a reaper can find them)."""
+        return self._tag
+
     def _has_tag(self, p: psutil.Process) -> bool:
-        try:
-            return p.environ().get(TAG_ENV) == self._tag
-        except (psutil.Error, OSError):
-            return False  # other users' processes: not ours anyway
+        return _tag_of(p) == self._tag
 
     def _refresh_members(self) -> None:
         for p in self._members():
@@ -592,6 +594,36 @@ class EngineProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _tag_of(p: psutil.Process) -> str | None:
+    try:
+        return p.environ().get(TAG_ENV)
+    except (psutil.Error, OSError):
+        return None  # other users' processes: not ours anyway
+
+
+def kill_tagged(tag: str) -> list[int]:
+    """SIGKILL every live process carrying MELT_ENGINE_TAG=tag; returns their pids.
+
+    For a reaper cleaning up after a worker that died without stopping its engine: the supervisor that knew
+    the pids is gone, but the tag (a random uuid per launch, so never somebody else's process) is still in
+    the environment of every engine process, including children that re-parented to init after their leader
+    died (vLLM's EngineCore outliving a killed API server)."""
+    if not tag:
+        return []
+    killed = []
+    me = os.getpid()
+    for p in psutil.process_iter():
+        if p.pid == me or _tag_of(p) != tag:
+            continue
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                p.kill()  # psutil re-checks the create time: never a recycled pid
+                killed.append(p.pid)
+        except psutil.Error:
+            continue
+    return killed
 
 
 def _pgid(pid: int) -> int | None:

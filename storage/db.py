@@ -81,8 +81,8 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def migrate(url: str) -> None:
-    """Apply Alembic migrations up to head."""
+def migrate(url: str, revision: str = "head") -> None:
+    """Apply Alembic migrations up to `revision` (head; tests pin an older one to check upgrades)."""
     from alembic import command
     from alembic.config import Config
 
@@ -90,7 +90,7 @@ def migrate(url: str) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, revision)
 
 
 @lru_cache(maxsize=8)

@@ -112,6 +112,7 @@ class EngineInstance(Base):
     version: Mapped[str | None] = mapped_column(String(100))
     base_url: Mapped[str | None] = mapped_column(String(300))
     pid: Mapped[int | None]
+    proc_tag: Mapped[str | None] = mapped_column(String(64))           # MELT_ENGINE_TAG: finds its processes
     state: Mapped[str] = mapped_column(String(20), default="created")  # engines.supervisor.ProcState value
     phase: Mapped[str | None] = mapped_column(String(100))             # startup phase from the log
     log_path: Mapped[str | None] = mapped_column(String(500))

@@ -22,9 +22,31 @@ def test_migrated_wal_database(db_path):
     with eng.connect() as c:
         assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert c.execute(text("PRAGMA busy_timeout")).scalar() == 10000
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0001"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0002"
     # reopening an existing file is idempotent
     open_db(db_path)
+
+
+def test_an_older_database_is_upgraded_at_open_and_keeps_its_runs(db_path):
+    from storage.db import migrate, to_url
+
+    url = to_url(db_path)
+    migrate(url, "0001")  # a file written by the first release: no engine_instances.proc_tag yet
+    import sqlite3  # raw SQL: opening through storage.db would already migrate
+
+    con = sqlite3.connect(db_path)
+    con.execute("insert into runs (name, status, created_at, config, engine_kind, model, gpu_count, simulated, "
+                "tags, notes, versions, host) values ('old', 'completed', '2026-11-01 10:00:00.000000', '{}', 'sim', "
+                "'m', 1, 1, '[]', '', '{}', '{}')")
+    con.execute("insert into engine_instances (run_id, kind, model, argv, env, state, log_tail, gpus) "
+                "values (1, 'sim', 'm', '[]', '{}', 'stopped', '', '[]')")
+    con.commit()
+    con.close()
+    factory = open_db(db_path)  # upgrades to head
+    with factory() as s:
+        run = s.get(Run, 1)
+        assert run.name == "old" and run.instances[0].proc_tag is None
+        assert s.execute(text("select version_num from alembic_version")).scalar() == "0002"
 
 
 def test_round_trip(db_path):
@@ -104,3 +126,47 @@ def test_reaping_kills_the_dead_workers_engine_but_not_a_recycled_pid(db_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_reaping_finds_an_engine_child_that_outlived_its_group_leader(db_path, tmp_path):
+    """vLLM's EngineCore can outlive a killed API server in another session; the launch's env tag finds it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from engines.supervisor import TAG_ENV
+
+    run_id = create_run(_config(), db_path)
+    rec = Recorder(run_id, db_path)
+    rec.update_run(status=RunStatus.running, worker_pid=None, heartbeat_at=utcnow() - timedelta(minutes=5))
+    pidfile = tmp_path / "child.pid"
+    # The "engine" leader starts a child in a new session, then exits: the child re-parents to init.
+    code = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], "
+            f"start_new_session=True); open({str(pidfile)!r}, 'w').write(str(p.pid))")
+    leader = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                              env=os.environ | {TAG_ENV: "tag-of-this-launch"})
+    rec.add_instance(kind="sim", model="m", pid=leader.pid, proc_tag="tag-of-this-launch", launched_at=utcnow(),
+                     state="ready")
+    leader.wait(30)
+    child = psutil.Process(int(pidfile.read_text()))
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True,
+                                 env=os.environ | {TAG_ENV: "another-launch"})
+    try:
+        assert child.is_running() and os.getsid(child.pid) == child.pid  # outside the leader's group and session
+        assert reap_stale(db_path) == [run_id]
+        deadline = time.time() + 10
+        while child.is_running() and child.status() != psutil.STATUS_ZOMBIE and time.time() < deadline:
+            time.sleep(0.1)
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+        assert bystander.poll() is None
+    finally:
+        if bystander.poll() is None:
+            bystander.kill()
+            bystander.wait()
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
