@@ -1,8 +1,10 @@
 """Melt vs `vllm bench serve` against the SAME real vLLM server, on the lent GPU machine (issue: real engines).
 
   python3 scripts/gpu/vllm_compare.py cli     --out DIR   # `python -m bench sweep --engine vllm` end to end
-  python3 scripts/gpu/vllm_compare.py compare --out DIR   # one server launched by Melt's adapter + supervisor;
+  python3 scripts/gpu/vllm_compare.py compare --out DIR [--levels 512,1024]
+                                                          # one server launched by Melt's adapter + supervisor;
                                                           # per level Melt's load generator and vllm bench serve
+                                                          # (compare.partial.json is rewritten after every level)
 Writes JSON + a markdown table under DIR and prints the table. Needs vLLM importable by `python3` (PYTHONPATH) and
 Melt's dependencies; uses dummy weights (no download possible there).
 """
@@ -51,19 +53,36 @@ def server_hist(base_url: str) -> dict:
     def total(name: str) -> float:
         return float(sum(v for _labels, v in p.get(name, [])))
 
-    return {k: total(k) for k in ("vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count",
-                                  "vllm:generation_tokens_total", "vllm:e2e_request_latency_seconds_sum",
-                                  "vllm:e2e_request_latency_seconds_count", "vllm:inter_token_latency_seconds_sum",
-                                  "vllm:inter_token_latency_seconds_count")}
+    out = {k: total(k) for k in ("vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count",
+                                 "vllm:generation_tokens_total", "vllm:e2e_request_latency_seconds_sum",
+                                 "vllm:e2e_request_latency_seconds_count", "vllm:inter_token_latency_seconds_sum",
+                                 "vllm:inter_token_latency_seconds_count", "vllm:request_queue_time_seconds_sum",
+                                 "vllm:request_queue_time_seconds_count", "vllm:request_prefill_time_seconds_sum",
+                                 "vllm:request_prefill_time_seconds_count")}
+    # Whole TTFT histogram (cumulative buckets): where a client's TTFT tail is longer than the server's, the
+    # buckets show whether the server saw that tail too.
+    for labels, v in p.get("vllm:time_to_first_token_seconds_bucket", []):
+        le = labels.get("le")
+        if le is not None:
+            key = f"ttft_le_{le}"
+            out[key] = out.get(key, 0.0) + float(v)
+    return out
+
+
+def _mean_ms(d: dict, name: str) -> float | None:
+    n = d.get(f"{name}_count") or 0
+    return 1000 * d[f"{name}_sum"] / n if n else None
 
 
 def delta(a: dict, b: dict) -> dict:
-    d = {k: b[k] - a[k] for k in a}
-    n = d["vllm:time_to_first_token_seconds_count"]
-    return {"server_ttft_mean_ms": 1000 * d["vllm:time_to_first_token_seconds_sum"] / n if n else None,
-            "server_generation_tokens": d["vllm:generation_tokens_total"], "server_requests": n,
-            "server_itl_mean_ms": 1000 * d["vllm:inter_token_latency_seconds_sum"] / d["vllm:inter_token_latency_seconds_count"]
-            if d["vllm:inter_token_latency_seconds_count"] else None}
+    d = {k: b.get(k, 0.0) - a.get(k, 0.0) for k in b}
+    return {"server_ttft_mean_ms": _mean_ms(d, "vllm:time_to_first_token_seconds"),
+            "server_generation_tokens": d["vllm:generation_tokens_total"],
+            "server_requests": d["vllm:time_to_first_token_seconds_count"],
+            "server_itl_mean_ms": _mean_ms(d, "vllm:inter_token_latency_seconds"),
+            "server_queue_mean_ms": _mean_ms(d, "vllm:request_queue_time_seconds"),
+            "server_prefill_mean_ms": _mean_ms(d, "vllm:request_prefill_time_seconds"),
+            "server_ttft_cdf": {k[len("ttft_le_"):]: v for k, v in d.items() if k.startswith("ttft_le_")}}
 
 
 def vllm_bench(base_url: str, tokenizer: str, conc: int, n: int, out: Path, seed: int) -> dict:
@@ -72,6 +91,7 @@ def vllm_bench(base_url: str, tokenizer: str, conc: int, n: int, out: Path, seed
                       "--model", MODEL, "--tokenizer", tokenizer, "--dataset-name", "random",
                       "--random-input-len", "512", "--random-output-len", "128", "--num-prompts", str(n),
                       "--max-concurrency", str(conc), "--ignore-eos", "--seed", str(seed), "--disable-tqdm", "--save-result",
+                      "--save-detailed",  # per-request ttfts: the tail, not just the mean
                       "--result-dir", str(out), "--result-filename", name,
                       "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99"]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -118,7 +138,20 @@ def warm(out: Path) -> None:
         print(proc.stop(), flush=True)
 
 
-def cmd_compare(out: Path) -> None:
+def melt_ttfts(db: Path, run_id: int) -> list[float]:
+    """Melt's per-request TTFTs (ms, send order) from its own SQLite rows: the tail, not just the mean."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        return [r[0] for r in con.execute(
+            "select r.ttft_ms from requests r join levels l on r.level_id = l.id where l.run_id = ? "
+            "order by r.send_ns", (run_id,))]
+    finally:
+        con.close()
+
+
+def cmd_compare(out: Path, levels: list[int]) -> None:
     before = gpu_mem_mb()
     # No prefix caching: both clients send seeded random prompts, and a prompt seen in an earlier run would be
     # served from cache and make whoever repeats it look faster. Each run gets its own seed for the same reason.
@@ -136,7 +169,7 @@ def cmd_compare(out: Path) -> None:
         startup = proc.wait_ready(900)
         print(f"vLLM ready in {startup:.0f}s", flush=True)
         # Each level twice, order flipped (A B then B A): run-to-run drift of the server hits both tools alike.
-        schedule = [(2 * k + rep, c) for k, c in enumerate(LEVELS) for rep in (0, 1)]
+        schedule = [(2 * k + rep, c) for k, c in enumerate(levels) for rep in (0, 1)]
         for i, conc in schedule:
             n = N_OVERRIDE.get(conc, max(2 * conc, 100))
             order = ["melt", "vllm"] if i % 2 == 0 else ["vllm", "melt"]
@@ -148,10 +181,14 @@ def cmd_compare(out: Path) -> None:
                                "--levels", str(conc), "--requests", str(n), "--input-len", "512",
                                "--output-len", "128", "--seed", str(1000 + i), db=out / "melt.db")
                     res["melt"] = (doc.get("levels") or [{}])[0]
+                    if doc.get("run_id"):
+                        res["melt_ttfts_ms"] = melt_ttfts(out / "melt.db", doc["run_id"])
                 else:
                     res["vllm"] = vllm_bench(plan.base_url, tokenizer, conc, n, out, seed=2000 + i)
                 res[who + "_server"] = delta(h0, server_hist(plan.base_url))
             rows.append({"concurrency": conc, "n": n, **res})
+            # written after every level: a call cut by its time limit keeps what it measured
+            (out / "compare.partial.json").write_text(json.dumps({"rows": rows}, default=str))
             print(json.dumps({"concurrency": conc, "melt_tok_s": res["melt"].get("output_tok_s"),
                               "vllm_tok_s": res["vllm"].get("output_throughput")}), flush=True)
     finally:
@@ -183,6 +220,11 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("stage", choices=["cli", "compare", "warm"])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/out")))
+    ap.add_argument("--levels", default=",".join(map(str, LEVELS)),
+                    help="compare stage: concurrency levels (split them over calls: each call has a time limit)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    {"cli": cmd_cli, "compare": cmd_compare, "warm": warm}[a.stage](a.out)
+    if a.stage == "compare":
+        cmd_compare(a.out, [int(x) for x in a.levels.split(",")])
+    else:
+        {"cli": cmd_cli, "warm": warm}[a.stage](a.out)
