@@ -3,6 +3,7 @@ SQLAlchemy URL works. Migrations are applied at open, so an older shared history
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -90,7 +91,28 @@ def migrate(url: str, revision: str = "head") -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, revision)
+    with _migration_lock(url):
+        command.upgrade(cfg, revision)
+
+
+@contextmanager
+def _migration_lock(url: str):
+    """One migrator per SQLite file at a time. SQLite runs Alembic's DDL outside one transaction, so two processes
+    opening a new file together (the dashboard and a CLI sweep, a worker and its UI) would both see an empty
+    schema and both create the tables; the second fails with "table already exists". The lock sits in a sibling
+    file (flock, released by the kernel if a process dies), not on the database file SQLite locks itself."""
+    if not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        yield
+        return
+    import fcntl
+
+    lock_path = url[len("sqlite:///"):] + ".migrate-lock"
+    with open(lock_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @lru_cache(maxsize=8)

@@ -49,6 +49,34 @@ def test_an_older_database_is_upgraded_at_open_and_keeps_its_runs(db_path):
         assert s.execute(text("select version_num from alembic_version")).scalar() == "0002"
 
 
+def _migrate_at(url: str, go) -> None:
+    from storage.db import migrate
+
+    go.wait()
+    migrate(url)
+
+
+def test_processes_opening_a_new_database_together_migrate_it_once(tmp_path):
+    """The dashboard and a CLI sweep may open a fresh history file at the same moment."""
+    import multiprocessing as mp
+
+    from storage.db import to_url
+
+    ctx = mp.get_context("spawn")
+    for attempt in range(3):
+        url = to_url(tmp_path / f"fresh{attempt}.db")
+        go = ctx.Event()
+        procs = [ctx.Process(target=_migrate_at, args=(url, go)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        go.set()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+        with open_db(tmp_path / f"fresh{attempt}.db")() as s:
+            assert s.execute(text("select version_num from alembic_version")).scalar() == "0002"
+
+
 def test_round_trip(db_path):
     run_id = create_run(_config(), db_path)
     rec = Recorder(run_id, db_path)
