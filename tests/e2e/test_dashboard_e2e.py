@@ -79,9 +79,15 @@ def test_launch_sim_sweep_and_watch_live(dashboard, browser_page):
     time.sleep(2)
     first = sum(_plot_points(page))
     _shot(page, "02_live_running")
-    time.sleep(4)
+    # a 1 s fragment rerun plus a Plotly redraw: give a loaded machine time, but require growth
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(f"n => ({POINTS_JS})().reduce((a, b) => a + b, 0) > n", arg=first, timeout=30_000)
+    except PlaywrightTimeout:
+        pass
     second = sum(_plot_points(page))
-    assert second > first, f"live charts did not update ({first} -> {second} points)"
+    assert second > first, f"live charts did not update in 30 s ({first} -> {second} points)"
     page.get_by_role("tab", name="GPUs").click()
     page.get_by_text("GPU utilization").first.wait_for()
     time.sleep(1.5)

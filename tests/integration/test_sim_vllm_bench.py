@@ -66,4 +66,5 @@ def test_vllm_bench_serve_against_sim(tmp_path):
     assert (res["completed"], res["failed"]) == (40, 0)
     assert res["total_output_tokens"] == 40 * 16           # from the sim's usage, exactly max_tokens each
     assert res["total_input_tokens"] == 40 * 64            # the sim counted the same prompt sizes
-    assert 0 < res["mean_ttft_ms"] < 1000 and 0 < res["mean_tpot_ms"] < 100
+    # plausibility only (the sim models ~20 ms / ~2 ms; a loaded 2-core box adds client and server time)
+    assert 0 < res["mean_ttft_ms"] < 10_000 and 0 < res["mean_tpot_ms"] < 1_000

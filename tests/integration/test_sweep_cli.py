@@ -80,61 +80,105 @@ def test_bad_input_fails_before_anything_starts(db_path):
 
 
 def test_openai_engine_against_running_sim(db_path, tmp_path):
-    from engines.supervisor import free_port
+    from tests.integration.test_sim_server import start_sim, stop
 
-    port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "engines.sim", "--gpu", "H100-SXM-80GB", "--model",
-                            "Qwen/Qwen3-0.6B", "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, start_new_session=True)
+    sim, url, out = start_sim(tmp_path, "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B")
     try:
-        r = melt("sweep", "--engine", "openai", "--base-url", f"http://127.0.0.1:{port}", "--model",
+        assert url, f"sim did not start: {out}"
+        r = melt("sweep", "--engine", "openai", "--base-url", url, "--model",
                  "Qwen/Qwen3-0.6B", "--levels", "8", "--requests", "20", "--output-len", "8", "--input-len", "32",
                  "--json", db=db_path)
         assert r.returncode == 0, r.stderr
         doc = json.loads(r.stdout)
         assert doc["levels"][0]["n_ok"] == 20 and doc["simulated"] is False  # we can't know what's behind a URL
         assert sim.poll() is None  # attaching never stops somebody else's server
-        bad = melt("sweep", "--engine", "openai", "--base-url", f"http://127.0.0.1:{port}", "--model", "nope",
+        bad = melt("sweep", "--engine", "openai", "--base-url", url, "--model", "nope",
                    "--levels", "1", "--requests", "1", "--json", db=db_path)
         assert bad.returncode == 1 and json.loads(bad.stdout)["status"] == "failed"
         assert "404" in json.loads(bad.stdout)["error"]
     finally:
-        os.killpg(sim.pid, signal.SIGTERM)
-        sim.wait(10)
+        stop(sim)
 
 
-def test_ctrl_c_keeps_finished_levels_and_stops_engine(db_path):
-    p = subprocess.Popen([sys.executable, "-m", "bench", "--db", str(db_path), "sweep", *SIM, "--levels", "2,2",
-                          "--requests", "4", "--output-len", "4000", "--input-len", "16", "--json"],
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # wait until the first level is done and the second is running
-    deadline = time.time() + 120
+def _sim_engine_of(cli_pid: int) -> tuple[int, int]:
+    """(pid, port) of the sim engine a `bench sweep` process launched."""
+    for pid in _children_of(cli_pid):
+        argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+        if "engines.sim" in argv:
+            return pid, int(argv[argv.index("--port") + 1])
+    raise AssertionError("no sim engine child found")
+
+
+def _wait_until_level2_is_in_flight(p: subprocess.Popen, db_path: Path) -> int:
+    """Block until the sweep's second level has requests inside the engine; returns the engine's pid.
+
+    The level row is written before its first request is sent, so the row alone does not mean anything is in
+    flight; the engine's own running-requests gauge does (level 1 has finished by then)."""
     from storage.db import open_db
     from storage.models import Level
 
-    engine_pid = None
+    deadline = time.time() + 120
     while time.time() < deadline:
-        time.sleep(0.5)
-        if not db_path.exists():
-            continue
         with open_db(db_path)() as s:
-            lv = s.query(Level).filter(Level.idx == 1).first()
-            if lv is not None:
+            if s.query(Level).filter(Level.idx == 1).first() is not None:
                 break
+        time.sleep(0.2)
     else:
-        p.kill()
         pytest.fail("second level never started")
-    engine_pid = next(iter(_children_of(p.pid)), None)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err
-    doc = json.loads(out)
-    assert doc["status"] == "cancelled"
-    assert [lv["status"] for lv in doc["levels"]] == ["completed", "cancelled"]
-    first, second = doc["levels"]
-    assert first["n_ok"] == 4 and second["n_sent"] == second["n_ok"] + second["n_err"]
-    if engine_pid:
+    engine_pid, port = _sim_engine_of(p.pid)
+    while time.time() < deadline:
+        try:
+            text = _OPENER.open(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+        except OSError:
+            text = ""
+        running = re.search(r"^vllm:num_requests_running\{[^}]*\} (\S+)", text, re.M)
+        if running and float(running.group(1)) > 0:
+            return engine_pid
+        time.sleep(0.1)
+    pytest.fail("level 2 never reached the engine")
+
+
+def _end_sweep(p: subprocess.Popen, db_path: Path) -> None:
+    """Test cleanup: the CLI and every engine process it launched (found by their launch tags), so a failed test
+    leaves nothing streaming into the next one."""
+    from engines.supervisor import kill_tagged
+    from storage.db import open_db
+    from storage.models import EngineInstance
+
+    if p.poll() is None:
+        p.kill()
+        p.wait(30)
+    with open_db(db_path)() as s:
+        for inst in s.query(EngineInstance).all():
+            kill_tagged(inst.proc_tag or "")
+
+
+def _sweep_with_a_long_second_level(db_path: Path) -> subprocess.Popen:
+    from storage.db import open_db
+
+    open_db(db_path)  # create the schema before the CLI starts, so this process never migrates alongside it
+    return subprocess.Popen([sys.executable, "-m", "bench", "--db", str(db_path), "sweep", *SIM, "--levels", "2,2",
+                             "--requests", "4", "--output-len", "4000", "--input-len", "16", "--json"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_ctrl_c_keeps_finished_levels_and_stops_engine(db_path):
+    p = _sweep_with_a_long_second_level(db_path)
+    try:
+        engine_pid = _wait_until_level2_is_in_flight(p, db_path)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 130, err
+        doc = json.loads(out)
+        assert doc["status"] == "cancelled"
+        assert [lv["status"] for lv in doc["levels"]] == ["completed", "cancelled"]
+        first, second = doc["levels"]
+        assert first["n_ok"] == 4
+        # the two requests in flight were cut off: counted as errors, not dropped
+        assert second["n_sent"] == second["n_ok"] + second["n_err"] and second["n_err"] > 0
         assert not _alive(engine_pid), "engine still running after Ctrl-C"
+    finally:
+        _end_sweep(p, db_path)
 
 
 def test_background_worker_and_cancel(db_path):
@@ -146,70 +190,62 @@ def test_background_worker_and_cancel(db_path):
     cfg = build_config(make_parser().parse_args(["sweep", *SIM, "--levels", "2", "--requests", "50",
                                                  "--output-len", "2000", "--input-len", "16"]))
     run_id = start_run(cfg, db_path)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        with open_db(db_path)() as s:
-            if s.get(Run, run_id).status is RunStatus.running:
-                break
-        time.sleep(0.3)
-    assert cancel_run(run_id, db_path)
-    while time.time() < deadline:
-        with open_db(db_path)() as s:
-            run = s.get(Run, run_id)
-            if run.status.finished:
-                break
-        time.sleep(0.3)
-    assert run.status is RunStatus.cancelled
-    end = time.time() + 20  # the status is written just before the worker exits
-    while _alive(run.worker_pid) and time.time() < end:
-        time.sleep(0.2)
-    assert not _alive(run.worker_pid)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with open_db(db_path)() as s:
+                if s.get(Run, run_id).status is RunStatus.running:
+                    break
+            time.sleep(0.3)
+        assert cancel_run(run_id, db_path)
+        while time.time() < deadline:
+            with open_db(db_path)() as s:
+                run = s.get(Run, run_id)
+                if run.status.finished:
+                    break
+            time.sleep(0.3)
+        assert run.status is RunStatus.cancelled
+        end = time.time() + 20  # the status is written just before the worker exits
+        while _alive(run.worker_pid) and time.time() < end:
+            time.sleep(0.2)
+        assert not _alive(run.worker_pid)
+    finally:
+        _end_worker(run_id, db_path)
+
+
+def _end_worker(run_id: int, db_path: Path) -> None:
+    """Test cleanup: a background worker (its own session) and its engines, whatever state the test left them in."""
+    from engines.supervisor import kill_tagged
+    from storage.db import open_db
+    from storage.models import Run
+
+    with open_db(db_path)() as s:
+        run = s.get(Run, run_id)
+        pid, tags = run.worker_pid, [i.proc_tag for i in run.instances]
+    if pid and _alive(pid):
+        try:
+            os.killpg(pid, signal.SIGKILL)  # spawned with start_new_session: its pid is its group
+        except OSError:
+            pass
+    for tag in tags:
+        kill_tagged(tag or "")
 
 
 def test_engine_killed_mid_level_fails_the_run_and_keeps_finished_levels(db_path):
-    p = subprocess.Popen([sys.executable, "-m", "bench", "--db", str(db_path), "sweep", *SIM, "--levels", "2,2",
-                          "--requests", "4", "--output-len", "4000", "--input-len", "16", "--json"],
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    from storage.db import open_db
-    from storage.models import Level
-
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        time.sleep(0.5)
-        if db_path.exists():
-            with open_db(db_path)() as s:
-                if s.query(Level).filter(Level.idx == 1).first() is not None:
-                    break
-    else:
-        p.kill()
-        pytest.fail("second level never started")
-    engines = [pid for pid in _children_of(p.pid) if "engines.sim" in Path(f"/proc/{pid}/cmdline").read_text()]
-    assert engines, "no sim engine child found"
-    # The level row is written before its first request is sent; kill only once the engine holds requests of
-    # level 2, otherwise there is nothing in flight to count as failed.
-    argv = Path(f"/proc/{engines[0]}/cmdline").read_text().split("\0")
-    port = int(argv[argv.index("--port") + 1])
-    while time.time() < deadline:
-        try:
-            text = _OPENER.open(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-        except OSError:
-            text = ""
-        running = re.search(r"^vllm:num_requests_running\{[^}]*\} (\S+)", text, re.M)
-        if running and float(running.group(1)) > 0:
-            break
-        time.sleep(0.1)
-    else:
-        p.kill()
-        pytest.fail("level 2 never reached the engine")
-    os.kill(engines[0], signal.SIGKILL)
-    out, err = p.communicate(timeout=120)
-    assert p.returncode == 1, err
-    doc = json.loads(out)
-    assert doc["status"] == "failed" and "engine was killed by signal 9 during level 2" in doc["error"]
-    assert [lv["status"] for lv in doc["levels"]] == ["completed", "failed"]
-    assert doc["levels"][0]["n_ok"] == 4
-    second = doc["levels"][1]
-    assert second["n_sent"] == second["n_ok"] + second["n_err"] and second["n_err"] > 0
+    p = _sweep_with_a_long_second_level(db_path)
+    try:
+        engine_pid = _wait_until_level2_is_in_flight(p, db_path)
+        os.kill(engine_pid, signal.SIGKILL)
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 1, err
+        doc = json.loads(out)
+        assert doc["status"] == "failed" and "engine was killed by signal 9 during level 2" in doc["error"]
+        assert [lv["status"] for lv in doc["levels"]] == ["completed", "failed"]
+        assert doc["levels"][0]["n_ok"] == 4
+        second = doc["levels"][1]
+        assert second["n_sent"] == second["n_ok"] + second["n_err"] and second["n_err"] > 0
+    finally:
+        _end_sweep(p, db_path)
 
 
 def test_api_key_reaches_the_server_and_is_never_stored(db_path):
