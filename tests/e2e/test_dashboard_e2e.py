@@ -54,7 +54,7 @@ def test_launch_sim_sweep_and_watch_live(dashboard, browser_page):
     page.get_by_text("a duration", exact=True).click()
     _settle(page)
     seconds = page.get_by_role("spinbutton", name="Seconds per level")
-    seconds.fill("8")
+    seconds.fill("12")
     seconds.press("Enter")
     _settle(page)
     name = page.get_by_role("textbox", name="Run name")
@@ -76,8 +76,11 @@ def test_launch_sim_sweep_and_watch_live(dashboard, browser_page):
         assert r.active, f"run ended {r.status} before any request: {r.error}"
         time.sleep(0.5)
     assert q.request_points(run_id, db, limit=1)["id"], "no request rows after 120 s"
-    time.sleep(2)
+    # The first sample as soon as any chart has points, so the run is still well inside its levels when we look
+    # for growth (a finished run's page shows a different set of charts).
+    page.wait_for_function(f"() => ({POINTS_JS})().reduce((a, b) => a + b, 0) > 0", timeout=30_000)
     first = sum(_plot_points(page))
+    assert q.get_run(run_id, db).run.active, "run finished before the live charts could be watched"
     _shot(page, "02_live_running")
     # a 1 s fragment rerun plus a Plotly redraw: give a loaded machine time, but require growth
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -87,7 +90,10 @@ def test_launch_sim_sweep_and_watch_live(dashboard, browser_page):
     except PlaywrightTimeout:
         pass
     second = sum(_plot_points(page))
-    assert second > first, f"live charts did not update in 30 s ({first} -> {second} points)"
+    if second <= first:
+        _shot(page, "02_live_not_growing")
+    assert second > first, (f"live charts did not update in 30 s ({first} -> {second} points per chart "
+                            f"{_plot_points(page)}; run {q.get_run(run_id, db).run.status})")
     page.get_by_role("tab", name="GPUs").click()
     page.get_by_text("GPU utilization").first.wait_for()
     time.sleep(1.5)
