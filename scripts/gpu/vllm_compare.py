@@ -81,6 +81,26 @@ def server_hist(base_url: str) -> dict:
     return out
 
 
+def server_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each process of the server tree, keyed "name pid" (API server vs EngineCore: a
+    frontend at 100% of a core is the bottleneck, whatever the GPU does)."""
+    import psutil
+
+    out = {}
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return out
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out[f"{p.name()} {p.pid}"] = t.user + t.system
+        except psutil.Error:
+            continue
+    return out
+
+
 def _mean_ms(d: dict, name: str) -> float | None:
     n = d.get(f"{name}_count") or 0
     return 1000 * d[f"{name}_sum"] / n if n else None
@@ -111,9 +131,14 @@ def vllm_bench(base_url: str, tokenizer: str, conc: int, n: int, out: Path, seed
     r = subprocess.run(cmd, capture_output=True, text=True)
     (out / f"vllm_bench_c{conc}_s{seed}.log").write_text(r.stdout[-20000:] + r.stderr[-20000:])
     try:
-        return json.loads((out / name).read_text())
+        res = json.loads((out / name).read_text())
     except OSError:
         return {"error": (r.stdout + r.stderr)[-2000:]}
+    # keep the per-request timings (ttfts, start_times, latencies); drop the bulk
+    for k in ("itls", "generated_texts", "input_lens", "output_lens"):
+        res.pop(k, None)
+    res["errors"] = [e for e in res.get("errors") or [] if e]
+    return res
 
 
 def cmd_cli(out: Path) -> None:
@@ -152,17 +177,19 @@ def warm(out: Path) -> None:
         print(proc.stop(), flush=True)
 
 
-def melt_ttfts(db: Path, run_id: int) -> list[float]:
-    """Melt's per-request TTFTs (ms, send order) from its own SQLite rows: the tail, not just the mean."""
+def melt_ttfts(db: Path, run_id: int) -> list[list[float]]:
+    """Melt's requests as [send time ms since the first send, TTFT ms], in send order, from its own SQLite rows:
+    the tail, and which requests are in it (the opening burst or later)."""
     import sqlite3
 
     con = sqlite3.connect(db)
     try:
-        return [r[0] for r in con.execute(
-            "select r.ttft_ms from requests r join levels l on r.level_id = l.id where l.run_id = ? "
-            "order by r.send_ns", (run_id,))]
+        rows = con.execute("select r.send_ns, r.ttft_ms from requests r join levels l on r.level_id = l.id "
+                           "where l.run_id = ? order by r.send_ns", (run_id,)).fetchall()
     finally:
         con.close()
+    t0 = rows[0][0] if rows else 0
+    return [[round((t - t0) / 1e6, 3), ttft] for t, ttft in rows]
 
 
 def cmd_compare(out: Path, levels: list[int]) -> None:
@@ -190,7 +217,7 @@ def cmd_compare(out: Path, levels: list[int]) -> None:
             order = ["melt", "vllm"] if i % 2 == 0 else ["vllm", "melt"]
             res = {}
             for who in order:
-                h0 = server_hist(plan.base_url)
+                h0, c0, w0 = server_hist(plan.base_url), server_cpu(proc.pid), time.monotonic()
                 if who == "melt":
                     procs = ["--client-procs", str(CFG["client_procs"])] if CFG["client_procs"] else []
                     doc = melt("sweep", "--engine", "openai", "--base-url", plan.base_url, "--model",
@@ -204,6 +231,12 @@ def cmd_compare(out: Path, levels: list[int]) -> None:
                     res["vllm"] = vllm_bench(plan.base_url, tokenizer, conc, n, out, seed=2000 + i,
                                              served=plan.served_model_name)
                 res[who + "_server"] = delta(h0, server_hist(plan.base_url))
+                c1, wall = server_cpu(proc.pid), time.monotonic() - w0
+                # CPU seconds each server process spent during this client's run (the client's start-up included
+                # in `wall`, so compare per generated token, not per second)
+                res[who + "_server"]["cpu_s"] = {k: round(c1[k] - c0.get(k, 0.0), 3)
+                                                 for k in c1 if c1[k] - c0.get(k, 0.0) > 0.05}
+                res[who + "_server"]["wall_s"] = round(wall, 3)
             rows.append({"concurrency": conc, "n": n, **res})
             # written after every level: a call cut by its time limit keeps what it measured
             (out / "compare.partial.json").write_text(json.dumps({"rows": rows}, default=str))
