@@ -9,6 +9,9 @@ whichever shard has a free user. Phases:
   warm-up  users send `warmup_requests` requests (closed loop) and wait for them; excluded from metrics.
   connect  each shard opens one keep-alive connection per user, 128 at a time (see _Shard._preconnect):
            10,000 simultaneous connects overflow a server's accept queue and would add seconds of TTFT.
+           Any later connect (a server that closed idle connections) is paced the same way
+           (_paced_connector), and a request that died on such a connection before any response is
+           re-sent once (counted in stale_retries, never hidden as an error it was not).
   barrier  every shard reports "warm"; the parent sends "go" with one start time, so spawn skew between
            shards never shows up as a ramp inside the measured window.
   measure  each user sends its next request when its last one ends (or, with request_rate, at the next
@@ -37,6 +40,7 @@ then describe the client, not the server). Capacity: docs/PERFORMANCE.md, bench/
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import math
 import multiprocessing as mp
@@ -64,8 +68,31 @@ BATCH_S = 0.2             # how often shards ship results
 PROGRESS_S = 1.0
 STOP_GRACE_S = 10.0       # after a stop, how long shards get to report before they are killed
 FD_HEADROOM = 64          # files a shard needs beyond one socket per user (pipes, loop, logs)
-PRECONNECT_PARALLEL = 128  # connection attempts in flight while opening the pool (far below any backlog)
+PRECONNECT_PARALLEL = 128  # connection attempts in flight per shard, ever (far below any listen backlog)
 PRECONNECT_TIMEOUT_S = 10.0
+
+
+@functools.cache
+def _paced_connector(aiohttp):
+    """aiohttp's TCPConnector with at most PRECONNECT_PARALLEL TCP connects in flight.
+
+    The pre-connect opens every user's connection before the level, but a server may close idle keep-alive
+    connections (vLLM's uvicorn after 5 s; opening 10,000 can take longer than that), and some servers close after
+    every response. Those users then connect at "go" or mid-level, all in the same millisecond, which overflows the
+    server's accept queue: dropped SYNs come back after 1, 3, 7 s as TTFT the server never caused. Pacing the
+    connects keeps each one at loopback speed; the wait is inside the request's TTFT, as any connect is.
+    (A factory because the shard imports aiohttp only once it runs.)"""
+
+    class PacedConnector(aiohttp.TCPConnector):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self._connect_slots = asyncio.Semaphore(PRECONNECT_PARALLEL)
+
+        async def _create_connection(self, req, traces, timeout):
+            async with self._connect_slots:
+                return await super()._create_connection(req, traces, timeout)
+
+    return PacedConnector
 
 
 class LoadGenError(RuntimeError):
@@ -148,6 +175,7 @@ class ShardStats:
     peak_cpu_pct: float = 0.0     # busiest ~1 s window of the measured phase
     loop_lag_mean_ms: float = 0.0  # event-loop lateness (a busy client delays every timestamp)
     loop_lag_max_ms: float = 0.0
+    stale_retries: int = 0        # requests re-sent once because the server had closed their idle connection
     error: str | None = None
 
 
@@ -492,6 +520,7 @@ class _Shard:
         self.peak_cpu = 0.0
         self.timeout_ns = int(plan.timeout_s * 1e9)
         self.inflight: dict[asyncio.Task, int] = {}   # request task -> deadline (perf_counter ns)
+        self.stale_retries = 0
         self.expired: set[asyncio.Task] = set()       # tasks the watchdog cancelled for their timeout
 
     # -- control -------------------------------------------------------------------------------------
@@ -530,15 +559,18 @@ class _Shard:
         if p.api_key:
             self.headers["Authorization"] = f"Bearer {p.api_key}"
         # ssl=False for plain http skips building a default SSL context (~50 ms of CPU per shard).
-        connector = aiohttp.TCPConnector(limit=self.n_users + 8, limit_per_host=0, force_close=False,
-                                         keepalive_timeout=120, ttl_dns_cache=None,
-                                         ssl=False if self.url.scheme == "http" else True)
+        connector = _paced_connector(aiohttp)(limit=self.n_users + 8, limit_per_host=0, force_close=False,
+                                              keepalive_timeout=120, ttl_dns_cache=None,
+                                              ssl=False if self.url.scheme == "http" else True)
         self.session = aiohttp.ClientSession(
             # No aiohttp timers: they cost a timer per request and a context per read. _watchdog enforces
             # timeout_s for every request instead.
             connector=connector, timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_read=None,
                                                               sock_connect=None),
             cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False)
+        # Failures of a reused connection that the server closed; a refused connect is not one of them.
+        self.stale_errors = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+        self.connect_error = aiohttp.ClientConnectorError
         flusher = asyncio.ensure_future(self._flusher())
         watchdog = asyncio.ensure_future(self._watchdog())
         try:
@@ -571,6 +603,7 @@ class _Shard:
                 if self.lag_ns:
                     stats.loop_lag_mean_ms = sum(self.lag_ns) / len(self.lag_ns) / 1e6
                     stats.loop_lag_max_ms = max(self.lag_ns) / 1e6
+                stats.stale_retries = self.stale_retries
         finally:
             flusher.cancel()
             watchdog.cancel()
@@ -683,19 +716,31 @@ class _Shard:
         t_send = time.perf_counter_ns()
         self.inflight[task] = t_send + self.timeout_ns
         try:
-            async with self.session.post(self.url, data=body, headers=self.headers) as resp:
-                status = resp.status
-                if status != 200:
-                    text = (await resp.content.read(2000)).decode("utf-8", "replace").strip()
-                    err = f"HTTP {status}: {text[:300]}" if text else f"HTTP {status} {resp.reason or ''}".strip()
-                else:
-                    readany = resp.content.readany
-                    while sse.err is None:
-                        data = await readany()
-                        if not data:
-                            break
-                        feed(data, time.perf_counter_ns())  # one clock read per socket read
-                    err = sse.finish()
+            for attempt in (0, 1):
+                try:
+                    async with self.session.post(self.url, data=body, headers=self.headers) as resp:
+                        status = resp.status
+                        if status != 200:
+                            text = (await resp.content.read(2000)).decode("utf-8", "replace").strip()
+                            err = (f"HTTP {status}: {text[:300]}" if text
+                                   else f"HTTP {status} {resp.reason or ''}".strip())
+                        else:
+                            readany = resp.content.readany
+                            while sse.err is None:
+                                data = await readany()
+                                if not data:
+                                    break
+                                feed(data, time.perf_counter_ns())  # one clock read per socket read
+                            err = sse.finish()
+                    break
+                except self.stale_errors as e:
+                    # A keep-alive connection the server closed while idle (vLLM's uvicorn: after 5 s) fails
+                    # at the write or before any response byte; the server never saw the request, so it is
+                    # re-sent once on a fresh connection, like any HTTP client does (RFC 9112 9.3.1). Its TTFT
+                    # keeps counting from the first send. Anything after a response started is an error.
+                    if attempt or status is not None or sse.chunks or isinstance(e, self.connect_error):
+                        raise
+                    self.stale_retries += 1
         except asyncio.CancelledError:
             if task not in self.expired:
                 self._record(seq, warm, due_ns, t_send, status, "cancelled", sse, max_tokens)

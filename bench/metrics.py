@@ -117,6 +117,8 @@ def summarize(results: Sequence[Any], outcome: Any, slo: SLO) -> dict[str, Any]:
         "client_procs": getattr(outcome, "procs", None),
         "client_loop_lag_max_ms": max((s.loop_lag_max_ms for s in shards), default=None),
         "client_peak_cpu_pct": max((s.peak_cpu_pct for s in shards), default=None),
+        # requests re-sent once because the server had closed their idle keep-alive connection (never an error)
+        "stale_retries": sum(getattr(s, "stale_retries", 0) for s in shards),
         "cancelled": bool(outcome.cancelled),
         "error": getattr(outcome, "error", None),
         "itl_hist": itl.to_dict(),

@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="bfloat16", help="weight dtype: bfloat16 | float16 | fp8")
     p.add_argument("--quantization", default=None, help="fp8 = fp8 weights and fp8 tensor-core compute")
     p.add_argument("--kv-cache-dtype", default="auto", help="auto | fp8")
+    p.add_argument("--keepalive-timeout", type=float, default=75.0,
+                   help="seconds an idle keep-alive connection stays open (vLLM's uvicorn default is 5)")
     p.add_argument("--log-level", default="info")
     return p.parse_args(argv)
 
@@ -69,14 +71,14 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(perf: PerfModel, sock: socket.socket, served_name: str | None) -> None:
+async def serve(perf: PerfModel, sock: socket.socket, served_name: str | None, keepalive_timeout: float = 75.0) -> None:
     from aiohttp import web
 
     from engines.sim.server import SimServer
 
     server = SimServer(perf, served_name)
     # handler_cancellation: a client that disconnects cancels its handler, which aborts its request in the engine.
-    runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True)
+    runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True, keepalive_timeout=keepalive_timeout)
     await runner.setup()
     site = web.SockSite(runner, sock, backlog=4096)
     await site.start()
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(perf, sock, a.served_model_name))
+        runner.run(serve(perf, sock, a.served_model_name, a.keepalive_timeout))
     return 0
 
 

@@ -42,8 +42,19 @@ class StreamServer:
         self.stopped = False
         self.api_key: str | None = None  # when set, requests without "Authorization: Bearer <key>" get 401
         self.auth_seen: list[str | None] = []
+        # Keep-alive closes: "reused" drops a POST that arrives on a connection that already served one (what a
+        # client sees when the server closed an idle connection as it was reused); "all" drops every POST.
+        self.drop: str | None = None
+        self.dropped = 0
+        self._served_on: set[int] = set()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        conn = id(request.transport)
+        if self.drop == "all" or (self.drop == "reused" and conn in self._served_on):
+            self.dropped += 1
+            request.transport.close()  # no response at all: the client sees the connection go away
+            return web.Response()
+        self._served_on.add(conn)
         self.auth_seen.append(request.headers.get("Authorization"))
         if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return web.json_response({"error": {"message": "bad api key"}}, status=401)
@@ -263,6 +274,25 @@ def test_timeout_is_an_error_and_the_user_goes_on(server):
     assert out.n_sent == 6 and out.results_err == 2 and out.results_ok == 4 and not out.cancelled
     timed_out = sorted(r.seq for r in got if not r.ok)
     assert timed_out == [0, 1] and all(r.error == "timeout after 3s" for r in got if not r.ok)
+
+
+def test_a_request_on_a_connection_the_server_closed_is_resent_once(server):
+    """vLLM's uvicorn closes keep-alive connections idle for 5 s; a request written into one as it closes never
+    reached the server and is re-sent on a fresh connection (counted in stale_retries), not reported failed."""
+    server.drop = "reused"
+    out, got, _ = _run(_plan(server, concurrency=2, n_requests=10), procs=1)
+    assert out.n_sent == 10 == out.results_ok and out.results_err == 0
+    retries = sum(sh.stale_retries for sh in out.shards)
+    assert retries == server.dropped > 0
+    assert all(r.ok and r.output_tokens is not None for r in got)
+
+
+def test_a_server_that_drops_every_request_gets_errors_after_one_resend(server):
+    server.drop = "all"
+    out, got, _ = _run(_plan(server, concurrency=2, n_requests=6), procs=1)
+    assert out.n_sent == 6 == out.results_err and out.results_ok == 0  # counted, never dropped
+    assert sum(sh.stale_retries for sh in out.shards) == 6 and server.dropped == 12
+    assert all("ServerDisconnected" in (r.error or "") or "Connection" in (r.error or "") for r in got)
 
 
 def test_multiprocess_sharding_exact_total(server):
