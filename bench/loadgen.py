@@ -735,9 +735,10 @@ class _Shard:
                     break
                 except self.stale_errors as e:
                     # A keep-alive connection the server closed while idle (vLLM's uvicorn: after 5 s) fails
-                    # at the write or before any response byte; the server never saw the request, so it is
-                    # re-sent once on a fresh connection, like any HTTP client does (RFC 9112 9.3.1). Its TTFT
-                    # keeps counting from the first send. Anything after a response started is an error.
+                    # at the write or before any response byte, and the server never read the request: it is
+                    # re-sent once on a fresh connection (RFC 9112 9.3.1). Its TTFT keeps counting from the
+                    # first send. A server that died instead fails the re-send too, which is then counted as
+                    # an error; so is anything after a response started.
                     if attempt or status is not None or sse.chunks or isinstance(e, self.connect_error):
                         raise
                     self.stale_retries += 1
