@@ -164,7 +164,7 @@ def _add_sweep(sub) -> None:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
-    from bench.report import levels_table, run_document
+    from bench.report import levels_table, run_document, terminal_safe
     from bench.runs import create_run
     from bench.sweep import SweepHooks, run_sweep
     from bench.worker import Heartbeat, install_stop_signals
@@ -177,7 +177,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     for rid in reap_stale(a.db):  # runs whose worker died earlier: mark them aborted, end their engines
         print(f"run {rid}: its worker had stopped without finishing; marked aborted", file=sys.stderr)
     out = sys.stderr if a.json else sys.stdout
-    log = lambda m: print(m, file=out, flush=True)  # noqa: E731
+    log = lambda m: print(terminal_safe(m), file=out, flush=True)  # noqa: E731
     run_id = create_run(cfg, a.db)
     sim = " [SIMULATED]" if cfg.engine.simulated else ""
     log(f"run {run_id}{sim}: {cfg.engine.kind} / {cfg.engine.model}" + (f" on {cfg.gpu}" if cfg.gpu else ""))
@@ -226,7 +226,7 @@ def cmd_runs(a: argparse.Namespace) -> int:
 
 
 def cmd_show(a: argparse.Namespace) -> int:
-    from bench.report import levels_table, run_document
+    from bench.report import levels_table, run_document, terminal_safe
 
     try:
         doc = run_document(a.run_id, a.db)
@@ -236,12 +236,13 @@ def cmd_show(a: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     sim = " [SIMULATED]" if doc["simulated"] else ""
-    print(f"run {doc['run_id']}{sim} {doc['name'] or ''}  status={doc['status']}  engine={doc['engine']}  "
-          f"model={doc['model']}  gpu={doc['gpu']}")
+    say = lambda m: print(terminal_safe(m))  # noqa: E731
+    say(f"run {doc['run_id']}{sim} {doc['name'] or ''}  status={doc['status']}  engine={doc['engine']}  "
+        f"model={doc['model']}  gpu={doc['gpu']}")
     for inst in doc["engine_instances"]:
-        print(f"  engine {inst['kind']} {inst.get('version') or ''}: {' '.join(inst['argv'] or [])}")
+        say(f"  engine {inst['kind']} {inst.get('version') or ''}: {' '.join(inst['argv'] or [])}")
     if doc.get("error"):
-        print(f"  error: {doc['error']}")
+        say(f"  error: {doc['error']}")
     print(levels_table(doc["levels"]))
     return 0
 

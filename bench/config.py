@@ -111,3 +111,17 @@ class RunConfig(_Strict):
         if bad:
             raise ValueError(f"concurrency levels must be positive integers, got {bad}")
         return v
+
+
+def stored_engine_command(config: dict) -> str | None:
+    """The command a stored run config would make this machine execute beyond Melt's own defaults (a custom
+    engine command and/or extra engine arguments), shell-quoted for display; None when there is none.
+    "Run again" shows it and asks first: a shared history file is data from someone else."""
+    import shlex
+
+    engine = (config or {}).get("engine") or {}
+    cmd, extra = engine.get("engine_cmd") or [], engine.get("extra_args") or []
+    if not cmd and not extra:
+        return None
+    shown = [str(a) for a in cmd] or [f"<{engine.get('kind', 'engine')} as detected here>"]
+    return " ".join(shlex.quote(a) if not a.startswith("<") else a for a in [*shown, "...", *map(str, extra)])

@@ -634,7 +634,8 @@ class _Shard:
                 if failed or self.stopping:
                     return
                 try:
-                    held.append(await self.session.get(url, headers=headers, timeout=timeout))
+                    held.append(await self.session.get(url, headers=headers, timeout=timeout,
+                                                       allow_redirects=False))
                 except Exception:  # noqa: BLE001
                     failed = True
 
@@ -718,7 +719,9 @@ class _Shard:
         try:
             for attempt in (0, 1):
                 try:
-                    async with self.session.post(self.url, data=body, headers=self.headers) as resp:
+                    # a redirect is an answer (counted as HTTP 3xx), never a reason to send load elsewhere
+                    async with self.session.post(self.url, data=body, headers=self.headers,
+                                                 allow_redirects=False) as resp:
                         status = resp.status
                         if status != 200:
                             text = (await resp.content.read(2000)).decode("utf-8", "replace").strip()

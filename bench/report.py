@@ -1,6 +1,7 @@
 """Plain-text tables and the JSON run document (CLI `sweep --json` and `show --json` print the same shape)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from sqlalchemy import select
@@ -35,7 +36,17 @@ def level_row(s: dict) -> list[str]:
             (f"{cpu:.0f}%" if cpu is not None else "-") + flag, s.get("status", "")]
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: str) -> str:
+    """Text for a terminal: control characters (ESC sequences could move the cursor or write the clipboard) shown
+    as '?'. Run names, errors and server replies are other people's text. --json output is escaped anyway."""
+    return _CONTROL.sub("?", text)
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
+    rows = [[terminal_safe(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])

@@ -20,6 +20,8 @@ from typing import Callable
 
 from bench import __version__
 from bench.config import RunConfig
+from engines.spec import redact_argv, redact_env
+from engines.supervisor import direct_opener
 from storage.db import data_dir
 from storage.models import LevelStatus, RunStatus, utcnow
 from storage.recorder import Recorder
@@ -55,8 +57,9 @@ def vocab_for(model: str) -> int | None:
         return None
 
 
-# Control-plane calls to the engine never go through an HTTP proxy (the load generator doesn't either).
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# Control-plane calls to the engine never go through an HTTP proxy and never follow redirects (the load generator
+# doesn't either).
+_OPENER = direct_opener()
 
 
 def _http_json(url: str, timeout: float = 5.0) -> dict | None:
@@ -156,6 +159,14 @@ class _Telemetry:
         try:
             from telemetry.level import level_telemetry
 
+            # The sampler hands rows over about once a second: wait for one taken after the level's end, or the
+            # energy of its last second would be missing while J/token still divides by all its tokens.
+            deadline = time.monotonic() + 3.0
+            while self.sampler is not None and self.sampler.is_alive() and time.monotonic() < deadline:
+                with self.lock:
+                    if self.samples and self.samples[-1]["t_ns"] >= end_ns:
+                        break
+                time.sleep(0.05)
             with self.lock:
                 rows, xids = list(self.samples), list(self.xids)
             return level_telemetry(rows, start_ns, end_ns, output_tokens, xids, self.note) if rows else {}
@@ -275,8 +286,8 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
         plan = build_plan(spec, spec.host, port, workdir)
     except (EngineStartError, ValueError) as e:
         raise SweepAborted(str(e)) from None
-    env_shown = {k: ("<redacted>" if _secret(k) else v) for k, v in plan.env.items()}
-    instance_id = rec.add_instance(kind=spec.kind, model=spec.name_for_requests, argv=plan.argv, env=env_shown,
+    env_shown = redact_env(plan.env)
+    instance_id = rec.add_instance(kind=spec.kind, model=spec.name_for_requests, argv=redact_argv(plan.argv), env=env_shown,
                                    base_url=plan.base_url, gpus=spec.gpus or [], log_path=str(workdir / "engine.log"),
                                    state="created")
 
@@ -301,7 +312,7 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
     except Exception:  # noqa: BLE001
         pass
     rec.merge_versions({"engine": version})
-    log(f"launching {spec.kind} engine: {' '.join(plan.argv)}")
+    log(f"launching {spec.kind} engine: {' '.join(redact_argv(plan.argv))}")
     try:
         proc.start()
         rec.update_instance(instance_id, pid=proc.pid, proc_tag=proc.tag, launched_at=utcnow(), version=version)
@@ -318,11 +329,6 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
     rec.update_instance(instance_id, ready_at=utcnow(), startup_s=startup, log_tail=proc.log_tail(), version=version)
     log(f"engine ready in {startup:.1f}s at {plan.base_url}")
     return plan.base_url
-
-
-def _secret(key: str) -> bool:
-    k = key.upper()
-    return any(w in k for w in ("TOKEN", "KEY", "SECRET", "PASSWORD"))
 
 
 def _stop_engine(proc, rec: Recorder, instance_id: int | None, log: Log) -> None:

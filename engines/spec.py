@@ -47,6 +47,14 @@ class EngineSpec(BaseModel):
     def _strip(cls, v: str | None) -> str | None:
         return v.rstrip("/") if v else v
 
+    @field_validator("model", "served_model_name")
+    @classmethod
+    def _not_a_flag(cls, v: str | None) -> str | None:
+        # TRT-LLM takes the model as a positional argument: a name starting with "-" would be read as a flag
+        if v is not None and (not v.strip() or v.startswith("-")):
+            raise ValueError(f"model name {v!r} must be non-empty and must not start with '-'")
+        return v
+
     @property
     def simulated(self) -> bool:
         return self.kind == "sim"
@@ -54,6 +62,41 @@ class EngineSpec(BaseModel):
     @property
     def name_for_requests(self) -> str:
         return self.served_model_name or self.model
+
+
+SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASS", "PWD", "CREDENTIAL", "AUTH", "COOKIE")
+REDACTED = "<redacted>"
+
+
+def is_secret_name(name: str) -> bool:
+    """An env variable or flag name that carries a secret (HF_TOKEN, OPENAI_API_KEY, --api-key, DB_PASS, ...)."""
+    k = name.upper().replace("-", "_")
+    return any(w in k for w in SECRET_WORDS)
+
+
+def redact_env(env: dict[str, str]) -> dict[str, str]:
+    return {k: (REDACTED if is_secret_name(k) else v) for k, v in env.items()}
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """argv for logs, the database and the UI: the value of a secret-named flag (`--api-key X`, `--api-key=X`)
+    replaced. The real argv is only ever handed to the process."""
+    out: list[str] = []
+    hide_next = False
+    for a in argv:
+        if hide_next:
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        if a.startswith("-"):
+            name, eq, _ = a.partition("=")
+            if is_secret_name(name.lstrip("-")):
+                if eq:
+                    out.append(f"{name}={REDACTED}")
+                    continue
+                hide_next = True
+        out.append(a)
+    return out
 
 
 class LaunchPlan(BaseModel):

@@ -37,7 +37,7 @@ from typing import Callable
 
 import psutil
 
-from engines.spec import LaunchPlan
+from engines.spec import LaunchPlan, redact_argv, redact_env
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class EngineProcess:
         self._log_partial = b""
         self._phase: str | None = None
         self._patterns = [(re.compile(rx), label) for rx, label in plan.phase_patterns]
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+        self._opener = direct_opener()
 
     # -- state / events
 
@@ -216,7 +216,9 @@ class EngineProcess:
         self._set_state(ProcState.starting)
         with open(self.log_path, "ab") as logf:
             self._log_offset = logf.tell()  # tail only what this launch writes
-            header = f"# melt: launching {json.dumps(argv)} (env additions: {json.dumps(self.plan.env)})\n"
+            # the log tail reaches the database and the UI: secrets redacted here too
+            header = (f"# melt: launching {json.dumps(redact_argv(argv))} "
+                      f"(env additions: {json.dumps(redact_env(self.plan.env))})\n")
             logf.write(header.encode())
             logf.flush()
             try:
@@ -624,6 +626,19 @@ def kill_tagged(tag: str) -> list[int]:
         except psutil.Error:
             continue
     return killed
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx is an answer, not an instruction: following it would send our request (and an API key) to
+    whatever host the Location names. urllib then raises HTTPError with the 3xx code."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+        return None
+
+
+def direct_opener() -> urllib.request.OpenerDirector:
+    """urllib opener for calls to an engine: never through an HTTP proxy (loopback), never following redirects."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
 def _pgid(pid: int) -> int | None:

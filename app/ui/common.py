@@ -85,9 +85,22 @@ def fmt_secs(s: float | None) -> str:
 
 
 # -------------------------------------------------------------------------------------------- downloads / charts
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(v):
+    """A spreadsheet runs a cell that starts with = + - @ as a formula (CSV injection via a run name or note):
+    such text cells get a leading apostrophe. Numbers are left alone (a negative number is not text)."""
+    return "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v
+
+
 def csv_bytes(df: pd.DataFrame) -> bytes:
     buf = io.StringIO()
-    df.to_csv(buf, index=False)
+    safe = df.copy()
+    for col in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[col]):  # object or pandas' str dtype
+            safe[col] = safe[col].map(_inert)
+    safe.to_csv(buf, index=False)
     return buf.getvalue().encode()
 
 
@@ -209,7 +222,7 @@ def worker_api():
 
         return runs
     except Exception as e:  # noqa: BLE001
-        st.error(f"The run worker is not available: {e}")
+        st.error(f"The run worker is not available: {esc_md(str(e))}")
         return None
 
 

@@ -83,7 +83,7 @@ with left:
     if real:
         info = eng_info.get(engine)
         if engines_err:
-            st.info(engines_err)
+            st.info(esc_md(engines_err))
         if engine_missing:
             how = (info or {}).get("how_to_install") or f"python -m bench engines install {engine}"
             st.warning(f"{ENGINES[engine]} is not installed here. To install:")

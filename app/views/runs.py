@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app.ui.common import download_csv, esc_md, page_header, worker_api
+from bench.config import stored_engine_command
 from storage import queries as q
 
 page_header("Runs", "Every sweep, from the dashboard or the CLI. Select rows to open, compare, edit or delete.")
@@ -78,18 +79,38 @@ if len(chosen) == 1:
             q.update_run_meta(r.id, name=name, tags=tag_text.split(","), notes=notes)
             st.toast(f"Saved run #{r.id}")
             st.rerun()
-    if st.button("Run again with this config", icon=":material/replay:", key=f"r_again_{r.id}"):
+    def _start_again(config: dict) -> None:
         api = worker_api()
-        detail = q.get_run(r.id)
-        if api is not None and detail is not None:
-            try:
-                from bench.config import RunConfig
+        if api is None:
+            return
+        try:
+            from bench.config import RunConfig
 
-                new_id = api.start_run(RunConfig.model_validate(detail.config))
-            except Exception as e:  # noqa: BLE001
-                st.error(f"Could not start: {esc_md(e)}")
-            else:
-                st.switch_page("views/live.py", query_params={"run": str(new_id)})
+            new_id = api.start_run(RunConfig.model_validate(config))
+        except Exception as e:  # noqa: BLE001
+            st.error(f"Could not start: {esc_md(e)}")
+        else:
+            ss.pop("r_again_confirm", None)
+            st.switch_page("views/live.py", query_params={"run": str(new_id)})
+
+    detail = q.get_run(r.id)
+    stored_cmd = stored_engine_command(detail.config) if detail is not None else None
+    if st.button("Run again with this config", icon=":material/replay:", key=f"r_again_{r.id}") and detail:
+        if stored_cmd:
+            # A history file may come from someone else: a stored engine command is code this machine would
+            # run. Show it and ask first.
+            ss["r_again_confirm"] = r.id
+        else:
+            _start_again(detail.config)
+    if ss.get("r_again_confirm") == r.id and stored_cmd and detail:
+        st.warning("This run's config launches this command on this machine. Start it only if you trust it:")
+        st.code(stored_cmd, language="bash")
+        yes, no = st.columns(2)
+        if yes.button("Start it", key="r_again_yes", type="primary"):
+            _start_again(detail.config)
+        if no.button("Cancel", key="r_again_no"):
+            ss.pop("r_again_confirm", None)
+            st.rerun()
 
 # Delete: two steps, so a stray click never loses history.
 ids = [r.id for r in chosen]

@@ -177,6 +177,35 @@ def test_runs_edit_and_delete_with_confirmation(app_db):
     assert q.get_run(target) is None and q.get_run(ids[0]) is not None
 
 
+def test_run_again_shows_a_stored_engine_command_and_asks_first(app_db, monkeypatch):
+    """A shared history file is someone else's data: its engine command is shown, nothing runs until confirmed."""
+    import bench.runs
+    from storage.db import open_db
+    from storage.models import Run
+
+    db, ids = app_db
+    target = ids[-1]
+    with open_db(db)() as s:
+        run = s.get(Run, target)
+        run.config = {**run.config, "engine": {**run.config["engine"], "kind": "vllm", "model": "m",
+                                                "engine_cmd": ["/bin/sh", "-c", "touch /tmp/pwned"]}}
+        s.commit()
+    spawned = []
+    monkeypatch.setattr(bench.runs, "spawn_worker", lambda run_id, db=None, **kw: spawned.append(run_id) or 0)
+    at = ok(app("runs"))
+    ok(_select_rows(at, [0]))
+    at.button(key=f"r_again_{target}").click().run()
+    ok(at)
+    assert spawned == [] and "launches this command" in texts(at)
+    assert any("/bin/sh -c 'touch /tmp/pwned'" in c.value for c in at.code)
+    at.button(key="r_again_no").click().run()
+    assert spawned == [] and "launches this command" not in texts(at)
+    at.button(key=f"r_again_{target}").click().run()
+    at.button(key="r_again_yes").click().run()
+    ok(at)
+    assert len(spawned) == 1 and q.get_run(spawned[0]).config["engine"]["engine_cmd"][0] == "/bin/sh"
+
+
 # ----------------------------------------------------------------------------------------------- compare, cost
 def test_compare_two_runs(app_db):
     db, ids = app_db
