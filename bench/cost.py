@@ -115,7 +115,10 @@ def check_slo(level: LevelPerf, slo: Mapping[str, float | None], percentile: str
     for metric, limit in slo.items():
         if limit is None:
             continue
-        value = level.latency.get(metric, {}).get(percentile)
+        summary = level.latency.get(metric) or {}
+        value = summary.get(percentile)
+        if value is None and metric == "tpot_ms" and level.n_ok > 0 and summary.get("n") == 0:
+            value = 0.0  # every request produced 1 token: no decode step, TPOT 0 (as vLLM's goodput and is_good)
         if value is None:
             reasons.append(f"{metric} {percentile} not measured")
         elif value > limit:

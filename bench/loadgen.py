@@ -765,7 +765,9 @@ class _Shard:
     def _record(self, seq: int, warm: bool, due_ns: int, t_send: int, status: int | None, err: str | None,
                 sse: "SSEStream", max_tokens: int) -> int:
         chunks, t_first, t_last = sse.chunks, sse.t_first, sse.t_last
-        t_end = t_last if chunks else time.perf_counter_ns()
+        # a request that failed ends when it failed (a stream that stalled and timed out included), not at its
+        # last chunk: the level lasts until every request is done, as in vllm bench serve
+        t_end = t_last if chunks and err is None else time.perf_counter_ns()
         ok = err is None
         in_tok = out_tok = None
         usage = sse.usage

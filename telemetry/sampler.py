@@ -207,6 +207,10 @@ class TelemetrySampler:
     def active(self) -> bool:
         return not isinstance(self.source, NullSource)
 
+    def is_alive(self) -> bool:
+        """Sampling now (started, not stopped, source not null)."""
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
     def start(self) -> None:
         if self._thread is not None or not self.active:
             return

@@ -88,8 +88,10 @@ for d, (lab, df) in zip(details, done):
 if rows:
     side = pd.DataFrame(rows)
     show_table(side, key="c-side", filename="compare_side_by_side",
-               column_config={c: st.column_config.NumberColumn(format="%.1f") for c in side.columns
-                              if c.endswith("ms") or c.startswith(("output", "tok/s", "J "))})
+               column_config={**{c: st.column_config.NumberColumn(format="%.1f") for c in side.columns
+                                 if c.endswith("ms") or c.startswith(("output", "tok/s"))},
+                              # H100 values are 0.02-0.5 J/token: one decimal would show most of them as 0.0
+                              "J / token": st.column_config.NumberColumn(format="%.4f")})
 else:
     st.caption("No run has a completed level at that concurrency.")
 

@@ -31,6 +31,7 @@ class StreamServer:
         self.delay_s = 0.0
         self.hang = False                # never finish streams (for stop/timeout tests)
         self.hang_first = 0              # ... or only the first N requests
+        self.stall_first = False         # request 0 sends one chunk, then never another
         self.counts: collections.Counter = collections.Counter()
         self.bodies: list[dict] = []
         self.n = 0
@@ -76,7 +77,8 @@ class StreamServer:
         self.max_active = max(self.max_active, self.active)
         try:
             for k in range(n_out):
-                while self.hang or (i < self.hang_first and not self.stopped):
+                while self.hang or (i < self.hang_first and not self.stopped) or (
+                        self.stall_first and i == 0 and k == 1 and not self.stopped):
                     await asyncio.sleep(0.05)
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
@@ -293,6 +295,15 @@ def test_a_server_that_drops_every_request_gets_errors_after_one_resend(server):
     assert out.n_sent == 6 == out.results_err and out.results_ok == 0  # counted, never dropped
     assert sum(sh.stale_retries for sh in out.shards) == 6 and server.dropped == 12
     assert all("ServerDisconnected" in (r.error or "") or "Connection" in (r.error or "") for r in got)
+
+
+def test_a_request_that_stalls_mid_stream_ends_the_level_when_it_fails(server):
+    """Duration runs until every request is done, failed ones included (vllm bench serve gathers them all): a
+    stream that stalled after its first chunk and timed out ends at its timeout, not at its last chunk."""
+    server.stall_first = True
+    out, got, _ = _run(_plan(server, concurrency=2, n_requests=6, timeout_s=2), procs=1)
+    assert out.results_err == 1 and out.results_ok == 5
+    assert out.duration_s >= 2.0  # otherwise the 5 quick requests would make it a few ms and inflate tok/s
 
 
 def test_multiprocess_sharding_exact_total(server):

@@ -57,6 +57,14 @@ def test_check_slo_reasons():
     assert check_slo(LevelPerf(concurrency=1, output_tok_s=None), {}) == ["no successful requests"]
 
 
+def test_one_token_outputs_have_tpot_zero_not_unmeasured():
+    # every request produced 1 token: no TPOT samples (n=0), which vLLM's goodput counts as TPOT 0
+    one = LevelPerf(concurrency=4, output_tok_s=50, n_ok=10, latency={"tpot_ms": {"n": 0, "p99": None}})
+    assert check_slo(one, {"tpot_ms": 5}) == []
+    # but a level that recorded no TPOT summary at all is not measured
+    assert "not measured" in check_slo(LevelPerf(concurrency=4, output_tok_s=50, n_ok=10), {"tpot_ms": 5})[0]
+
+
 def test_cheapest_level_meeting_slo():
     levels = [_level(1, 100, 50), _level(8, 700, 200), _level(64, 3000, 900), _level(16, 1200, 400)]
     costs = level_costs(levels, gpu_count=1, price_per_gpu_hour=3.6, slo={"ttft_ms": 500})

@@ -172,3 +172,33 @@ def test_peak_is_at_least_the_averaged_reading():
     rows = [{"t_ns": T0 + i * S // 4, "gpu_index": 0, "power_w": 70.0, "power_avg_w": 580.0 + i} for i in range(9)]
     out = summarize_window(rows, T0, T0 + 2 * S, output_tokens=None)
     assert out["gpus"][0]["peak_power_w"] == 588.0 and out["total"]["peak_power_w"] == 588.0
+
+
+def test_level_summary_waits_for_the_samplers_last_batch():
+    """The sampler hands rows over about once a second; a level summary taken right at the level's end must
+    wait for the batch that covers the end, or the last second's energy is missing from J/token."""
+    import threading
+    import time
+
+    from bench.sweep import _Telemetry
+
+    class Sampler:  # the one thing level_summary asks of the sampler
+        def is_alive(self):
+            return True
+
+    t0 = 1_000_000_000_000
+    watts = 500.0
+    row = lambda t: {"t_ns": t, "gpu_index": 0, "power_w": watts, "energy_j": None, "simulated": True}  # noqa: E731
+    tel = _Telemetry(rec=None, log=print, sampler=Sampler())
+    tel.samples = [row(t0 + i * 250_000_000) for i in range(38)]      # up to 9.25 s of a 10 s level
+    end = t0 + 10_000_000_000
+
+    def late_batch():
+        time.sleep(0.4)
+        with tel.lock:
+            tel.samples.extend(row(t0 + i * 250_000_000) for i in range(38, 42))  # 9.5 .. 10.25 s
+
+    threading.Thread(target=late_batch).start()
+    summary = tel.level_summary(t0, end, output_tokens=1000)
+    assert summary["energy_j"] == pytest.approx(5000, rel=0.01)          # 500 W x 10 s, not 4,625 J
+    assert summary["joules_per_output_token"] == pytest.approx(5.0, rel=0.01)
