@@ -587,6 +587,20 @@ def _pct(summary: dict, metric: str, stat: str) -> float | None:
     return float(v) if v is not None else None
 
 
+def _per_user(tok: float | None, lv, summary: dict) -> float | None:
+    """Output tok/s one user sees. Closed loop: the level's throughput over its concurrency (every user always has
+    a request in flight). Request-rate levels: concurrency is only a cap, so divide by the mean number of requests
+    actually in flight, req/s x mean E2E (Little's law)."""
+    if not tok:
+        return None
+    users = float(lv.concurrency)
+    if lv.request_rate is not None:
+        e2e_ms = _pct(summary, "e2e_ms", "mean")
+        if lv.req_s and e2e_ms:
+            users = lv.req_s * e2e_ms / 1000.0
+    return tok / users if users > 0 else None
+
+
 def level_table(detail: RunDetail) -> list[dict]:
     """One flat row per level for tables, charts against concurrency and CSV: summary percentiles, telemetry,
     per-user and per-GPU throughput. Columns stay present (None) for levels still running."""
@@ -605,7 +619,7 @@ def level_table(detail: RunDetail) -> list[dict]:
             "tpot_p50_ms": _pct(s, "tpot_ms", "p50") or lv.tpot_p50_ms, "tpot_p99_ms": _pct(s, "tpot_ms", "p99"),
             "itl_p50_ms": _pct(s, "itl_ms", "p50"), "itl_p99_ms": _pct(s, "itl_ms", "p99"),
             "e2e_p50_ms": _pct(s, "e2e_ms", "p50") or lv.e2e_p50_ms, "e2e_p99_ms": _pct(s, "e2e_ms", "p99"),
-            "tok_s_per_user": tok / lv.concurrency if tok else None,
+            "tok_s_per_user": _per_user(tok, lv, s),
             "tok_s_per_gpu": tok / gpus if tok else None,
             "client_cpu_pct": lv.client_cpu_pct, "client_bound": lv.client_bound,
             "avg_power_w": t.get("avg_power_w"), "energy_j": t.get("energy_j"),

@@ -49,6 +49,20 @@ def test_get_run_levels_and_level_table(history):
     assert [x.run.id for x in q.get_runs([ids[1], 9999, ids[0]], db)] == [ids[1], ids[0]]
 
 
+def test_per_user_throughput_of_a_request_rate_level_uses_requests_in_flight():
+    from types import SimpleNamespace
+
+    from storage.queries import _per_user
+
+    closed = SimpleNamespace(concurrency=16, request_rate=None, req_s=10.0)
+    assert _per_user(1600.0, closed, {}) == pytest.approx(100.0)
+    # 2 req/s of 128-token requests lasting 2.5 s each: 5 in flight on average under a cap of 256, so each user
+    # streams 256 / 5 = 51.2 tok/s (not 256 / 256 = 1)
+    rate = SimpleNamespace(concurrency=256, request_rate=2.0, req_s=2.0)
+    assert _per_user(256.0, rate, {"e2e_ms": {"mean": 2500.0}}) == pytest.approx(51.2)
+    assert _per_user(None, rate, {}) is None
+
+
 def test_request_points_incremental_and_aggregates(history):
     db, ids = history
     first = q.request_points(ids[0], db, limit=50)
