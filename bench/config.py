@@ -123,5 +123,5 @@ def stored_engine_command(config: dict) -> str | None:
     cmd, extra = engine.get("engine_cmd") or [], engine.get("extra_args") or []
     if not cmd and not extra:
         return None
-    shown = [str(a) for a in cmd] or [f"<{engine.get('kind', 'engine')} as detected here>"]
-    return " ".join(shlex.quote(a) if not a.startswith("<") else a for a in [*shown, "...", *map(str, extra)])
+    head = shlex.join(map(str, cmd)) if cmd else f"<{engine.get('kind', 'engine')} as detected here>"
+    return f"{head} ... {shlex.join(map(str, extra))}".rstrip()

@@ -113,36 +113,17 @@ def bench_apptest(db: Path, big: int, repeat: int) -> list[tuple[str, float]]:
 
 
 def bench_browser(db: Path, big: int, repeat: int) -> list[tuple[str, float]]:
-    import signal
-    import socket
-    import subprocess
-    import urllib.request
-
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from app.perf.server import BROWSER_ARGS, dashboard
+
     env = {**os.environ, "MELT_DB": str(db)}
     env.pop("MELT_PASSWORD", None)
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.address",
-                             "127.0.0.1", "--server.port", str(port), "--server.headless", "true"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(base + "/_stcore/health", timeout=1)  # noqa: S310 - loopback
-                break
-            except OSError:
-                time.sleep(0.2)
-        args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with dashboard(env) as (_proc, base):
         out = []
         with tempfile.TemporaryDirectory() as prof, sync_playwright() as p:
             ctx = p.chromium.launch_persistent_context(prof, executable_path="/usr/bin/chromium", headless=True,
-                                                       args=args, viewport={"width": 1500, "height": 2200})
+                                                       args=BROWSER_ARGS, viewport={"width": 1500, "height": 2200})
             page = ctx.new_page()
             page.goto(base + "/runs")  # warm-up: server imports, first script run
             page.wait_for_selector("[data-testid=stDataFrame]", timeout=60_000)
@@ -205,9 +186,6 @@ def bench_browser(db: Path, big: int, repeat: int) -> list[tuple[str, float]]:
                 out.append((what + " (cached)", statistics.median(times[1:] or times)))
             ctx.close()
         return out
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
 
 
 def main(argv: list[str] | None = None) -> int:

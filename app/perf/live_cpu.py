@@ -8,13 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,54 +46,47 @@ def main(argv: list[str] | None = None) -> int:
     import psutil
     from playwright.sync_api import sync_playwright
 
-    from app.perf.live_overhead import BROWSER_ARGS, _config
+    from app.perf.live_overhead import _config
+    from app.perf.server import BROWSER_ARGS, dashboard
     from bench.runs import cancel_run, start_run
     from storage import queries as q
 
     tmp = Path(tempfile.mkdtemp(prefix="melt-cpu-"))
     db = tmp / "melt.db"
     os.environ.update(MELT_DB=str(db), MELT_HOME=str(tmp / "home"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.address", "127.0.0.1",
-                               "--server.port", str(port), "--server.headless", "true"], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
     run_id = None
     try:
-        for _ in range(100):
+        with dashboard() as (server, base):
             try:
-                urllib.request.urlopen(base + "/_stcore/health", timeout=1)  # noqa: S310 - loopback
-                break
-            except OSError:
-                time.sleep(0.3)
-        run_id = start_run(_config([args.concurrency], args.seconds * 2 + 60, "cpu"), db)
-        time.sleep(12)  # engine up, load flowing
-        worker = q.get_run(run_id, db).worker_pid
-        srv = psutil.Process(server.pid)
-        w0, s0 = _cpu(_tree(worker)), _cpu([srv])
-        time.sleep(args.seconds)
-        w1, s1 = _cpu(_tree(worker)), _cpu([srv])
-        print(f"closed: run {(w1 - w0) / args.seconds:.2f} cores, streamlit {(s1 - s0) / args.seconds:.2f} cores")
-        with sync_playwright() as p, tempfile.TemporaryDirectory() as prof:
-            ctx = p.chromium.launch_persistent_context(prof, executable_path="/usr/bin/chromium", headless=True,
-                                                       args=BROWSER_ARGS, viewport={"width": 1500, "height": 2200})
-            ctx.new_page().goto(f"{base}/live?run={run_id}")
-            time.sleep(8)
-            chrome = [c for c in psutil.Process(os.getpid()).children(recursive=True) if "chrom" in c.name().lower()]
-            w0, s0, c0 = _cpu(_tree(worker)), _cpu([srv]), _cpu(chrome)
-            time.sleep(args.seconds)
-            w1, s1, c1 = _cpu(_tree(worker)), _cpu([srv]), _cpu(chrome)
-            print(f"open:   run {(w1 - w0) / args.seconds:.2f} cores, streamlit {(s1 - s0) / args.seconds:.2f} cores, "
-                  f"chromium {(c1 - c0) / args.seconds:.2f} cores")
-            ctx.close()
+                run_id = start_run(_config([args.concurrency], args.seconds * 2 + 60, "cpu"), db)
+                time.sleep(12)  # engine up, load flowing
+                worker = q.get_run(run_id, db).worker_pid
+                srv = psutil.Process(server.pid)
+                w0, s0 = _cpu(_tree(worker)), _cpu([srv])
+                time.sleep(args.seconds)
+                w1, s1 = _cpu(_tree(worker)), _cpu([srv])
+                print(f"closed: run {(w1 - w0) / args.seconds:.2f} cores, "
+                      f"streamlit {(s1 - s0) / args.seconds:.2f} cores")
+                with sync_playwright() as p, tempfile.TemporaryDirectory() as prof:
+                    ctx = p.chromium.launch_persistent_context(
+                        prof, executable_path="/usr/bin/chromium", headless=True, args=BROWSER_ARGS,
+                        viewport={"width": 1500, "height": 2200})
+                    ctx.new_page().goto(f"{base}/live?run={run_id}")
+                    time.sleep(8)
+                    chrome = [c for c in psutil.Process(os.getpid()).children(recursive=True)
+                              if "chrom" in c.name().lower()]
+                    w0, s0, c0 = _cpu(_tree(worker)), _cpu([srv]), _cpu(chrome)
+                    time.sleep(args.seconds)
+                    w1, s1, c1 = _cpu(_tree(worker)), _cpu([srv]), _cpu(chrome)
+                    print(f"open:   run {(w1 - w0) / args.seconds:.2f} cores, "
+                          f"streamlit {(s1 - s0) / args.seconds:.2f} cores, "
+                          f"chromium {(c1 - c0) / args.seconds:.2f} cores")
+                    ctx.close()
+            finally:
+                if run_id is not None:  # before the server goes: the worker is ours to stop
+                    cancel_run(run_id, db)
+                    time.sleep(5)
     finally:
-        if run_id is not None:
-            cancel_run(run_id, db)
-            time.sleep(5)
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

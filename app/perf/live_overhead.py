@@ -12,22 +12,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def _config(levels: list[int], duration: float, name: str):
@@ -61,53 +55,39 @@ def main(argv: list[str] | None = None) -> int:
 
     from playwright.sync_api import sync_playwright
 
+    from app.perf.server import BROWSER_ARGS, dashboard
     from bench.runs import start_run
     from storage import queries as q
 
     tmp = Path(tempfile.mkdtemp(prefix="melt-overhead-"))
     db = tmp / "melt.db"
     os.environ.update(MELT_DB=str(db), MELT_HOME=str(tmp / "home"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.address",
-                               "127.0.0.1", "--server.port", str(port), "--server.headless", "true"],
-                              cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
     results: dict[str, list[dict[int, float]]] = {"closed": [], "open": []}
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(base + "/_stcore/health", timeout=1)  # noqa: S310 - loopback
-                break
-            except OSError:
-                time.sleep(0.2)
-        timeout = len(levels) * args.duration * 4 + 120
-        with tempfile.TemporaryDirectory() as prof, sync_playwright() as p:
-            for i in range(args.pairs * 2):
-                mode = "closed" if i % 2 == 0 else "open"
-                run_id = start_run(_config(levels, args.duration, f"overhead {mode} {i // 2 + 1}"), db)
-                ctx = None
-                if mode == "open":
-                    ctx = p.chromium.launch_persistent_context(prof, executable_path="/usr/bin/chromium",
-                                                               headless=True, args=BROWSER_ARGS,
-                                                               viewport={"width": 1500, "height": 2200})
-                    ctx.new_page().goto(f"{base}/live?run={run_id}")
-                try:
-                    _wait_done(run_id, db, timeout)
-                finally:
-                    if ctx is not None:
-                        ctx.close()
-                d = q.get_run(run_id, db)
-                assert d.run.status == "completed", (d.run.status, d.run.error)
-                tok = {lv.concurrency: lv.output_tok_s for lv in d.levels}
-                results[mode].append(tok)
-                print(f"run #{run_id} ({mode}): " + ", ".join(f"C={c}: {v:,.0f} tok/s" for c, v in tok.items()),
-                      flush=True)
+        with dashboard() as (_server, base):
+            timeout = len(levels) * args.duration * 4 + 120
+            with tempfile.TemporaryDirectory() as prof, sync_playwright() as p:
+                for i in range(args.pairs * 2):
+                    mode = "closed" if i % 2 == 0 else "open"
+                    run_id = start_run(_config(levels, args.duration, f"overhead {mode} {i // 2 + 1}"), db)
+                    ctx = None
+                    if mode == "open":
+                        ctx = p.chromium.launch_persistent_context(prof, executable_path="/usr/bin/chromium",
+                                                                   headless=True, args=BROWSER_ARGS,
+                                                                   viewport={"width": 1500, "height": 2200})
+                        ctx.new_page().goto(f"{base}/live?run={run_id}")
+                    try:
+                        _wait_done(run_id, db, timeout)
+                    finally:
+                        if ctx is not None:
+                            ctx.close()
+                    d = q.get_run(run_id, db)
+                    assert d.run.status == "completed", (d.run.status, d.run.error)
+                    tok = {lv.concurrency: lv.output_tok_s for lv in d.levels}
+                    results[mode].append(tok)
+                    print(f"run #{run_id} ({mode}): " + ", ".join(f"C={c}: {v:,.0f} tok/s" for c, v in tok.items()),
+                          flush=True)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{'conc':>6} {'closed tok/s':>13} {'open tok/s':>11} {'open/closed':>12}")
     worst = 0.0

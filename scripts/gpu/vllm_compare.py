@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from engines.registry import build_plan  # noqa: E402
 from engines.spec import EngineSpec  # noqa: E402
-from engines.supervisor import EngineProcess, free_port  # noqa: E402
+from engines.supervisor import EngineProcess, direct_opener, free_port  # noqa: E402
 from telemetry.engine_metrics import parse_prometheus  # noqa: E402
 from telemetry.nvml import read_sample  # noqa: E402
 
@@ -59,7 +58,7 @@ def melt(*args: str, db: Path, cpus: str | None = None) -> dict:
 
 def server_hist(base_url: str) -> dict:
     """vLLM's own view: TTFT histogram sum/count and generated tokens (deltas around each client run)."""
-    text = urllib.request.urlopen(f"{base_url}/metrics", timeout=10).read().decode()
+    text = direct_opener().open(f"{base_url}/metrics", timeout=10).read().decode()
     p = parse_prometheus(text)
 
     def total(name: str) -> float:

@@ -6,56 +6,20 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from app.perf.server import BROWSER_ARGS, stop_group, wait_http
+from engines.supervisor import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("MELT_CHROMIUM", "/usr/bin/chromium")
 SHOTS = ROOT / "artifacts" / "e2e"
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback only
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} not up after {timeout:.0f} s")
-
-
-def _stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(grace)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
 
 
 def _stop_workers(db: Path) -> None:
@@ -100,7 +64,7 @@ def dashboard():
     tmp = Path(tempfile.mkdtemp(prefix="melt-e2e-"))
     SHOTS.mkdir(parents=True, exist_ok=True)
     db = tmp / "melt.db"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MELT_DB": str(db), "MELT_HOME": str(tmp / "home"), "PYTHONUNBUFFERED": "1"}
     env.pop("MELT_PASSWORD", None)
     log = open(SHOTS.parent / "e2e-streamlit.log", "wb")  # artifacts/: kept for a failed run's post-mortem
@@ -112,11 +76,11 @@ def dashboard():
     os.environ["MELT_DB"], os.environ["MELT_HOME"] = str(db), str(tmp / "home")
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_http(f"{base}/_stcore/health", 60, proc)
+        wait_http(f"{base}/_stcore/health", 60, proc)
         yield base, db
     finally:
         _stop_workers(db)
-        _stop_group(proc)
+        stop_group(proc)
         log.close()
         for k, v in old_env.items():
             if v is None:

@@ -6,15 +6,14 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from bench.report import run_document
+from engines.supervisor import direct_opener
 
 ROOT = Path(__file__).resolve().parents[2]
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never a proxy
 SIM = ["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B"]
 
 
@@ -128,7 +127,7 @@ def _wait_until_level2_is_in_flight(p: subprocess.Popen, db_path: Path) -> int:
     engine_pid, port = _sim_engine_of(p.pid)
     while time.time() < deadline:
         try:
-            text = _OPENER.open(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            text = direct_opener().open(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
         except OSError:
             text = ""
         running = re.search(r"^vllm:num_requests_running\{[^}]*\} (\S+)", text, re.M)
@@ -184,26 +183,15 @@ def test_ctrl_c_keeps_finished_levels_and_stops_engine(db_path):
 def test_background_worker_and_cancel(db_path):
     from bench.cli import build_config, make_parser
     from bench.runs import cancel_run, start_run
-    from storage.db import open_db
-    from storage.models import Run, RunStatus
+    from storage.models import RunStatus
 
     cfg = build_config(make_parser().parse_args(["sweep", *SIM, "--levels", "2", "--requests", "50",
                                                  "--output-len", "2000", "--input-len", "16"]))
     run_id = start_run(cfg, db_path)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            with open_db(db_path)() as s:
-                if s.get(Run, run_id).status is RunStatus.running:
-                    break
-            time.sleep(0.3)
+        _wait_run(db_path, run_id, lambda r: r.status is RunStatus.running, 120)
         assert cancel_run(run_id, db_path)
-        while time.time() < deadline:
-            with open_db(db_path)() as s:
-                run = s.get(Run, run_id)
-                if run.status.finished:
-                    break
-            time.sleep(0.3)
+        run = _wait_run(db_path, run_id, lambda r: r.status.finished, 120)
         assert run.status is RunStatus.cancelled
         end = time.time() + 20  # the status is written just before the worker exits
         while _alive(run.worker_pid) and time.time() < end:
@@ -211,6 +199,20 @@ def test_background_worker_and_cancel(db_path):
         assert not _alive(run.worker_pid)
     finally:
         _end_worker(run_id, db_path)
+
+
+def _wait_run(db_path: Path, run_id: int, done, timeout: float):
+    """Poll the run row until done(run) or timeout; returns the last row read."""
+    from storage.db import open_db
+    from storage.models import Run
+
+    deadline = time.time() + timeout
+    while True:
+        with open_db(db_path)() as s:
+            run = s.get(Run, run_id)
+        if done(run) or time.time() >= deadline:
+            return run
+        time.sleep(0.3)
 
 
 def _end_worker(run_id: int, db_path: Path) -> None:
@@ -251,8 +253,6 @@ def test_engine_killed_mid_level_fails_the_run_and_keeps_finished_levels(db_path
 def test_api_key_reaches_the_server_and_is_never_stored(db_path):
     from bench.cli import build_config, make_parser
     from bench.runs import start_run
-    from storage.db import open_db
-    from storage.models import Run
     from tests.integration.test_loadgen import StreamServer
 
     srv = StreamServer()
@@ -269,13 +269,7 @@ def test_api_key_reaches_the_server_and_is_never_stored(db_path):
         # the dashboard path: a background worker gets the key through its environment
         cfg = build_config(make_parser().parse_args(["sweep", *args, "--api-key", "sk-test-123"]))
         run_id = start_run(cfg, db_path)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            with open_db(db_path)() as s:
-                run = s.get(Run, run_id)
-                if run.status.finished:
-                    break
-            time.sleep(0.3)
+        run = _wait_run(db_path, run_id, lambda r: r.status.finished, 60)
         assert run.status.value == "completed", run.error
         for f in db_path.parent.glob(db_path.name + "*"):  # the database and its WAL
             assert b"sk-test-123" not in f.read_bytes()
