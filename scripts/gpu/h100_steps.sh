@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The H100 A/B (issue: real engines) as one short command per device call, so the calls go back to back (the lent
+# machine is given back 30 s after a call). Run from the repo root on the device machine; results land in $OUT.
+#   stage N            calls 1-5: carry .gpu/p0N (vLLM bundle, ../shared/device/README.md), copy it to /tmp/stage
+#   serve              carry .gpu/p05 + .whl: install vLLM + Melt's wheels, launch vLLM through Melt (left running)
+#   cmp LEVELS PAIRS   Melt vs vllm bench serve against that server (scripts/gpu/vllm_compare.py compare --attach)
+#   stop               stop it; GPU memory back to the pre-launch baseline?
+# Server on CPUs 0-9, clients on 10-15: the two never compete for a core.
+set -uo pipefail
+export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 PYTHONUNBUFFERED=1
+step=${1:?step}
+srv=(--server-cpus 0-9); cli=(--client-cpus 10-15)
+command -v taskset >/dev/null || { echo "no taskset: server and clients unpinned"; srv=(); cli=(); }
+case "$step" in
+  stage)
+    mkdir -p /tmp/stage && cp ".gpu/p0$2"/* /tmp/stage/ && ls -la /tmp/stage ;;
+  serve)
+    cp .gpu/p05/* /tmp/stage/ && cat /tmp/stage/part.* | tar -C /tmp -x &&
+      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl .whl/*.whl \
+      || exit 1
+    nvidia-smi --query-gpu=name,memory.used,clocks.max.sm --format=csv
+    python3 scripts/gpu/vllm_compare.py serve "${srv[@]}" --out "$OUT" ;;
+  cmp)
+    res=/tmp/res/c${2//,/_}; mkdir -p "$res"
+    timeout "${4:-540}" python3 scripts/gpu/vllm_compare.py compare --attach "${cli[@]}" --levels "$2" \
+      --pairs "$3" --out "$res"
+    cp "$res"/compare_*.json "$res"/compare_*.md "$OUT"/ 2>/dev/null
+    tar -C "$res" -czf "$OUT/logs.tgz" --exclude='*.json' --exclude='melt.db*' . ;;
+  stop)
+    python3 scripts/gpu/vllm_compare.py stop --out "$OUT"
+    cp /tmp/melt_vllm_server/engine.log "$OUT"/ ; nvidia-smi ;;
+esac
