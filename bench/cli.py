@@ -156,7 +156,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--engine-cmd", help="command that starts the engine, e.g. '/opt/vllm/bin/python -m vllm.entrypoints.openai.api_server'")
     p.add_argument("--startup-timeout", type=float, default=900)
     p.add_argument("--price", type=float, help="$ per GPU-hour (default: catalog)")
-    p.add_argument("--telemetry-hz", type=float, default=4.0)
+    p.add_argument("--telemetry-hz", type=float, default=4.0,
+                   help="GPU telemetry samples per second (NVML); 0 turns GPU sampling off")
     p.add_argument("--client-procs", type=int, help="load-generator processes (default: auto)")
     p.add_argument("--name")
     p.add_argument("--tag", action="append")

@@ -101,7 +101,8 @@ class RunConfig(_Strict):
     gpu: str | None = Field(default=None, description="Catalog GPU id (sim GPU, or the detected/declared GPU)")
     gpu_count: int = Field(default=1, ge=1)
     price_per_gpu_hour: float | None = Field(default=None, ge=0)
-    telemetry_hz: float = Field(default=4.0, gt=0, le=50)
+    telemetry_hz: float = Field(default=4.0, ge=0, le=50,
+                                description="GPU samples per second; 0 = no GPU sampling (engine /metrics still scraped)")
     client_procs: int | None = Field(default=None, ge=1, description="Load-generator processes; None = auto")
 
     @field_validator("levels")

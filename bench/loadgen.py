@@ -7,11 +7,11 @@ share one request counter, so the total is exact however the level is sharded, a
 whichever shard has a free user. Phases:
 
   warm-up  users send `warmup_requests` requests (closed loop) and wait for them; excluded from metrics.
-  connect  each shard opens one keep-alive connection per user, 128 at a time (see _Shard._preconnect):
-           10,000 simultaneous connects overflow a server's accept queue and would add seconds of TTFT.
-           Any later connect (a server that closed idle connections) is paced the same way
-           (_paced_connector), and a request that died on such a connection before any response is
-           re-sent once (counted in stale_retries, never hidden as an error it was not).
+  connect  each shard opens one keep-alive connection per user, at most 128 connects in flight (see
+           _Shard._preconnect): 10,000 simultaneous connects overflow a server's accept queue and would add
+           seconds of TTFT. Any later connect (a server that closed idle connections) is paced the same way
+           (_paced_connector) and counted (new_connections); a request that died on such a connection before
+           any response is re-sent once (counted in stale_retries, never hidden as an error it was not).
   barrier  every shard reports "warm"; the parent sends "go" with one start time, so spawn skew between
            shards never shows up as a ramp inside the measured window.
   measure  each user sends its next request when its last one ends (or, with request_rate, at the next
@@ -69,7 +69,7 @@ PROGRESS_S = 1.0
 STOP_GRACE_S = 10.0       # after a stop, how long shards get to report before they are killed
 FD_HEADROOM = 64          # files a shard needs beyond one socket per user (pipes, loop, logs)
 PRECONNECT_PARALLEL = 128  # connection attempts in flight per shard, ever (far below any listen backlog)
-PRECONNECT_TIMEOUT_S = 10.0
+PRECONNECT_TIMEOUT_S = 30.0  # one GET, waiting for its connect slot included
 
 
 @functools.cache
@@ -87,9 +87,11 @@ def _paced_connector(aiohttp):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
             self._connect_slots = asyncio.Semaphore(PRECONNECT_PARALLEL)
+            self.opened = 0  # TCP connects so far (the measured phase should add none)
 
         async def _create_connection(self, req, traces, timeout):
             async with self._connect_slots:
+                self.opened += 1
                 return await super()._create_connection(req, traces, timeout)
 
     return PacedConnector
@@ -176,6 +178,7 @@ class ShardStats:
     loop_lag_mean_ms: float = 0.0  # event-loop lateness (a busy client delays every timestamp)
     loop_lag_max_ms: float = 0.0
     stale_retries: int = 0        # requests re-sent once because the server had closed their idle connection
+    new_connections: int = 0      # TCP connects during the measured phase (0 when every pre-opened one was reused)
     error: str | None = None
 
 
@@ -592,6 +595,7 @@ class _Shard:
                 gc.freeze()
                 gc.set_threshold(gc.get_threshold()[0], gc.get_threshold()[1], 1 << 30)
                 ru0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter_ns()
+                opened0 = self.session.connector.opened
                 monitor = asyncio.ensure_future(self._monitor())
                 await self._phase(limit, warm=False)
                 monitor.cancel()
@@ -604,6 +608,7 @@ class _Shard:
                     stats.loop_lag_mean_ms = sum(self.lag_ns) / len(self.lag_ns) / 1e6
                     stats.loop_lag_max_ms = max(self.lag_ns) / 1e6
                 stats.stale_retries = self.stale_retries
+                stats.new_connections = self.session.connector.opened - opened0
         finally:
             flusher.cancel()
             watchdog.cancel()
@@ -613,40 +618,34 @@ class _Shard:
         self.out.put(("done", stats, self.itl, self.t_last_end))
 
     async def _preconnect(self) -> None:
-        """Open one keep-alive connection per user before the measured phase, PRECONNECT_PARALLEL at a time.
+        """Open one keep-alive connection per user before the measured phase.
 
-        Thousands of users connecting in the same millisecond overflow the server's accept queue
-        (somaxconn; uvicorn's backlog is 2048): dropped SYNs are retried after 1, 3, 7 s and would show up
-        as seconds of TTFT that the server never caused. Each user sends GET /v1/models and keeps its
-        response (so its connection stays checked out) until every user has one; then they all go back
-        to the pool. Failures are ignored here: the measured requests report any real problem.
+        Every user sends GET /v1/models at once, so the pool is empty when each asks the connector for a
+        connection and each gets a new one (aiohttp returns a connection to the pool as soon as a small response
+        has been read, so sending them in batches would reuse the first batch's connections and leave the rest of
+        the users to connect at "go", into the accept queue of a server that is already busy with the others:
+        seconds of TTFT that the server never caused, seen on an H100 at 512 and 1,024 users). The connects
+        themselves are paced by _paced_connector: thousands in the same millisecond overflow the server's accept
+        queue (somaxconn; uvicorn's backlog is 2048), and dropped SYNs are retried after 1, 3, 7 s.
+        Failures are ignored here: the measured requests report any real problem.
         """
-        sem = asyncio.Semaphore(PRECONNECT_PARALLEL)
         url = self.url.with_path("/v1/models")
         headers = {k: v for k, v in self.headers.items() if k == "Authorization"}
         timeout = self.aiohttp.ClientTimeout(total=PRECONNECT_TIMEOUT_S)
-        held = []
         failed = False  # best effort: after one failure nobody tries again (a dead server costs one timeout)
 
         async def one() -> None:
             nonlocal failed
-            async with sem:
-                if failed or self.stopping:
-                    return
-                try:
-                    held.append(await self.session.get(url, headers=headers, timeout=timeout,
-                                                       allow_redirects=False))
-                except Exception:  # noqa: BLE001
-                    failed = True
+            if failed or self.stopping:
+                return
+            try:
+                async with self.session.get(url, headers=headers, timeout=timeout, allow_redirects=False) as resp:
+                    await resp.read()
+            except Exception:  # noqa: BLE001
+                failed = True
 
         # Registered as user tasks so that a stop cancels them like any request.
         await self._run_users([one() for _ in range(self.n_users)])
-        for resp in held:
-            try:
-                await resp.read()
-            except Exception:  # noqa: BLE001
-                pass
-            resp.release()
 
     async def _run_users(self, coros: list) -> None:
         if self.stopping:

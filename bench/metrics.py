@@ -119,6 +119,9 @@ def summarize(results: Sequence[Any], outcome: Any, slo: SLO) -> dict[str, Any]:
         "client_peak_cpu_pct": max((s.peak_cpu_pct for s in shards), default=None),
         # requests re-sent once because the server had closed their idle keep-alive connection (never an error)
         "stale_retries": sum(getattr(s, "stale_retries", 0) for s in shards),
+        # TCP connects during the measured phase: 0 when every user kept its pre-opened connection; more means the
+        # server closed idle connections (or every response), and those requests paid a connect in their TTFT
+        "new_connections": sum(getattr(s, "new_connections", 0) for s in shards),
         "cancelled": bool(outcome.cancelled),
         "error": getattr(outcome, "error", None),
         "itl_hist": itl.to_dict(),

@@ -103,6 +103,22 @@ class _Telemetry:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, cfg: RunConfig, base_url: str, instance_id: int | None) -> None:
+        if cfg.telemetry_hz == 0:
+            self.note = "GPU telemetry off (telemetry_hz 0): no power, energy or GPU health for this run"
+            self.log(self.note)
+            self.rec.event("info", self.note)
+        else:
+            self._start_gpu(cfg, base_url)
+        try:
+            from telemetry.engine_metrics import MetricsScraper
+
+            self.scraper = MetricsScraper(base_url, cfg.engine.kind,
+                                          on_sample=lambda row: self.rec.insert_engine_metrics([row], instance_id))
+            self.scraper.start()
+        except Exception as e:  # noqa: BLE001
+            self.rec.event("info", f"engine metrics scraper not started: {e!r}")
+
+    def _start_gpu(self, cfg: RunConfig, base_url: str) -> None:
         try:
             from telemetry.sampler import TelemetrySampler, make_source
         except ImportError as e:
@@ -128,14 +144,6 @@ class _Telemetry:
                     self.rec.event("info", f"XID events not watched: {watch.reason}")
         except Exception as e:  # noqa: BLE001
             self.rec.event("error", f"telemetry sampler failed to start: {e!r}")
-        try:
-            from telemetry.engine_metrics import MetricsScraper
-
-            self.scraper = MetricsScraper(base_url, cfg.engine.kind,
-                                          on_sample=lambda row: self.rec.insert_engine_metrics([row], instance_id))
-            self.scraper.start()
-        except Exception as e:  # noqa: BLE001
-            self.rec.event("info", f"engine metrics scraper not started: {e!r}")
 
     @staticmethod
     def _facts(source) -> dict:

@@ -3,7 +3,8 @@
 # machine is given back 30 s after a call). Run from the repo root on the device machine; results land in $OUT.
 #   stage N            calls 1-5: carry .gpu/p0N (vLLM bundle, ../shared/device/README.md), copy it to /tmp/stage
 #   serve              carry .gpu/p05 + .whl: install vLLM + Melt's wheels, launch vLLM through Melt (left running)
-#   cmp LEVELS PAIRS   Melt vs vllm bench serve against that server (scripts/gpu/vllm_compare.py compare --attach)
+#   cmp LEVELS PAIRS [TIMEOUT_S] [TOOLS]
+#                      Melt vs vllm bench serve against that server (scripts/gpu/vllm_compare.py compare --attach)
 #   stop               stop it; GPU memory back to the pre-launch baseline?
 # Server on CPUs 0-9, clients on 10-15: the two never compete for a core.
 set -uo pipefail
@@ -18,14 +19,16 @@ case "$step" in
     cp .gpu/p05/* /tmp/stage/ && cat /tmp/stage/part.* | tar -C /tmp -x &&
       python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl .whl/*.whl \
       || exit 1
-    nvidia-smi --query-gpu=name,memory.used,clocks.max.sm --format=csv
+    nvidia-smi --query-gpu=name,memory.used,clocks.max.sm --format=csv; lscpu -e=CPU,CORE,SOCKET,NODE | head -20
+    cat /proc/sys/net/core/somaxconn
     python3 scripts/gpu/vllm_compare.py serve "${srv[@]}" --out "$OUT" ;;
   cmp)
-    res=/tmp/res/c${2//,/_}; mkdir -p "$res"
+    name=c${2//,/_}; res=/tmp/res/$name; mkdir -p "$res"
     timeout "${4:-540}" python3 scripts/gpu/vllm_compare.py compare --attach "${cli[@]}" --levels "$2" \
-      --pairs "$3" --out "$res"
-    cp "$res"/compare_*.json "$res"/compare_*.md "$OUT"/ 2>/dev/null
-    tar -C "$res" -czf "$OUT/logs.tgz" --exclude='*.json' --exclude='melt.db*' . ;;
+      --pairs "$3" --tools "${5:-melt,vllm}" --out "$res"
+    if [ -f "$res/compare_$name.json" ]; then cp "$res/compare_$name.json" "$res/compare_$name.md" "$OUT"/
+    else cp "$res/compare_$name.partial.json" "$OUT"/; fi  # cut by the timeout: what it measured so far
+    tar -C "$res" -czf "$OUT/logs_$name.tgz" --exclude='*.json' --exclude='melt.db*' . ;;
   stop)
     python3 scripts/gpu/vllm_compare.py stop --out "$OUT"
     cp /tmp/melt_vllm_server/engine.log "$OUT"/ ; nvidia-smi ;;

