@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from bench.config import SLO, LengthRange, RunConfig, WorkloadSpec
 from bench.config import parse_levels as config_parse_levels
+from bench.workload import ENDPOINT_HELP
 from engines.spec import EngineSpec
 
 ENGINES = ["sim", "openai", "vllm", "sglang", "trtllm"]
@@ -132,7 +133,7 @@ def _add_sweep(sub) -> None:
     p.add_argument("--requests", type=int, help="requests per level (default 2 x concurrency, at least 100)")
     p.add_argument("--duration", type=float, help="seconds per level instead of a request count")
     p.add_argument("--warmup", type=int, default=0, help="warm-up requests per level, excluded from metrics")
-    p.add_argument("--endpoint", choices=["completions", "chat"], default="completions")
+    p.add_argument("--endpoint", choices=["completions", "chat"], default="completions", help=ENDPOINT_HELP)
     p.add_argument("--request-rate", type=float, help="Poisson arrivals (req/s), capped by concurrency")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--slo-ttft-ms", type=float)

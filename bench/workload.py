@@ -20,6 +20,12 @@ from bench.config import LengthRange
 ID_LO = 1000
 ID_HI = 30000
 
+# What each endpoint sends, for the CLI and the Launch page: token ids skip the server's tokenizer, which matters where
+# the server's frontend is the bottleneck (vLLM on an H100 at c >= 512: docs/PERFORMANCE.md).
+ENDPOINT_HELP = ("completions: random token-id prompts, exact input length, not tokenized by the server; "
+                 "chat: text prompts, tokenized by the server (its cost included), input length approximate "
+                 "(true counts from the server's usage)")
+
 
 def id_range(vocab_size: int | None) -> tuple[int, int]:
     """Half-open range [lo, hi) of token ids that are safe to send for a vocabulary of `vocab_size`."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui import charts
+from bench.workload import ENDPOINT_HELP
 from app.ui.common import (detected_engines, detected_gpus, esc_md, gpu_catalog, model_catalog, page_header,
                            show_chart, worker_api)
 from app.ui.launch_form import LaunchError, LaunchValues, build_run_config, match_catalog_gpu, values_from_config
@@ -186,7 +187,7 @@ with right:
     b.number_input("Warm-up requests per level", min_value=0, step=10, key="l_warmup")
     a.text_input("Input tokens (N or MIN:MAX)", key="l_input_len")
     b.text_input("Output tokens (N or MIN:MAX)", key="l_output_len")
-    st.selectbox("Endpoint", ["completions", "chat"], key="l_endpoint")
+    st.selectbox("Endpoint", ["completions", "chat"], key="l_endpoint", help=ENDPOINT_HELP)
     st.markdown("**SLOs for goodput** (0 = not set)")
     x, y, z = st.columns(3)
     x.number_input("TTFT ms", min_value=0.0, step=50.0, key="l_slo_ttft_ms")
