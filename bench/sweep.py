@@ -294,8 +294,8 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
         plan = build_plan(spec, spec.host, port, workdir)
     except (EngineStartError, ValueError) as e:
         raise SweepAborted(str(e)) from None
-    env_shown = redact_env(plan.env)
-    instance_id = rec.add_instance(kind=spec.kind, model=spec.name_for_requests, argv=redact_argv(plan.argv), env=env_shown,
+    argv_shown, env_shown = redact_argv(plan.argv), redact_env(plan.env)
+    instance_id = rec.add_instance(kind=spec.kind, model=spec.name_for_requests, argv=argv_shown, env=env_shown,
                                    base_url=plan.base_url, gpus=spec.gpus or [], log_path=str(workdir / "engine.log"),
                                    state="created")
 
@@ -320,7 +320,7 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
     except Exception:  # noqa: BLE001
         pass
     rec.merge_versions({"engine": version})
-    log(f"launching {spec.kind} engine: {' '.join(redact_argv(plan.argv))}")
+    log(f"launching {spec.kind} engine: {' '.join(argv_shown)}")
     try:
         proc.start()
         rec.update_instance(instance_id, pid=proc.pid, proc_tag=proc.tag, launched_at=utcnow(), version=version)

@@ -23,7 +23,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-
 def _config(levels: list[int], duration: float, name: str):
     from bench.config import RunConfig
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui import charts
-from bench.workload import ENDPOINT_HELP
 from app.ui.common import (detected_engines, detected_gpus, esc_md, gpu_catalog, model_catalog, page_header,
                            show_chart, worker_api)
 from app.ui.launch_form import LaunchError, LaunchValues, build_run_config, match_catalog_gpu, values_from_config
+from bench.workload import ENDPOINT_HELP
 
 ENGINES = {"sim": "Simulator (built-in, no GPU: SIMULATED)", "vllm": "vLLM", "sglang": "SGLang",
            "trtllm": "TensorRT-LLM", "openai": "Already running OpenAI-compatible server"}

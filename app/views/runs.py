@@ -79,6 +79,7 @@ if len(chosen) == 1:
             q.update_run_meta(r.id, name=name, tags=tag_text.split(","), notes=notes)
             st.toast(f"Saved run #{r.id}")
             st.rerun()
+
     def _start_again(config: dict) -> None:
         api = worker_api()
         if api is None:
@@ -93,24 +94,26 @@ if len(chosen) == 1:
             ss.pop("r_again_confirm", None)
             st.switch_page("views/live.py", query_params={"run": str(new_id)})
 
-    detail = q.get_run(r.id)
-    stored_cmd = stored_engine_command(detail.config) if detail is not None else None
-    if st.button("Run again with this config", icon=":material/replay:", key=f"r_again_{r.id}") and detail:
-        if stored_cmd:
-            # A history file may come from someone else: a stored engine command is code this machine would
-            # run. Show it and ask first.
-            ss["r_again_confirm"] = r.id
-        else:
-            _start_again(detail.config)
-    if ss.get("r_again_confirm") == r.id and stored_cmd and detail:
-        st.warning("This run's config launches this command on this machine. Start it only if you trust it:")
-        st.code(stored_cmd, language="bash")
-        yes, no = st.columns(2)
-        if yes.button("Start it", key="r_again_yes", type="primary"):
-            _start_again(detail.config)
-        if no.button("Cancel", key="r_again_no"):
-            ss.pop("r_again_confirm", None)
-            st.rerun()
+    clicked = st.button("Run again with this config", icon=":material/replay:", key=f"r_again_{r.id}")
+    if clicked or ss.get("r_again_confirm") == r.id:
+        detail = q.get_run(r.id)  # only now: it reads every level of the run
+        stored_cmd = stored_engine_command(detail.config) if detail is not None else None
+        if clicked and detail:
+            if stored_cmd:
+                # A history file may come from someone else: a stored engine command is code this machine would
+                # run. Show it and ask first.
+                ss["r_again_confirm"] = r.id
+            else:
+                _start_again(detail.config)
+        if ss.get("r_again_confirm") == r.id and stored_cmd and detail:
+            st.warning("This run's config launches this command on this machine. Start it only if you trust it:")
+            st.code(stored_cmd, language="bash")
+            yes, no = st.columns(2)
+            if yes.button("Start it", key="r_again_yes", type="primary"):
+                _start_again(detail.config)
+            if no.button("Cancel", key="r_again_no"):
+                ss.pop("r_again_confirm", None)
+                st.rerun()
 
 # Delete: two steps, so a stray click never loses history.
 ids = [r.id for r in chosen]

@@ -60,10 +60,19 @@ def socket_queues(port: int) -> dict[str, int]:
     return s
 
 
+def scrape(base_url: str, timeout: float = 5) -> dict:
+    """The server's /metrics, parsed ({sample name: [(labels, value)]})."""
+    return parse_prometheus(direct_opener().open(f"{base_url}/metrics", timeout=timeout).read().decode())
+
+
+def total(parsed: dict, name: str) -> float:
+    """A metric summed over its label sets (0 when absent)."""
+    return float(sum(v for _labels, v in parsed.get(name, [])))
+
+
 def engine_counters(base_url: str) -> dict[str, float]:
-    text = direct_opener().open(f"{base_url}/metrics", timeout=5).read().decode()
-    p = parse_prometheus(text)
-    return {k: float(sum(v for _labels, v in p.get(name, []))) for k, name in _COUNTERS.items()}
+    p = scrape(base_url)
+    return {k: total(p, name) for k, name in _COUNTERS.items()}
 
 
 def process_cpu(pid: int) -> dict[str, float]:

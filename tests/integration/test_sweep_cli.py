@@ -81,14 +81,10 @@ def test_telemetry_hz_0_turns_gpu_sampling_off_and_says_so(db_path):
     doc = json.loads(r.stdout)
     assert doc["status"] == "completed" and doc["levels"][0]["n_ok"] == 6
     assert doc["levels"][0].get("telemetry") is None
-    import sqlite3
+    from storage import queries as q
 
-    con = sqlite3.connect(db_path)
-    try:
-        assert con.execute("select count(*) from telemetry_samples").fetchone()[0] == 0
-        msgs = [m for (m,) in con.execute("select message from events where run_id = ?", (doc["run_id"],))]
-    finally:
-        con.close()
+    assert q.telemetry_series(doc["run_id"], db_path)["id"] == []
+    msgs = [e.message for e in q.events(doc["run_id"], db_path)]
     assert any("GPU telemetry off" in m for m in msgs) and not any("failed to start" in m for m in msgs)
     bad = melt("sweep", *SIM, "--levels", "2", "--telemetry-hz", "-1", db=db_path)
     assert bad.returncode == 2 and "telemetry_hz" in bad.stderr

