@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from bench.config import SLO, LengthRange, RunConfig, WorkloadSpec
 from bench.config import parse_levels as config_parse_levels
-from bench.workload import ENDPOINT_HELP
+from bench.workload import ENDPOINT_HELP, PROMPT_FORMAT_HELP
 from engines.spec import EngineSpec
 
 ENGINES = ["sim", "openai", "vllm", "sglang", "trtllm"]
@@ -30,9 +30,9 @@ def parse_levels(text: str) -> list[int]:
         raise UsageError(f"--levels: {e}") from None
 
 
-def _length(flag: str, text: str) -> LengthRange:
+def _length(flag: str, text: str, role: str = "input") -> LengthRange:
     try:
-        return LengthRange.parse(text)
+        return LengthRange.parse(text, role)
     except ValueError as e:
         raise UsageError(f"{flag}: {e}") from None
 
@@ -44,6 +44,10 @@ def build_config(a: argparse.Namespace) -> RunConfig:
     levels = parse_levels(a.levels)
     if a.requests is not None and a.requests <= 0:
         raise UsageError(f"--requests must be positive, got {a.requests}")
+    if a.prefix_len < 0:
+        raise UsageError(f"--prefix-len must be >= 0, got {a.prefix_len}")
+    if a.endpoint == "chat" and a.prompt_format == "token-ids":
+        raise UsageError("--endpoint chat sends text: it cannot take --prompt-format token-ids")
     if a.duration is not None and a.duration <= 0:
         raise UsageError(f"--duration must be positive, got {a.duration}")
     if a.requests is not None and a.duration is not None:
@@ -60,9 +64,25 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         elif gpu:
             gpu = get_gpu(gpu).id
         if a.dummy_weights:
-            get_model(a.model)
+            _dummy_model_ok(a.model)
     except CatalogError as e:
         raise UsageError(str(e)) from None
+    if a.prompt_file:
+        from bench.prompts import PromptError, load_prompt_file
+
+        try:
+            rows = load_prompt_file(a.prompt_file)
+        except PromptError as e:
+            raise UsageError(f"--prompt-file: {e}") from None
+        if a.prompt_format == "token-ids" and any(r.text is not None for r in rows):
+            raise UsageError("--prompt-file holds text prompts, which are sent as text: drop --prompt-format "
+                             "token-ids")
+    if a.tokenizer:
+        from bench.prompts import _tokenizer_in
+        from pathlib import Path
+
+        if _tokenizer_in(Path(a.tokenizer).expanduser()) is None:
+            raise UsageError(f"--tokenizer {a.tokenizer}: not a tokenizer.json file or a directory holding one")
     if a.engine == "openai":
         if not a.base_url:
             raise UsageError("--base-url is required with --engine openai (e.g. http://127.0.0.1:8000)")
@@ -88,8 +108,9 @@ def build_config(a: argparse.Namespace) -> RunConfig:
             kv_cache_dtype=a.kv_cache_dtype, extra_args=a.engine_arg or [], host=a.host, port=a.port,
             startup_timeout_s=a.startup_timeout)
         workload = WorkloadSpec(
-            input_len=_length("--input-len", a.input_len), output_len=_length("--output-len", a.output_len),
-            endpoint=a.endpoint, requests=a.requests, duration_s=a.duration, warmup_requests=a.warmup,
+            input_len=_length("--input-len", a.input_len), output_len=_length("--output-len", a.output_len, "output"),
+            endpoint=a.endpoint, prompt_format=a.prompt_format, tokenizer=a.tokenizer, prefix_len=a.prefix_len,
+            prompt_file=a.prompt_file, requests=a.requests, duration_s=a.duration, warmup_requests=a.warmup,
             request_rate=a.request_rate, seed=a.seed,
             slo=SLO(ttft_ms=a.slo_ttft_ms, tpot_ms=a.slo_tpot_ms, e2e_ms=a.slo_e2e_ms))
         price = a.price
@@ -101,6 +122,20 @@ def build_config(a: argparse.Namespace) -> RunConfig:
     except ValidationError as e:
         msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise UsageError(f"invalid settings: {msgs}") from None
+
+
+def _dummy_model_ok(model: str) -> None:
+    """--dummy-weights takes a catalog id or a local directory with a config.json of one's own."""
+    from pathlib import Path
+
+    from catalog import get_model
+
+    local = Path(model).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise UsageError(f"--dummy-weights: {local} has no config.json (the engine builds the model from it)")
+        return
+    get_model(model)  # CatalogError naming close matches
 
 
 def preflight(cfg: RunConfig, db: str | None) -> None:
@@ -128,8 +163,18 @@ def _add_sweep(sub) -> None:
     p.add_argument("--served-model-name")
     p.add_argument("--gpu", help="catalog GPU id (required for sim; for others: price/labels)")
     p.add_argument("--levels", default="10,100", help="comma-separated concurrency levels, e.g. 10,100,400,1000")
-    p.add_argument("--input-len", default="512", help="input tokens: N or MIN:MAX (uniform)")
-    p.add_argument("--output-len", default="128", help="output tokens: N or MIN:MAX (fixed via max_tokens+ignore_eos)")
+    lengths = ("N (fixed), MIN:MAX (uniform), normal:MEAN,STD[,MIN,MAX] or lognormal[:MEAN,SIGMA[,MIN,MAX]] "
+               "(bare 'lognormal': LMSYS-Chat-1M's mean lengths, 69.5 in / 214.5 out, sigma 1.0 assumed)")
+    p.add_argument("--input-len", default="512", help=f"input tokens: {lengths}")
+    p.add_argument("--output-len", default="128",
+                   help=f"output tokens, held exactly with max_tokens + ignore_eos: {lengths}")
+    p.add_argument("--prompt-format", choices=["text", "token-ids"], default="text", help=PROMPT_FORMAT_HELP)
+    p.add_argument("--tokenizer", help="tokenizer.json or model directory for text prompts (default: the served "
+                                       "model's: the dummy dir, a local model dir, the HF cache, or the sim's own)")
+    p.add_argument("--prefix-len", type=int, default=0,
+                   help="tokens of one prefix shared by every request (before each request's --input-len)")
+    p.add_argument("--prompt-file", help='JSONL prompts used in order: {"prompt": TEXT} or {"input_len": N}, each '
+                                         'with an optional "output_len"')
     p.add_argument("--requests", type=int, help="requests per level (default 2 x concurrency, at least 100)")
     p.add_argument("--duration", type=float, help="seconds per level instead of a request count")
     p.add_argument("--warmup", type=int, default=0, help="warm-up requests per level, excluded from metrics")
@@ -166,7 +211,7 @@ def _add_sweep(sub) -> None:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
-    from bench.report import levels_table, run_document, terminal_safe
+    from bench.report import levels_table, prompt_label, run_document, terminal_safe
     from bench.runs import create_run
     from bench.sweep import SweepHooks, run_sweep
     from bench.worker import Heartbeat, install_stop_signals
@@ -182,7 +227,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     log = lambda m: print(terminal_safe(m), file=out, flush=True)  # noqa: E731
     run_id = create_run(cfg, a.db)
     sim = " [SIMULATED]" if cfg.engine.simulated else ""
-    log(f"run {run_id}{sim}: {cfg.engine.kind} / {cfg.engine.model}" + (f" on {cfg.gpu}" if cfg.gpu else ""))
+    log(f"run {run_id}{sim}: {cfg.engine.kind} / {cfg.engine.model}" + (f" on {cfg.gpu}" if cfg.gpu else "")
+        + f" · prompts: {prompt_label(cfg.model_dump())}")
     done: list[dict] = []
 
     def on_level(summary: dict) -> None:
@@ -228,7 +274,7 @@ def cmd_runs(a: argparse.Namespace) -> int:
 
 
 def cmd_show(a: argparse.Namespace) -> int:
-    from bench.report import levels_table, run_document, terminal_safe
+    from bench.report import levels_table, prompt_label, run_document, terminal_safe
 
     try:
         doc = run_document(a.run_id, a.db)
@@ -240,7 +286,7 @@ def cmd_show(a: argparse.Namespace) -> int:
     sim = " [SIMULATED]" if doc["simulated"] else ""
     say = lambda m: print(terminal_safe(m))  # noqa: E731
     say(f"run {doc['run_id']}{sim} {doc['name'] or ''}  status={doc['status']}  engine={doc['engine']}  "
-        f"model={doc['model']}  gpu={doc['gpu']}")
+        f"model={doc['model']}  gpu={doc['gpu']}  prompts={prompt_label(doc['config'])}")
     for inst in doc["engine_instances"]:
         say(f"  engine {inst['kind']} {inst.get('version') or ''}: {' '.join(inst['argv'] or [])}")
     if doc.get("error"):

@@ -1,6 +1,10 @@
 """Run configuration: the pydantic models stored (as JSON) on every run row and passed to the worker."""
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engines.spec import EngineSpec
@@ -29,25 +33,67 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# The default shape of "lognormal" without parameters: the mean prompt and response lengths of LMSYS-Chat-1M (Zheng et
+# al. 2023, Table 1: 69.5 and 214.5 tokens). That paper gives means, not a shape: sigma 1.0 (a long right tail, p99
+# about 8x the median) is Melt's assumption, stated wherever the preset is described.
+CHAT_LOGNORMAL = {"input": (69.5, 1.0), "output": (214.5, 1.0)}
+_Z999 = 3.090232306167813  # standard normal 99.9th percentile: the default cap of normal/lognormal lengths
+
+
 class LengthRange(_Strict):
-    """Token length: fixed (min == max) or uniform in [min, max]. Parsed from "128" or "128:1024"."""
+    """Token length distribution. Parsed from:
+      "128"                      fixed
+      "128:1024"                 uniform in [128, 1024]
+      "normal:MEAN,STD[,MIN,MAX]"      rounded, clipped to [MIN, MAX] (default 1 and the 99.9th percentile)
+      "lognormal[:MEAN,SIGMA[,MIN,MAX]]"  MEAN is the distribution's mean; SIGMA the std of log(length); without
+                                 parameters the chat-like default (CHAT_LOGNORMAL)
+    min/max are always the bounds (what memory and max-model-len checks use)."""
 
     min: int = Field(ge=1)
     max: int = Field(ge=1)
+    dist: Literal["fixed", "uniform", "normal", "lognormal"] | None = None  # None: fixed if min == max else uniform
+    mean: float | None = Field(default=None, gt=0)
+    spread: float | None = Field(default=None, ge=0, description="normal: std; lognormal: sigma of log(length)")
 
     @model_validator(mode="after")
     def _order(self) -> "LengthRange":
         if self.min > self.max:
             raise ValueError(f"length range {self.min}:{self.max} has min > max")
+        if self.dist in ("normal", "lognormal") and (self.mean is None or self.spread is None):
+            raise ValueError(f"a {self.dist} length needs a mean and a spread")
         return self
 
+    @property
+    def kind(self) -> str:
+        return self.dist or ("fixed" if self.min == self.max else "uniform")
+
+    def sample(self, u: float) -> int:
+        """The length for one uniform draw u in [0, 1) (inverse CDF, so every request consumes one draw)."""
+        kind = self.kind
+        if kind == "fixed":
+            return self.min
+        if kind == "uniform":
+            return self.min + min(int(u * (self.max - self.min + 1)), self.max - self.min)
+        u = min(max(u, 1e-12), 1 - 1e-12)
+        z = NormalDist().inv_cdf(u)
+        if kind == "normal":
+            x = self.mean + self.spread * z
+        else:
+            x = math.exp(math.log(self.mean) - self.spread ** 2 / 2 + self.spread * z)
+        return int(min(max(round(x), self.min), self.max))
+
     @classmethod
-    def parse(cls, text: str) -> "LengthRange":
-        parts = str(text).strip().split(":")
+    def parse(cls, text: str, role: str = "input") -> "LengthRange":
+        raw = str(text).strip()
+        head, _, rest = raw.partition(":")
+        if head.lower() in ("normal", "lognormal"):
+            return cls._parse_dist(head.lower(), rest, raw, role)
+        parts = raw.split(":")
         try:
             nums = [int(p) for p in parts]
         except ValueError:
-            raise ValueError(f"bad length {text!r}: expected N or MIN:MAX with whole numbers") from None
+            raise ValueError(f"bad length {text!r}: expected N, MIN:MAX, normal:MEAN,STD or lognormal[:MEAN,SIGMA] "
+                             "with whole-number token counts") from None
         if len(nums) == 1:
             nums = nums * 2
         if len(nums) != 2:
@@ -56,8 +102,43 @@ class LengthRange(_Strict):
             raise ValueError(f"bad length {text!r}: lengths must be >= 1")
         return cls(min=nums[0], max=nums[1])
 
+    @classmethod
+    def _parse_dist(cls, kind: str, rest: str, raw: str, role: str) -> "LengthRange":
+        if not rest.strip():
+            if kind == "normal":
+                raise ValueError(f"bad length {raw!r}: normal needs MEAN,STD (e.g. normal:512,64)")
+            mean, spread = CHAT_LOGNORMAL.get(role, CHAT_LOGNORMAL["input"])
+            vals: list[float] = [mean, spread]
+        else:
+            try:
+                vals = [float(x) for x in rest.split(",")]
+            except ValueError:
+                raise ValueError(f"bad length {raw!r}: expected {kind}:MEAN,{'STD' if kind == 'normal' else 'SIGMA'}"
+                                 "[,MIN,MAX] with numbers") from None
+        if len(vals) not in (2, 4):
+            raise ValueError(f"bad length {raw!r}: give MEAN,{'STD' if kind == 'normal' else 'SIGMA'} and optionally "
+                             "MIN,MAX")
+        mean, spread = vals[0], vals[1]
+        if not mean >= 1 or not spread >= 0:
+            raise ValueError(f"bad length {raw!r}: the mean must be >= 1 and the spread >= 0")
+        if len(vals) == 4:
+            lo, hi = int(vals[2]), int(vals[3])
+        else:
+            lo = 1
+            hi = (mean + spread * _Z999 if kind == "normal"
+                  else math.exp(math.log(mean) - spread ** 2 / 2 + spread * _Z999))
+            hi = max(int(math.ceil(hi)), lo)
+        if lo < 1:
+            raise ValueError(f"bad length {raw!r}: lengths must be >= 1")
+        return cls(min=lo, max=hi, dist=kind, mean=mean, spread=spread)
+
     def __str__(self) -> str:
-        return str(self.min) if self.min == self.max else f"{self.min}:{self.max}"
+        kind = self.kind
+        if kind == "fixed":
+            return str(self.min)
+        if kind == "uniform":
+            return f"{self.min}:{self.max}"
+        return f"{kind}:{self.mean:g},{self.spread:g},{self.min},{self.max}"
 
 
 class SLO(_Strict):
@@ -72,6 +153,13 @@ class WorkloadSpec(_Strict):
     input_len: LengthRange = Field(default_factory=lambda: LengthRange(min=512, max=512))
     output_len: LengthRange = Field(default_factory=lambda: LengthRange(min=128, max=128))
     endpoint: str = Field(default="completions", pattern="^(completions|chat)$")
+    # text: prompts of exact token lengths through the served model's tokenizer, sent as text (what a real client and
+    # vllm bench send; the server pays for tokenizing them). token-ids: lists of ids the server never tokenizes.
+    prompt_format: Literal["text", "token-ids"] = "text"
+    tokenizer: str | None = Field(default=None, description="tokenizer.json or model dir for text prompts; "
+                                  "default: the served model's own (see bench.prompts.resolve_tokenizer)")
+    prefix_len: int = Field(default=0, ge=0, description="tokens of one prefix shared by every request of the run")
+    prompt_file: str | None = Field(default=None, description="JSONL of prompts (text or lengths), used in order")
     requests: int | None = Field(default=None, ge=1, description="Requests per level; default 2*C, at least 100")
     duration_s: float | None = Field(default=None, gt=0, description="Seconds per level instead of a request count")
     warmup_requests: int = Field(default=0, ge=0, description="Extra requests per level excluded from metrics")
@@ -84,6 +172,8 @@ class WorkloadSpec(_Strict):
     def _one_stop(self) -> "WorkloadSpec":
         if self.requests is not None and self.duration_s is not None:
             raise ValueError("give either requests per level or duration per level, not both")
+        if self.endpoint == "chat" and self.prompt_format == "token-ids":
+            raise ValueError("the chat endpoint sends text: use prompt format 'text' with it")
         return self
 
     def requests_for(self, concurrency: int) -> int | None:

@@ -70,6 +70,7 @@ STOP_GRACE_S = 10.0       # after a stop, how long shards get to report before t
 FD_HEADROOM = 64          # files a shard needs beyond one socket per user (pipes, loop, logs)
 PRECONNECT_PARALLEL = 128  # connection attempts in flight per shard, ever (far below any listen backlog)
 PRECONNECT_TIMEOUT_S = 30.0  # one GET, waiting for its connect slot included
+PREFETCH_MAX = 20_000     # text prompts a shard makes before "go" (bench.prompts.PromptMaker.prefetch); ~4 KB each
 
 
 @functools.cache
@@ -140,6 +141,13 @@ class LevelPlan:
     timeout_s: float = 600.0
     api_key: str | None = None
     vocab_size: int | None = None
+    # What the prompts are (bench.prompts). The plan's default is token ids, which need no tokenizer (tests, the
+    # capacity benchmark); runs take WorkloadSpec's default, text through tokenizer_path.
+    prompt_format: Literal["text", "token-ids"] = "token-ids"
+    tokenizer_path: str | None = None
+    prefix_len: int = 0
+    prefix_seed: int = 0
+    prompt_file: str | None = None
 
     def validate(self) -> None:
         if self.endpoint not in ("completions", "chat"):
@@ -156,15 +164,28 @@ class LevelPlan:
             raise LoadGenError("warmup_requests must be >= 0 and timeout_s > 0")
         if self.request_rate is not None and not self.request_rate > 0:
             raise LoadGenError("request_rate must be > 0 (None = closed loop)")
+        if self.prompt_format not in ("text", "token-ids"):
+            raise LoadGenError(f"prompt_format must be 'text' or 'token-ids', not {self.prompt_format!r}")
+        if self.endpoint == "chat" and self.prompt_format == "token-ids":
+            raise LoadGenError("the chat endpoint sends text: use prompt_format 'text'")
+        try:
+            from bench.prompts import PromptMaker
+
+            PromptMaker.for_plan(self)  # a missing tokenizer or a bad prompt file fails here, before any shard
+        except (ValueError, OSError) as e:
+            raise LoadGenError(str(e)) from None
 
     @classmethod
     def from_workload(cls, wl: WorkloadSpec, *, base_url: str, model: str, concurrency: int,
-                      api_key: str | None = None, vocab_size: int | None = None) -> "LevelPlan":
+                      api_key: str | None = None, vocab_size: int | None = None, tokenizer_path: str | None = None,
+                      seed: int | None = None) -> "LevelPlan":
         return cls(base_url=base_url.rstrip("/"), model=model, endpoint=wl.endpoint, concurrency=concurrency,
                    n_requests=wl.requests_for(concurrency), duration_s=wl.duration_s,
                    warmup_requests=wl.warmup_requests, input_len=wl.input_len, output_len=wl.output_len,
-                   seed=wl.seed, request_rate=wl.request_rate, timeout_s=wl.request_timeout_s,
-                   api_key=api_key, vocab_size=vocab_size)
+                   seed=wl.seed if seed is None else seed, request_rate=wl.request_rate,
+                   timeout_s=wl.request_timeout_s, api_key=api_key, vocab_size=vocab_size,
+                   prompt_format=wl.prompt_format, tokenizer_path=tokenizer_path, prefix_len=wl.prefix_len,
+                   prefix_seed=wl.seed, prompt_file=wl.prompt_file)
 
 
 @dataclass
@@ -179,6 +200,7 @@ class ShardStats:
     loop_lag_max_ms: float = 0.0
     stale_retries: int = 0        # requests re-sent once because the server had closed their idle connection
     new_connections: int = 0      # TCP connects during the measured phase (0 when every pre-opened one was reused)
+    prompts_inexact: int = 0      # text prompts sent one or more tokens off their target (bench.prompts)
     error: str | None = None
 
 
@@ -548,10 +570,10 @@ class _Shard:
         import numpy as np
         import yarl
 
-        from bench.workload import chat_text_for, request_shape
+        from bench.prompts import PromptMaker
 
         self.np, self.aiohttp = np, aiohttp
-        self.request_shape, self.chat_text_for = request_shape, chat_text_for
+        self.prompts = PromptMaker.for_plan(self.plan)  # loads the tokenizer / prompt file once per shard
         loop = asyncio.get_running_loop()
         self.go: asyncio.Future = loop.create_future()
         loop.add_reader(self.cmd.fileno(), self._on_cmd)
@@ -577,6 +599,9 @@ class _Shard:
         flusher = asyncio.ensure_future(self._flusher())
         watchdog = asyncio.ensure_future(self._watchdog())
         try:
+            if p.n_requests is not None and p.warmup_requests + p.n_requests <= PREFETCH_MAX:
+                # every shard may take any request: each makes all of them (before "go", so outside the measurement)
+                await loop.run_in_executor(None, self.prompts.prefetch, range(p.warmup_requests + p.n_requests))
             await self._phase(p.warmup_requests, warm=True)
             await self._preconnect()
             self.out.put(("warm",))
@@ -609,6 +634,7 @@ class _Shard:
                     stats.loop_lag_max_ms = max(self.lag_ns) / 1e6
                 stats.stale_retries = self.stale_retries
                 stats.new_connections = self.session.connector.opened - opened0
+                stats.prompts_inexact = self.prompts.n_inexact
         finally:
             flusher.cancel()
             watchdog.cancel()
@@ -695,11 +721,11 @@ class _Shard:
     # -- the hot path --------------------------------------------------------------------------------
     async def _request(self, seq: int, warm: bool, due_ns: int) -> int:
         p = self.plan
-        ids, max_tokens = self.request_shape(seq, p.input_len, p.output_len, p.seed, p.vocab_size)
+        prompt, max_tokens = self.prompts.request(seq)  # text, or token ids as an int32 array
         if p.endpoint == "completions":
-            payload = {"model": p.model, "prompt": ids, "max_tokens": max_tokens}
+            payload = {"model": p.model, "prompt": prompt, "max_tokens": max_tokens}
         else:
-            payload = {"model": p.model, "messages": [{"role": "user", "content": self.chat_text_for(ids)}],
+            payload = {"model": p.model, "messages": [{"role": "user", "content": prompt}],
                        "max_completion_tokens": max_tokens}
         # Fixed output length: max_tokens + ignore_eos, exactly what `vllm bench serve` sends. Not min_tokens: with
         # ignore_eos it changes nothing about the length, but vLLM then runs a min-tokens logits processor every step,

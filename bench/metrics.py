@@ -122,6 +122,9 @@ def summarize(results: Sequence[Any], outcome: Any, slo: SLO) -> dict[str, Any]:
         # TCP connects during the measured phase: 0 when every user kept its pre-opened connection; more means the
         # server closed idle connections (or every response), and those requests paid a connect in their TTFT
         "new_connections": sum(getattr(s, "new_connections", 0) for s in shards),
+        # text prompts that missed their exact token length after bench.prompts' adjustment rounds (their true
+        # length is in input_tokens_per_req, from the server's usage)
+        "prompts_inexact": sum(getattr(s, "prompts_inexact", 0) for s in shards),
         "cancelled": bool(outcome.cancelled),
         "error": getattr(outcome, "error", None),
         "itl_hist": itl.to_dict(),

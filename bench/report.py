@@ -18,6 +18,19 @@ def _f(v, nd: int = 1) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def prompt_label(config: dict | None) -> str:
+    """What a run's prompts were, in a few words ("text", "token ids", "text + 256-token shared prefix", ...).
+    Token-id runs cost the server's frontend less, so every place that shows numbers shows this beside them."""
+    wl = (config or {}).get("workload") or {}
+    fmt = wl.get("prompt_format") or ("text" if wl.get("endpoint") == "chat" else "token-ids")
+    out = "token ids" if fmt == "token-ids" else "text"
+    if wl.get("prompt_file"):
+        out += " from a prompt file"
+    if wl.get("prefix_len"):
+        out += f" + {wl['prefix_len']}-token shared prefix"
+    return out
+
+
 def _pct(summary: dict, key: str, stat: str):
     return (summary.get(key) or {}).get(stat)
 
@@ -93,6 +106,8 @@ def runs_table(db: str | Path | None = None, limit: int = 50) -> str:
     with factory() as s:
         runs = s.scalars(select(Run).order_by(Run.id.desc()).limit(limit)).all()
         rows = [[str(r.id), r.created_at.strftime("%Y-%m-%d %H:%M"), r.name or "-", r.engine_kind + (" (SIMULATED)" if r.simulated else ""),
-                 r.model, r.gpu or "-", _f(r.peak_output_tok_s), _f(r.best_goodput_req_s, 2), r.status.value]
+                 r.model, r.gpu or "-", prompt_label(r.config), _f(r.peak_output_tok_s), _f(r.best_goodput_req_s, 2),
+                 r.status.value]
                 for r in runs]
-    return table(["id", "created (UTC)", "name", "engine", "model", "gpu", "peak tok/s", "best goodput", "status"], rows)
+    return table(["id", "created (UTC)", "name", "engine", "model", "gpu", "prompts", "peak tok/s", "best goodput",
+                  "status"], rows)

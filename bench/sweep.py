@@ -247,9 +247,10 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         base_url = _bring_up_engine(cfg, rec, hooks.log, stop, held)
         if stop.is_set():
             raise KeyboardInterrupt
+        tokenizer = _prompt_tokenizer(cfg, held, base_url, rec, hooks.log)
         telem.start(cfg, base_url, held.get("instance_id"))
         rec.set_status(RunStatus.running)
-        status, error = _run_levels(cfg, rec, base_url, held.get("proc"), stop, telem, load_windows, hooks)
+        status, error = _run_levels(cfg, rec, base_url, held.get("proc"), stop, telem, load_windows, hooks, tokenizer)
     except SweepAborted as e:
         status, error = RunStatus.failed, str(e)
         hooks.log(f"error: {e}")
@@ -314,6 +315,10 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
 
     proc = EngineProcess(plan, workdir / "engine.log", on_event=on_event)
     held.update(proc=proc, instance_id=instance_id)
+    # the directory the engine serves (its tokenizer makes the text prompts): the dummy dir Melt wrote or a local one
+    written = workdir / "dummy-model"
+    held["model_dir"] = str(written) if spec.dummy_weights and written.is_dir() else (
+        spec.model if Path(spec.model).expanduser().is_dir() else None)
     version = None
     try:
         version = engine_version(spec.kind, spec.engine_cmd)
@@ -339,6 +344,44 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
     return plan.base_url
 
 
+def _prompt_tokenizer(cfg: RunConfig, held: dict, base_url: str, rec: Recorder, log: Log) -> str | None:
+    """The tokenizer.json the run's text prompts are made with (None for token-id prompts), recorded with its
+    fingerprint; SweepAborted saying what to pass when there is none."""
+    from bench.prompts import PromptError, load_prompt_file, resolve_tokenizer
+    from catalog.tokenizer import fingerprint
+
+    wl, spec = cfg.workload, cfg.engine
+    if wl.prompt_file:
+        try:
+            rows = load_prompt_file(wl.prompt_file)
+        except PromptError as e:
+            raise SweepAborted(str(e)) from None
+        if all(r.text is not None for r in rows) and not wl.prefix_len:
+            rec.event("info", f"prompts: {len(rows)} text rows of {wl.prompt_file}, sent as they are")
+            return None
+    if wl.prompt_format == "token-ids":
+        msg = "prompts: token ids (the server does not tokenize them; not comparable with text runs)"
+        rec.event("info", msg)
+        log(msg)
+        return None
+    simulated_server = False
+    if spec.kind == "openai":
+        card = ((_http_json(f"{base_url}/v1/models") or {}).get("data") or [{}])[0]
+        simulated_server = bool(card.get("simulated"))
+    try:
+        path, how = resolve_tokenizer(explicit=wl.tokenizer, model=spec.model, engine_kind=spec.kind,
+                                      model_dir=held.get("model_dir"), catalog_vocab=vocab_for(spec.model),
+                                      simulated_server=simulated_server)
+    except PromptError as e:
+        raise SweepAborted(str(e)) from None
+    fp = fingerprint(path)
+    rec.merge_versions({"tokenizer": fp})
+    msg = f"prompts: text through the tokenizer of {how} (sha256 {fp})"
+    rec.event("info", msg, payload={"tokenizer": str(path), "fingerprint": fp})
+    log(msg)
+    return str(path)
+
+
 def _stop_engine(proc, rec: Recorder, instance_id: int | None, log: Log) -> None:
     try:
         report = proc.stop()
@@ -354,7 +397,8 @@ def _stop_engine(proc, rec: Recorder, instance_id: int | None, log: Log) -> None
 
 
 def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: threading.Event, telem: _Telemetry,
-                load_windows: list[tuple[int, int]], hooks: SweepHooks) -> tuple[RunStatus, str | None]:
+                load_windows: list[tuple[int, int]], hooks: SweepHooks,
+                tokenizer: str | None = None) -> tuple[RunStatus, str | None]:
     from bench.loadgen import LevelPlan, LoadGenError, run_level
     from bench.metrics import summarize
 
@@ -367,11 +411,9 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         level_id = rec.start_level(idx, conc, n_req, wl.request_rate)
         what = f"{n_req} requests" if n_req is not None else f"{wl.duration_s:g} s"
         hooks.log(f"level {idx + 1}/{len(cfg.levels)}: concurrency {conc}, {what}")
-        plan = LevelPlan(base_url=base_url, model=spec.name_for_requests, endpoint=wl.endpoint, concurrency=conc,
-                         n_requests=n_req, duration_s=wl.duration_s, warmup_requests=wl.warmup_requests,
-                         input_len=wl.input_len, output_len=wl.output_len, seed=wl.seed + idx,
-                         request_rate=wl.request_rate, timeout_s=wl.request_timeout_s, api_key=spec.api_key,
-                         vocab_size=vocab)
+        plan = LevelPlan.from_workload(wl, base_url=base_url, model=spec.name_for_requests, concurrency=conc,
+                                       api_key=spec.api_key, vocab_size=vocab, tokenizer_path=tokenizer,
+                                       seed=wl.seed + idx)
         level_stop = threading.Event()
         relay = _relay(stop, level_stop)
         watch = _EngineWatch(proc, level_stop) if proc is not None else None

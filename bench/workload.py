@@ -1,9 +1,10 @@
-"""Synthetic workload: random token-id prompts and per-request lengths, deterministic per (seed, seq).
+"""Synthetic workload: random token ids and per-request lengths, deterministic per (seed, seq).
 
-Prompts are lists of token ids sent to /v1/completions: vLLM, SGLang and TRT-LLM all accept `prompt` as a
-list of ints, which gives an exact input length without a tokenizer. Ids come from [1000, min(vocab, 30000)):
-above the special/control tokens of common vocabularies, below every real vocabulary size. Every request
-gets fresh random ids, so the prefix cache cannot shortcut prefill.
+The ids are what bench.prompts turns into text prompts (the default) or sends as they are (the token-ids
+format: vLLM, SGLang and TRT-LLM all accept `prompt` as a list of ints, which the server then never
+tokenizes). Token-id prompts draw from [1000, min(vocab, 30000)): above the special/control tokens of common
+vocabularies, below every real vocabulary size. Every request gets fresh random ids, so the prefix cache
+cannot shortcut prefill (unless a shared prefix is asked for).
 
 Everything derives from (seed, seq) alone, so request `seq` gets the same prompt and lengths however the
 level is sharded over load-generator processes, and `make_prompts(n, ...)[i]` is request i's prompt.
@@ -20,11 +21,13 @@ from bench.config import LengthRange
 ID_LO = 1000
 ID_HI = 30000
 
-# What each endpoint sends, for the CLI and the Launch page: token ids skip the server's tokenizer, which matters where
-# the server's frontend is the bottleneck (vLLM on an H100 at c >= 512: docs/PERFORMANCE.md).
-ENDPOINT_HELP = ("completions: random token-id prompts, exact input length, not tokenized by the server; "
-                 "chat: text prompts, tokenized by the server (its cost included), input length approximate "
-                 "(true counts from the server's usage)")
+# What each endpoint and prompt format sends, for the CLI and the Launch page: token ids skip the server's tokenizer,
+# which matters where the server's frontend is the bottleneck (vLLM on an H100 at c >= 512: docs/PERFORMANCE.md).
+ENDPOINT_HELP = ("completions: /v1/completions with the prompt as it is; chat: /v1/chat/completions with the prompt "
+                 "as one user message (the chat template adds its tokens; true counts from the server's usage)")
+PROMPT_FORMAT_HELP = ("text (default): random text of exact token length through the served model's tokenizer, "
+                      "tokenized by the server as a real client's would be; token-ids: lists of token ids the server "
+                      "never tokenizes (cheaper for its frontend: numbers not comparable with text runs)")
 
 
 def id_range(vocab_size: int | None) -> tuple[int, int]:
@@ -63,11 +66,10 @@ def _rng(seed: int, seq: int) -> np.random.Generator:
 
 
 def _lengths(rng: np.random.Generator, input_len: LengthRange, output_len: LengthRange) -> tuple[int, int]:
-    # Always consume exactly two uniforms, fixed ranges included, so the ids drawn next depend on
-    # (seed, seq) only and never on the length ranges.
+    # Always consume exactly two uniforms, fixed lengths included, so the ids drawn next depend on
+    # (seed, seq) only and never on the length distributions (each maps its uniform through its inverse CDF).
     u_in, u_out = rng.random(2)
-    return (input_len.min + min(int(u_in * (input_len.max - input_len.min + 1)), input_len.max - input_len.min),
-            output_len.min + min(int(u_out * (output_len.max - output_len.min + 1)), output_len.max - output_len.min))
+    return input_len.sample(float(u_in)), output_len.sample(float(u_out))
 
 
 def request_shape(seq: int, input_len: LengthRange, output_len: LengthRange, seed: int,
@@ -94,31 +96,3 @@ def make_prompts(n: int, input_len: LengthRange, seed: int, vocab_size: int | No
 def output_len_for(seq: int, input_len: LengthRange, output_len: LengthRange, seed: int) -> int:
     """Requested output length of request `seq` (same draw as request_shape)."""
     return _lengths(_rng(seed, seq), input_len, output_len)[1]
-
-
-_LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
-
-@lru_cache(maxsize=1)
-def _words() -> tuple[str, ...]:
-    # One short pseudo-word per id (base-26 spelling plus a vowel so tokenizers see word-like text).
-    words = []
-    for i in range(ID_HI):
-        s, x = "", i
-        while True:
-            x, r = divmod(x, 26)
-            s += _LETTERS[r]
-            if x == 0:
-                break
-        words.append(s + "aeiou"[i % 5])
-    return tuple(words)
-
-
-def chat_text_for(ids) -> str:
-    """Text fallback for the chat endpoint: one pseudo-word per id, space separated.
-
-    A real tokenizer turns each word into one to three tokens, so the input length is approximate; the
-    true count comes back in the server's usage. The sim engine counts about one token per word.
-    """
-    words = _words()
-    return " ".join(words[int(i) % ID_HI] for i in ids)

@@ -2,9 +2,10 @@
 
 Engines started with `--load-format dummy` read only the config (to build the model) and the tokenizer (to
 serve requests) and fill the weights with random values. Throughput does not depend on weight values when the
-output length is fixed (ignore_eos), so a dummy model benchmarks like the real one. Melt's prompts are token
-ids, so the tokenizer only has to cover the vocabulary: a WordLevel tokenizer with exactly vocab_size entries,
-written as tokenizer.json by hand (no `tokenizers` import needed in Melt's process).
+output length is fixed (ignore_eos), so a dummy model benchmarks like the real one, provided the server's
+frontend does the work a real one does: the tokenizer is a byte-level BPE with exactly vocab_size tokens
+(catalog/tokenizer.py: trained offline on the Python standard library, cached), so text prompts are really
+tokenized and streamed tokens really detokenized.
 
 Per-architecture defaults (rope theta, norm epsilon, ...) are the published values of the family's configs;
 they do not change speed, only keep the engines' config checks happy.
@@ -16,11 +17,9 @@ from pathlib import Path
 
 from catalog.loader import get_model
 from catalog.models import ModelSpec
+from catalog.tokenizer import BOS_ID, EOS_ID, SPECIALS, UNK_ID
+from catalog.tokenizer import tokenizer_json as bpe_tokenizer_json
 from engines.spec import EngineSpec
-
-# Token ids 0..4 are special; every other id is a plain word "w<id>". Prompts use ids >= 1000 (bench.workload).
-SPECIALS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
-UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 
 # A minimal ChatML template so /v1/chat/completions works too.
 CHAT_TEMPLATE = (
@@ -89,26 +88,10 @@ def model_config(model: ModelSpec) -> dict:
 
 
 def tokenizer_json(vocab_size: int) -> dict:
-    """A complete tokenizer.json (HF `tokenizers` format): WordLevel over exactly vocab_size tokens."""
+    """A complete tokenizer.json (HF `tokenizers` format): byte-level BPE over exactly vocab_size tokens."""
     if vocab_size <= len(SPECIALS):
         raise ValueError(f"vocab_size {vocab_size} is too small for a dummy tokenizer")
-    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
-    vocab.update({f"w{i}": i for i in range(len(SPECIALS), vocab_size)})
-    return {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [
-            {"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
-             "normalized": False, "special": True}
-            for i, tok in enumerate(SPECIALS)
-        ],
-        "normalizer": None,
-        "pre_tokenizer": {"type": "WhitespaceSplit"},
-        "post_processor": None,
-        "decoder": None,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": SPECIALS[UNK_ID]},
-    }
+    return bpe_tokenizer_json(vocab_size)
 
 
 def tokenizer_config(model: ModelSpec) -> dict:
@@ -142,7 +125,7 @@ def write_model_dir(model: ModelSpec, dest: Path) -> Path:
     }
     for name, obj in files.items():
         tmp = dest / f".{name}.tmp"
-        tmp.write_text(json.dumps(obj, indent=1 if name != "tokenizer.json" else None))
+        tmp.write_text(json.dumps(obj, indent=1 if name != "tokenizer.json" else None, ensure_ascii=False))
         tmp.replace(dest / name)  # atomic: a reader never sees half a file
     return dest
 

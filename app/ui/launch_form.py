@@ -46,6 +46,9 @@ class LaunchValues:
     input_len: str = "512"
     output_len: str = "128"
     endpoint: str = "completions"
+    prompt_format: str = "text"            # text | token-ids (bench.prompts)
+    tokenizer: str = ""                    # "" = the served model's own
+    prefix_len: int = 0
     slo_ttft_ms: float = 0.0               # 0 = no SLO
     slo_tpot_ms: float = 0.0
     slo_e2e_ms: float = 0.0
@@ -71,9 +74,9 @@ def parse_tags(text: str) -> list[str]:
     return out
 
 
-def _length(label: str, text: str) -> LengthRange:
+def _length(label: str, text: str, role: str = "input") -> LengthRange:
     try:
-        return LengthRange.parse(text)
+        return LengthRange.parse(text, role)
     except ValueError as e:
         raise LaunchError(f"{label}: {e}") from None
 
@@ -114,8 +117,10 @@ def build_run_config(v: LaunchValues) -> RunConfig:
             dtype=_none_if(v.dtype, "auto", ""), quantization=_none_if(v.quantization, "none", ""),
             kv_cache_dtype=_none_if(v.kv_cache_dtype, "auto", ""), extra_args=extra)
         workload = WorkloadSpec(
-            input_len=_length("Input length", v.input_len), output_len=_length("Output length", v.output_len),
-            endpoint=v.endpoint, requests=(v.requests or None) if by_requests else None,
+            input_len=_length("Input length", v.input_len),
+            output_len=_length("Output length", v.output_len, "output"), endpoint=v.endpoint,
+            prompt_format=v.prompt_format, tokenizer=v.tokenizer.strip() or None, prefix_len=v.prefix_len,
+            requests=(v.requests or None) if by_requests else None,
             duration_s=None if by_requests else v.duration_s, warmup_requests=v.warmup,
             slo=SLO(ttft_ms=v.slo_ttft_ms or None, tpot_ms=v.slo_tpot_ms or None, e2e_ms=v.slo_e2e_ms or None))
         count = len(gpus) if gpus else (v.gpu_count if v.engine in ("sim", "openai") else max(v.tp * v.dp, v.gpu_count))
@@ -140,6 +145,7 @@ def values_from_config(cfg: dict) -> LaunchValues:
         requests=w.requests if w.requests is not None else LaunchValues.requests,
         duration_s=w.duration_s if w.duration_s is not None else LaunchValues.duration_s, warmup=w.warmup_requests,
         input_len=str(w.input_len), output_len=str(w.output_len), endpoint=w.endpoint,
+        prompt_format=w.prompt_format, tokenizer=w.tokenizer or "", prefix_len=w.prefix_len,
         slo_ttft_ms=w.slo.ttft_ms or 0.0, slo_tpot_ms=w.slo.tpot_ms or 0.0, slo_e2e_ms=w.slo.e2e_ms or 0.0,
         price=c.price_per_gpu_hour, name=c.name, tags=", ".join(c.tags))
 

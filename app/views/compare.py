@@ -8,6 +8,7 @@ import streamlit as st
 
 from app.ui import charts
 from app.ui.common import page_header, show_chart, show_table
+from bench.report import prompt_label
 from storage import queries as q
 
 page_header("Compare runs", "Pick 2–6 runs. Simulated runs are labelled SIMULATED in every legend and table.")
@@ -39,6 +40,10 @@ details = q.get_runs(picked)
 any_sim = any(d.run.simulated for d in details)
 tables = [(d.run.label, pd.DataFrame(q.level_table(d))) for d in details]
 done = [(lab, df[df["status"] == "completed"] if not df.empty else df) for lab, df in tables]
+formats = {d.run.id: prompt_label(d.config) for d in details}
+if len({f.split(" ")[0] for f in formats.values()}) > 1:
+    st.warning("These runs mix text and token-id prompts: token ids skip the server's tokenizer, so a frontend-bound "
+               "server looks faster with them. Compare like with like.", icon=":material/warning:")
 if any_sim:
     st.warning("Includes SIMULATED runs: their numbers come from Melt's simulator, not a real GPU.",
                icon=":material/science:")
@@ -79,6 +84,7 @@ for d, (lab, df) in zip(details, done):
             continue
         row = sel.iloc[0]
     rows.append({"configuration": lab, "engine": d.run.engine_kind, "model": d.run.model,
+                 "prompts": formats[d.run.id],
                  "GPU": f"{d.run.gpu or '?'} × {d.run.gpu_count}", "concurrency": int(row["concurrency"]),
                  "TTFT p50 ms": row["ttft_p50_ms"], "TTFT p99 ms": row["ttft_p99_ms"],
                  "E2E p50 ms": row["e2e_p50_ms"], "E2E p99 ms": row["e2e_p99_ms"], "TPOT p50 ms": row["tpot_p50_ms"],

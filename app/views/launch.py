@@ -7,7 +7,7 @@ from app.ui import charts
 from app.ui.common import (detected_engines, detected_gpus, esc_md, gpu_catalog, model_catalog, page_header,
                            show_chart, worker_api)
 from app.ui.launch_form import LaunchError, LaunchValues, build_run_config, match_catalog_gpu, values_from_config
-from bench.workload import ENDPOINT_HELP
+from bench.workload import ENDPOINT_HELP, PROMPT_FORMAT_HELP
 
 ENGINES = {"sim": "Simulator (built-in, no GPU: SIMULATED)", "vllm": "vLLM", "sglang": "SGLang",
            "trtllm": "TensorRT-LLM", "openai": "Already running OpenAI-compatible server"}
@@ -173,7 +173,7 @@ with left:
 with right:
     st.subheader("Workload")
     for k in ("levels", "stop_by", "requests", "duration_s", "warmup", "input_len", "output_len", "endpoint",
-              "slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms", "name", "tags"):
+              "prompt_format", "tokenizer", "prefix_len", "slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms", "name", "tags"):
         _default(f"l_{k}", getattr(D, k))
     st.text_input("Concurrency levels", key="l_levels", help="Comma-separated, e.g. 1,8,64,256")
     st.radio("Each level stops after", ["requests", "duration"], key="l_stop_by", horizontal=True,
@@ -185,9 +185,17 @@ with right:
     else:
         a.number_input("Seconds per level", min_value=1.0, step=10.0, key="l_duration_s")
     b.number_input("Warm-up requests per level", min_value=0, step=10, key="l_warmup")
-    a.text_input("Input tokens (N or MIN:MAX)", key="l_input_len")
-    b.text_input("Output tokens (N or MIN:MAX)", key="l_output_len")
-    st.selectbox("Endpoint", ["completions", "chat"], key="l_endpoint", help=ENDPOINT_HELP)
+    length_help = ("N (fixed), MIN:MAX (uniform), normal:MEAN,STD or lognormal[:MEAN,SIGMA]; bare 'lognormal' is "
+                   "chat-like (LMSYS-Chat-1M mean lengths, sigma 1.0 assumed)")
+    a.text_input("Input tokens", key="l_input_len", help=length_help)
+    b.text_input("Output tokens", key="l_output_len", help=length_help)
+    a.selectbox("Endpoint", ["completions", "chat"], key="l_endpoint", help=ENDPOINT_HELP)
+    b.selectbox("Prompts", ["text", "token-ids"], key="l_prompt_format", help=PROMPT_FORMAT_HELP,
+                format_func=lambda x: "text (as real clients)" if x == "text" else "token ids (labelled)")
+    a.number_input("Shared prefix tokens", min_value=0, step=64, key="l_prefix_len",
+                   help="One prefix before every prompt (a system prompt): prefix caching shows up")
+    b.text_input("Tokenizer (optional)", key="l_tokenizer",
+                 help="tokenizer.json or model directory; default: the served model's own")
     st.markdown("**SLOs for goodput** (0 = not set)")
     x, y, z = st.columns(3)
     x.number_input("TTFT ms", min_value=0.0, step=50.0, key="l_slo_ttft_ms")
@@ -221,6 +229,8 @@ def _values() -> LaunchValues:
         base_url=g("base_url", "") or "", levels=g("levels", ""), stop_by=g("stop_by", "requests"),
         requests=int(g("requests", 0) or 0), duration_s=float(g("duration_s", 30.0)), warmup=int(g("warmup", 0)),
         input_len=g("input_len", ""), output_len=g("output_len", ""), endpoint=g("endpoint", "completions"),
+        prompt_format=g("prompt_format", "text"), tokenizer=g("tokenizer", "") or "",
+        prefix_len=int(g("prefix_len", 0) or 0),
         slo_ttft_ms=float(g("slo_ttft_ms", 0)), slo_tpot_ms=float(g("slo_tpot_ms", 0)),
         slo_e2e_ms=float(g("slo_e2e_ms", 0)), price=g("price"), name=g("name", "") or "", tags=g("tags", "") or "")
 

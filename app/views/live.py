@@ -10,6 +10,7 @@ import streamlit as st
 from app.ui import charts
 from app.ui.common import (esc_md, fmt_dt, fmt_num, fmt_secs, show_chart, show_table, sim_badge, status_badge,
                            worker_api)
+from bench.report import prompt_label
 from storage import queries as q
 from storage.db import to_url
 
@@ -82,7 +83,7 @@ def _header(d: q.RunDetail) -> None:
     r = d.run
     st.markdown(f"## {esc_md(r.name or 'Run')} · #{r.id} &nbsp; {status_badge(r.status)} {sim_badge(r.simulated)}")
     st.caption(f"{esc_md(r.engine_kind)} · {esc_md(r.model)} · {esc_md(r.gpu or 'GPU ?')} × {r.gpu_count} · "
-               f"created {fmt_dt(r.created_at)}" + (f" · tags: {esc_md(', '.join(r.tags))}" if r.tags else ""))
+               f"prompts: {esc_md(prompt_label(d.config))} · created {fmt_dt(r.created_at)}" + (f" · tags: {esc_md(', '.join(r.tags))}" if r.tags else ""))
     if r.simulated:
         st.warning("SIMULATED run: numbers come from Melt's simulator, not a real GPU.", icon=":material/science:")
     if r.error:

@@ -96,6 +96,7 @@ class SimServer:
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
         self._name_json = orjson.dumps(self.name)
+        self.text_tok = tok.TextTokenizer(perf.model.vocab_size)  # real BPE counts for text prompts
         self._labels = label_str(engine="0", model_name=self.name)
         self.h_ttft = Histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
                                 TTFT_BUCKETS)
@@ -261,14 +262,14 @@ class SimServer:
         """Token counts of a completions `prompt`: a string, a list of token ids, a list of strings, or a list of
         token-id lists (the last two are batches: one completion per prompt)."""
         if isinstance(prompt, str):
-            counts = [tok.count_text(prompt)]
+            counts = [self.text_tok.count(prompt)]
         elif isinstance(prompt, list) and prompt and all(isinstance(p, int) and not isinstance(p, bool)
                                                           for p in prompt):
             if min(prompt) < 0 or max(prompt) >= self.perf.model.vocab_size:
                 raise BadRequest(f"token ids must be in [0, {self.perf.model.vocab_size})", param="prompt")
             counts = [len(prompt)]
         elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-            counts = [tok.count_text(p) for p in prompt]
+            counts = [self.text_tok.count(p) for p in prompt]
         elif isinstance(prompt, list) and prompt and all(isinstance(p, list) for p in prompt):
             counts = []
             for p in prompt:
@@ -293,14 +294,14 @@ class SimServer:
             if content is None:
                 words = 0
             elif isinstance(content, str):
-                words = tok.count_text(content)
+                words = self.text_tok.count(content)
             elif isinstance(content, list):
                 words = 0
                 for part in content:
                     if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"),
                                                                                                     str):
                         raise BadRequest("the simulator accepts text content parts only", param="messages")
-                    words += tok.count_text(part["text"])
+                    words += self.text_tok.count(part["text"])
             else:
                 raise BadRequest("message content must be a string or a list of parts", param="messages")
             n += words + tok.CHAT_TOKENS_PER_MESSAGE
@@ -441,7 +442,7 @@ class SimServer:
                 prompt = body.get("prompt")
                 if not isinstance(prompt, str):
                     raise BadRequest("prompt must be a string", param="prompt")
-                ids = tok.word_ids(prompt, self.perf.model.vocab_size)
+                ids = self.text_tok.ids(prompt)
         except BadRequest as e:
             return error_response(e.status, str(e), e.param)
         return web.json_response({"count": len(ids), "max_model_len": self.perf.max_model_len, "tokens": ids,
@@ -455,8 +456,9 @@ class SimServer:
                 raise BadRequest("tokens must be a list of integers", param="tokens")
         except BadRequest as e:
             return error_response(e.status, str(e), e.param)
-        # Any text with one word per id re-tokenizes to the same count, which is all a count-based tokenizer keeps.
-        return web.json_response({"prompt": " ".join(f"t{i}" for i in ids)})
+        if any(i < 0 or i >= self.perf.model.vocab_size for i in ids):
+            return error_response(400, f"token ids must be in [0, {self.perf.model.vocab_size})", "tokens")
+        return web.json_response({"prompt": self.text_tok.decode(ids)})
 
     # -- GET routes
 

@@ -1,9 +1,10 @@
-"""The simulator's stand-in tokenizer and its generated text.
+"""The simulator's tokenizer and its generated text.
 
-No real tokenizer is available offline, so text is counted deterministically: ONE TOKEN PER WHITESPACE-SEPARATED
-WORD (`len(text.split())`). A chat request additionally counts CHAT_TOKENS_PER_MESSAGE per message and
-CHAT_TOKENS_GENERATION_PROMPT once, standing in for the chat template's role markers. Token-id prompts (lists of ints)
-are counted exactly: len(list). Clients that need exact prompt sizes should send token ids and read `usage`.
+Text prompts are tokenized for real with Melt's byte-level BPE for the simulated model's vocabulary
+(catalog/tokenizer.py): the same tokenizer a dummy-weight vLLM of that model serves with, and the one the load
+generator makes its exact-length text prompts with, so usage.prompt_tokens is the true count. A chat request
+additionally counts CHAT_TOKENS_PER_MESSAGE per message and CHAT_TOKENS_GENERATION_PROMPT once, standing in for the
+chat template's role markers. Token-id prompts (lists of ints) are counted exactly: len(list).
 
 Generated text: token i of a completion is WORDS[i % len(WORDS)], a short non-empty string with a leading space, so
 the text reads as words and re-tokenizes (by the rule above) to exactly the number of generated tokens.
@@ -30,8 +31,24 @@ _BIG = _CYCLE * (_REPEAT + 1)
 _BIG_BYTES = _BIG.encode()
 
 
-def count_text(text: str) -> int:
-    return len(text.split())
+class TextTokenizer:
+    """count(text) and ids(text) through the BPE of a vocabulary size (trained/cached on first use)."""
+
+    def __init__(self, vocab_size: int):
+        from tokenizers import Tokenizer
+
+        from catalog.tokenizer import tokenizer_file
+
+        self.tok = Tokenizer.from_file(str(tokenizer_file(vocab_size)))
+
+    def ids(self, text_: str) -> list[int]:
+        return self.tok.encode(text_, add_special_tokens=False).ids
+
+    def count(self, text_: str) -> int:
+        return len(self.ids(text_))
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids)
 
 
 def _span(start: int, n: int) -> tuple[int, int] | None:
@@ -56,8 +73,3 @@ def text_bytes(start: int, n: int) -> bytes:
 
 def text(start: int, n: int) -> str:
     return text_bytes(start, n).decode()
-
-
-def word_ids(text_: str, vocab_size: int) -> list[int]:
-    """Stable fake token ids for /tokenize: one per word."""
-    return [zlib.crc32(w.encode()) % vocab_size for w in text_.split()]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The H100 A/B (issue: real engines) as one short command per device call, so the calls go back to back (the lent
+# The H100/H200 A/B (issues: real engines, numbers you can trust) as one short command per device call, so the calls go back to back (the lent
 # machine is given back 30 s after a call). Run from the repo root on the device machine; results land in $OUT.
 #   stage N            calls 1-5: carry .gpu/p0N (vLLM bundle, ../shared/device/README.md), copy it to /tmp/stage
 #   serve              carry .gpu/p05 + .whl: install vLLM + Melt's wheels, launch vLLM through Melt (left running)
@@ -28,7 +28,9 @@ case "$step" in
       --pairs "$3" --tools "${5:-melt,vllm}" --out "$res"
     if [ -f "$res/compare_$name.json" ]; then cp "$res/compare_$name.json" "$res/compare_$name.md" "$OUT"/
     else cp "$res/compare_$name.partial.json" "$OUT"/; fi  # cut by the timeout: what it measured so far
-    tar -C "$res" -czf "$OUT/logs_$name.tgz" --exclude='*.json' --exclude='melt.db*' . ;;
+    tar -C "$res" -czf "$OUT/logs_$name.tgz" --exclude='*.json' --exclude='melt.db*' .
+    # Melt's own rows (every request's send time, TTFT, E2E, tokens): the steady-state figures are computed from them
+    [ -f "$res/melt.db" ] && python3 -c "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('vacuum into ?', (sys.argv[2],))" "$res/melt.db" "/tmp/res/$name.db" && gzip -c "/tmp/res/$name.db" > "$OUT/melt_$name.db.gz" ;;
   stop)
     python3 scripts/gpu/vllm_compare.py stop --out "$OUT"
     cp /tmp/melt_vllm_server/engine.log "$OUT"/ ; nvidia-smi ;;

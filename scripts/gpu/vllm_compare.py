@@ -184,8 +184,11 @@ def _tokenizer(plan) -> str:
     return next(a for i, a in enumerate(plan.argv) if i and plan.argv[i - 1] == "--model")
 
 
-TOOLS = ("melt", "vllm", "melt-notel", "vllm+nvml")  # -notel: Melt with --telemetry-hz 0; +nvml: Melt's GPU sampling
-                                                      # (scripts/gpu/nvml_side.py) running beside vllm bench
+TOOLS = ("melt", "vllm", "melt-notel", "vllm+nvml", "melt-ids")
+# melt: text prompts through the served model's tokenizer (Melt's default, as vllm bench's random dataset);
+# -notel: Melt with --telemetry-hz 0; +nvml: Melt's GPU sampling (scripts/gpu/nvml_side.py) running beside vllm bench;
+# melt-ids: Melt with --prompt-format token-ids (the server skips tokenizing: its API-server CPU per request shows
+# what tokenizing costs it)
 
 
 def run_pairs(plan, server_pid: int, levels: list[int], pairs: int, out: Path, rows: list, partial: Path,
@@ -207,6 +210,7 @@ def run_pairs(plan, server_pid: int, levels: list[int], pairs: int, out: Path, r
                     extra = ["--client-procs", str(CFG["client_procs"])] if CFG["client_procs"] else []
                     if who == "melt-notel":
                         extra += ["--telemetry-hz", "0"]
+                    extra += ["--prompt-format", "token-ids"] if who == "melt-ids" else ["--tokenizer", _tokenizer(plan)]
                     doc = melt("sweep", "--engine", "openai", "--base-url", plan.base_url, "--model",
                                plan.served_model_name, "--levels", str(conc), "--requests", str(n),
                                "--input-len", str(CFG["input_len"]), "--output-len", str(CFG["output_len"]),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import socket
 import threading
 import time
@@ -17,7 +18,18 @@ from aiohttp import web
 
 from bench.config import LengthRange
 from bench.loadgen import PRECONNECT_PARALLEL, REQUEST_COLUMNS, LevelPlan, LoadGenError, RequestResult, run_level
-from bench.workload import chat_text_for, make_prompts
+from bench.prompts import PromptMaker
+from bench.workload import make_prompts
+from catalog.tokenizer import tokenizer_file
+
+VOCAB = 32000
+
+
+@functools.cache
+def _TOK():
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(tokenizer_file(VOCAB)))
 
 FAULTS = ("ok", "http500", "disconnect", "no_usage", "error_event")
 
@@ -77,7 +89,9 @@ class StreamServer:
             return web.json_response({"error": {"message": "injected failure"}}, status=500)
         chat = request.path.endswith("/chat/completions")
         n_out = body.get("max_completion_tokens") or body["max_tokens"]
-        n_in = len(body["messages"][0]["content"].split()) if chat else len(body["prompt"])
+        prompt = body["messages"][0]["content"] if chat else body["prompt"]
+        # text is counted as a real server would: through the served model's tokenizer (here Melt's BPE)
+        n_in = len(_TOK().encode(prompt, add_special_tokens=False).ids) if isinstance(prompt, str) else len(prompt)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         self.active += 1
@@ -234,14 +248,44 @@ def test_injected_failures_are_counted_never_dropped(server):
     assert out.output_tokens == 8 * 5 and out.itl.count == 8 * 4
 
 
+def _text_plan(server, **kw) -> LevelPlan:
+    return _plan(server, prompt_format="text", tokenizer_path=str(tokenizer_file(VOCAB)), **kw)
+
+
 def test_chat_endpoint(server):
-    out, got, _ = _run(_plan(server, endpoint="chat", n_requests=6, concurrency=2), procs=1)
+    plan = _text_plan(server, endpoint="chat", n_requests=6, concurrency=2)
+    out, got, _ = _run(plan, procs=1)
     assert out.results_ok == 6
-    prompts = make_prompts(6, LengthRange(min=8, max=8), 1)
+    maker = PromptMaker.for_plan(plan)
     contents = sorted(b["messages"][0]["content"] for b in server.bodies)
-    assert contents == sorted(chat_text_for(p) for p in prompts)
+    assert contents == sorted(maker.request(q)[0] for q in range(6))
     assert all(b["max_completion_tokens"] == 5 for b in server.bodies)
-    assert all(r.input_tokens == 8 for r in got)
+    assert all(r.input_tokens == 8 for r in got)      # exact length through the tokenizer
+
+
+def test_text_prompts_exact_length_with_prefix_sharded(server):
+    """Text prompts (the run default): exact token counts through the tokenizer as the server counts them, one
+    shared prefix, distinct suffixes, prompts made before "go" and identical however the level is sharded."""
+    plan = _text_plan(server, n_requests=30, concurrency=6, input_len=LengthRange(min=40, max=90), prefix_len=32)
+    out, got, _ = _run(plan, procs=2)
+    assert out.results_ok == 30 and out.error is None
+    maker = PromptMaker.for_plan(plan)
+    expect = {q: maker.request(q) for q in range(30)}
+    assert sorted(b["prompt"] for b in server.bodies) == sorted(p for p, _ in expect.values())
+    heads = {b["prompt"][:len(maker.prefix_text)] for b in server.bodies}
+    assert heads == {maker.prefix_text} and len({b["prompt"] for b in server.bodies}) == 30
+    for r in got:
+        n_in = _TOK().encode(expect[r.seq][0], add_special_tokens=False).ids
+        assert r.input_tokens == len(n_in) == maker.prefix_n + (r.input_tokens - maker.prefix_n)
+        assert 40 <= r.input_tokens - maker.prefix_n <= 90 and r.max_tokens == expect[r.seq][1]
+    assert sum(s.prompts_inexact for s in out.shards) == 0
+
+
+def test_text_plan_without_tokenizer_is_refused(server):
+    with pytest.raises(LoadGenError, match="tokenizer"):
+        _run(_plan(server, prompt_format="text"), procs=1)
+    with pytest.raises(LoadGenError, match="chat endpoint sends text"):
+        _run(_plan(server, endpoint="chat"), procs=1)
 
 
 def test_duration_mode(server):

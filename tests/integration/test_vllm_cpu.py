@@ -184,3 +184,39 @@ def test_orphaned_engine_core_is_cleaned_up(vllm_spec, tmp_path):
           f"(EngineCore alive: {bool(survivors)}); stop() -> {report}")
     assert report["leftover_pids"] == [] and report["exit_code"] == -signal.SIGKILL
     assert group_pids(eng.pid) == []
+
+
+def test_sweep_of_a_local_dummy_dir_with_text_prompts(vllm_spec, tmp_path):
+    """`bench sweep --dummy-weights --model DIR` (a config.json of one's own, here written from the catalog) against
+    real vLLM: text prompts (the default) made with DIR's own tokenizer arrive with exactly the asked length, as the
+    server's usage counts them; the run records the tokenizer's fingerprint."""
+    import subprocess
+    import sys
+
+    from catalog import get_model
+    from catalog.tokenizer import fingerprint
+    from engines.dummy import write_model_dir
+
+    spec = vllm_spec()
+    model_dir = write_model_dir(get_model("melt/tiny-qwen3"), tmp_path / "my-model")
+    db = tmp_path / "melt.db"
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-m", "bench", "--db", str(db), "sweep", "--engine", "vllm", "--model",
+                        str(model_dir), "--dummy-weights", "--max-model-len", "2048", "--max-seqs", "32",
+                        "--dtype", "float32", "--engine-cmd", " ".join(spec.engine_cmd),
+                        *[f"--engine-arg={x}" for x in spec.extra_args], "--levels", "4", "--requests", "16",
+                        "--input-len", "100:300", "--output-len", "8", "--telemetry-hz", "0", "--json"],
+                       cwd=root, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    lv = doc["levels"][0]
+    assert doc["config"]["workload"]["prompt_format"] == "text" and lv["n_ok"] == 16 and lv["prompts_inexact"] == 0
+    assert doc["versions"]["tokenizer"] == fingerprint(model_dir / "tokenizer.json")
+    from bench.workload import _lengths, _rng
+    from bench.config import LengthRange
+
+    import sqlite3
+    rows = sqlite3.connect(db).execute("select seq, input_tokens from requests where not warmup").fetchall()
+    seed = doc["config"]["workload"]["seed"]
+    want = {q: _lengths(_rng(seed, q), LengthRange(min=100, max=300), LengthRange(min=8, max=8))[0] for q, _ in rows}
+    assert len(rows) == 16 and all(n == want[q] for q, n in rows), rows   # exact, by the server's own count

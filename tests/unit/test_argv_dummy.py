@@ -25,7 +25,8 @@ def test_tiny_model_dir(tmp_path):
     tok = json.loads((d / "tokenizer.json").read_text())
     vocab = tok["model"]["vocab"]
     assert len(vocab) == 32000 and sorted(vocab.values()) == list(range(32000))  # every id, exactly once
-    assert tok["model"]["type"] == "WordLevel"
+    assert tok["model"]["type"] == "BPE" and tok["pre_tokenizer"]["type"] == "ByteLevel"  # real BPE work
+    assert [a["content"] for a in tok["added_tokens"]][:3] == ["<unk>", "<s>", "</s>"]
     tcfg = json.loads((d / "tokenizer_config.json").read_text())
     assert tcfg["eos_token"] == "</s>" and "chat_template" in tcfg
     assert json.loads((d / "generation_config.json").read_text())["eos_token_id"] == EOS_ID
@@ -62,7 +63,11 @@ def test_transformers_loads_it(tmp_path):
     d = write_model_dir(get_model("melt/tiny-qwen3"), tmp_path / "m")
     code = ("import sys\nfrom transformers import AutoConfig, AutoTokenizer\n"
             "c = AutoConfig.from_pretrained(sys.argv[1]); t = AutoTokenizer.from_pretrained(sys.argv[1])\n"
-            "print(type(c).__name__, c.vocab_size, len(t), t('w1000 w29999').input_ids, t.decode([1000, 2]))\n")
+            "ids = t('def main(): return 42', add_special_tokens=False).input_ids\n"
+            "print(type(c).__name__, c.vocab_size, len(t), ids, repr(t.decode(ids + [2], skip_special_tokens=True)))\n")
     out = subprocess.run([str(py), "-c", code, str(d)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split("\n")[0] == "Qwen3Config 32000 32000 [1000, 29999] w1000 </s>"
+    from tokenizers import Tokenizer
+
+    ours = Tokenizer.from_file(str(d / "tokenizer.json")).encode("def main(): return 42", add_special_tokens=False).ids
+    assert out.stdout.split("\n")[0] == f"Qwen3Config 32000 32000 {ours} 'def main(): return 42'"

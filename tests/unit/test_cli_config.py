@@ -98,3 +98,38 @@ def test_port_in_use_is_rejected():
             preflight(c, None)
     finally:
         s.close()
+
+
+def test_prompt_flags(tmp_path):
+    c = cfg("--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B")
+    assert c.workload.prompt_format == "text" and c.workload.prefix_len == 0      # text is the default
+    c = cfg("--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--prompt-format",
+            "token-ids", "--prefix-len", "64", "--input-len", "lognormal", "--output-len", "normal:128,16")
+    assert c.workload.prompt_format == "token-ids" and c.workload.prefix_len == 64
+    assert c.workload.input_len.mean == 69.5 and c.workload.output_len.kind == "normal"
+    with pytest.raises(UsageError, match="chat sends text"):
+        cfg("--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--endpoint", "chat",
+            "--prompt-format", "token-ids")
+    with pytest.raises(UsageError, match="--tokenizer"):
+        cfg("--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--tokenizer", str(tmp_path))
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"prompt": 3}\n')
+    with pytest.raises(UsageError, match="--prompt-file: .*line 1"):
+        cfg("--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--prompt-file", str(bad))
+    bad.write_text('{"prompt": "hello"}\n')
+    with pytest.raises(UsageError, match="sent as text"):
+        cfg("--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--prompt-file", str(bad),
+            "--prompt-format", "token-ids")
+
+
+def test_dummy_weights_with_a_local_model_dir(tmp_path):
+    """A config.json of one's own is a model: --dummy-weights takes the directory (it used to say 'unknown model')."""
+    d = tmp_path / "my-model"
+    d.mkdir()
+    with pytest.raises(UsageError, match="no config.json"):
+        cfg("--engine", "vllm", "--model", str(d), "--dummy-weights")
+    (d / "config.json").write_text("{}")
+    c = cfg("--engine", "vllm", "--model", str(d), "--dummy-weights")
+    assert c.engine.model == str(d) and c.engine.dummy_weights
+    with pytest.raises(UsageError, match="unknown model"):
+        cfg("--engine", "vllm", "--model", "no/such-model", "--dummy-weights")

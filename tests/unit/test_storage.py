@@ -22,7 +22,7 @@ def test_migrated_wal_database(db_path):
     with eng.connect() as c:
         assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert c.execute(text("PRAGMA busy_timeout")).scalar() == 10000
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0002"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0003"
     # reopening an existing file is idempotent
     open_db(db_path)
 
@@ -46,7 +46,7 @@ def test_an_older_database_is_upgraded_at_open_and_keeps_its_runs(db_path):
     with factory() as s:
         run = s.get(Run, 1)
         assert run.name == "old" and run.instances[0].proc_tag is None
-        assert s.execute(text("select version_num from alembic_version")).scalar() == "0002"
+        assert s.execute(text("select version_num from alembic_version")).scalar() == "0003"
 
 
 def _migrate_at(url: str, go) -> None:
@@ -198,3 +198,29 @@ def test_reaping_finds_an_engine_child_that_outlived_its_group_leader(db_path, t
             child.kill()
         except psutil.Error:
             pass
+
+
+def test_old_runs_get_their_prompt_format(tmp_path):
+    """Runs stored before prompt formats existed keep what they really sent (token ids for completions, text for
+    chat) instead of inheriting the new default, text."""
+    import json
+    import sqlite3
+
+    from storage import queries as q
+    from storage.db import migrate
+
+    db = tmp_path / "old.db"
+    migrate(f"sqlite:///{db}", "0002")
+    con = sqlite3.connect(db)
+    cols = [r[1] for r in con.execute("pragma table_info(runs)")]
+    for rid, endpoint in ((1, "completions"), (2, "chat")):
+        row = {c: None for c in cols}
+        row.update(id=rid, name="", status="completed", created_at="2026-11-01 00:00:00", engine_kind="sim",
+                   model="m", gpu_count=1, simulated=1, tags="[]", notes="", versions="{}", host="{}",
+                   config=json.dumps({"workload": {"endpoint": endpoint}, "levels": [1]}))
+        con.execute(f"insert into runs ({','.join(row)}) values ({','.join('?' * len(row))})", list(row.values()))
+    con.commit()
+    con.close()
+    open_db(db)  # migrates to head
+    got = {d.run.id: d.config["workload"]["prompt_format"] for d in q.get_runs([1, 2], db)}
+    assert got == {1: "token-ids", 2: "text"}

@@ -1,11 +1,10 @@
-"""bench.workload: deterministic prompts and lengths, safe id range, chat text fallback."""
+"""bench.workload: deterministic token ids and lengths, safe id range, length distributions."""
 from __future__ import annotations
 
 import pytest
 
 from bench.config import LengthRange
-from bench.workload import (ID_HI, ID_LO, chat_text_for, id_range, make_prompts, output_len_for,
-                            request_shape)
+from bench.workload import ID_HI, ID_LO, id_range, make_prompts, output_len_for, request_shape
 
 L = LengthRange
 
@@ -47,9 +46,29 @@ def test_request_shape_matches_make_prompts_and_ignores_output_range():
         assert n_out == output_len_for(q, L(min=5, max=9), L(min=100, max=200), seed=11)
 
 
-def test_chat_text_one_word_per_id():
-    text = chat_text_for([1000, 1001, 29999])
-    words = text.split(" ")
-    assert len(words) == 3 and len(set(words)) == 3
-    assert chat_text_for([1000, 1001, 29999]) == text
-    assert all(w.isalpha() and w.islower() for w in words)
+def test_length_distributions_parse_and_sample():
+    assert L.parse("512").kind == "fixed" and L.parse("128:1024").kind == "uniform"
+    n = L.parse("normal:512,64")
+    assert (n.kind, n.mean, n.spread, n.min) == ("normal", 512, 64, 1)
+    assert n.max == 710                                   # ceil(512 + 64 * z_0.999)
+    outs = [output_len_for(q, L(min=8, max=8), n, seed=0) for q in range(4000)]
+    mean = sum(outs) / len(outs)
+    sd = (sum((x - mean) ** 2 for x in outs) / len(outs)) ** 0.5
+    assert abs(mean - 512) < 5 and abs(sd - 64) < 4 and max(outs) <= 710
+    ln = L.parse("lognormal:200,0.5,10,5000")
+    outs = sorted(output_len_for(q, L(min=8, max=8), ln, seed=1) for q in range(4000))
+    assert abs(sum(outs) / len(outs) - 200) < 8          # MEAN is the distribution's mean, not its median
+    assert outs[len(outs) // 2] < 200 and min(outs) >= 10 and max(outs) <= 5000
+    chat_in, chat_out = L.parse("lognormal", "input"), L.parse("lognormal", "output")
+    assert (chat_in.mean, chat_out.mean, chat_in.spread) == (69.5, 214.5, 1.0)
+    assert str(L.parse(str(ln))) == str(ln)               # round-trips through its text form (Launch page)
+    for bad in ("normal", "normal:512", "normal:x,1", "lognormal:0,1", "12:3", "0", "gamma:1,2"):
+        with pytest.raises(ValueError):
+            L.parse(bad)
+
+
+def test_distribution_does_not_shift_the_ids():
+    """Lengths consume exactly two draws whatever their distribution, so ids depend on (seed, seq) only."""
+    a, _ = request_shape(3, L(min=64, max=64), L(min=8, max=8), seed=5)
+    b, _ = request_shape(3, L(min=64, max=64), L.parse("lognormal:100,1"), seed=5)
+    assert a.tolist() == b.tolist()
