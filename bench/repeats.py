@@ -85,6 +85,14 @@ def aggregate(summaries: Iterable[dict]) -> list[dict[str, Any]]:
     return out
 
 
+def summaries_of(levels: Iterable[Any]) -> list[dict]:
+    """Level rows (storage.queries.LevelRow or anything with .summary/.status/.concurrency/.request_rate/.repeat)
+    as the summaries aggregate() takes: the row's status, rate and repeat win over the summary's."""
+    return [{**(lv.summary or {}), "concurrency": lv.concurrency, "request_rate": lv.request_rate,
+             "repeat": getattr(lv, "repeat", 0) or 0, "status": getattr(lv.status, "value", lv.status)}
+            for lv in levels]
+
+
 def has_repeats(summaries: Iterable[dict]) -> bool:
     return any((s.get("repeat") or 0) > 0 for s in summaries)
 
@@ -113,3 +121,14 @@ def interval_rows(summaries: Iterable[dict]) -> list[dict[str, Any]]:
             "TPOT mean ms (steady)": format_ci(g["steady_tpot_mean_ms"], 2),
         })
     return rows
+
+
+def interval_for(levels: Iterable[Any], concurrency: int, request_rate: float | None) -> dict[str, Any]:
+    """interval_rows' row for one (concurrency, rate) of a run's level rows, without the key columns; {} if none.
+    A rate that is NaN (a pandas cell) means closed loop."""
+    if request_rate is not None and request_rate != request_rate:
+        request_rate = None
+    for g, row in zip(aggregate(summaries_of(levels)), interval_rows(summaries_of(levels))):
+        if g["concurrency"] == concurrency and g["request_rate"] == request_rate:
+            return {k: v for k, v in row.items() if k not in ("concurrency", "rate req/s")}
+    return {}

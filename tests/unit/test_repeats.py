@@ -56,3 +56,17 @@ def test_formatting():
     row = interval_rows([_level(4, 0, 100.0, 10.0, 110.0), _level(4, 1, 120.0, 10.0, 130.0)])[0]
     assert row["out tok/s (whole)"].startswith("110.0 ± ") and row["out tok/s (steady)"].startswith("120.0 ± ")
     assert row["repeats"] == 2 and row["rate req/s"] == "-"
+
+
+def test_level_rows_feed_the_intervals():
+    from types import SimpleNamespace as NS
+
+    from bench.repeats import interval_for, summaries_of
+
+    rows = [NS(concurrency=4, request_rate=None, repeat=k, status="completed", summary=_level(4, k, tok, 10.0, tok))
+            for k, tok in enumerate((100.0, 120.0))]
+    rows.append(NS(concurrency=4, request_rate=None, repeat=2, status="failed", summary={}))
+    assert [s["status"] for s in summaries_of(rows)] == ["completed", "completed", "failed"]
+    ci = interval_for(rows, 4, float("nan"))
+    assert ci["repeats"] == 2 and ci["out tok/s (whole)"].startswith("110.0 ± ")
+    assert interval_for(rows, 8, None) == {}
