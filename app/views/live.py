@@ -297,7 +297,7 @@ def _levels(d: q.RunDetail) -> None:
     st.subheader("Levels" + (" — SIMULATED" if d.run.simulated else ""))
     df = pd.DataFrame(rows)
     show_table(df, key=f"live-levels-{d.run.id}", filename=f"run{d.run.id}_levels")
-    st.caption("Whole-level figures follow vllm bench serve; steady_* are the steady-state window's (every user "
+    st.caption("Whole-level figures follow vllm bench serve; the steady columns are the steady-state window's (every user "
                "busy: ramp-up and drain left out).")
     reps = interval_rows(summaries_of(d.levels))
     if reps and any(r["repeats"] > 1 for r in reps):
