@@ -16,42 +16,33 @@ MAX_AUTO_RAMP_S = 5.0      # the default ramp-up never exceeds this
 AUTO_RAMP_PER_USER_S = 0.05  # ... and spaces user starts by at most this (so c=1 has none, c=16 0.75 s)
 
 
-def parse_rates(text: str) -> list[float]:
-    """"5,10 20" -> [5.0, 10.0, 20.0] (requests/s); ValueError in plain words on anything else."""
+def _parse_list(text: str, conv, not_a: str, must: str, example: str) -> list:
+    """Comma/space/semicolon-separated positive numbers; ValueError in plain words (for CLI and UI alike)."""
     out = []
     for part in str(text).replace(";", ",").replace(" ", ",").split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            v = float(part)
+            v = conv(part)
         except ValueError:
-            raise ValueError(f"{part!r} is not a number (expected request rates like 5,10,20)") from None
-        if not v > 0 or v != v or v == float("inf"):
-            raise ValueError(f"request rates must be positive, got {part}")
+            raise ValueError(f"{part!r} is not {not_a} (expected e.g. {example})") from None
+        if not 0 < v < float("inf"):
+            raise ValueError(f"{must} must be positive, got {part}")
         out.append(v)
     if not out:
-        raise ValueError("give at least one request rate, e.g. 5,10,20")
+        raise ValueError(f"give at least one {must.rstrip('s')}, e.g. {example}")
     return out
 
 
 def parse_levels(text: str) -> list[int]:
-    """"10,100 400" -> [10, 100, 400]; ValueError (plain words, for CLI and UI alike) on anything else."""
-    out = []
-    for part in str(text).replace(";", ",").replace(" ", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            v = int(part)
-        except ValueError:
-            raise ValueError(f"{part!r} is not a whole number (expected e.g. 10,100,400)") from None
-        if v <= 0:
-            raise ValueError(f"concurrency must be positive, got {v}")
-        out.append(v)
-    if not out:
-        raise ValueError("give at least one concurrency level, e.g. 10,100")
-    return out
+    """"10,100 400" -> [10, 100, 400]."""
+    return _parse_list(text, int, "a whole number", "concurrency levels", "10,100,400")
+
+
+def parse_rates(text: str) -> list[float]:
+    """"5,10 20" -> [5.0, 10.0, 20.0] (requests/s)."""
+    return _parse_list(text, float, "a number", "request rates", "5,10,20")
 
 
 class _Strict(BaseModel):
