@@ -184,9 +184,10 @@ class LevelPlan:
 
     @classmethod
     def from_workload(cls, wl: WorkloadSpec, *, base_url: str, model: str, concurrency: int,
-                      request_rate: float | None = None, seed: int | None = None,
+                      request_rate: float | None, seed: int | None = None,
                       api_key: str | None = None, vocab_size: int | None = None) -> "LevelPlan":
-        """The plan of one level of `wl` (request_rate: this level's rate, e.g. one of a rate sweep's)."""
+        """The plan of one level of `wl`. `request_rate`: this level's rate (one of wl.level_rates(): a rate sweep has
+        several), None = closed loop; always given, so a rate sweep's level never silently becomes closed loop."""
         return cls(base_url=base_url.rstrip("/"), model=model, endpoint=wl.endpoint, concurrency=concurrency,
                    n_requests=wl.requests_for(concurrency), duration_s=wl.duration_s,
                    warmup_requests=wl.warmup_requests, input_len=wl.input_len, output_len=wl.output_len,
