@@ -4,7 +4,10 @@ A closed-loop level has a ramp (users start one after another, bench/loadgen.py)
 work one after another); the whole-level numbers (bench/metrics.py, `vllm bench serve` definitions) include both.
 The steady window leaves them out:
 
-  completion(r) = send_ns + e2e_ms     (a failed request without E2E: send_ns, the only time it has)
+  completion(r) = send_ns + e2e_ms. A failed request without E2E has no recorded end: in a closed loop it ended when
+                its user sent the next one (that user's next send_ns); a user's *last* request without E2E has an
+                unknown end (a timeout may last minutes), so that user does not take part in `end` below, and if it
+                was its only request its send time stands in for its end in `start`.
   closed loop   start = max over users of (completion of that user's first measured request)
                         = the moment every user has finished its first measured request (ramp and warm-up over);
                 end   = min(min over users of (completion of that user's last measured request), take_until_ns)
@@ -42,7 +45,8 @@ DEFINITION = ("window from the moment every user has finished its first measured
 
 
 def completion_ns(r: Any) -> int:
-    """When a request ended: send + E2E, or its send time when it has no E2E (failed before any content)."""
+    """When a request ended: send + E2E, or its send time when it has no E2E (failed before any content; see the
+    module docstring for how the window treats those)."""
     return r.send_ns + int(r.e2e_ms * 1e6) if r.e2e_ms is not None else r.send_ns
 
 
@@ -58,18 +62,23 @@ def steady_window(rows: Sequence[Any], take_until_ns: int | None = None, *, user
         start = min(completion_ns(r) for r in measured)
         end = max(r.send_ns for r in measured)
     else:
-        first: dict[int, int] = {}
-        last: dict[int, int] = {}
+        by_user: dict[int, list] = {}
         for r in measured:
-            t = completion_ns(r)
-            u = r.user
-            if u not in first or t < first[u]:
-                first[u] = t
-            if u not in last or t > last[u]:
-                last[u] = t
-        if users is not None and len(first) < users:
-            return f"only {len(first)} of {users} users finished a measured request"
-        start, end = max(first.values()), min(last.values())
+            by_user.setdefault(r.user, []).append(r)
+        if users is not None and len(by_user) < users:
+            return f"only {len(by_user)} of {users} users sent a measured request"
+        firsts, lasts = [], []
+        for reqs in by_user.values():
+            reqs.sort(key=lambda r: r.send_ns)
+            first = reqs[0]
+            firsts.append(completion_ns(first) if first.e2e_ms is not None or len(reqs) == 1 else reqs[1].send_ns)
+            last = reqs[-1]
+            if last.e2e_ms is not None:
+                lasts.append(completion_ns(last))
+        start = max(firsts)
+        end = min(lasts) if lasts else take_until_ns
+        if end is None:
+            return "no user's last request has a known end"
     if take_until_ns is not None:
         end = min(end, take_until_ns)
     if end <= start:

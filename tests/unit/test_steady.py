@@ -65,6 +65,18 @@ def test_failed_requests_are_counted_and_bring_no_tokens():
     assert completion_ns(rows[-1]) == rows[-1].send_ns
 
 
+def test_a_failure_without_e2e_ends_at_its_users_next_send_and_a_last_one_has_no_known_end():
+    # user 0's first request times out (no E2E); it ended when user 0 sent its next one, at 2.5
+    rows = [req(0, 0, None, ok=False), req(0, 2.5, 2), req(0, 4.5, 2),
+            req(1, 0.2, 2), req(1, 2.2, 2), req(1, 4.2, 2)]
+    assert steady_window(rows) == (int(2.5 * S), int(6.2 * S))     # not 2.2: user 0 was busy until 2.5
+    # user 0's last request hangs from 6 on: it still had work, so user 1 (out of work at 7) ends the window
+    assert steady_window(two_users() + [req(0, 6, None, ok=False)]) == (3 * S, 7 * S)
+    assert steady_window(two_users() + [req(0, 6, None, ok=False)], take_until_ns=int(6.5 * S)) == (
+        3 * S, int(6.5 * S))
+    assert "known end" in steady_window([req(0, 0, None, ok=False), req(1, 0.1, None, ok=False)])
+
+
 def test_no_window_when_a_user_never_finished_or_the_ramp_meets_the_drain():
     assert "2 of 3 users" in steady_window(two_users(), users=3)
     overlap = [req(0, 0, 2), req(1, 1, 2)]        # every user sends once: user 0 is done before user 1 finishes
