@@ -11,6 +11,9 @@ calculate_metrics) so numbers compare one to one:
                   "goodput_slo_set" says which case it is
   percentiles   numpy's default (linear between ranks); std is the population std
 
+These are whole-level figures (ramp-up and drain included, as vllm bench's are); the steady-state ones
+(bench/steady.py) are stored beside them by the sweep as summary["steady"].
+
 Warm-up requests are excluded everywhere. Token counts are the server's usage only. Failed requests are
 counted (n_err, errors by message) and never silently dropped.
 
