@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from bench.config import SLO, LengthRange, RunConfig, WorkloadSpec
 from bench.config import parse_levels as config_parse_levels
+from bench.config import parse_rates
 from bench.workload import ENDPOINT_HELP, PROMPT_FORMAT_HELP
 from engines.spec import EngineSpec
 
@@ -52,6 +53,21 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         raise UsageError(f"--duration must be positive, got {a.duration}")
     if a.requests is not None and a.duration is not None:
         raise UsageError("give --requests or --duration, not both")
+    rates = None
+    if a.rates:
+        if a.request_rate is not None:
+            raise UsageError("give --request-rate or --rates, not both")
+        try:
+            rates = parse_rates(a.rates)
+        except ValueError as e:
+            raise UsageError(f"--rates: {e}") from None
+    if a.burstiness != 1.0 and a.request_rate is None and rates is None:
+        raise UsageError("--burstiness shapes request-rate arrivals: give --request-rate or --rates too")
+    for flag, v in (("--ramp-up", a.ramp_up), ("--burstiness", a.burstiness), ("--min-steady", a.min_steady),
+                    ("--min-requests-per-user", a.min_requests_per_user), ("--level-cap", a.level_cap),
+                    ("--repeat", a.repeat)):
+        if v is not None and (v < 0 if flag == "--ramp-up" else v <= 0):
+            raise UsageError(f"{flag} must be {'>= 0' if flag == '--ramp-up' else 'positive'}, got {v:g}")
     if not a.model:
         raise UsageError("--model is required")
     gpu = a.gpu
@@ -111,14 +127,16 @@ def build_config(a: argparse.Namespace) -> RunConfig:
             input_len=_length("--input-len", a.input_len), output_len=_length("--output-len", a.output_len, "output"),
             endpoint=a.endpoint, prompt_format=a.prompt_format, tokenizer=a.tokenizer, prefix_len=a.prefix_len,
             prompt_file=a.prompt_file, requests=a.requests, duration_s=a.duration, warmup_requests=a.warmup,
-            request_rate=a.request_rate, seed=a.seed,
+            request_rate=a.request_rate, rates=rates, burstiness=a.burstiness, ramp_up_s=a.ramp_up,
+            min_steady_s=a.min_steady, min_requests_per_user=a.min_requests_per_user, max_level_s=a.level_cap,
+            seed=a.seed,
             slo=SLO(ttft_ms=a.slo_ttft_ms, tpot_ms=a.slo_tpot_ms, e2e_ms=a.slo_e2e_ms))
         price = a.price
         if price is None and gpu:
             price = get_gpu(gpu).price_per_hour
         return RunConfig(name=a.name or "", tags=a.tag or [], engine=spec, workload=workload, levels=levels, gpu=gpu,
                          gpu_count=len(gpus) if gpus else max(a.tp * a.dp, 1), price_per_gpu_hour=price,
-                         telemetry_hz=a.telemetry_hz, client_procs=a.client_procs)
+                         telemetry_hz=a.telemetry_hz, client_procs=a.client_procs, repeat=a.repeat)
     except ValidationError as e:
         msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise UsageError(f"invalid settings: {msgs}") from None
@@ -175,11 +193,30 @@ def _add_sweep(sub) -> None:
                    help="tokens of one prefix shared by every request (before each request's --input-len)")
     p.add_argument("--prompt-file", help='JSONL prompts used in order: {"prompt": TEXT} or {"input_len": N}, each '
                                          'with an optional "output_len"')
-    p.add_argument("--requests", type=int, help="requests per level (default 2 x concurrency, at least 100)")
+    p.add_argument("--requests", type=int,
+                   help="measured requests per level (default, with no --duration: the steady-state rule, see "
+                        "--min-steady)")
     p.add_argument("--duration", type=float, help="seconds per level instead of a request count")
+    p.add_argument("--min-steady", type=float, default=30.0,
+                   help="default stop rule: a level runs until it has this many seconds of steady state (every "
+                        "user busy) ... (default 30)")
+    p.add_argument("--min-requests-per-user", type=int, default=5,
+                   help="... and every user has finished this many measured requests (default 5; closed loop)")
+    p.add_argument("--level-cap", type=float, default=1200.0,
+                   help="... but stops taking requests after this many seconds whatever (default 1200)")
+    p.add_argument("--ramp-up", type=float,
+                   help="seconds over which closed-loop users start (user g at g*S/C); 0 = all at once; default "
+                        "50 ms per user after the first, at most 5 s")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="run the whole sweep N times; levels are reported as mean +- 95%% confidence interval")
     p.add_argument("--warmup", type=int, default=0, help="warm-up requests per level, excluded from metrics")
     p.add_argument("--endpoint", choices=["completions", "chat"], default="completions", help=ENDPOINT_HELP)
     p.add_argument("--request-rate", type=float, help="Poisson arrivals (req/s), capped by concurrency")
+    p.add_argument("--rates", help="rate sweep: one level per request rate (req/s), e.g. 5,10,20, at each "
+                                   "--levels value as the concurrency cap")
+    p.add_argument("--burstiness", type=float, default=1.0,
+                   help="request-rate arrivals: gamma inter-arrival times of shape B and mean 1/rate, as vllm bench "
+                        "serve (1 = Poisson, < 1 burstier, > 1 more even)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--slo-ttft-ms", type=float)
     p.add_argument("--slo-tpot-ms", type=float)
@@ -211,7 +248,7 @@ def _add_sweep(sub) -> None:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
-    from bench.report import levels_table, prompt_label, run_document, terminal_safe
+    from bench.report import levels_table, prompt_label, repeats_table, run_document, terminal_safe
     from bench.runs import create_run
     from bench.sweep import SweepHooks, run_sweep
     from bench.worker import Heartbeat, install_stop_signals
@@ -250,6 +287,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         log(f"run {run_id}{sim} {status.value}" + (f": {doc['error']}" if doc.get("error") else ""))
         if done:
             log(levels_table(doc["levels"]))
+            if reps := repeats_table(doc["levels"]):
+                log(reps)
     return {"completed": 0, "cancelled": 130}.get(status.value, 1)
 
 
@@ -274,7 +313,7 @@ def cmd_runs(a: argparse.Namespace) -> int:
 
 
 def cmd_show(a: argparse.Namespace) -> int:
-    from bench.report import levels_table, prompt_label, run_document, terminal_safe
+    from bench.report import levels_table, prompt_label, repeats_table, run_document, terminal_safe
 
     try:
         doc = run_document(a.run_id, a.db)
@@ -292,6 +331,8 @@ def cmd_show(a: argparse.Namespace) -> int:
     if doc.get("error"):
         say(f"  error: {doc['error']}")
     print(levels_table(doc["levels"]))
+    if reps := repeats_table(doc["levels"]):
+        print(terminal_safe(reps))
     return 0
 
 

@@ -1,4 +1,10 @@
-"""Run configuration: the pydantic models stored (as JSON) on every run row and passed to the worker."""
+"""Run configuration: the pydantic models stored (as JSON) on every run row and passed to the worker.
+
+How long a level runs (WorkloadSpec): `requests` per level, or `duration_s` per level, or, when neither is given,
+the steady-state rule: until the level has `min_steady_s` of steady state (bench/steady.py) and every user has
+finished `min_requests_per_user` measured requests, capped at `max_level_s`. Which levels a run has:
+RunConfig.planned_levels() (concurrency levels x request rates x repeats).
+"""
 from __future__ import annotations
 
 import math
@@ -10,23 +16,37 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from engines.spec import EngineSpec
 
 
-def parse_levels(text: str) -> list[int]:
-    """"10,100 400" -> [10, 100, 400]; ValueError (plain words, for CLI and UI alike) on anything else."""
+MAX_AUTO_RAMP_S = 5.0      # the default ramp-up never exceeds this
+AUTO_RAMP_PER_USER_S = 0.05  # ... and spaces user starts by at most this (so c=1 has none, c=16 0.75 s)
+
+
+def _parse_list(text: str, conv, not_a: str, must: str, example: str) -> list:
+    """Comma/space/semicolon-separated positive numbers; ValueError in plain words (for CLI and UI alike)."""
     out = []
     for part in str(text).replace(";", ",").replace(" ", ",").split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            v = int(part)
+            v = conv(part)
         except ValueError:
-            raise ValueError(f"{part!r} is not a whole number (expected e.g. 10,100,400)") from None
-        if v <= 0:
-            raise ValueError(f"concurrency must be positive, got {v}")
+            raise ValueError(f"{part!r} is not {not_a} (expected e.g. {example})") from None
+        if not 0 < v < float("inf"):
+            raise ValueError(f"{must} must be positive, got {part}")
         out.append(v)
     if not out:
-        raise ValueError("give at least one concurrency level, e.g. 10,100")
+        raise ValueError(f"give at least one {must.rstrip('s')}, e.g. {example}")
     return out
+
+
+def parse_levels(text: str) -> list[int]:
+    """"10,100 400" -> [10, 100, 400]."""
+    return _parse_list(text, int, "a whole number", "concurrency levels", "10,100,400")
+
+
+def parse_rates(text: str) -> list[float]:
+    """"5,10 20" -> [5.0, 10.0, 20.0] (requests/s)."""
+    return _parse_list(text, float, "a number", "request rates", "5,10,20")
 
 
 class _Strict(BaseModel):
@@ -160,10 +180,19 @@ class WorkloadSpec(_Strict):
                                   "default: the served model's own (see bench.prompts.resolve_tokenizer)")
     prefix_len: int = Field(default=0, ge=0, description="tokens of one prefix shared by every request of the run")
     prompt_file: str | None = Field(default=None, description="JSONL of prompts (text or lengths), used in order")
-    requests: int | None = Field(default=None, ge=1, description="Requests per level; default 2*C, at least 100")
+    requests: int | None = Field(default=None, ge=1,
+                                 description="Requests per level; None (and no duration) = the steady-state rule")
     duration_s: float | None = Field(default=None, gt=0, description="Seconds per level instead of a request count")
     warmup_requests: int = Field(default=0, ge=0, description="Extra requests per level excluded from metrics")
     request_rate: float | None = Field(default=None, gt=0, description="Poisson arrivals (req/s) capped by concurrency")
+    rates: list[float] | None = Field(default=None, min_length=1,
+                                      description="Rate sweep: one level per rate (req/s) at each concurrency cap")
+    burstiness: float = Field(default=1.0, gt=0, description="Gamma shape of inter-arrival times; 1 = Poisson")
+    ramp_up_s: float | None = Field(default=None, ge=0,
+                                    description="Closed loop: user g starts at g*ramp/C; None = auto, 0 = at once")
+    min_steady_s: float = Field(default=30.0, gt=0, description="Steady-state rule: seconds of steady state")
+    min_requests_per_user: int = Field(default=5, ge=1, description="Steady-state rule: measured requests per user")
+    max_level_s: float = Field(default=1200.0, gt=0, description="Steady-state rule: hard cap per level (seconds)")
     seed: int = 0
     slo: SLO = Field(default_factory=SLO)
     request_timeout_s: float = Field(default=600, gt=0)
@@ -174,12 +203,51 @@ class WorkloadSpec(_Strict):
             raise ValueError("give either requests per level or duration per level, not both")
         if self.endpoint == "chat" and self.prompt_format == "token-ids":
             raise ValueError("the chat endpoint sends text: use prompt format 'text' with it")
+        if self.rates is not None and self.request_rate is not None:
+            raise ValueError("give either one request rate or a list of rates, not both")
+        if any(not r > 0 for r in self.rates or []):
+            raise ValueError("request rates must be positive")
+        if self.burstiness != 1.0 and self.request_rate is None and self.rates is None:
+            raise ValueError("burstiness shapes request-rate arrivals: give a request rate (or rates) too")
         return self
 
+    @property
+    def steady_rule(self) -> bool:
+        """Neither a request count nor a duration: levels run until they have enough steady state."""
+        return self.requests is None and self.duration_s is None
+
     def requests_for(self, concurrency: int) -> int | None:
+        """Measured requests per level, or None (duration-bound or the steady-state rule)."""
+        return None if self.duration_s is not None else self.requests
+
+    def ramp_for(self, concurrency: int) -> float:
+        """Ramp-up seconds of a closed-loop level. Explicit: as given (0 = all users at once). Auto: 50 ms per user
+        after the first, at most 5 s (and at most a quarter of a fixed duration), so c=1 has no ramp, c=16 0.75 s and
+        c >= 101 5 s. The point is to break the lockstep of users that all start together; spreading starts over a
+        few seconds (longer than one request at the usual 128+ output tokens) does that at any concurrency, and a
+        tiny level gains nothing from waiting."""
+        if self.ramp_up_s is not None:
+            return float(self.ramp_up_s)
+        ramp = min(MAX_AUTO_RAMP_S, AUTO_RAMP_PER_USER_S * max(0, concurrency - 1))
+        return min(ramp, self.duration_s / 4) if self.duration_s is not None else ramp
+
+    def level_rates(self) -> list[float | None]:
+        """The request rates of the levels at one concurrency: the sweep's rates, the one rate, or closed loop."""
+        return list(self.rates) if self.rates else [self.request_rate]
+
+    def planned_seconds(self) -> float | None:
+        """Rough seconds per level for progress estimates: the duration, the steady rule's minimum, or None."""
         if self.duration_s is not None:
-            return None
-        return self.requests if self.requests is not None else max(2 * concurrency, 100)
+            return self.duration_s
+        return self.min_steady_s + MAX_AUTO_RAMP_S if self.steady_rule else None
+
+
+class PlannedLevel(BaseModel):
+    """One level of a run, in the order they run."""
+
+    concurrency: int
+    request_rate: float | None = None
+    repeat: int = 0            # 0-based repeat index
 
 
 class RunConfig(_Strict):
@@ -194,6 +262,14 @@ class RunConfig(_Strict):
     telemetry_hz: float = Field(default=4.0, ge=0, le=50,
                                 description="GPU samples per second; 0 = no GPU sampling (engine /metrics still scraped)")
     client_procs: int | None = Field(default=None, ge=1, description="Load-generator processes; None = auto")
+    repeat: int = Field(default=1, ge=1, le=100, description="Times each level runs (mean and 95% CI across them)")
+
+    def planned_levels(self) -> list[PlannedLevel]:
+        """Every level of the run in order: the whole sweep (concurrency x rate) once per repeat. Repeats go round
+        the sweep rather than back to back, so a slow drift (clocks, temperature, a cache filling) spreads over all
+        levels instead of biasing one level's repeats."""
+        return [PlannedLevel(concurrency=c, request_rate=r, repeat=k) for k in range(self.repeat)
+                for c in self.levels for r in self.workload.level_rates()]
 
     @field_validator("levels")
     @classmethod

@@ -15,8 +15,18 @@ whichever shard has a free user. Phases:
   barrier  every shard reports "warm"; the parent sends "go" with one start time, so spawn skew between
            shards never shows up as a ramp inside the measured window.
   measure  each user sends its next request when its last one ends (or, with request_rate, at the next
-           Poisson arrival when free) until the counter reaches warmup + n_requests or the deadline
-           start + duration_s passes. In-flight requests then finish; none is dropped.
+           arrival when free: Poisson, or gamma with shape `burstiness`) until the counter reaches
+           warmup + n_requests or the deadline start + duration_s passes. In-flight requests then finish;
+           none is dropped. Ramp-up (closed loop): user g of C (global index; shard i owns users
+           offset_i .. offset_i + users_i - 1) sends its first measured request at go + g * ramp_s / C, so
+           users do not move in lockstep. Every result carries its user index.
+  steady   with neither n_requests nor duration_s, the parent decides when the level has enough: at least
+  rule     min_steady_s of steady state (every user has finished its first measured request; see
+           bench/steady.py) and every user at least min_requests_per_user measured requests (closed loop; a
+           request-rate level's users are only a cap, so there it is the steady seconds alone). It then sends
+           "drain": shards stop taking requests and let in-flight ones finish. A level that never gets
+           there stops taking at go + max_level_s (the shards' own deadline, so it holds even without the
+           parent), and LevelOutcome.stop_reason says which it was.
 
 Results come back in batches about every 200 ms and are handed to `on_results` in the calling thread,
 which is where the worker writes SQLite: the shards never wait on the database (a sender thread in each
@@ -62,6 +72,7 @@ import orjson
 
 from bench.config import LengthRange, WorkloadSpec
 from bench.hist import LogHistogram
+from bench.steady import SteadyTracker, completion_ns
 
 CLIENT_BOUND_PCT = 90.0   # a shard busier than this (% of one core) makes the level untrustworthy
 BATCH_S = 0.2             # how often shards ship results
@@ -119,6 +130,7 @@ class RequestResult:
     status_code: int | None
     error: str | None
     max_tokens: int | None = None   # requested output length (not a storage column)
+    user: int | None = None         # global user index 0..C-1 (None: a lost result whose user is unknown)
 
 
 # RequestResult fields that are columns of storage.models.Request (for bulk inserts).
@@ -148,14 +160,23 @@ class LevelPlan:
     prefix_len: int = 0
     prefix_seed: int = 0
     prompt_file: str | None = None
+    burstiness: float = 1.0            # gamma shape of inter-arrival times (request_rate only); 1 = Poisson
+    ramp_s: float = 0.0                # closed loop: user g's first measured request at go + g * ramp_s / C
+    min_steady_s: float = 30.0         # steady rule (neither n_requests nor duration_s): see the module docstring
+    min_requests_per_user: int = 5
+    max_level_s: float = 1200.0        # steady rule's hard cap on the measured phase
+
+    @property
+    def steady_rule(self) -> bool:
+        return self.n_requests is None and self.duration_s is None
 
     def validate(self) -> None:
         if self.endpoint not in ("completions", "chat"):
             raise LoadGenError(f"endpoint must be 'completions' or 'chat', not {self.endpoint!r}")
         if self.concurrency < 1:
             raise LoadGenError("concurrency must be >= 1")
-        if (self.n_requests is None) == (self.duration_s is None):
-            raise LoadGenError("give exactly one of n_requests and duration_s")
+        if self.n_requests is not None and self.duration_s is not None:
+            raise LoadGenError("give at most one of n_requests and duration_s (neither = the steady-state rule)")
         if self.n_requests is not None and self.n_requests < 1:
             raise LoadGenError("n_requests must be >= 1")
         if self.duration_s is not None and not self.duration_s > 0:
@@ -164,6 +185,10 @@ class LevelPlan:
             raise LoadGenError("warmup_requests must be >= 0 and timeout_s > 0")
         if self.request_rate is not None and not self.request_rate > 0:
             raise LoadGenError("request_rate must be > 0 (None = closed loop)")
+        if not self.burstiness > 0 or self.ramp_s < 0:
+            raise LoadGenError("burstiness must be > 0 and ramp_s >= 0")
+        if not (self.min_steady_s > 0 and self.min_requests_per_user >= 1 and self.max_level_s > 0):
+            raise LoadGenError("min_steady_s and max_level_s must be > 0, min_requests_per_user >= 1")
         if self.prompt_format not in ("text", "token-ids"):
             raise LoadGenError(f"prompt_format must be 'text' or 'token-ids', not {self.prompt_format!r}")
         if self.endpoint == "chat" and self.prompt_format == "token-ids":
@@ -177,15 +202,21 @@ class LevelPlan:
 
     @classmethod
     def from_workload(cls, wl: WorkloadSpec, *, base_url: str, model: str, concurrency: int,
-                      api_key: str | None = None, vocab_size: int | None = None, tokenizer_path: str | None = None,
-                      seed: int | None = None) -> "LevelPlan":
+                      request_rate: float | None, seed: int | None = None,
+                      api_key: str | None = None, vocab_size: int | None = None,
+                      tokenizer_path: str | None = None) -> "LevelPlan":
+        """The plan of one level of `wl`. `request_rate`: this level's rate (one of wl.level_rates(): a rate sweep has
+        several), None = closed loop; always given, so a rate sweep's level never silently becomes closed loop.
+        `tokenizer_path`: what text prompts are made with (bench.sweep resolves it once per run)."""
         return cls(base_url=base_url.rstrip("/"), model=model, endpoint=wl.endpoint, concurrency=concurrency,
                    n_requests=wl.requests_for(concurrency), duration_s=wl.duration_s,
                    warmup_requests=wl.warmup_requests, input_len=wl.input_len, output_len=wl.output_len,
-                   seed=wl.seed if seed is None else seed, request_rate=wl.request_rate,
-                   timeout_s=wl.request_timeout_s, api_key=api_key, vocab_size=vocab_size,
-                   prompt_format=wl.prompt_format, tokenizer_path=tokenizer_path, prefix_len=wl.prefix_len,
-                   prefix_seed=wl.seed, prompt_file=wl.prompt_file)
+                   seed=wl.seed if seed is None else seed, request_rate=request_rate, timeout_s=wl.request_timeout_s,
+                   api_key=api_key, vocab_size=vocab_size, burstiness=wl.burstiness,
+                   ramp_s=wl.ramp_for(concurrency) if request_rate is None else 0.0,
+                   min_steady_s=wl.min_steady_s, min_requests_per_user=wl.min_requests_per_user,
+                   max_level_s=wl.max_level_s, prompt_format=wl.prompt_format, tokenizer_path=tokenizer_path,
+                   prefix_len=wl.prefix_len, prefix_seed=wl.seed, prompt_file=wl.prompt_file)
 
 
 @dataclass
@@ -201,6 +232,7 @@ class ShardStats:
     stale_retries: int = 0        # requests re-sent once because the server had closed their idle connection
     new_connections: int = 0      # TCP connects during the measured phase (0 when every pre-opened one was reused)
     prompts_inexact: int = 0      # text prompts sent one or more tokens off their target (bench.prompts)
+    prompts_inline: int = 0       # text prompts made on the hot path (not made ahead in time: client CPU in the level)
     error: str | None = None
 
 
@@ -227,6 +259,11 @@ class LevelOutcome:
     error: str | None = None      # a shard failed; its unfinished requests are counted as errors
     concurrency: int = 0
     request_rate: float | None = None
+    ramp_s: float = 0.0
+    # Wall clock after which no new request was taken: the duration deadline, the steady rule's drain (or its hard
+    # cap); None for a request-bound level. bench/steady.py ends the steady window there at the latest.
+    take_until_ns: int | None = None
+    stop_reason: str | None = None  # why a steady-rule level stopped taking requests (enough steady state, or the cap)
 
 
 def auto_procs(concurrency: int) -> int:
@@ -285,7 +322,7 @@ def run_level(plan: LevelPlan, *, procs: int | None = None,
             cmd_r, cmd_w = ctx.Pipe(duplex=False)
             data_r, data_w = ctx.Pipe(duplex=False)
             p = ctx.Process(target=_shard_main, name=f"melt-loadgen-{i}", daemon=True,
-                            args=(i, u, plan, counter, cmd_r, data_w))
+                            args=(i, sum(users[:i]), u, plan, counter, cmd_r, data_w))
             p.start()
             cmd_r.close()
             data_w.close()
@@ -337,6 +374,19 @@ class _Coordinator:
         self.c = {"ok": 0, "err": 0, "out": 0, "in": 0, "w_ok": 0, "w_err": 0}
         self.errors: list[str] = []
         self.stopping = False
+        self.tracker = (SteadyTracker(plan.concurrency, plan.min_requests_per_user, plan.request_rate is not None)
+                        if plan.steady_rule else None)
+        self.drain_ns: int | None = None   # wall clock of the steady rule's "drain"
+
+    def _check_steady(self) -> None:
+        """Steady rule: once the level has enough steady state, tell every shard to stop taking requests."""
+        if self.tracker is None or self.drain_ns is not None or self.stopping or self.t_go is None:
+            return
+        now = time.time_ns()
+        if self.tracker.enough(now, self.plan.min_steady_s):
+            self.drain_ns = now
+            for s in self.shards:
+                s.send(("drain", "enough steady state"))
 
     def run(self) -> LevelOutcome:
         last_progress = 0.0
@@ -368,6 +418,7 @@ class _Coordinator:
                     self._shard_lost(s, f"exited with code {s.proc.exitcode}")
             if batch:
                 self.on_results(batch)
+            self._check_steady()
             if self.t_go is None and all(s.warm or s.done for s in self.shards):
                 self.t_go = time.perf_counter_ns()
                 for s in self.shards:
@@ -392,6 +443,9 @@ class _Coordinator:
                 self._mark(r.seq)
                 self._count(r)
                 batch.append(r)
+                if self.tracker is not None and not r.warmup:
+                    # a failure without E2E has no recorded end: now (<= one batch late) bounds it from above
+                    self.tracker.add(r.user, completion_ns(r) if r.e2e_ms is not None else time.time_ns())
         elif kind == "warm":
             s.warm = True
         elif kind == "done":
@@ -467,6 +521,7 @@ class _Coordinator:
             "warmup_total": w,
             "target": self.plan.n_requests,
             "duration_s": self.plan.duration_s,
+            "steady_s": self.tracker.steady_s(time.time_ns()) if self.tracker is not None else None,
         }
 
     def _outcome(self) -> LevelOutcome:
@@ -480,6 +535,22 @@ class _Coordinator:
         t_end = max([t_go] + [s.t_last_end for s in self.shards])
         c = self.c
         busiest = max((st.cpu_pct for st in stats), default=0.0)
+        p = self.plan
+        take_until, reason = None, None
+        if p.duration_s is not None:
+            take_until = t_go + self.wall_off + int(p.duration_s * 1e9)
+        elif p.steady_rule:
+            if self.drain_ns is not None:
+                take_until = self.drain_ns
+                reason = (f"steady rule met: {p.min_steady_s:g} s of steady state"
+                          + ("" if p.request_rate is not None else f" and {p.min_requests_per_user} requests per user"))
+            else:
+                take_until = t_go + self.wall_off + int(p.max_level_s * 1e9)
+                reason = (f"hard cap: stopped at {p.max_level_s:g} s before reaching {p.min_steady_s:g} s of steady "
+                          f"state" + ("" if p.request_rate is not None else
+                                      f" and {p.min_requests_per_user} requests per user"))
+                if self.stopping:
+                    reason = "stopped before the steady rule was met"
         return LevelOutcome(
             results_ok=c["ok"], results_err=c["err"], n_sent=c["ok"] + c["err"],
             start_ns=t_go + self.wall_off, end_ns=t_end + self.wall_off, duration_s=(t_end - t_go) / 1e9,
@@ -489,7 +560,8 @@ class _Coordinator:
             input_tokens=c["in"], output_tokens=c["out"], procs=len(self.shards),
             client_cpu_s=sum(st.cpu_s for st in stats), shards=stats,
             error="; ".join(self.errors) or None,
-            concurrency=self.plan.concurrency, request_rate=self.plan.request_rate,
+            concurrency=p.concurrency, request_rate=p.request_rate, ramp_s=p.ramp_s,
+            take_until_ns=take_until, stop_reason=reason,
         )
 
 
@@ -497,7 +569,8 @@ class _Coordinator:
 # Shard side (runs in a spawned process)
 # ================================================================================================
 
-def _shard_main(idx: int, users: int, plan: LevelPlan, counter, cmd: Connection, data: Connection) -> None:
+def _shard_main(idx: int, offset: int, users: int, plan: LevelPlan, counter, cmd: Connection,
+                data: Connection) -> None:
     # Ctrl-C in a terminal hits the whole process group: let the parent decide (it sends "stop").
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out: queue.SimpleQueue = queue.SimpleQueue()
@@ -506,7 +579,7 @@ def _shard_main(idx: int, users: int, plan: LevelPlan, counter, cmd: Connection,
     try:
         raise_nofile(users + FD_HEADROOM)
         import uvloop
-        uvloop.run(_Shard(idx, users, plan, counter, cmd, out).main())
+        uvloop.run(_Shard(idx, offset, users, plan, counter, cmd, out).main())
     except BaseException:  # noqa: BLE001 - report anything, the parent accounts for the requests
         out.put(("fatal", traceback.format_exc(limit=8)))
     out.put(None)
@@ -526,8 +599,12 @@ def _sender(out: queue.SimpleQueue, data: Connection) -> None:
 
 
 class _Shard:
-    def __init__(self, idx: int, users: int, plan: LevelPlan, counter, cmd: Connection, out: queue.SimpleQueue):
+    def __init__(self, idx: int, offset: int, users: int, plan: LevelPlan, counter, cmd: Connection,
+                 out: queue.SimpleQueue):
         self.idx, self.n_users, self.plan, self.counter, self.cmd, self.out = idx, users, plan, counter, cmd, out
+        self.offset = offset            # global index of this shard's first user
+        self.draining = False           # the parent said "drain": take no new request, finish the in-flight ones
+        self.t_go = 0
         self.lock = counter.get_lock()
         self.wall_off = time.time_ns() - time.perf_counter_ns()
         self.pending: list[tuple] = []
@@ -556,6 +633,8 @@ class _Shard:
             msg = ("stop", "parent went away")
         if msg[0] == "go" and not self.go.done():
             self.go.set_result(msg[1])
+        elif msg[0] == "drain":
+            self.draining = True
         elif msg[0] == "stop":
             self.stopping = True
             self.stop_reason = msg[1]
@@ -595,21 +674,28 @@ class _Shard:
             cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False)
         # Failures of a reused connection that the server closed; a refused connect is not one of them.
         self.stale_errors = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+        self.retry_session = None
         self.connect_error = aiohttp.ClientConnectorError
         flusher = asyncio.ensure_future(self._flusher())
         watchdog = asyncio.ensure_future(self._watchdog())
         try:
-            if p.n_requests is not None and p.warmup_requests + p.n_requests <= PREFETCH_MAX:
-                # every shard may take any request: each makes all of them (before "go", so outside the measurement)
-                await loop.run_in_executor(None, self.prompts.prefetch, range(p.warmup_requests + p.n_requests))
+            # Text prompts cost milliseconds each: make them before "go" (every shard may take any request, so each
+            # makes all of them), and for levels of unknown length keep a thread ahead of the shared counter.
+            total = p.warmup_requests + p.n_requests if p.n_requests is not None else None
+            first = min(total if total is not None else p.warmup_requests + p.concurrency, PREFETCH_MAX)
+            await loop.run_in_executor(None, self.prompts.prefetch, range(first))
+            if total is None or total > PREFETCH_MAX:
+                self.prompts.run_ahead(lambda: self.counter.value, max(p.concurrency, 64))
             await self._phase(p.warmup_requests, warm=True)
             await self._preconnect()
             self.out.put(("warm",))
             t_go = await self.go
             stats = ShardStats(idx=self.idx, users=self.n_users)
             if t_go is not None and not self.stopping:
-                if p.duration_s is not None:
-                    self.deadline = t_go + int(p.duration_s * 1e9)
+                self.t_go = t_go
+                horizon = p.duration_s if p.duration_s is not None else (p.max_level_s if p.steady_rule else None)
+                if horizon is not None:
+                    self.deadline = t_go + int(horizon * 1e9)
                 limit = p.warmup_requests + p.n_requests if p.n_requests is not None else 1 << 62
                 self.next_arrival = t_go
                 self.t_last_end = t_go
@@ -633,14 +719,19 @@ class _Shard:
                     stats.loop_lag_mean_ms = sum(self.lag_ns) / len(self.lag_ns) / 1e6
                     stats.loop_lag_max_ms = max(self.lag_ns) / 1e6
                 stats.stale_retries = self.stale_retries
-                stats.new_connections = self.session.connector.opened - opened0
+                stats.new_connections = (self.session.connector.opened - opened0
+                                         + (self.retry_session.connector.opened if self.retry_session else 0))
                 stats.prompts_inexact = self.prompts.n_inexact
+                stats.prompts_inline = self.prompts.n_inline
         finally:
             flusher.cancel()
+            self.prompts.close()
             watchdog.cancel()
             loop.remove_reader(self.cmd.fileno())
             self._flush()
             await self.session.close()
+            if self.retry_session is not None:
+                await self.retry_session.close()
         self.out.put(("done", stats, self.itl, self.t_last_end))
 
     async def _preconnect(self) -> None:
@@ -683,9 +774,11 @@ class _Shard:
         self.user_tasks = []
 
     async def _phase(self, limit: int, warm: bool) -> None:
-        await self._run_users([self._user(limit, warm) for _ in range(self.n_users)])
+        await self._run_users([self._user(limit, warm, self.offset + i) for i in range(self.n_users)])
 
     def _take(self, limit: int) -> int | None:
+        if self.draining:
+            return None
         with self.lock:
             v = self.counter.value
             if v >= limit:
@@ -693,13 +786,27 @@ class _Shard:
             self.counter.value = v + 1
         return v
 
-    async def _user(self, limit: int, warm: bool) -> None:
-        poisson = self.plan.request_rate is not None and not warm
+    async def _user(self, limit: int, warm: bool, user: int) -> None:
+        p = self.plan
+        poisson = p.request_rate is not None and not warm
         if poisson:
             rng = self.arrivals_rng
-            # This shard's share of the rate (a split Poisson process is Poisson).
-            rate = self.plan.request_rate * self.n_users / self.plan.concurrency
+            # This shard's share of the rate (a split Poisson process is Poisson). Gamma (burstiness B != 1):
+            # shape B, mean 1/rate, as vllm bench serve; with several shards each runs its own gamma process at its
+            # share, and their sum is burstier than Poisson but less so than one gamma process at the full rate.
+            rate = p.request_rate * self.n_users / p.concurrency
+            shape = p.burstiness
+            gamma = shape != 1.0
+            scale = 1.0 / (rate * shape)
         due = time.perf_counter_ns()
+        if not warm and not poisson and p.ramp_s > 0 and user:
+            # Ramp-up: this user's first measured request at go + g * ramp / C (never past the deadline).
+            due = self.t_go + int(user * p.ramp_s * 1e9) // p.concurrency
+            if self.deadline is not None and due >= self.deadline:
+                return
+            delay = due - time.perf_counter_ns()
+            if delay > 0:
+                await asyncio.sleep(delay / 1e9)
         while not self.stopping:
             if self.deadline is not None and time.perf_counter_ns() >= self.deadline:
                 return
@@ -707,7 +814,7 @@ class _Shard:
                 # Shard-wide Poisson schedule at this shard's share of the rate; a busy user makes the
                 # next arrival wait, which shows up as queue time (the rate is capped by concurrency).
                 due = self.next_arrival
-                self.next_arrival += int(rng.expovariate(rate) * 1e9)
+                self.next_arrival += int((rng.gammavariate(shape, scale) if gamma else rng.expovariate(rate)) * 1e9)
                 delay = due - time.perf_counter_ns()
                 if delay > 0:
                     await asyncio.sleep(delay / 1e9)
@@ -716,10 +823,10 @@ class _Shard:
             seq = self._take(limit)
             if seq is None:
                 return
-            due = await self._request(seq, warm, due)
+            due = await self._request(seq, warm, due, user)
 
     # -- the hot path --------------------------------------------------------------------------------
-    async def _request(self, seq: int, warm: bool, due_ns: int) -> int:
+    async def _request(self, seq: int, warm: bool, due_ns: int, user: int) -> int:
         p = self.plan
         prompt, max_tokens = self.prompts.request(seq)  # text, or token ids as an int32 array
         if p.endpoint == "completions":
@@ -744,9 +851,11 @@ class _Shard:
         try:
             for attempt in (0, 1):
                 try:
-                    # a redirect is an answer (counted as HTTP 3xx), never a reason to send load elsewhere
-                    async with self.session.post(self.url, data=body, headers=self.headers,
-                                                 allow_redirects=False) as resp:
+                    # a redirect is an answer (counted as HTTP 3xx), never a reason to send load elsewhere; the
+                    # re-send goes over a new connection (another pooled one may be just as stale)
+                    session = self.session if not attempt else self._fresh_session()
+                    async with session.post(self.url, data=body, headers=self.headers,
+                                            allow_redirects=False) as resp:
                         status = resp.status
                         if status != 200:
                             text = (await resp.content.read(2000)).decode("utf-8", "replace").strip()
@@ -772,7 +881,7 @@ class _Shard:
                     self.stale_retries += 1
         except asyncio.CancelledError:
             if task not in self.expired:
-                self._record(seq, warm, due_ns, t_send, status, "cancelled", sse, max_tokens)
+                self._record(seq, warm, due_ns, t_send, status, "cancelled", sse, max_tokens, user)
                 raise
             self.expired.discard(task)
             task.uncancel()  # our own timeout, not a stop: the user goes on with its next request
@@ -785,10 +894,22 @@ class _Shard:
             err = f"{type(e).__name__}: {e}"[:500]
         finally:
             self.inflight.pop(task, None)
-        return self._record(seq, warm, due_ns, t_send, status, err, sse, max_tokens)
+        return self._record(seq, warm, due_ns, t_send, status, err, sse, max_tokens, user)
+
+    def _fresh_session(self):
+        """A session whose every request opens its own connection (force_close), for the one re-send of a request
+        whose pooled connection the server had closed: re-sent over the pool it could land on another stale one."""
+        if self.retry_session is None:
+            aiohttp = self.aiohttp
+            self.retry_session = aiohttp.ClientSession(
+                connector=_paced_connector(aiohttp)(force_close=True, limit=0, ttl_dns_cache=None,
+                                                    ssl=False if self.url.scheme == "http" else True),
+                timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=None),
+                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False, trust_env=False)
+        return self.retry_session
 
     def _record(self, seq: int, warm: bool, due_ns: int, t_send: int, status: int | None, err: str | None,
-                sse: "SSEStream", max_tokens: int) -> int:
+                sse: "SSEStream", max_tokens: int, user: int) -> int:
         chunks, t_first, t_last = sse.chunks, sse.t_first, sse.t_last
         # a request that failed ends when it failed (a stream that stalled and timed out included), not at its
         # last chunk: the level lasts until every request is done, as in vllm bench serve
@@ -808,7 +929,7 @@ class _Shard:
             in_tok, out_tok, chunks,
             (t_last - t_first) / (chunks - 1) / 1e6 if chunks > 1 else None,
             sse.itl_max / 1e6 if chunks > 1 else None,
-            ok, status, err, max_tokens,
+            ok, status, err, max_tokens, user,
         ))
         if not warm:
             if ok:

@@ -11,6 +11,9 @@ calculate_metrics) so numbers compare one to one:
                   "goodput_slo_set" says which case it is
   percentiles   numpy's default (linear between ranks); std is the population std
 
+These are whole-level figures (ramp-up and drain included, as vllm bench's are); the steady-state ones
+(bench/steady.py) are stored beside them by the sweep as summary["steady"].
+
 Warm-up requests are excluded everywhere. Token counts are the server's usage only. Failed requests are
 counted (n_err, errors by message) and never silently dropped.
 
@@ -125,6 +128,9 @@ def summarize(results: Sequence[Any], outcome: Any, slo: SLO) -> dict[str, Any]:
         # text prompts that missed their exact token length after bench.prompts' adjustment rounds (their true
         # length is in input_tokens_per_req, from the server's usage)
         "prompts_inexact": sum(getattr(s, "prompts_inexact", 0) for s in shards),
+        # ... and text prompts made inside the measured phase because the shard's prompt thread had not made them yet
+        # (each costs the client milliseconds of tokenizer work while it streams; 0 is the normal case)
+        "prompts_inline": sum(getattr(s, "prompts_inline", 0) for s in shards),
         "cancelled": bool(outcome.cancelled),
         "error": getattr(outcome, "error", None),
         "itl_hist": itl.to_dict(),

@@ -1,4 +1,7 @@
-"""Plain-text tables and the JSON run document (CLI `sweep --json` and `show --json` print the same shape)."""
+"""Plain-text tables and the JSON run document (CLI `sweep --json` and `show --json` print the same shape).
+
+The level table shows whole-level figures (vllm bench definitions) and, labelled "steady", the steady-state ones
+(bench/steady.py); with --repeat, `repeats_table` adds mean ± 95% CI per (concurrency, rate) (bench/repeats.py)."""
 from __future__ import annotations
 
 import re
@@ -35,17 +38,23 @@ def _pct(summary: dict, key: str, stat: str):
     return (summary.get(key) or {}).get(stat)
 
 
-LEVEL_COLUMNS = ["conc", "sent", "ok", "err", "dur s", "out tok/s", "req/s", "TTFT p50", "TTFT p99", "TPOT p50",
-                 "ITL p50", "E2E p50", "goodput", "client CPU", "status"]
+LEVEL_COLUMNS = ["conc", "rate", "rep", "sent", "ok", "err", "dur s", "out tok/s", "req/s", "TTFT p50", "TTFT p99",
+                 "TPOT p50", "ITL p50", "E2E p50", "goodput", "steady s", "steady tok/s", "steady TTFT p50",
+                 "steady TPOT p50", "client CPU", "status"]
 
 
 def level_row(s: dict) -> list[str]:
     cpu = s.get("client_cpu_pct")
     flag = " (client-bound!)" if s.get("client_bound") else ""
-    return [_f(s.get("concurrency")), _f(s.get("n_sent")), _f(s.get("n_ok")), _f(s.get("n_err")),
+    st = s.get("steady") or {}
+    rate = s.get("request_rate")
+    return [_f(s.get("concurrency")), "-" if rate is None else f"{rate:g}", _f((s.get("repeat") or 0) + 1),
+            _f(s.get("n_sent")), _f(s.get("n_ok")), _f(s.get("n_err")),
             _f(s.get("duration_s")), _f(s.get("output_tok_s")), _f(s.get("req_s"), 2),
             _f(_pct(s, "ttft_ms", "p50")), _f(_pct(s, "ttft_ms", "p99")), _f(_pct(s, "tpot_ms", "p50"), 2),
             _f(_pct(s, "itl_ms", "p50"), 2), _f(_pct(s, "e2e_ms", "p50")), _f(s.get("goodput_req_s"), 2),
+            _f(st.get("duration_s")), _f(st.get("output_tok_s")), _f(_pct(st, "ttft_ms", "p50")),
+            _f(_pct(st, "tpot_ms", "p50"), 2),
             (f"{cpu:.0f}%" if cpu is not None else "-") + flag, s.get("status", "")]
 
 
@@ -69,6 +78,20 @@ def levels_table(summaries: list[dict]) -> str:
     return table(LEVEL_COLUMNS, [level_row(s) for s in summaries])
 
 
+def repeats_table(summaries: list[dict]) -> str:
+    """Mean ± 95% CI across repeats per (concurrency, rate), whole-level and steady; "" when nothing repeats."""
+    from bench.repeats import has_repeats, interval_rows
+
+    if not has_repeats(summaries):
+        return ""
+    rows = interval_rows(summaries)
+    if not rows:
+        return ""
+    header = list(rows[0])
+    return ("mean ± 95% confidence interval across repeats (Student t)\n"
+            + table(header, [[str(r[h]) for h in header] for r in rows]))
+
+
 def run_document(run_id: int, db: str | Path | None = None) -> dict:
     factory = open_db(db)
     with factory() as s:
@@ -85,6 +108,7 @@ def run_document(run_id: int, db: str | Path | None = None) -> dict:
             for key in ("concurrency", "n_sent", "n_ok", "n_err"):
                 doc.setdefault(key, getattr(lv, key))
             doc["status"] = lv.status.value
+            doc.setdefault("repeat", lv.repeat)
             if lv.error:
                 doc["error"] = lv.error
             level_docs.append(doc)

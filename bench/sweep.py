@@ -401,19 +401,27 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
                 tokenizer: str | None = None) -> tuple[RunStatus, str | None]:
     from bench.loadgen import LevelPlan, LoadGenError, run_level
     from bench.metrics import summarize
+    from bench.steady import steady_summary
 
     wl, spec = cfg.workload, cfg.engine
     vocab = vocab_for(spec.model)
-    for idx, conc in enumerate(cfg.levels):
+    planned = cfg.planned_levels()
+    for idx, lvl in enumerate(planned):
         if stop.is_set():
             return RunStatus.cancelled, "cancelled"
+        conc, rate = lvl.concurrency, lvl.request_rate
         n_req = wl.requests_for(conc)
-        level_id = rec.start_level(idx, conc, n_req, wl.request_rate)
-        what = f"{n_req} requests" if n_req is not None else f"{wl.duration_s:g} s"
-        hooks.log(f"level {idx + 1}/{len(cfg.levels)}: concurrency {conc}, {what}")
+        level_id = rec.start_level(idx, conc, n_req, rate, repeat=lvl.repeat)
         plan = LevelPlan.from_workload(wl, base_url=base_url, model=spec.name_for_requests, concurrency=conc,
-                                       api_key=spec.api_key, vocab_size=vocab, tokenizer_path=tokenizer,
-                                       seed=wl.seed + idx)
+                                       request_rate=rate, seed=wl.seed + idx, api_key=spec.api_key, vocab_size=vocab,
+                                       tokenizer_path=tokenizer)
+        what = (f"{n_req} requests" if n_req is not None else f"{wl.duration_s:g} s" if wl.duration_s is not None
+                else f"until {wl.min_steady_s:g} s of steady state and {wl.min_requests_per_user} requests per user "
+                     f"(at most {wl.max_level_s:g} s)")
+        extra = (f", {rate:g} req/s" + (f" (burstiness {wl.burstiness:g})" if wl.burstiness != 1 else "")
+                 if rate is not None else f", ramp-up {plan.ramp_s:g} s" if plan.ramp_s else "")
+        extra += f", repeat {lvl.repeat + 1}/{cfg.repeat}" if cfg.repeat > 1 else ""
+        hooks.log(f"level {idx + 1}/{len(planned)}: concurrency {conc}{extra}, {what}")
         level_stop = threading.Event()
         relay = _relay(stop, level_stop)
         watch = _EngineWatch(proc, level_stop) if proc is not None else None
@@ -450,6 +458,15 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
             if watch:
                 watch.close()
         summary = summarize(results, outcome, wl.slo)
+        # Beside the whole-level (vllm bench) figures, never instead of them.
+        summary["steady"] = steady_summary(results, outcome.start_ns, outcome.take_until_ns, users=conc,
+                                           open_loop=rate is not None)
+        summary.update(repeat=lvl.repeat, ramp_s=outcome.ramp_s, stop_reason=outcome.stop_reason,
+                       burstiness=wl.burstiness if rate is not None else None)
+        if outcome.stop_reason:
+            hooks.log(f"level {idx + 1}: {outcome.stop_reason}")
+            if outcome.stop_reason.startswith("hard cap"):
+                rec.event("info", f"level {idx + 1}: {outcome.stop_reason}", level_id=level_id)
         summary.setdefault("concurrency", conc)
         summary.setdefault("start_ns", outcome.start_ns)
         summary.setdefault("end_ns", outcome.end_ns)

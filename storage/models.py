@@ -136,6 +136,7 @@ class Level(Base):
     idx: Mapped[int]
     concurrency: Mapped[int]
     request_rate: Mapped[float | None]
+    repeat: Mapped[int] = mapped_column(default=0, server_default="0")  # 0-based repeat of (concurrency, rate)
     status: Mapped[LevelStatus] = mapped_column(Enum(LevelStatus, native_enum=False, length=20), default=LevelStatus.running)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -175,6 +176,7 @@ class Request(Base):
     level_id: Mapped[int] = mapped_column(ForeignKey("levels.id", ondelete="CASCADE"), index=True)
     seq: Mapped[int]                                     # order of sending within the level
     warmup: Mapped[bool] = mapped_column(Boolean, default=False)
+    user: Mapped[int | None]                             # global user index 0..C-1 (None: unknown, a lost result)
     send_ns: Mapped[int] = mapped_column(BigInteger)     # wall clock when the request was written
     queue_ms: Mapped[float | None]                       # client-side delay between "due" and "sent"
     ttft_ms: Mapped[float | None]

@@ -88,6 +88,7 @@ class LevelRow:
     summary: dict
     telemetry: dict
     error: str | None
+    repeat: int = 0          # 0-based repeat of its (concurrency, rate) (--repeat N)
 
 
 @dataclass(frozen=True)
@@ -609,8 +610,10 @@ def level_table(detail: RunDetail) -> list[dict]:
     for lv in detail.levels:
         s, t = lv.summary, lv.telemetry
         tok = lv.output_tok_s if lv.output_tok_s is not None else s.get("output_tok_s")
+        steady = s.get("steady") or {}
         out.append({
-            "level": lv.idx + 1, "concurrency": lv.concurrency, "status": lv.status,
+            "level": lv.idx + 1, "concurrency": lv.concurrency, "request_rate": lv.request_rate,
+            "repeat": lv.repeat + 1, "status": lv.status,
             "n_requested": lv.n_requested, "n_sent": lv.n_sent, "n_ok": lv.n_ok, "n_err": lv.n_err,
             "duration_s": lv.duration_s, "output_tok_s": tok, "total_tok_s": lv.total_tok_s, "req_s": lv.req_s,
             "goodput_req_s": lv.goodput_req_s,
@@ -619,6 +622,10 @@ def level_table(detail: RunDetail) -> list[dict]:
             "tpot_p50_ms": _pct(s, "tpot_ms", "p50") or lv.tpot_p50_ms, "tpot_p99_ms": _pct(s, "tpot_ms", "p99"),
             "itl_p50_ms": _pct(s, "itl_ms", "p50"), "itl_p99_ms": _pct(s, "itl_ms", "p99"),
             "e2e_p50_ms": _pct(s, "e2e_ms", "p50") or lv.e2e_p50_ms, "e2e_p99_ms": _pct(s, "e2e_ms", "p99"),
+            # steady state (bench/steady.py), beside the whole-level figures; None where a level has no window
+            "steady_s": steady.get("duration_s"), "steady_output_tok_s": steady.get("output_tok_s"),
+            "steady_req_s": steady.get("req_s"), "steady_ttft_p50_ms": _pct(steady, "ttft_ms", "p50"),
+            "steady_tpot_p50_ms": _pct(steady, "tpot_ms", "p50"), "steady_e2e_p50_ms": _pct(steady, "e2e_ms", "p50"),
             "tok_s_per_user": _per_user(tok, lv, s),
             "tok_s_per_gpu": tok / gpus if tok else None,
             "client_cpu_pct": lv.client_cpu_pct, "client_bound": lv.client_bound,

@@ -91,10 +91,11 @@ class Recorder:
             s.execute(update(EngineInstance).where(EngineInstance.id == instance_id).values(**values))
 
     # -- levels ---------------------------------------------------------------------------------------------
-    def start_level(self, idx: int, concurrency: int, n_requested: int | None, request_rate: float | None) -> int:
+    def start_level(self, idx: int, concurrency: int, n_requested: int | None, request_rate: float | None,
+                    repeat: int = 0) -> int:
         with self._factory.begin() as s:
             lvl = Level(run_id=self.run_id, idx=idx, concurrency=concurrency, n_requested=n_requested,
-                        request_rate=request_rate, status=LevelStatus.running, started_at=utcnow(),
+                        request_rate=request_rate, repeat=repeat, status=LevelStatus.running, started_at=utcnow(),
                         start_ns=time.time_ns())
             s.add(lvl)
             s.flush()

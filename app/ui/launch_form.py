@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from bench.config import SLO, LengthRange, RunConfig, WorkloadSpec
 from bench.config import parse_levels as config_parse_levels
+from bench.config import parse_rates
 from engines.spec import EngineSpec
 
 
@@ -39,10 +40,17 @@ class LaunchValues:
     engine_cmd: str = ""
     base_url: str = ""
     levels: str = "1,4,16,64"
-    stop_by: str = "requests"              # requests | duration
+    stop_by: str = "steady"                # steady (the default rule) | requests | duration
     requests: int | None = 200
     duration_s: float | None = 30.0
+    min_steady_s: float = 30.0             # steady: seconds of steady state per level ...
+    min_requests_per_user: int = 5         # ... and measured requests per user
     warmup: int = 0
+    arrivals: str = "closed"               # closed (each user sends when its last request ends) | rate
+    rates: str = "10"                      # rate: one rate (req/s) or a sweep "5,10,20", concurrency as the cap
+    burstiness: float = 1.0                # rate: gamma shape, 1 = Poisson
+    ramp_up: str = "auto"                  # closed: "auto" or seconds (0 = all users at once)
+    repeat: int = 1
     input_len: str = "512"
     output_len: str = "128"
     endpoint: str = "completions"
@@ -81,6 +89,31 @@ def _length(label: str, text: str, role: str = "input") -> LengthRange:
         raise LaunchError(f"{label}: {e}") from None
 
 
+def parse_ramp(text: str) -> float | None:
+    """"auto" (or empty) -> None (the default ramp), else seconds >= 0."""
+    t = str(text).strip().lower()
+    if t in ("", "auto"):
+        return None
+    try:
+        v = float(t)
+    except ValueError:
+        raise LaunchError(f"Ramp-up: {text!r} is not a number of seconds (or 'auto')") from None
+    if not v >= 0:
+        raise LaunchError("Ramp-up: seconds must be >= 0 (0 = every user starts at once)")
+    return v
+
+
+def _rates(v: "LaunchValues") -> tuple[float | None, list[float] | None]:
+    """(request_rate, rates) of the form: closed loop (None, None), one rate, or a rate sweep."""
+    if v.arrivals != "rate":
+        return None, None
+    try:
+        rates = parse_rates(v.rates)
+    except ValueError as e:
+        raise LaunchError(f"Request rates: {e}") from None
+    return (rates[0], None) if len(rates) == 1 else (None, rates)
+
+
 def _none_if(v, *empty):
     return None if v in empty else v
 
@@ -106,6 +139,9 @@ def build_run_config(v: LaunchValues) -> RunConfig:
     if gpus and v.engine not in ("sim", "openai") and v.tp * v.dp != len(gpus):
         raise LaunchError(f"TP {v.tp} × DP {v.dp} = {v.tp * v.dp} GPUs, but {len(gpus)} selected")
     by_requests = v.stop_by == "requests"
+    by_duration = v.stop_by == "duration"
+    rate, rates = _rates(v)
+    ramp = parse_ramp(v.ramp_up)
     try:
         spec = EngineSpec(
             kind=v.engine, model=v.model.strip(), sim_gpu=v.gpu if v.engine == "sim" else None,
@@ -121,11 +157,13 @@ def build_run_config(v: LaunchValues) -> RunConfig:
             output_len=_length("Output length", v.output_len, "output"), endpoint=v.endpoint,
             prompt_format=v.prompt_format, tokenizer=v.tokenizer.strip() or None, prefix_len=v.prefix_len,
             requests=(v.requests or None) if by_requests else None,
-            duration_s=None if by_requests else v.duration_s, warmup_requests=v.warmup,
+            duration_s=v.duration_s if by_duration else None, warmup_requests=v.warmup,
+            min_steady_s=v.min_steady_s, min_requests_per_user=v.min_requests_per_user, request_rate=rate,
+            rates=rates, burstiness=v.burstiness if v.arrivals == "rate" else 1.0, ramp_up_s=ramp,
             slo=SLO(ttft_ms=v.slo_ttft_ms or None, tpot_ms=v.slo_tpot_ms or None, e2e_ms=v.slo_e2e_ms or None))
         count = len(gpus) if gpus else (v.gpu_count if v.engine in ("sim", "openai") else max(v.tp * v.dp, v.gpu_count))
         return RunConfig(name=v.name.strip(), tags=parse_tags(v.tags), engine=spec, workload=workload, levels=levels,
-                         gpu=v.gpu or None, gpu_count=count, price_per_gpu_hour=v.price)
+                         gpu=v.gpu or None, gpu_count=count, price_per_gpu_hour=v.price, repeat=v.repeat)
     except ValidationError as e:
         msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'settings'}: {err['msg']}" for err in e.errors())
         raise LaunchError(f"Invalid settings: {msgs}") from None
@@ -141,9 +179,13 @@ def values_from_config(cfg: dict) -> LaunchValues:
         dtype=e.dtype or "auto", quantization=e.quantization or "none", kv_cache_dtype=e.kv_cache_dtype or "auto",
         tp=e.tp, dp=e.dp, extra_args=shlex.join(e.extra_args), engine_cmd=shlex.join(e.engine_cmd or []),
         base_url=e.base_url or "", levels=",".join(map(str, c.levels)),
-        stop_by="duration" if w.duration_s is not None else "requests",
+        stop_by="duration" if w.duration_s is not None else "requests" if w.requests is not None else "steady",
         requests=w.requests if w.requests is not None else LaunchValues.requests,
         duration_s=w.duration_s if w.duration_s is not None else LaunchValues.duration_s, warmup=w.warmup_requests,
+        min_steady_s=w.min_steady_s, min_requests_per_user=w.min_requests_per_user,
+        arrivals="rate" if (w.request_rate is not None or w.rates) else "closed",
+        rates=",".join(f"{r:g}" for r in (w.rates or ([w.request_rate] if w.request_rate else []))) or LaunchValues.rates,
+        burstiness=w.burstiness, ramp_up="auto" if w.ramp_up_s is None else f"{w.ramp_up_s:g}", repeat=c.repeat,
         input_len=str(w.input_len), output_len=str(w.output_len), endpoint=w.endpoint,
         prompt_format=w.prompt_format, tokenizer=w.tokenizer or "", prefix_len=w.prefix_len,
         slo_ttft_ms=w.slo.ttft_ms or 0.0, slo_tpot_ms=w.slo.tpot_ms or 0.0, slo_e2e_ms=w.slo.e2e_ms or 0.0,

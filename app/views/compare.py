@@ -8,6 +8,7 @@ import streamlit as st
 
 from app.ui import charts
 from app.ui.common import page_header, show_chart, show_table
+from bench.repeats import interval_for
 from bench.report import prompt_label
 from storage import queries as q
 
@@ -90,7 +91,9 @@ for d, (lab, df) in zip(details, done):
                  "E2E p50 ms": row["e2e_p50_ms"], "E2E p99 ms": row["e2e_p99_ms"], "TPOT p50 ms": row["tpot_p50_ms"],
                  "output tok/s": row["output_tok_s"], "tok/s per user": row["tok_s_per_user"],
                  "goodput req/s": row["goodput_req_s"], "J / token": row.get("j_per_output_token"),
-                 "failed": int(row["n_err"])})
+                 "failed": int(row["n_err"]), "steady tok/s": row.get("steady_output_tok_s"),
+                 # mean ± 95% CI across repeats of this (concurrency, rate), whole-level and steady
+                 **interval_for(d.levels, int(row["concurrency"]), row.get("request_rate"))})
 if rows:
     side = pd.DataFrame(rows)
     show_table(side, key="c-side", filename="compare_side_by_side",

@@ -173,18 +173,40 @@ with left:
 with right:
     st.subheader("Workload")
     for k in ("levels", "stop_by", "requests", "duration_s", "warmup", "input_len", "output_len", "endpoint",
-              "prompt_format", "tokenizer", "prefix_len", "slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms", "name", "tags"):
+              "prompt_format", "tokenizer", "prefix_len", "slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms", "name", "tags",
+              "min_steady_s", "min_requests_per_user", "arrivals", "rates", "burstiness", "ramp_up", "repeat"):
         _default(f"l_{k}", getattr(D, k))
-    st.text_input("Concurrency levels", key="l_levels", help="Comma-separated, e.g. 1,8,64,256")
-    st.radio("Each level stops after", ["requests", "duration"], key="l_stop_by", horizontal=True,
-             format_func=lambda x: "a number of requests" if x == "requests" else "a duration")
+    st.text_input("Concurrency levels", key="l_levels",
+                  help="Comma-separated, e.g. 1,8,64,256 (with request rates: the cap on requests in flight)")
+    st.radio("Arrivals", ["closed", "rate"], key="l_arrivals", horizontal=True,
+             format_func=lambda x: "closed loop (users)" if x == "closed" else "request rate (Poisson / gamma)")
     a, b = st.columns(2)
-    if ss["l_stop_by"] == "requests":
-        a.number_input("Requests per level (0 = 2 × concurrency, at least 100)", min_value=0, step=50,
-                       key="l_requests")
+    if ss["l_arrivals"] == "rate":
+        a.text_input("Request rates, req/s", key="l_rates",
+                     help="One rate, or a rate sweep like 5,10,20: one level per rate at each concurrency cap")
+        b.number_input("Burstiness", min_value=0.01, step=0.1, key="l_burstiness",
+                       help="Gamma shape of the inter-arrival times (mean 1/rate), as vllm bench serve: 1 = Poisson, "
+                            "below 1 burstier, above 1 more even")
+    else:
+        a.text_input("Ramp-up seconds", key="l_ramp_up",
+                     help="User g of C starts at g × ramp / C so users do not move in lockstep; 'auto' = 50 ms per "
+                          "user after the first, at most 5 s; 0 = all at once")
+    st.radio("Each level stops after", ["steady", "requests", "duration"], key="l_stop_by", horizontal=True,
+             format_func=lambda x: {"steady": "enough steady state", "requests": "a number of requests",
+                                    "duration": "a duration"}[x])
+    a, b = st.columns(2)
+    if ss["l_stop_by"] == "steady":
+        a.number_input("Seconds of steady state", min_value=1.0, step=10.0, key="l_min_steady_s",
+                       help="Steady state: every user has finished its first request; at most 20 min per level")
+        b.number_input("Requests per user (at least)", min_value=1, step=1, key="l_min_requests_per_user")
+    elif ss["l_stop_by"] == "requests":
+        a.number_input("Requests per level", min_value=1, step=50, key="l_requests")
     else:
         a.number_input("Seconds per level", min_value=1.0, step=10.0, key="l_duration_s")
-    b.number_input("Warm-up requests per level", min_value=0, step=10, key="l_warmup")
+    a, b = st.columns(2)
+    a.number_input("Warm-up requests per level", min_value=0, step=10, key="l_warmup")
+    b.number_input("Repeats", min_value=1, max_value=100, step=1, key="l_repeat",
+                   help="Run the whole sweep this many times; levels then show mean ± 95% confidence interval")
     length_help = ("N (fixed), MIN:MAX (uniform), normal:MEAN,STD or lognormal[:MEAN,SIGMA]; bare 'lognormal' is "
                    "chat-like (LMSYS-Chat-1M mean lengths, sigma 1.0 assumed)")
     a.text_input("Input tokens", key="l_input_len", help=length_help)
@@ -226,8 +248,12 @@ def _values() -> LaunchValues:
         max_model_len=g("max_model_len", 0), dtype=g("dtype", "auto"), quantization=g("quantization", "none"),
         kv_cache_dtype=g("kv_cache_dtype", "auto"), tp=int(g("tp", 1)), dp=int(g("dp", 1)),
         extra_args=g("extra_args", "") or "", engine_cmd=(g("engine_cmd", "") or "") if real else "",
-        base_url=g("base_url", "") or "", levels=g("levels", ""), stop_by=g("stop_by", "requests"),
+        base_url=g("base_url", "") or "", levels=g("levels", ""), stop_by=g("stop_by", D.stop_by),
         requests=int(g("requests", 0) or 0), duration_s=float(g("duration_s", 30.0)), warmup=int(g("warmup", 0)),
+        min_steady_s=float(g("min_steady_s", D.min_steady_s)),
+        min_requests_per_user=int(g("min_requests_per_user", D.min_requests_per_user)),
+        arrivals=g("arrivals", "closed"), rates=g("rates", "") or "", burstiness=float(g("burstiness", 1.0)),
+        ramp_up=g("ramp_up", "auto") or "auto", repeat=int(g("repeat", 1)),
         input_len=g("input_len", ""), output_len=g("output_len", ""), endpoint=g("endpoint", "completions"),
         prompt_format=g("prompt_format", "text"), tokenizer=g("tokenizer", "") or "",
         prefix_len=int(g("prefix_len", 0) or 0),

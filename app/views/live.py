@@ -10,6 +10,7 @@ import streamlit as st
 from app.ui import charts
 from app.ui.common import (esc_md, fmt_dt, fmt_num, fmt_secs, show_chart, show_table, sim_badge, status_badge,
                            worker_api)
+from bench.repeats import interval_rows, summaries_of
 from bench.report import prompt_label
 from storage import queries as q
 from storage.db import to_url
@@ -65,7 +66,8 @@ def _planned(d: q.RunDetail) -> tuple[list[tuple[int, int | None]], float | None
         from bench.config import RunConfig
 
         cfg = RunConfig.model_validate(d.config)
-        return [(c, cfg.workload.requests_for(c)) for c in cfg.levels], cfg.workload.duration_s
+        return ([(p.concurrency, cfg.workload.requests_for(p.concurrency)) for p in cfg.planned_levels()],
+                cfg.workload.planned_seconds())
     except Exception:  # noqa: BLE001 - older/foreign config: fall back to what the levels say
         return [(lv.concurrency, lv.n_requested) for lv in d.levels], None
 
@@ -296,6 +298,12 @@ def _levels(d: q.RunDetail) -> None:
     st.subheader("Levels" + (" — SIMULATED" if d.run.simulated else ""))
     df = pd.DataFrame(rows)
     show_table(df, key=f"live-levels-{d.run.id}", filename=f"run{d.run.id}_levels")
+    st.caption("Whole-level figures follow vllm bench serve; the steady columns are the steady-state window's (every user "
+               "busy: ramp-up and drain left out).")
+    reps = interval_rows(summaries_of(d.levels))
+    if reps and any(r["repeats"] > 1 for r in reps):
+        st.markdown("**Across repeats: mean ± 95% confidence interval (Student t)**")
+        show_table(pd.DataFrame(reps), key=f"live-repeats-{d.run.id}", filename=f"run{d.run.id}_repeats")
     done = df[df["status"] == "completed"]
     if len(done) >= 2:
         a, b = st.columns(2)

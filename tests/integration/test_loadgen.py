@@ -473,3 +473,80 @@ def test_shard_sizing_helpers(monkeypatch):
     assert loadgen.auto_procs(200) == 2 and loadgen.auto_procs(5000) == 5 and loadgen.auto_procs(100_000) == 16
     monkeypatch.setattr(loadgen.os, "sched_getaffinity", lambda pid: {0})
     assert loadgen.auto_procs(10_000) == 1
+
+
+def _first_sends(got: list[RequestResult]) -> dict[int, int]:
+    first: dict[int, int] = {}
+    for r in got:
+        if not r.warmup and (r.user not in first or r.send_ns < first[r.user]):
+            first[r.user] = r.send_ns
+    return first
+
+
+@pytest.mark.parametrize("procs", [1, 2])
+def test_ramp_up_spaces_first_requests_by_global_user_index(server, procs):
+    """User g of C sends its first measured request at go + g * ramp / C, across shards (global indices)."""
+    server.delay_s = 0.05                                        # 5 chunks: ~250 ms per request
+    plan = _plan(server, concurrency=6, n_requests=40, ramp_s=1.2, warmup_requests=2)
+    out, got, _ = _run(plan, procs=procs)
+    assert out.n_sent == 40 == out.results_ok and out.ramp_s == 1.2
+    first = _first_sends(got)
+    assert sorted(first) == list(range(6))                      # every user, each with its own index
+    for g, t in first.items():
+        due = out.start_ns + g * 200_000_000                     # 1.2 s / 6 users
+        assert due - 5_000_000 <= t <= due + 60_000_000, (g, (t - out.start_ns) / 1e6)
+    # closed loop per user: a user's next request leaves after its previous one ended
+    for u in range(6):
+        mine = sorted((r for r in got if r.user == u and not r.warmup), key=lambda r: r.send_ns)
+        assert all(b.send_ns >= a.send_ns + a.e2e_ms * 1e6 for a, b in zip(mine, mine[1:]))
+
+
+def test_no_ramp_starts_every_user_at_go(server):
+    out, got, _ = _run(_plan(server, concurrency=4, n_requests=8, ramp_s=0.0), procs=1)
+    assert max(_first_sends(got).values()) - out.start_ns < 50_000_000
+
+
+def test_steady_rule_drains_once_every_user_has_enough(server):
+    """Neither n_requests nor duration: the parent stops taking requests after min_steady_s of steady state and
+    min_requests_per_user per user; in-flight requests finish and are counted."""
+    from bench.steady import steady_window
+
+    server.delay_s = 0.01                                        # 5 chunks: ~50 ms per request
+    plan = _plan(server, concurrency=4, n_requests=None, ramp_s=0.2, min_steady_s=1.0, min_requests_per_user=30,
+                 max_level_s=60)
+    out, got, progress = _run(plan, procs=1)
+    measured = [r for r in got if not r.warmup]
+    assert out.stop_reason.startswith("steady rule met") and out.take_until_ns is not None
+    assert out.n_sent == len(measured) == out.results_ok == server.n
+    per_user = collections.Counter(r.user for r in measured)
+    assert sorted(per_user) == [0, 1, 2, 3] and min(per_user.values()) >= 30
+    start, end = steady_window(got, out.take_until_ns, users=4)
+    assert end - start >= 1.0e9 and out.duration_s < 20
+    # the drain stops new requests: nothing leaves later than one pipe hop + a request build after "drain"
+    assert max(r.send_ns for r in measured) < out.take_until_ns + 100_000_000
+    assert progress[-1]["steady_s"] >= 1.0
+
+
+def test_steady_rule_hard_cap_ends_a_level_that_never_gets_enough(server):
+    server.delay_s = 0.01
+    plan = _plan(server, concurrency=2, n_requests=None, min_steady_s=500.0, max_level_s=1.0)
+    out, got, _ = _run(plan, procs=1)
+    assert out.stop_reason.startswith("hard cap") and "1 s" in out.stop_reason
+    assert 1.0 <= out.duration_s < 5 and out.take_until_ns == out.start_ns + 1_000_000_000
+    assert out.n_sent == out.results_ok > 0
+
+
+def test_burstiness_follows_the_seeded_gamma_schedule(server):
+    import random
+    plan = _plan(server, concurrency=4, n_requests=20, request_rate=20.0, burstiness=0.5)
+    out, got, _ = _run(plan, procs=1)
+    measured = [r for r in got if not r.warmup]
+    assert out.n_sent == 20 == out.results_ok
+    rng, t, arrivals = random.Random(f"melt-arrivals-{plan.seed}-0"), 0.0, []
+    for _ in range(20):
+        arrivals.append(t)
+        t += rng.gammavariate(0.5, 1 / (20.0 * 0.5))            # shape B, mean 1/rate
+    sends = sorted(r.send_ns - out.start_ns for r in measured)
+    assert sends[-1] >= arrivals[-1] * 1e9 - 5e6
+    # each request leaves at (or, when every user is busy, after) its arrival, never before it
+    assert all(s >= a * 1e9 - 5e6 for s, a in zip(sends, arrivals))

@@ -72,6 +72,35 @@ def test_sweep_json_accounts_for_every_request(db_path):
     assert "[SIMULATED]" in shown and "TTFT p50" in shown
 
 
+def test_default_stop_rule_steady_state_and_repeats_on_the_sim(db_path):
+    """No --requests/--duration: each level runs until min-steady seconds of steady state and min requests per
+    user, then drains; --repeat 2 runs the sweep twice and `show` prints mean ± 95% CI across the repeats."""
+    from sqlalchemy import func, select
+
+    from storage.db import open_db
+    from storage.models import Level, Request
+
+    r = melt("sweep", *SIM, "--levels", "4", "--input-len", "32", "--output-len", "16", "--min-steady", "1.5",
+             "--min-requests-per-user", "3", "--repeat", "2", "--telemetry-hz", "0", "--json", db=db_path)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [(lv["concurrency"], lv["repeat"], lv["status"]) for lv in doc["levels"]] == [(4, 0, "completed"),
+                                                                                       (4, 1, "completed")]
+    with open_db(db_path)() as s:
+        for lv in doc["levels"]:
+            st = lv["steady"]
+            assert lv["stop_reason"].startswith("steady rule met") and lv["ramp_s"] == pytest.approx(0.15)
+            assert st["window"] and st["duration_s"] >= 1.5 and st["start_s"] >= 0.15
+            assert st["output_tok_s"] > 0 and st["n_err"] == 0 and st["ttft_ms"]["n"] == st["n_ok"] > 0
+            assert lv["n_sent"] == lv["n_ok"] == lv["output_tokens"] / 16     # whole level: nothing dropped
+            level_id = s.scalar(select(Level.id).where(Level.run_id == doc["run_id"], Level.repeat == lv["repeat"]))
+            users = dict(s.execute(select(Request.user, func.count()).where(Request.level_id == level_id)
+                                   .group_by(Request.user)).all())
+            assert sorted(users) == [0, 1, 2, 3] and min(users.values()) >= 3
+    shown = melt("show", str(doc["run_id"]), db=db_path).stdout
+    assert "95% confidence interval" in shown and "±" in shown and "steady tok/s" in shown
+
+
 def test_telemetry_hz_0_turns_gpu_sampling_off_and_says_so(db_path):
     """--telemetry-hz 0 is "no GPU sampling" (an A/B against a tool that samples nothing), not a crash or a
     silent error event; the sweep itself is unchanged."""
@@ -278,7 +307,7 @@ def test_api_key_reaches_the_server_and_is_never_stored(db_path):
     srv.start()
     try:
         args = ["--engine", "openai", "--base-url", srv.base_url, "--model", "m", "--levels", "2", "--requests",
-                "4", "--output-len", "3", "--input-len", "4"]
+                "4", "--output-len", "3", "--input-len", "4", "--prompt-format", "token-ids"]
         ok = melt("sweep", *args, "--api-key", "sk-test-123", "--json", db=db_path)
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["levels"][0]["n_ok"] == 4

@@ -32,12 +32,34 @@ def test_length_range_parse():
             LengthRange.parse(bad)
 
 
-def test_default_request_count():
+def test_default_stop_rule_is_steady_state():
     wl = WorkloadSpec()
-    assert wl.requests_for(10) == 100        # at least 100
-    assert wl.requests_for(1000) == 2000     # 2 x concurrency
-    assert WorkloadSpec(requests=7).requests_for(1000) == 7
-    assert WorkloadSpec(duration_s=5).requests_for(10) is None
+    assert wl.steady_rule and wl.requests_for(10) is None and wl.requests_for(1000) is None
+    assert (wl.min_steady_s, wl.min_requests_per_user, wl.max_level_s) == (30.0, 5, 1200.0)
+    assert WorkloadSpec(requests=7).requests_for(1000) == 7 and not WorkloadSpec(requests=7).steady_rule
+    assert WorkloadSpec(duration_s=5).requests_for(10) is None and not WorkloadSpec(duration_s=5).steady_rule
+
+
+def test_ramp_up_default_and_explicit():
+    wl = WorkloadSpec()
+    assert wl.ramp_for(1) == 0.0 and wl.ramp_for(16) == pytest.approx(0.75) and wl.ramp_for(101) == 5.0
+    assert wl.ramp_for(10_000) == 5.0
+    assert WorkloadSpec(duration_s=4).ramp_for(1000) == 1.0        # auto: at most a quarter of a fixed duration
+    assert WorkloadSpec(ramp_up_s=0).ramp_for(1000) == 0.0 and WorkloadSpec(ramp_up_s=9).ramp_for(2) == 9.0
+
+
+def test_planned_levels_rates_and_repeats():
+    c = cfg("--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--levels", "8,64",
+            "--rates", "5, 10", "--burstiness", "0.5", "--repeat", "2", "--ramp-up", "0", "--min-steady", "3",
+            "--min-requests-per-user", "2", "--level-cap", "60")
+    wl = c.workload
+    assert wl.rates == [5.0, 10.0] and wl.burstiness == 0.5 and wl.ramp_up_s == 0 and c.repeat == 2
+    assert (wl.min_steady_s, wl.min_requests_per_user, wl.max_level_s) == (3.0, 2, 60.0)
+    plan = [(p.concurrency, p.request_rate, p.repeat) for p in c.planned_levels()]
+    assert plan == [(8, 5.0, 0), (8, 10.0, 0), (64, 5.0, 0), (64, 10.0, 0),
+                    (8, 5.0, 1), (8, 10.0, 1), (64, 5.0, 1), (64, 10.0, 1)]  # repeats go round the whole sweep
+    one = cfg("--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--levels", "4")
+    assert [(p.concurrency, p.request_rate, p.repeat) for p in one.planned_levels()] == [(4, None, 0)]
 
 
 def test_sim_config_ok():
@@ -57,6 +79,16 @@ def test_sim_config_ok():
     (["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--output-len", "x"], "--output-len"),
     (["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--requests", "0"], "--requests"),
     (["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--requests", "5", "--duration", "3"], "not both"),
+    (["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--rates", "5,x"], "--rates"),
+    (["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--rates", "5,0"], "positive"),
+    (["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--rates", "5",
+      "--request-rate", "3"], "not both"),
+    (["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--burstiness", "0.5"],
+     "--request-rate or --rates"),
+    (["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--ramp-up", "-1"], "--ramp-up"),
+    (["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--repeat", "0"], "--repeat"),
+    (["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--min-steady", "0"],
+     "--min-steady"),
     (["--engine", "openai", "--model", "m"], "--base-url is required"),
     (["--engine", "openai", "--model", "m", "--base-url", "localhost:8000"], "not an http"),
     (["--engine", "vllm", "--model", "m", "--base-url", "http://127.0.0.1:1"], "only for --engine openai"),

@@ -145,3 +145,30 @@ def test_resolve_tokenizer(tmp_path, monkeypatch):
     assert hf_cache_tokenizer("org/model") == snap / "tokenizer.json"
     assert resolve_tokenizer(explicit=None, model="org/model", engine_kind="vllm")[0] == snap / "tokenizer.json"
     assert hf_cache_tokenizer("/abs/path") is None and not os.environ.get("HF_HUB_CACHE")
+
+
+def test_prompts_made_ahead_of_the_shared_counter():
+    """Levels of unknown length: a thread keeps the next prompts ready (same prompts as made inline), drops the ones
+    other shards took, and a prompt not ready in time is made inline and counted."""
+    import time
+
+    taken = [0]
+    m = _maker(input_len=L(min=32, max=32))
+    ref = _maker(input_len=L(min=32, max=32))
+    m.prefetch(range(4))
+    assert sorted(m._ready) == [0, 1, 2, 3]
+    m.run_ahead(lambda: taken[0], 8)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(q in m._ready for q in range(8)):
+            time.sleep(0.01)
+        assert all(q in m._ready for q in range(8))
+        assert [m.request(q) for q in range(3)] == [ref.request(q) for q in range(3)] and m.n_inline == 0
+        taken[0] = 20                                   # other shards took 3..19
+        while time.monotonic() < deadline and not (all(q in m._ready for q in range(20, 28))
+                                                    and not [q for q in m._ready if q < 20]):
+            time.sleep(0.01)
+        assert sorted(m._ready) == list(range(20, 28))
+    finally:
+        m.close()
+    assert m.request(500) == ref.request(500) and m.n_inline == 1

@@ -11,6 +11,8 @@ from storage.db import get_engine, open_db
 from storage.models import Level, LevelStatus, Request, Run, RunStatus, utcnow
 from storage.recorder import Recorder
 
+HEAD = "0004"  # the newest migration
+
 
 def _config() -> RunConfig:
     return RunConfig(name="round <trip>", tags=["a", "b"], levels=[10, 100],
@@ -22,7 +24,7 @@ def test_migrated_wal_database(db_path):
     with eng.connect() as c:
         assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert c.execute(text("PRAGMA busy_timeout")).scalar() == 10000
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0003"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == HEAD
     # reopening an existing file is idempotent
     open_db(db_path)
 
@@ -46,7 +48,32 @@ def test_an_older_database_is_upgraded_at_open_and_keeps_its_runs(db_path):
     with factory() as s:
         run = s.get(Run, 1)
         assert run.name == "old" and run.instances[0].proc_tag is None
-        assert s.execute(text("select version_num from alembic_version")).scalar() == "0003"
+        assert s.execute(text("select version_num from alembic_version")).scalar() == HEAD
+
+
+def test_a_0002_database_gets_request_users_and_level_repeats(db_path):
+    from storage.db import migrate, to_url
+
+    migrate(to_url(db_path), "0002")
+    import sqlite3
+
+    con = sqlite3.connect(db_path)
+    con.execute("insert into runs (name, status, created_at, config, engine_kind, model, gpu_count, simulated, "
+                "tags, notes, versions, host) values ('old', 'completed', '2026-11-01 10:00:00.000000', '{}', 'sim', "
+                "'m', 1, 1, '[]', '', '{}', '{}')")
+    con.execute("insert into levels (run_id, idx, concurrency, status, n_sent, n_ok, n_err, client_bound, summary, "
+                "telemetry) values (1, 0, 4, 'completed', 1, 1, 0, 0, '{}', '{}')")
+    con.execute("insert into requests (run_id, level_id, seq, warmup, send_ns, ok) values (1, 1, 0, 0, 5, 1)")
+    con.commit()
+    con.close()
+    with open_db(db_path)() as s:
+        assert s.get(Level, 1).repeat == 0 and s.get(Request, 1).user is None
+    rec = Recorder(1, db_path)
+    lid = rec.start_level(1, 4, 10, None, repeat=2)
+    rec.insert_requests(lid, [dict(seq=0, warmup=False, send_ns=1, ok=True, user=3)])
+    with open_db(db_path)() as s:
+        assert s.get(Level, lid).repeat == 2
+        assert s.scalars(select(Request.user).where(Request.level_id == lid)).all() == [3]
 
 
 def _migrate_at(url: str, go) -> None:
@@ -74,7 +101,7 @@ def test_processes_opening_a_new_database_together_migrate_it_once(tmp_path):
             p.join(60)
         assert [p.exitcode for p in procs] == [0, 0, 0, 0]
         with open_db(tmp_path / f"fresh{attempt}.db")() as s:
-            assert s.execute(text("select version_num from alembic_version")).scalar() == "0002"
+            assert s.execute(text("select version_num from alembic_version")).scalar() == HEAD
 
 
 def test_round_trip(db_path):

@@ -3,8 +3,8 @@ text for chat. Without this, the new default ("text") would label every old run 
 
 Data only (runs.config JSON); no schema change.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003_user_repeat
 Create Date: 2026-12-01 22:20:00
 """
 import json
@@ -13,8 +13,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0003'
-down_revision = '0002'
+revision = '0004'
+down_revision = '0003_user_repeat'
 branch_labels = None
 depends_on = None
 

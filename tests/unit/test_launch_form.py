@@ -1,0 +1,45 @@
+"""Launch form values <-> RunConfig for level timing: stop rule, ramp-up, request rates (one or a sweep), repeats."""
+import pytest
+
+from app.ui.launch_form import LaunchError, LaunchValues, build_run_config, values_from_config
+
+
+def sim(**kw) -> LaunchValues:
+    return LaunchValues(engine="sim", gpu="H100-SXM-80GB", **kw)
+
+
+def test_default_form_uses_the_steady_state_rule_and_auto_ramp():
+    c = build_run_config(sim())
+    w = c.workload
+    assert w.steady_rule and w.ramp_up_s is None and w.request_rate is None and w.rates is None and c.repeat == 1
+    assert (w.min_steady_s, w.min_requests_per_user) == (30.0, 5)
+
+
+def test_rates_burstiness_ramp_and_repeats_round_trip():
+    c = build_run_config(sim(arrivals="rate", rates="5, 10,20", burstiness=0.5, repeat=3, levels="64",
+                             stop_by="duration", duration_s=20.0))
+    w = c.workload
+    assert w.rates == [5.0, 10.0, 20.0] and w.request_rate is None and w.burstiness == 0.5 and c.repeat == 3
+    assert len(c.planned_levels()) == 9
+    back = values_from_config(c.model_dump(mode="json"))
+    assert (back.arrivals, back.rates, back.burstiness, back.repeat, back.stop_by) == ("rate", "5,10,20", 0.5, 3,
+                                                                                       "duration")
+    one = build_run_config(sim(arrivals="rate", rates="7"))
+    assert one.workload.request_rate == 7.0 and one.workload.rates is None
+    assert values_from_config(one.model_dump(mode="json")).rates == "7"
+    closed = build_run_config(sim(ramp_up="0", stop_by="requests", requests=50, burstiness=0.5))
+    assert closed.workload.ramp_up_s == 0.0 and closed.workload.burstiness == 1.0  # burstiness is for rates only
+    assert values_from_config(closed.model_dump(mode="json")).ramp_up == "0"
+    assert values_from_config(build_run_config(sim()).model_dump(mode="json")).stop_by == "steady"
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(arrivals="rate", rates="5,x"), "Request rates"),
+    (dict(arrivals="rate", rates=""), "Request rates"),
+    (dict(ramp_up="soon"), "Ramp-up"),
+    (dict(ramp_up="-2"), "Ramp-up"),
+    (dict(repeat=0), "repeat"),
+])
+def test_bad_values_name_the_field(kw, match):
+    with pytest.raises(LaunchError, match=match):
+        build_run_config(sim(**kw))
