@@ -130,7 +130,7 @@ def per_gpu_stacked(df: pd.DataFrame, metrics: Sequence[tuple[str, str]], title:
 
 def by_concurrency(series: Sequence[tuple[str, pd.DataFrame]], y: str, title: str, ylab: str, *,
                    simulated: bool = False, dash_col: str | None = None, log_x: bool = True,
-                   height: int = 400) -> go.Figure:
+                   log_y: bool = False, height: int = 400) -> go.Figure:
     """Runs overlaid against concurrency: series = [(run label, df with concurrency + y [+ dash_col])]."""
     data = []
     ticks: set[int] = set()
@@ -149,19 +149,29 @@ def by_concurrency(series: Sequence[tuple[str, pd.DataFrame]], y: str, title: st
     if log_x:
         t = sorted(ticks)
         lay["xaxis"].update(type="log", tickvals=t, ticktext=[f"{v:,}" for v in t])
+    if log_y:  # e.g. $ per 1M tokens: C=1 costs 100x C=400, a linear axis flattens everything but the first point
+        lay["yaxis"] = {**lay["yaxis"], "type": "log", "rangemode": "normal"}
     return go.Figure(data=data, layout=lay)
 
 
 def pareto(series: Sequence[tuple[str, pd.DataFrame]], *, simulated: bool, height: int = 420) -> go.Figure:
-    """Per-user output tok/s (x) vs output tok/s per GPU (y), one curve per run, points labelled by concurrency."""
+    """Per-user output tok/s (x) vs output tok/s per GPU (y), one curve per run. Each curve labels only its lowest
+    and highest concurrency (every point says its C on hover), each run on another side of its points: labelling
+    every point of three runs made the C= labels overlap into an unreadable blot."""
     data = []
+    sides = ["top center", "bottom center", "middle right", "middle left"]
     for i, (label, df) in enumerate(series):
         if df.empty:
             continue
+        concs = [int(c) for c in df["concurrency"]]
+        ends = {min(concs), max(concs)}
         data.append(_line(df["tok_s_per_user"].to_numpy(), df["tok_s_per_gpu"].to_numpy(), label,
                           PALETTE[i % len(PALETTE)], markers=True, marker={"size": 9},
-                          text=[f"C={c}" for c in df["concurrency"]], textposition="top center",
-                          textfont={"size": 11}))
+                          text=[f"C={c:,}" if c in ends else "" for c in concs], textposition=sides[i % len(sides)],
+                          textfont={"size": 14, "color": PALETTE[i % len(PALETTE)]},
+                          customdata=concs,
+                          hovertemplate="C=%{customdata:,}<br>%{x:,.1f} tok/s per user<br>"
+                                        "%{y:,.0f} tok/s per GPU<extra>%{fullData.name}</extra>"))
         data[-1]["mode"] = "lines+markers+text"
     return go.Figure(data=data, layout=_legend_below(_layout(
         "Throughput per GPU vs speed per user", simulated=simulated, x="output tok/s per user",

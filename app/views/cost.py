@@ -7,6 +7,7 @@ import streamlit as st
 
 from app.ui import charts
 from app.ui.common import esc_md, gpu_catalog, page_header, show_chart, show_table
+from bench.compare import picker_labels
 from bench.cost import LevelPerf, cheapest_meeting_slo, daily_cost, gpus_needed, level_costs
 from storage import queries as q
 
@@ -17,7 +18,7 @@ runs = [r for r in q.list_runs(limit=500) if r.peak_output_tok_s]
 if not runs:
     st.info("No run with a completed level yet.")
     st.stop()
-labels = {r.id: r.label for r in runs}
+labels = picker_labels(runs)
 asked = st.query_params.get("run")
 asked_id = int(asked) if asked and asked.isdigit() and int(asked) in labels else None
 if asked_id is not None and asked_id != ss.get("_cost_applied"):

@@ -10,6 +10,7 @@ import streamlit as st
 from app.ui import charts
 from app.ui.common import (esc_md, fmt_dt, fmt_num, fmt_secs, show_chart, show_table, sim_badge, status_badge,
                            worker_api)
+from bench.compare import picker_labels, prompt_format, run_labels
 from storage import queries as q
 from storage.db import to_url
 
@@ -34,7 +35,7 @@ except ValueError:
     run_id = None
 if run_id is None:
     run_id = q.latest_run_id(active_only=True) or runs[0].id
-labels = {r.id: r.label + ("  ● live" if r.active else "") for r in runs}
+labels = picker_labels(runs, live_mark=True)
 options = list(labels)
 if run_id not in labels:
     options.insert(0, run_id)
@@ -80,9 +81,14 @@ def _series(run_id: int) -> q.RunSeries:
 
 def _header(d: q.RunDetail) -> None:
     r = d.run
-    st.markdown(f"## {esc_md(r.name or 'Run')} · #{r.id} &nbsp; {status_badge(r.status)} {sim_badge(r.simulated)}")
+    # GPU first ("H200 · vLLM · Qwen3-0.6B"); a run's own name, when it has one, follows
+    label = run_labels([r], {r.id: d.config})[r.id].removesuffix(" (SIMULATED)")
+    title = label + (f" · {r.name}" if r.name else "")
+    st.markdown(f"## {esc_md(title)} · #{r.id} &nbsp; {status_badge(r.status)} {sim_badge(r.simulated)}")
+    fmt = prompt_format(d.config)
     st.caption(f"{esc_md(r.engine_kind)} · {esc_md(r.model)} · {esc_md(r.gpu or 'GPU ?')} × {r.gpu_count} · "
-               f"created {fmt_dt(r.created_at)}" + (f" · tags: {esc_md(', '.join(r.tags))}" if r.tags else ""))
+               + (f"prompts: {esc_md(fmt)} · " if fmt else "")
+               + f"created {fmt_dt(r.created_at)}" + (f" · tags: {esc_md(', '.join(r.tags))}" if r.tags else ""))
     if r.simulated:
         st.warning("SIMULATED run: numbers come from Melt's simulator, not a real GPU.", icon=":material/science:")
     if r.error:
@@ -298,7 +304,7 @@ def _levels(d: q.RunDetail) -> None:
     done = df[df["status"] == "completed"]
     if len(done) >= 2:
         a, b = st.columns(2)
-        label = d.run.label
+        label = run_labels([d.run], {d.run.id: d.config})[d.run.id]
         with a:
             show_chart(charts.by_concurrency([(label, done)], "output_tok_s", "Output tok/s vs concurrency", "tok/s",
                                              simulated=d.run.simulated),

@@ -1,4 +1,5 @@
 """Each page's logic through streamlit.testing AppTest, against a real seeded SQLite history."""
+import json
 import re
 from pathlib import Path
 
@@ -101,6 +102,15 @@ def test_live_finished_run_opens_on_levels_and_lazy_tabs(app_db):
     at.session_state["live-tab-done"] = "Engine log & events"
     ok(at.run())
     assert any("level 1/3" in m for df in at.dataframe if "message" in df.value.columns for m in df.value["message"])
+
+
+def test_live_title_and_picker_are_gpu_first(app_db):
+    db, _ = app_db
+    rid = seed_run(db, name="", gpu="H200-141GB", levels=(1, 4), requests_per_level=20)
+    at = ok(app("live", run=rid))
+    title = next(m.value for m in at.markdown if m.value.startswith("## ")).replace("\\", "")
+    assert title.startswith(f"## H200 · sim · Qwen3-0.6B · #{rid}")  # not "Run · #N"
+    assert at.selectbox[0].format_func(rid).startswith(f"#{rid} · H200")
 
 
 def test_deep_link_opens_live(app_db):
@@ -219,6 +229,39 @@ def test_compare_two_runs(app_db):
     at.selectbox(key="c_at").set_value(4).run()
     side = next(df.value for df in at.dataframe if "configuration" in df.value.columns)
     assert set(side["concurrency"]) == {4}
+
+
+def test_compare_labels_verdict_and_cost(app_db):
+    db, ids = app_db
+    a, b = q.get_run(ids[0]).run, q.get_run(ids[1]).run           # sim vs vLLM, same GPU and model
+    at = ok(app("compare", runs=f"{ids[0]},{ids[1]}"))
+    legends = {t["name"] for c in charts(at) for t in json.loads(c.proto.spec)["data"]}
+    assert {"H100-SXM · sim (SIMULATED)", "H100-SXM · vLLM"} <= legends  # what differs, GPU first
+    fast, slow = (b, a) if b.peak_output_tok_s > a.peak_output_tok_s else (a, b)
+    gain = round((fast.peak_output_tok_s / slow.peak_output_tok_s - 1) * 100)
+    heads = [m.value.replace("\\", "") for m in at.markdown if m.value.startswith("####")]
+    assert heads and f"{gain:+d}% peak tok/s" in heads[0] and "per 1M tokens" in heads[0]
+    side = next(df.value for df in at.dataframe if "configuration" in df.value.columns)
+    peak = side.loc[side["run"] == f"#{fast.id}"].iloc[0]
+    assert peak["$ / 1M output tokens"] == pytest.approx(fast.price_per_gpu_hour / 3600 / peak["output tok/s"] * 1e6)
+    assert "c-usd" in [c.key for c in charts(at)]
+    at.segmented_control(key="c_lat").set_value("TPOT").run()
+    assert any("TPOT p50" in json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts(at))
+
+
+def test_compare_says_which_runs_are_missing(app_db):
+    db, ids = app_db
+    at = ok(app("compare", runs=f"{ids[0]},999"))
+    assert "#999" in "\n".join(w.value for w in at.warning)
+    assert ids[0] in at.multiselect(key="c_runs").value
+
+
+def test_compare_with_one_run_adds_a_partner(app_db):
+    db, ids = app_db
+    at = ok(app("compare", runs=ids[1]))                          # "Compare with others" on Live
+    picked = at.multiselect(key="c_runs").value
+    assert picked[0] == ids[1] and len(picked) == 2 and "Select at least two" not in texts(at)
+    assert any("configuration" in df.value.columns for df in at.dataframe)
 
 
 def test_cost_page_numbers_follow_price(app_db):
