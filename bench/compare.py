@@ -162,3 +162,20 @@ def partner_for(runs: Sequence[Any], run_id: int) -> int | None:
         return None
     same = [r for r in others if getattr(r, "model", None) == getattr(me, "model", None)]
     return (same or others)[0].id
+
+
+def cost_line(best: Mapping[str, Any]) -> str | None:
+    """'Cheapest per token meeting the SLOs: H100 at C=64, $0.412 per 1M (H200 +10%)' from {label: the run's
+    bench.cost.LevelCost (cheapest level meeting the SLOs) or None}. None when no run has such a level."""
+    have = {lab: c for lab, c in best.items() if c is not None and c.usd_per_m_output}
+    if not have:
+        return None
+    lab, c = min(have.items(), key=lambda kv: kv[1].usd_per_m_output)
+    text = f"Cheapest per token meeting the SLOs: {lab} at C={c.concurrency:,}, ${c.usd_per_m_output:,.3f} per 1M"
+    others = [f"{o} {_pct_change(oc.usd_per_m_output, c.usd_per_m_output)}" for o, oc in have.items() if o != lab]
+    missing = [o for o, oc in best.items() if o not in have]
+    if others:
+        text += f" ({', '.join(others)})"
+    if missing:
+        text += f"; no level meets them: {', '.join(missing)}"
+    return text

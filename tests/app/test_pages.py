@@ -282,6 +282,31 @@ def test_cost_page_numbers_follow_price(app_db):
     assert "SIMULATED" in texts(at)
 
 
+def test_cost_several_runs_side_by_side(app_db):
+    db, ids = app_db
+    at = ok(app("cost", runs=f"{ids[0]},{ids[1]}"))
+    assert at.multiselect(key="cost_runs").value == [ids[0], ids[1]]
+    by_run = next(df.value for df in at.dataframe if "cheapest level meeting SLOs" in df.value.columns)
+    assert list(by_run["id"]) == [f"#{ids[0]}", f"#{ids[1]}"]
+    assert "cost-runs-chart" in [c.key for c in charts(at)]
+    head = next(m.value for m in at.markdown if m.value.startswith("####")).replace("\\", "")
+    cheaper = by_run.loc[by_run["$ / 1M output tokens there"].idxmin(), "run"]
+    assert head.startswith(f"#### Cheapest per token meeting the SLOs: {cheaper} at C=")
+    # doubling one run's price doubles its $ per 1M tokens (the other run's stays)
+    before = by_run.set_index("id")["$ / 1M output tokens there"]
+    at.number_input(key=f"cost_price_{ids[1]}").set_value(at.number_input(key=f"cost_price_{ids[1]}").value * 2).run()
+    after = next(df.value for df in at.dataframe if "cheapest level meeting SLOs" in df.value.columns).set_index("id")
+    assert after.loc[f"#{ids[1]}", "$ / 1M output tokens there"] == pytest.approx(2 * before[f"#{ids[1]}"])
+    assert after.loc[f"#{ids[0]}", "$ / 1M output tokens there"] == pytest.approx(before[f"#{ids[0]}"])
+
+
+def test_cost_unknown_run_says_not_found(app_db):
+    at = ok(app("cost", run=999))
+    assert "#999" in "\n".join(e.value for e in at.error)
+    assert at.multiselect(key="cost_runs").value == []            # not silently another run
+    assert not any("usd_per_m_output" in df.value.columns for df in at.dataframe)
+
+
 def test_gpus_page_without_nvml(app_db):
     db, ids = app_db
     at = ok(app("gpus"))                                          # newest run (#3) is a measured sglang run

@@ -98,3 +98,15 @@ def test_partner_for_prefers_the_same_model():
     assert partner_for(runs, 2) == 3            # newest finished run of the same model
     assert partner_for(runs, 4) == 3            # no other finished "other": the newest finished run
     assert partner_for(runs, 99) is None and partner_for([run(1)], 1) is None
+
+
+def test_cost_line():
+    from bench.compare import cost_line
+    from bench.cost import LevelCost
+
+    h100 = LevelCost(64, 1000.0, 0.40, True, [])
+    h200 = LevelCost(128, 1500.0, 0.44, True, [])
+    assert cost_line({"H200": h200, "H100": h100}) == \
+        "Cheapest per token meeting the SLOs: H100 at C=64, $0.400 per 1M (H200 +10%)"
+    assert cost_line({"H100": h100, "L40S": None}).endswith("; no level meets them: L40S")
+    assert cost_line({"A": None}) is None
