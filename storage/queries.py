@@ -88,6 +88,7 @@ class LevelRow:
     summary: dict
     telemetry: dict
     error: str | None
+    repeat: int | None = None   # 0-based repeat of this (concurrency, rate); None on schemas without repeats
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def _run_row(r: Run) -> RunRow:
 
 
 def _level_row(lv: Level) -> LevelRow:
-    vals = {f: _enum_value(getattr(lv, f)) for f in _LEVEL_FIELDS}
+    vals = {f: _enum_value(getattr(lv, f, None)) for f in _LEVEL_FIELDS}  # getattr default: `repeat` is newer
     vals["summary"] = dict(vals["summary"] or {})
     vals["telemetry"] = dict(vals["telemetry"] or {})
     return LevelRow(**vals)
@@ -627,8 +628,18 @@ def level_table(detail: RunDetail) -> list[dict]:
             "peak_temp_gpu_c": t.get("peak_temp_gpu_c"), "throttled_pct": t.get("throttled_pct"),
             "gpu_verdict": _verdict_text(t.get("verdict")),
             "error": lv.error,
+            "repeat": lv.repeat if lv.repeat is not None else s.get("repeat"),
+            **_steady(s.get("steady")),
         })
     return out
+
+
+def _steady(steady: Any) -> dict[str, float | None]:
+    """summary["steady"] (the steady-state window's figures, when the sweep recorded them) as flat steady_* keys."""
+    st = steady if isinstance(steady, dict) else {}
+    return {"steady_output_tok_s": st.get("output_tok_s"), "steady_req_s": st.get("req_s"),
+            "steady_ttft_p50_ms": _pct(st, "ttft_ms", "p50"), "steady_tpot_p50_ms": _pct(st, "tpot_ms", "p50"),
+            "steady_e2e_p50_ms": _pct(st, "e2e_ms", "p50")}
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import charts
-from app.ui.common import (esc_md, fmt_dt, fmt_num, fmt_secs, show_chart, show_table, sim_badge, status_badge,
-                           worker_api)
+from app.ui.common import (download_csv, esc_md, fmt_dt, fmt_num, fmt_secs, show_chart, show_table, sim_badge,
+                           status_badge, worker_api)
 from bench.compare import picker_labels, prompt_format, run_labels
+from bench.tables import readable_levels
 from storage import queries as q
 from storage.db import to_url
 
@@ -298,9 +299,14 @@ def _levels(d: q.RunDetail) -> None:
     if not rows:
         st.caption("No level has started yet.")
         return
-    st.subheader("Levels" + (" — SIMULATED" if d.run.simulated else ""))
+    head, toggle = st.columns([4, 1])
+    head.subheader("Levels" + (" — SIMULATED" if d.run.simulated else ""))
     df = pd.DataFrame(rows)
-    show_table(df, key=f"live-levels-{d.run.id}", filename=f"run{d.run.id}_levels")
+    if toggle.toggle("All columns", key=f"live-levels-all-{d.run.id}", help="Every figure stored per level, raw"):
+        show_table(df, key=f"live-levels-{d.run.id}", filename=f"run{d.run.id}_levels")
+    else:  # the columns people read, units in the headers; the CSV keeps every column and full precision
+        st.dataframe(pd.DataFrame(readable_levels(rows)), key=f"live-levels-view-{d.run.id}", hide_index=True)
+        download_csv(df, f"run{d.run.id}_levels.csv", key=f"live-levels-{d.run.id}-csv")
     done = df[df["status"] == "completed"]
     if len(done) >= 2:
         a, b = st.columns(2)

@@ -90,7 +90,13 @@ def test_live_finished_run_opens_on_levels_and_lazy_tabs(app_db):
     peak = next(m for m in at.metric if m.label.startswith("Peak output tok/s"))
     assert peak.value == f"{q.get_run(ids[0]).run.peak_output_tok_s:,.0f}"
     levels = [df.value for df in at.dataframe if "concurrency" in df.value.columns]
-    assert levels and list(levels[0]["concurrency"]) == [1, 4, 16]
+    assert levels and list(levels[0]["concurrency"]) == ["1", "4", "16"]   # the readable view: text, units in headers
+    assert "TTFT p50 ms" in levels[0].columns and "n_requested" not in levels[0].columns
+    assert not levels[0].isin(["None", "nan"]).any().any()
+    at.toggle(key=f"live-levels-all-{ids[0]}").set_value(True).run()
+    raw = next(df.value for df in at.dataframe if "concurrency" in df.value.columns)
+    assert "n_requested" in raw.columns and list(raw["concurrency"]) == [1, 4, 16]
+    at.toggle(key=f"live-levels-all-{ids[0]}").set_value(False).run()
     assert len(charts(at)) == 2                                   # only the open tab runs: vs-concurrency charts
     assert not [b for b in at.button if b.label == "Cancel run"]  # finished: nothing to cancel
     at.session_state["live-tab-done"] = "Throughput & latency"
@@ -111,6 +117,17 @@ def test_live_title_and_picker_are_gpu_first(app_db):
     title = next(m.value for m in at.markdown if m.value.startswith("## ")).replace("\\", "")
     assert title.startswith(f"## H200 · sim · Qwen3-0.6B · #{rid}")  # not "Run · #N"
     assert at.selectbox[0].format_func(rid).startswith(f"#{rid} · H200")
+    assert "prompts:" not in texts(at)                            # configs from before prompt_format: nothing
+    from storage.db import open_db
+    from storage.models import Run
+
+    with open_db(db)() as s:                                      # a config that carries the prompt format
+        run = s.get(Run, rid)
+        run.config = {**run.config, "workload": {**run.config["workload"], "prompt_format": "token-ids"}}
+        s.commit()
+    at = ok(app("live", run=rid))
+    assert "prompts: token\\-ids" in texts(at)
+    assert "token-id prompts" in next(m.value for m in at.markdown if m.value.startswith("## ")).replace("\\", "")
 
 
 def test_deep_link_opens_live(app_db):

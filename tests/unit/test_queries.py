@@ -206,6 +206,18 @@ def test_sweep_progress_after_the_end(db_path):
     assert p.eta_s == 0.0 and p.levels[3].eta_s is None
 
 
+def test_level_table_steady_and_repeat_when_present(db_path):
+    from dataclasses import replace
+
+    d = q.get_run(seed_run(db_path, levels=(1, 4), requests_per_level=20), db_path)
+    steady = {"output_tok_s": 321.0, "req_s": 2.5, "ttft_ms": {"p50": 11.0}, "tpot_ms": {"p50": 4.0}}
+    lv0 = replace(d.levels[0], summary={**d.levels[0].summary, "steady": steady}, repeat=1)
+    rows = q.level_table(replace(d, levels=[lv0, d.levels[1]]))
+    assert (rows[0]["steady_output_tok_s"], rows[0]["steady_ttft_p50_ms"], rows[0]["repeat"]) == (321.0, 11.0, 1)
+    assert rows[0]["steady_e2e_p50_ms"] is None                 # missing in the sub-dict: None, no error
+    assert rows[1]["steady_output_tok_s"] is None and rows[1]["repeat"] is None
+
+
 def test_config_diff():
     a = {"engine": {"kind": "vllm", "tp": 1}, "levels": [1, 8], "name": "a"}
     b = {"engine": {"kind": "sglang", "tp": 1}, "levels": [1, 8], "name": "b", "extra": 1}
