@@ -33,8 +33,9 @@ def _layout(title: str, *, simulated: bool = False, x: str = "", y: str = "", he
         "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0,
                    "font": {"size": 13}},
         "hovermode": hover,
-        "xaxis": {"title": {"text": x}, "showgrid": False},
-        "yaxis": {"title": {"text": y}, "rangemode": "tozero"},
+        # explicit tick and axis-title sizes: Streamlit's theme otherwise draws ticks at ~11 px, unreadable on a projector
+        "xaxis": {"title": {"text": x, "font": {"size": 16}}, "showgrid": False, "tickfont": {"size": 14}},
+        "yaxis": {"title": {"text": y, "font": {"size": 16}}, "rangemode": "tozero", "tickfont": {"size": 14}},
     }
     lay.update(extra)
     return lay
@@ -79,9 +80,11 @@ def stacked(panels: Sequence[tuple[pd.DataFrame, dict[str, str], str]], x: str, 
     for i, (df, ys, ylab) in enumerate(panels):
         ax = "" if i == 0 else str(i + 1)
         top = 1 - i / n
-        lay[f"yaxis{ax}"] = {"title": {"text": ylab}, "rangemode": "tozero", "domain": [top - 1 / n + gap, top]}
+        lay[f"yaxis{ax}"] = {"title": {"text": ylab, "font": {"size": 15}}, "rangemode": "tozero",
+                             "domain": [top - 1 / n + gap, top], "tickfont": {"size": 14}}
         lay[f"xaxis{ax}"] = {"anchor": f"y{ax}", "matches": "x" if i else None, "showgrid": False,
-                             "showticklabels": i == n - 1, "title": {"text": xlab if i == n - 1 else ""}}
+                             "showticklabels": i == n - 1, "title": {"text": xlab if i == n - 1 else "", "font": {"size": 16}},
+                             "tickfont": {"size": 14}}
         for label, col in ys.items():
             if not df.empty and col in df and x in df:
                 data.append(_line(df[x].to_numpy(), df[col].to_numpy(), label, PALETTE[color_i % len(PALETTE)],
@@ -115,9 +118,11 @@ def per_gpu_stacked(df: pd.DataFrame, metrics: Sequence[tuple[str, str]], title:
     for i, (col, ylab) in enumerate(metrics):
         ax = "" if i == 0 else str(i + 1)
         top = 1 - i / n
-        lay[f"yaxis{ax}"] = {"title": {"text": ylab}, "rangemode": "tozero", "domain": [top - 1 / n + gap, top]}
+        lay[f"yaxis{ax}"] = {"title": {"text": ylab, "font": {"size": 15}}, "rangemode": "tozero",
+                             "domain": [top - 1 / n + gap, top], "tickfont": {"size": 14}}
         lay[f"xaxis{ax}"] = {"anchor": f"y{ax}", "matches": "x" if i else None, "showgrid": False,
-                             "showticklabels": i == n - 1, "title": {"text": "seconds since start" if i == n - 1 else ""}}
+                             "showticklabels": i == n - 1, "tickfont": {"size": 14},
+                             "title": {"text": "seconds since start" if i == n - 1 else "", "font": {"size": 16}}}
         for j, g in enumerate(gpus):
             part = parts[g]
             if col not in part:

@@ -49,6 +49,7 @@ if any_sim:
     st.warning("Includes SIMULATED runs: their costs project simulated throughput, not a measurement.",
                icon=":material/science:")
 
+headline = st.container()  # the cheapest-per-token line goes here, above the inputs, once it is computed
 cat, _ = gpu_catalog()
 first = details[0]
 slo_cfg = (first.config.get("workload") or {}).get("slo") or {}
@@ -60,11 +61,12 @@ with st.container(border=True):
         default_price = r.price_per_gpu_hour if r.price_per_gpu_hour is not None else (cat_price or 2.0)
         with col:
             st.markdown(f"**{esc_md(legend[r.id])}**")
-            price[r.id] = st.number_input(
+            pcol, gcol = st.columns(2)
+            price[r.id] = pcol.number_input(
                 "Price per GPU-hour ($)", min_value=0.0, value=float(default_price), step=0.1, format="%.2f",
                 key=f"cost_price_{r.id}", help=f"Run's price: {r.price_per_gpu_hour}; catalog ({esc_md(r.gpu)}): "
                                                f"{cat_price}")
-            gpus[r.id] = int(st.number_input("GPUs per replica", min_value=1, value=int(r.gpu_count or 1), step=1,
+            gpus[r.id] = int(gcol.number_input("GPUs per replica", min_value=1, value=int(r.gpu_count or 1), step=1,
                                              key=f"cost_gpus_{r.id}"))
     x, y, z, w, v = st.columns(5)
     pct = x.segmented_control("SLO percentile", ["p50", "p90", "p99"], default="p99", key="cost_pct") or "p99"
@@ -95,7 +97,7 @@ money = {"usd_per_m_output": st.column_config.NumberColumn("$ / 1M output tokens
 if len(details) > 1:
     line = cost_line({legend[rid]: b for rid, b in best.items()})
     if line:
-        st.markdown(f"#### {esc_md(line)}")
+        headline.markdown(f"#### {esc_md(line)}")
     summary = pd.DataFrame([{
         "run": legend[d.run.id], "id": f"#{d.run.id}", "$ / GPU-hour": price[d.run.id], "GPUs": gpus[d.run.id],
         "cheapest level meeting SLOs": f"C = {best[d.run.id].concurrency:,}" if best[d.run.id] else "none",
@@ -139,7 +141,7 @@ if len(details) == 1:
 show_table(df, key=f"cost-levels-{run_id}", filename=f"run{run_id}_cost_per_level", column_config=money)
 
 # --------------------------------------------------------------------------------------------- daily cost
-st.subheader("Daily cost" + sim + (f" — {esc_md(legend[run_id])}" if len(details) > 1 else ""))
+st.subheader("Daily cost" + (f" — {esc_md(legend[run_id])}" if len(details) > 1 else sim))
 usable = [c for c in costs[run_id] if c.output_tok_s]
 default_level = (best_r or max(usable, key=lambda c: c.output_tok_s)).concurrency
 level_opts = [c.concurrency for c in usable]
