@@ -1,5 +1,8 @@
 """Live: one run, in progress or finished. Polls the database once a second while the run is active (the worker
-writes, we only read), so a refresh, a second viewer or closing the tab never touches the sweep."""
+writes, we only read), so a refresh, a second viewer or closing the tab never touches the sweep.
+
+`?present=1` is the presentation view for a projector: no navigation or picker, the headline numbers and two big
+live charts. A viewer who watched a run live keeps its charts when it ends (no swap to the Levels table)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -19,8 +22,15 @@ BIG_TILES_CSS = """<style>
 [data-testid="stMetricValue"] { font-size: 3rem; font-weight: 700; }
 [data-testid="stMetricLabel"] p { font-size: 1.1rem; }
 </style>"""
+# Presentation view: no Streamlit header/toolbar, little padding, bigger tiles. Static CSS only.
+PRESENT_CSS = """<style>
+[data-testid="stHeader"], [data-testid="stToolbar"], [data-testid="stDecoration"] { display: none; }
+[data-testid="stMainBlockContainer"] { padding-top: 1.2rem; padding-bottom: 0.5rem; max-width: 100%; }
+[data-testid="stMetricValue"] { font-size: 3.6rem; }
+</style>"""
 
 ss = st.session_state
+present = st.query_params.get("present") == "1"
 runs = q.list_runs(limit=300)
 if not runs:
     st.title("Live")
@@ -40,8 +50,9 @@ labels = picker_labels(runs, live_mark=True)
 options = list(labels)
 if run_id not in labels:
     options.insert(0, run_id)
-pick_col, refresh_col = st.columns([4, 1])
-picked = pick_col.selectbox("Run", options, index=options.index(run_id), format_func=lambda i: labels.get(i, f"#{i}"))
+pick_col, refresh_col = st.columns([3, 2]) if not present else (st.empty(), st.empty())
+picked = run_id if present else pick_col.selectbox("Run", options, index=options.index(run_id),
+                                                    format_func=lambda i: labels.get(i, f"#{i}"))
 if picked != run_id or st.query_params.get("run") != str(run_id):
     st.query_params["run"] = str(picked)  # shareable URL: ?run=ID
     if picked != run_id:
@@ -51,12 +62,16 @@ detail = q.get_run(run_id)
 if detail is None:
     st.error(f"Run {run_id} not found.")
     st.stop()
-st.html(BIG_TILES_CSS)  # static CSS only; no user text ever goes through HTML
+st.html(BIG_TILES_CSS + (PRESENT_CSS if present else ""))  # static CSS only; no user text ever goes through HTML
 active_at_load = detail.run.active
+if active_at_load:
+    ss["_live_watched"] = run_id  # this viewer saw the run live: keep its charts when it ends
 # Every chart redraw costs the viewer's browser CPU (~0.1 core per figure at 1 Hz in headless Chromium here); on a
 # one-box setup that comes out of the sweep, so the rate is the viewer's choice. 1 s by default.
 refresh = None
-if active_at_load:
+if active_at_load and present:
+    refresh = ss.get("live_refresh", 1.0) or None
+elif active_at_load:
     refresh = refresh_col.segmented_control("Refresh", [1.0, 2.0, 5.0, 0.0], default=1.0, key="live_refresh",
                                             format_func=lambda v: f"{v:g} s" if v else "paused") or None
 
@@ -248,6 +263,21 @@ def _tiles(d: q.RunDetail, f: dict) -> None:
     e.metric("Failed requests", f"{errs:,}", border=True)
 
 
+def _tok_fig(d: q.RunDetail, f: dict, height: int):
+    return charts.lines(f["thr"], "t_s", {"client (completed requests)": "output_tok_s", "engine counter": "engine_tok_s"},
+                        "Output tokens/s", simulated=d.run.simulated, xlab="seconds since start", ylab="tok/s",
+                        bands=f["bands"], height=height)
+
+
+def _lat_fig(d: q.RunDetail, f: dict, panel_height: int):
+    lat = f["lat"]
+    return charts.stacked([(lat, {"TTFT p50": "ttft_p50", "TTFT p99": "ttft_p99"}, "TTFT ms"),
+                           (lat, {"ITL p50": "itl_p50", "ITL p99": "itl_p99"}, "ITL ms")], "t_s",
+                          "Latency: TTFT and inter-token (per-request mean)", simulated=d.run.simulated,
+                          xlab="seconds since start", dash={"TTFT p99": "dash", "ITL p99": "dash"}, bands=f["bands"],
+                          panel_height=panel_height)
+
+
 def _load_charts(d: q.RunDetail, f: dict) -> None:
     """Three figures (two of them stacked panels): each figure costs the browser ~0.1 CPU core per redraw at 1 Hz,
     and on a one-box setup that CPU comes out of the sweep being watched."""
@@ -257,15 +287,9 @@ def _load_charts(d: q.RunDetail, f: dict) -> None:
     xs = "seconds since start"
     a, b = st.columns(2)
     with a:
-        fig = charts.lines(thr, "t_s", {"client (completed requests)": "output_tok_s", "engine counter": "engine_tok_s"},
-                           "Output tokens/s", simulated=sim, xlab=xs, ylab="tok/s", bands=bands, height=450)
-        show_chart(fig, key=f"live-tok-{rid}", filename=f"run{rid}_output_tok_s", data=thr)
+        show_chart(_tok_fig(d, f, 450), key=f"live-tok-{rid}", filename=f"run{rid}_output_tok_s", data=thr)
     with b:
-        fig = charts.stacked([(lat, {"TTFT p50": "ttft_p50", "TTFT p99": "ttft_p99"}, "TTFT ms"),
-                              (lat, {"ITL p50": "itl_p50", "ITL p99": "itl_p99"}, "ITL ms")], "t_s",
-                             "Latency: TTFT and inter-token (per-request mean)", simulated=sim, xlab=xs,
-                             dash={"TTFT p99": "dash", "ITL p99": "dash"}, bands=bands)
-        show_chart(fig, key=f"live-lat-{rid}", filename=f"run{rid}_latency", data=lat)
+        show_chart(_lat_fig(d, f, 190), key=f"live-lat-{rid}", filename=f"run{rid}_latency", data=lat)
     a, b = st.columns(2)
     with a:
         fig = charts.stacked([(em, {"running": "running", "waiting": "waiting", "KV cache %": "kv_cache_pct"},
@@ -343,6 +367,9 @@ def live_view(run_id: int) -> None:
     if d.run.active != active_at_load:
         st.rerun()  # started/finished since the page loaded: a full rerun switches polling on/off
     now = datetime.now(timezone.utc)
+    if present:
+        _present(d, now)
+        return
     _header(d)
     _cancel(d)
     _engine(d, now)
@@ -354,9 +381,11 @@ def live_view(run_id: int) -> None:
     else:
         frames = None  # loaded only if a chart tab is opened: a finished run opens on its level summary
         _tiles_finished(d)
-    # Lazy tabs: only the open tab's content runs (and is sent to the browser) on each refresh.
-    load, gpus, levels, log = st.tabs(tabs, key=f"live-tab-{'active' if d.run.active else 'done'}", on_change="rerun",
-                                      default=tabs[0] if d.run.active else tabs[2])
+    # Lazy tabs: only the open tab's content runs (and is sent to the browser) on each refresh. A run opened
+    # finished starts on its Levels; one this viewer watched live keeps the tab (and charts) it was watching.
+    watching = d.run.active or ss.get("_live_watched") == d.run.id
+    load, gpus, levels, log = st.tabs(tabs, key=f"live-tab-{'active' if watching else 'done'}", on_change="rerun",
+                                      default=tabs[0] if watching else tabs[2])
     if load.open or gpus.open:
         frames = frames or _series_frames(d)
     if load.open:
@@ -373,6 +402,30 @@ def live_view(run_id: int) -> None:
             _events(d)
 
 
+def _present(d: q.RunDetail, now: datetime) -> None:
+    """The projector view: one title line, the sweep's progress, the headline tiles, two big charts."""
+    r = d.run
+    label = run_labels([r], {r.id: d.config})[r.id].removesuffix(" (SIMULATED)")
+    st.markdown(f"### {esc_md(label + (f' · {r.name}' if r.name else ''))} &nbsp; {status_badge(r.status)} "
+                f"{sim_badge(r.simulated)}")
+    planned, dur = _planned(d)
+    p = q.sweep_progress(d, planned, dur, now)
+    if p.levels:
+        running = next((lv for lv in p.levels if lv.status == "running"), None)
+        where = f" · C={running.concurrency:,} running" if running else ""
+        st.progress(min(1.0, p.fraction), text=f"Sweep: {p.fraction:.0%} · {fmt_secs(p.elapsed_s)} elapsed{where}")
+    frames = _series_frames(d)
+    if r.active:
+        _tiles(d, frames)
+    else:
+        _tiles_finished(d)
+    a, b = st.columns(2)
+    with a:
+        show_chart(_tok_fig(d, frames, 470), key=f"present-tok-{r.id}", filename=f"run{r.id}_output_tok_s")
+    with b:
+        show_chart(_lat_fig(d, frames, 200), key=f"present-lat-{r.id}", filename=f"run{r.id}_latency")
+
+
 def _series_frames(d: q.RunDetail) -> dict:
     if d.run.active:
         return _frames(_series(d.run.id), d)
@@ -381,8 +434,14 @@ def _series_frames(d: q.RunDetail) -> dict:
 
 
 live_view(run_id)
+if present:
+    st.page_link("views/live.py", label="Leave the presentation view", icon=":material/close_fullscreen:",
+                 query_params={"run": str(run_id)})
+    st.stop()
 st.divider()
-a, b, c = st.columns(3)
+a, b, c, e = st.columns(4)
+e.page_link("views/live.py", label="Presentation view", icon=":material/present_to_all:",
+            query_params={"run": str(run_id), "present": "1"})
 a.page_link("views/cost.py", label="Cost of this run", icon=":material/payments:", query_params={"run": str(run_id)})
 b.page_link("views/compare.py", label="Compare with others", icon=":material/compare_arrows:",
             query_params={"runs": str(run_id)})

@@ -152,6 +152,37 @@ def test_live_running_run_progress_and_cancel(app_db):
     assert q.get_run(rid).run.status == "cancelled"               # no live worker: marked cancelled directly
 
 
+def test_live_keeps_the_watched_charts_when_the_run_ends(app_db):
+    from storage.db import open_db
+    from storage.models import Run, RunStatus
+
+    db, _ = app_db
+    rid = seed_run(db, status="running", name="watched", levels=(1, 4), requests_per_level=40)
+    at = ok(app("live", run=rid))
+    assert [c.key for c in charts(at)][0] == f"live-tok-{rid}"
+    with open_db(db)() as s:                                      # the worker finishes the run
+        run = s.get(Run, rid)
+        run.status, run.finished_at = RunStatus.completed, run.started_at
+        s.commit()
+    ok(at.run())
+    assert [c.key for c in charts(at)] == [f"live-tok-{rid}", f"live-lat-{rid}", f"live-queue-{rid}"]
+    # a viewer who opens the finished run cold still starts on its Levels
+    cold = ok(app("live", run=rid))
+    assert not charts(cold) and any("TTFT p50 ms" in df.value.columns for df in cold.dataframe)
+
+
+def test_presentation_view(app_db):
+    db, _ = app_db
+    rid = seed_run(db, status="running", name="on the projector", levels=(1, 4, 16), requests_per_level=60)
+    at = ok(app("live", run=rid, present=1))
+    assert [c.key for c in charts(at)] == [f"present-tok-{rid}", f"present-lat-{rid}"]
+    assert not at.selectbox and not at.tabs                       # no picker, no tabs: just the run
+    assert any(m.label.startswith("Output tok/s") for m in at.metric)
+    assert "SIMULATED" in texts(at) and len(at.get("progress")) == 1
+    finished = ok(app("live", run=app_db[1][0], present=1))       # a finished run: the same two charts, peak tiles
+    assert len(charts(finished)) == 2 and any(m.label.startswith("Peak output") for m in finished.metric)
+
+
 def test_user_text_is_escaped(app_db):
     db, _ = app_db
     rid = seed_run(db, name="evil [click](http://x.example) <img src=x>", tags=["**bold**"])

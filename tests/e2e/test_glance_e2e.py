@@ -97,3 +97,25 @@ def test_dead_ends_say_what_is_missing(two_gpus, browser_page):
     page.goto(f"{base}/compare?runs={h200}")                          # "Compare with others" from Live
     page.get_by_text("to compare with").first.wait_for()
     page.get_by_text("Side by side").wait_for()
+
+
+def test_presentation_view_fits_the_screen(two_gpus, browser_page):
+    from tests.app.seed import seed_run
+
+    base, db, *_ = two_gpus
+    rid = seed_run(db, status="running", name="", gpu="H200-141GB", levels=(10, 100, 400), requests_per_level=120)
+    page = browser_page
+    page.goto(f"{base}/live?run={rid}&present=1")
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2")
+    assert page.get_by_role("link", name="Compare").count() == 0             # no navigation on the projector
+    for w, h in SIZES:
+        page.set_viewport_size({"width": w, "height": h})
+        page.wait_for_timeout(300)  # Plotly's debounced resize
+        _settle(page)
+        top = page.evaluate("() => document.querySelector('.js-plotly-plot').getBoundingClientRect().top")
+        assert top < h * 0.5, f"first chart starts at {top:.0f} px of {h}"     # the charts are what one sees
+        ticks = page.evaluate("""() => Math.min(...Array.from(document.querySelectorAll('.xtick text, .ytick text'))
+            .map(t => parseFloat(getComputedStyle(t).fontSize)))""")
+        assert ticks >= 14, ticks                                            # readable from the back of a room
+        page.screenshot(path=str(SHOTS / f"glance_present_{w}x{h}.png"))
+    page.set_viewport_size({"width": SIZES[0][0], "height": SIZES[0][1]})
