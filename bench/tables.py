@@ -61,11 +61,6 @@ def _cpu(r: Mapping) -> str:
     return (DASH if cpu is None else f"{cpu:.0f}%") + (" client-bound!" if r.get("client_bound") else "")
 
 
-def _repeat(r: Mapping) -> str:
-    rep = r.get("repeat")
-    return DASH if rep is None else str(int(rep) + 1)  # stored 0-based, shown 1-based like the CLI's "rep"
-
-
 Column = tuple[str, Callable[[Mapping], str], Callable[[Sequence[Mapping]], bool] | None]
 
 
@@ -81,7 +76,7 @@ def _col(key: str, fmt: Callable[[Any], str]) -> Callable[[Mapping], str]:
 COLUMNS: list[Column] = [
     ("concurrency", _col("concurrency", fmt_count), None),
     ("rate req/s", _col("request_rate", fmt_rate), _has("request_rate")),
-    ("repeat", _repeat, lambda rows: any((r.get("repeat") or 0) > 0 for r in rows)),
+    ("repeat", _col("repeat", fmt_count), lambda rows: any((r.get("repeat") or 1) > 1 for r in rows)),  # 1-based
     ("status", lambda r: str(r.get("status") or DASH), None),
     ("ok / planned", _requests, None),
     ("failed", _col("n_err", fmt_count), None),
@@ -96,6 +91,7 @@ COLUMNS: list[Column] = [
     ("TPOT p50 ms", _col("tpot_p50_ms", fmt_ms), None),
     ("ITL p50 ms", _col("itl_p50_ms", fmt_ms), None),
     ("E2E p50 ms", _col("e2e_p50_ms", fmt_ms), None),
+    ("steady s", _col("steady_s", fmt_s), _has("steady_s")),
     ("steady output tok/s", _col("steady_output_tok_s", fmt_rate), _has("steady_output_tok_s")),
     ("steady req/s", _col("steady_req_s", fmt_rate), _has("steady_req_s")),
     ("steady TTFT p50 ms", _col("steady_ttft_p50_ms", fmt_ms), _has("steady_ttft_p50_ms")),

@@ -88,7 +88,7 @@ class LevelRow:
     summary: dict
     telemetry: dict
     error: str | None
-    repeat: int | None = None   # 0-based repeat of this (concurrency, rate); None on schemas without repeats
+    repeat: int = 0          # 0-based repeat of its (concurrency, rate) (--repeat N)
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,8 @@ def _run_row(r: Run) -> RunRow:
 
 
 def _level_row(lv: Level) -> LevelRow:
-    vals = {f: _enum_value(getattr(lv, f, None)) for f in _LEVEL_FIELDS}  # getattr default: `repeat` is newer
+    vals = {f: _enum_value(getattr(lv, f, None)) for f in _LEVEL_FIELDS}
+    vals["repeat"] = vals["repeat"] or 0  # a schema from before levels.repeat: every level is the first
     vals["summary"] = dict(vals["summary"] or {})
     vals["telemetry"] = dict(vals["telemetry"] or {})
     return LevelRow(**vals)
@@ -610,8 +611,10 @@ def level_table(detail: RunDetail) -> list[dict]:
     for lv in detail.levels:
         s, t = lv.summary, lv.telemetry
         tok = lv.output_tok_s if lv.output_tok_s is not None else s.get("output_tok_s")
+        steady = s.get("steady") or {}
         out.append({
-            "level": lv.idx + 1, "concurrency": lv.concurrency, "status": lv.status,
+            "level": lv.idx + 1, "concurrency": lv.concurrency, "request_rate": lv.request_rate,
+            "repeat": lv.repeat + 1, "status": lv.status,
             "n_requested": lv.n_requested, "n_sent": lv.n_sent, "n_ok": lv.n_ok, "n_err": lv.n_err,
             "duration_s": lv.duration_s, "output_tok_s": tok, "total_tok_s": lv.total_tok_s, "req_s": lv.req_s,
             "goodput_req_s": lv.goodput_req_s,
@@ -620,6 +623,10 @@ def level_table(detail: RunDetail) -> list[dict]:
             "tpot_p50_ms": _pct(s, "tpot_ms", "p50") or lv.tpot_p50_ms, "tpot_p99_ms": _pct(s, "tpot_ms", "p99"),
             "itl_p50_ms": _pct(s, "itl_ms", "p50"), "itl_p99_ms": _pct(s, "itl_ms", "p99"),
             "e2e_p50_ms": _pct(s, "e2e_ms", "p50") or lv.e2e_p50_ms, "e2e_p99_ms": _pct(s, "e2e_ms", "p99"),
+            # steady state (bench/steady.py), beside the whole-level figures; None where a level has no window
+            "steady_s": steady.get("duration_s"), "steady_output_tok_s": steady.get("output_tok_s"),
+            "steady_req_s": steady.get("req_s"), "steady_ttft_p50_ms": _pct(steady, "ttft_ms", "p50"),
+            "steady_tpot_p50_ms": _pct(steady, "tpot_ms", "p50"), "steady_e2e_p50_ms": _pct(steady, "e2e_ms", "p50"),
             "tok_s_per_user": _per_user(tok, lv, s),
             "tok_s_per_gpu": tok / gpus if tok else None,
             "client_cpu_pct": lv.client_cpu_pct, "client_bound": lv.client_bound,
@@ -628,18 +635,8 @@ def level_table(detail: RunDetail) -> list[dict]:
             "peak_temp_gpu_c": t.get("peak_temp_gpu_c"), "throttled_pct": t.get("throttled_pct"),
             "gpu_verdict": _verdict_text(t.get("verdict")),
             "error": lv.error,
-            "repeat": lv.repeat if lv.repeat is not None else s.get("repeat"),
-            **_steady(s.get("steady")),
         })
     return out
-
-
-def _steady(steady: Any) -> dict[str, float | None]:
-    """summary["steady"] (the steady-state window's figures, when the sweep recorded them) as flat steady_* keys."""
-    st = steady if isinstance(steady, dict) else {}
-    return {"steady_output_tok_s": st.get("output_tok_s"), "steady_req_s": st.get("req_s"),
-            "steady_ttft_p50_ms": _pct(st, "ttft_ms", "p50"), "steady_tpot_p50_ms": _pct(st, "tpot_ms", "p50"),
-            "steady_e2e_p50_ms": _pct(st, "e2e_ms", "p50")}
 
 
 @dataclass(frozen=True)

@@ -108,8 +108,16 @@ def test_launch_sim_sweep_and_watch_live(dashboard, browser_page):
     assert [lv.status for lv in d.levels] == ["completed", "completed"]
     page.get_by_text("Sweep: 100%").wait_for(timeout=30_000)
     page.get_by_text("SIMULATED run").first.wait_for()
-    time.sleep(1.5)
+    # The audience keeps the charts it watched: the finished run stays on Throughput & latency, not the Levels table
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
+    assert page.get_by_role("tab", name="Throughput & latency").get_attribute("aria-selected") == "true"
+    _settle(page, 1.5)
     _shot(page, "03_live_done")
+    for w, h in ((1920, 1080), (1366, 768)):
+        page.set_viewport_size({"width": w, "height": h})
+        _settle(page, 0.5)
+        page.screenshot(path=str(SHOTS / f"03_live_done_{w}x{h}.png"))
+    page.set_viewport_size({"width": 1500, "height": 2200})
 
 
 def test_runs_compare_cost_gpus(dashboard, browser_page):

@@ -213,9 +213,9 @@ def test_level_table_steady_and_repeat_when_present(db_path):
     steady = {"output_tok_s": 321.0, "req_s": 2.5, "ttft_ms": {"p50": 11.0}, "tpot_ms": {"p50": 4.0}}
     lv0 = replace(d.levels[0], summary={**d.levels[0].summary, "steady": steady}, repeat=1)
     rows = q.level_table(replace(d, levels=[lv0, d.levels[1]]))
-    assert (rows[0]["steady_output_tok_s"], rows[0]["steady_ttft_p50_ms"], rows[0]["repeat"]) == (321.0, 11.0, 1)
+    assert (rows[0]["steady_output_tok_s"], rows[0]["steady_ttft_p50_ms"], rows[0]["repeat"]) == (321.0, 11.0, 2)
     assert rows[0]["steady_e2e_p50_ms"] is None                 # missing in the sub-dict: None, no error
-    assert rows[1]["steady_output_tok_s"] is None and rows[1]["repeat"] is None
+    assert rows[1]["steady_output_tok_s"] is None and rows[1]["repeat"] == 1  # 1-based, as shown
 
 
 def test_config_diff():

@@ -7,7 +7,7 @@ def row(**kw):
             "output_tok_s": 1234.5678, "tok_s_per_user": 77.1604, "tok_s_per_gpu": 1234.5678, "req_s": 7.9412,
             "goodput_req_s": 7.5, "ttft_p50_ms": 45.678, "ttft_p99_ms": 123.456, "tpot_p50_ms": 4.5678,
             "itl_p50_ms": 4.4, "e2e_p50_ms": 1234.5, "client_cpu_pct": 12.3, "client_bound": False,
-            "request_rate": None, "repeat": None, "j_per_output_token": None}
+            "request_rate": None, "repeat": 1, "j_per_output_token": None}
     return base | kw
 
 
@@ -30,8 +30,8 @@ def test_chosen_columns_units_and_no_none():
 
 
 def test_optional_columns_when_present():
-    out = readable_levels([row(repeat=0, steady_output_tok_s=1300.0, steady_ttft_p50_ms=40.0, j_per_output_token=0.0421),
-                           row(repeat=1, client_bound=True, request_rate=5.0)])
+    out = readable_levels([row(repeat=1, steady_output_tok_s=1300.0, steady_ttft_p50_ms=40.0, j_per_output_token=0.0421),
+                           row(repeat=2, client_bound=True, request_rate=5.0)])
     assert [r["repeat"] for r in out] == ["1", "2"]
     assert out[0]["steady output tok/s"] == "1,300" and out[1]["steady output tok/s"] == "–"
     assert out[0]["steady TTFT p50 ms"] == "40.0" and out[0]["J / output token"] == "0.0421"
