@@ -9,7 +9,8 @@ import streamlit as st
 from app.ui import charts
 from app.ui.common import esc_md, gpu_catalog, page_header, show_chart, show_table
 from bench.compare import cost_line, picker_labels, run_labels
-from bench.cost import LevelPerf, cheapest_meeting_slo, daily_cost, gpus_needed, level_costs
+from bench.cost import (SLO_PRESETS, LevelPerf, cheapest_meeting_slo, daily_cost, gpus_needed, latency_break,
+                        level_costs)
 from storage import queries as q
 
 page_header("Cost", "Measured throughput × your price per GPU-hour. Pick several runs to see which is cheaper per "
@@ -68,6 +69,16 @@ with st.container(border=True):
                                                f"{cat_price}")
             gpus[r.id] = int(gcol.number_input("GPUs per replica", min_value=1, value=int(r.gpu_count or 1), step=1,
                                              key=f"cost_gpus_{r.id}"))
+    def _apply_preset() -> None:  # a preset fills the SLO inputs (still editable); p99, as MLPerf binds them
+        choice = ss.get("cost_preset")
+        vals = SLO_PRESETS.get(choice) or (slo_cfg if choice == "from the run" else {})
+        for k in ("ttft", "tpot", "e2e"):
+            ss[f"cost_{k}"] = float(vals.get(f"{k}_ms") or 0)
+        ss["cost_pct"] = "p99"
+
+    st.selectbox("SLO preset", ["from the run", *SLO_PRESETS, "none"], key="cost_preset", on_change=_apply_preset,
+                 help="MLPerf Inference's p99 bounds for Llama-2-70B (interactive: v5.0's low-latency scenario). "
+                      "'from the run': the SLOs it was launched with.")
     x, y, z, w, v = st.columns(5)
     pct = x.segmented_control("SLO percentile", ["p50", "p90", "p99"], default="p99", key="cost_pct") or "p99"
     slo_ttft = y.number_input("SLO TTFT ms (0 = none)", min_value=0.0, value=float(slo_cfg.get("ttft_ms") or 0),
@@ -103,6 +114,7 @@ if len(details) > 1:
         "cheapest level meeting SLOs": f"C = {best[d.run.id].concurrency:,}" if best[d.run.id] else "none",
         "$ / 1M output tokens there": best[d.run.id].usd_per_m_output if best[d.run.id] else None,
         "output tok/s there": best[d.run.id].output_tok_s if best[d.run.id] else None,
+        "latency breaks at": (f"C = {brk.concurrency:,}" if (brk := latency_break(costs[d.run.id])) else "–"),
         "peak output tok/s": d.run.peak_output_tok_s} for d in details])
     show_table(summary, key="cost-runs", filename="cost_by_run",
                column_config={"$ / GPU-hour": st.column_config.NumberColumn(format="$%.2f"),
@@ -139,6 +151,9 @@ if len(details) == 1:
     show_chart(charts.cost_bars(df, simulated=r.simulated, cheapest=best_r.concurrency if best_r else None),
                key="cost-bars", filename=f"run{run_id}_cost_per_level")
 show_table(df, key=f"cost-levels-{run_id}", filename=f"run{run_id}_cost_per_level", column_config=money)
+brk = latency_break(costs[run_id])
+if brk is not None:
+    st.caption(f"Latency breaks at C = {brk.concurrency:,}: {esc_md('; '.join(brk.reasons))}.")
 
 # --------------------------------------------------------------------------------------------- daily cost
 st.subheader("Daily cost" + (f" — {esc_md(legend[run_id])}" if len(details) > 1 else sim))

@@ -348,6 +348,24 @@ def test_cost_several_runs_side_by_side(app_db):
     assert after.loc[f"#{ids[0]}", "$ / 1M output tokens there"] == pytest.approx(before[f"#{ids[0]}"])
 
 
+def test_cost_slo_preset_and_where_latency_breaks(app_db):
+    db, _ = app_db
+    rid = seed_run(db, levels=(1, 64, 512), requests_per_level=100)  # TTFT grows ~0.9 ms per user: 512 is slow
+    at = ok(app("cost", run=rid))
+    at.selectbox(key="cost_preset").set_value("none").run()
+    assert at.number_input(key="cost_ttft").value == 0
+    met = next(df.value for df in at.dataframe if "meets_slo" in df.value.columns)
+    assert met["meets_slo"].all()                                 # no SLO: every level qualifies
+    at.selectbox(key="cost_preset").set_value("MLPerf interactive (p99 TTFT 450 ms, TPOT 40 ms)").run()
+    assert (at.number_input(key="cost_ttft").value, at.number_input(key="cost_tpot").value) == (450, 40)
+    levels = next(df.value for df in at.dataframe if "meets_slo" in df.value.columns)
+    lv = {x.concurrency: x.summary for x in q.get_run(rid).levels}
+    assert list(levels["meets_slo"]) == [lv[c]["ttft_ms"]["p99"] <= 450 and lv[c]["tpot_ms"]["p99"] <= 40
+                                         for c in levels["concurrency"]]
+    assert list(levels["meets_slo"]) == [True, True, False]
+    assert "Latency breaks at C = 512: ttft\\_ms p99" in texts(at)
+
+
 def test_cost_unknown_run_says_not_found(app_db):
     at = ok(app("cost", run=999))
     assert "#999" in "\n".join(e.value for e in at.error)
