@@ -108,8 +108,9 @@ def _bands(bands: Sequence[tuple[float, float, str]]) -> tuple[list[dict], list[
 
 
 def per_gpu_stacked(df: pd.DataFrame, metrics: Sequence[tuple[str, str]], title: str, *, simulated: bool,
-                    panel_height: int = 170) -> go.Figure:
-    """One panel per metric [(column, y label)], one line per GPU, shared time axis, one legend entry per GPU."""
+                    panel_height: int = 170, bands: Sequence[tuple[float, float, str]] = ()) -> go.Figure:
+    """One panel per metric [(column, y label)], one line per GPU, shared time axis, one legend entry per GPU;
+    `bands` shade each level's span across all panels, as on the load charts."""
     n = len(metrics)
     gap = 0.05
     data, lay = [], _layout(title, simulated=simulated, height=panel_height * n + 70, hover="x unified")
@@ -130,6 +131,7 @@ def per_gpu_stacked(df: pd.DataFrame, metrics: Sequence[tuple[str, str]], title:
             data.append(_line(part["t_s"].to_numpy(), part[col].to_numpy(), f"GPU {int(g)}", PALETTE[j % len(PALETTE)],
                               width=2.5, xaxis=f"x{ax}", yaxis=f"y{ax}", legendgroup=f"gpu{int(g)}",
                               showlegend=i == 0))
+    lay["shapes"], lay["annotations"] = _bands(bands)
     return go.Figure(data=data, layout=lay)
 
 
@@ -184,7 +186,7 @@ def pareto(series: Sequence[tuple[str, pd.DataFrame]], *, simulated: bool, heigh
 
 
 def memory_bar(segments: Sequence[tuple[str, float]], total_gb: float, n_gpus: int, *, need_gb: float | None = None,
-               title: str = "Memory per GPU", height: int = 200) -> go.Figure:
+               title: str = "Memory per GPU", height: int = 260) -> go.Figure:
     """Stacked horizontal bar of one GPU: weights | runtime | KV cache | unused, with the GPU's size marked."""
     colors = {"weights": "#1f6feb", "runtime + activations": "#f08c00", "KV cache": "#2f9e44", "unused": "#dee2e6"}
     data = [{"type": "bar", "y": [f"{n_gpus} × GPU"], "x": [gb], "name": f"{label} {gb:.1f} GB", "orientation": "h",
@@ -200,9 +202,11 @@ def memory_bar(segments: Sequence[tuple[str, float]], total_gb: float, n_gpus: i
         notes.append({"xref": "x", "yref": "paper", "x": need_gb, "y": 1.0, "yanchor": "bottom", "xanchor": "left",
                       "showarrow": False, "text": "workload KV need", "font": {"color": "#e03131"}})
     lay = _layout(title, height=height, hover="closest", barmode="stack", shapes=shapes, annotations=notes,
-                  margin={"l": 10, "r": 10, "t": 60, "b": 30})
-    lay["legend"]["y"] = -0.45
-    lay["xaxis"] = {"title": {"text": "GB"}, "range": [0, max(total_gb, sum(g for _, g in segments)) * 1.04]}
+                  margin={"l": 10, "r": 10, "t": 60, "b": 110})
+    # below the axis title, left-aligned: beside the ticks (y=-0.45) it covered the upper half of the GB scale
+    lay["legend"].update(y=-0.95, yanchor="top", x=0.0, xanchor="left")
+    lay["xaxis"] = {"title": {"text": "GB", "font": {"size": 16}}, "tickfont": {"size": 14},
+                    "range": [0, max(total_gb, sum(g for _, g in segments)) * 1.04]}
     lay["yaxis"] = {}
     return go.Figure(data=data, layout=lay)
 

@@ -292,10 +292,13 @@ def _load_charts(d: q.RunDetail, f: dict) -> None:
         show_chart(_lat_fig(d, f, 190), key=f"live-lat-{rid}", filename=f"run{rid}_latency", data=lat)
     a, b = st.columns(2)
     with a:
-        fig = charts.stacked([(em, {"running": "running", "waiting": "waiting", "KV cache %": "kv_cache_pct"},
-                               "requests / %"),
-                              (thr, {"failed per bucket": "errors", "failed (cumulative)": "errors_cumulative"},
-                               "failed")], "t_s", "Engine queue and errors", simulated=sim, xlab=xs, bands=bands)
+        # requests and % on separate axes; the failed panel only when something failed (a flat zero says nothing)
+        panels = [(em, {"running": "running", "waiting": "waiting"}, "requests"),
+                  (em, {"KV cache %": "kv_cache_pct"}, "KV cache %")]
+        if not thr.empty and thr["errors"].sum() > 0:
+            panels.append((thr, {"failed per bucket": "errors", "failed (cumulative)": "errors_cumulative"}, "failed"))
+        fig = charts.stacked(panels, "t_s", "Engine queue, KV cache" + (" and errors" if len(panels) > 2 else ""),
+                             simulated=sim, xlab=xs, bands=bands, panel_height=150)
         show_chart(fig, key=f"live-queue-{rid}", filename=f"run{rid}_engine_queue", data=em)
     with b:
         errs = q.error_breakdown(d.run.id)
@@ -314,7 +317,8 @@ def _gpu_charts(d: q.RunDetail, f: dict) -> None:
     fig = charts.per_gpu_stacked(tel, [("util_gpu", "util %"), ("power_chart_w", "power W (1 s avg)"),
                                        ("temp_gpu_c", "temp °C"), ("mem_used_gb", "memory GiB"),
                                        ("sm_clock_mhz", "SM clock MHz")],
-                                 "GPU utilization, power, temperature, memory, clocks", simulated=sim)
+                                 "GPU utilization, power, temperature, memory, clocks", simulated=sim,
+                                 bands=f["bands"])
     show_chart(fig, key=f"live-gpu-{rid}", filename=f"run{rid}_gpu", data=tel)
 
 

@@ -102,9 +102,13 @@ def test_live_finished_run_opens_on_levels_and_lazy_tabs(app_db):
     at.session_state["live-tab-done"] = "Throughput & latency"
     ok(at.run())
     assert len(charts(at)) == 3 and not [df for df in at.dataframe if "n_requested" in df.value.columns]
+    queue = json.loads(next(c for c in charts(at) if c.key.startswith("live-queue")).proto.spec)["layout"]
+    assert queue["yaxis"]["title"]["text"] == "requests" and "yaxis3" not in queue   # no failed: no flat zero panel
     at.session_state["live-tab-done"] = "GPUs"
     ok(at.run())
     assert [c.key for c in charts(at)] == [f"live-gpu-{ids[0]}"]
+    gpu = json.loads(charts(at)[0].proto.spec)["layout"]
+    assert [a["text"] for a in gpu["annotations"]] == ["C=1", "C=4", "C=16"]          # level bands, as on the load charts
     at.session_state["live-tab-done"] = "Engine log & events"
     ok(at.run())
     assert any("level 1/3" in m for df in at.dataframe if "message" in df.value.columns for m in df.value["message"])
@@ -384,6 +388,9 @@ def test_gpus_page_without_nvml(app_db):
     at = ok(app("gpus"))
     assert any(h.endswith("— SIMULATED") for h in (x.value for x in at.subheader))
     assert "(SIMULATED)" in "\n".join(m.value for m in at.markdown)
+    assert "**GPU 0 · H100-SXM**" in "\n".join(m.value for m in at.markdown).replace("\\", "")  # the model, named
+    verdicts = next(df.value for df in at.dataframe if "verdict" in df.value.columns)
+    assert set(verdicts["verdict"]) == {"ok"} and set(verdicts["other levels"]) == {"–"}  # not repeated per level
 
 
 # ---------------------------------------------------------------------------------------------------- password

@@ -119,3 +119,23 @@ def test_presentation_view_fits_the_screen(two_gpus, browser_page):
         assert ticks >= 14, ticks                                            # readable from the back of a room
         page.screenshot(path=str(SHOTS / f"glance_present_{w}x{h}.png"))
     page.set_viewport_size({"width": SIZES[0][0], "height": SIZES[0][1]})
+
+
+def test_launch_memory_fit_legend_leaves_the_scale_readable(dashboard, browser_page):
+    base, _ = dashboard
+    page = browser_page
+    page.goto(base + "/")
+    page.get_by_text("Memory per GPU").first.wait_for()
+    _settle(page)
+    # every tick label of the GB axis sits clear of the legend (the legend used to cover the right half of them)
+    overlap = page.evaluate("""() => {
+        const plot = Array.from(document.querySelectorAll('.js-plotly-plot'))
+            .find(p => (p.textContent || '').includes('Memory per GPU'));
+        const legend = plot.querySelector('.legend').getBoundingClientRect();
+        return Array.from(plot.querySelectorAll('.xtick text')).filter(t => {
+            const r = t.getBoundingClientRect();
+            return !(r.bottom < legend.top || r.top > legend.bottom || r.right < legend.left || r.left > legend.right);
+        }).map(t => t.textContent);
+    }""")
+    assert overlap == [], overlap
+    _shots(page, "launch")
