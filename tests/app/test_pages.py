@@ -55,6 +55,24 @@ def test_launch_rejects_bad_levels(app_db):
     assert at.button(key="l_start").disabled
 
 
+def test_launch_errors_all_at_once_in_plain_words(app_db):
+    at = ok(app())
+    at.text_input(key="l_levels").input("0,-5").run()
+    at.text_input(key="l_input_len").input("900:100").run()
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("Concurrency levels") for e in errors)
+    assert any("Input length" in e and "min \\> max" in e for e in errors)       # both at once
+    assert not any("pydantic" in e or "errors\\.pydantic" in e or "input\\_value" in e for e in errors)
+    assert not at.success and at.button(key="l_start").disabled  # no green "Fits" for levels that cannot run
+
+
+def test_launch_says_when_a_level_exceeds_max_num_seqs(app_db):
+    at = ok(app())
+    at.text_input(key="l_levels").input("10,100000").run()
+    assert any("100,000 users" in w.value and "max_num_seqs" in w.value for w in at.warning)
+    assert not at.success
+
+
 def test_launch_start_creates_queued_run_and_opens_live(app_db, monkeypatch):
     import bench.runs
 
