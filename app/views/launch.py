@@ -18,6 +18,7 @@ OTHER_MODEL = "Other (Hugging Face id or local path)…"
 D = LaunchValues()
 
 page_header("Launch a sweep", "Start runs in a background worker: closing this tab never stops them.")
+top_bar = st.container()  # filled at the end: a Start above the fold (the form is taller than a 1080p screen)
 
 gpu_cat, gpu_cat_err = gpu_catalog()
 model_cat, model_cat_err = model_catalog()
@@ -277,7 +278,9 @@ st.divider()
 for problem in problems:
     st.error(esc_md(problem))
 start_disabled = bool(problems) or engine_missing
-if st.button("Start sweep", type="primary", disabled=start_disabled, key="l_start", icon=":material/play_arrow:"):
+
+
+def _start() -> None:
     runs_api = worker_api()
     if runs_api is not None and config is not None:
         try:
@@ -287,5 +290,18 @@ if st.button("Start sweep", type="primary", disabled=start_disabled, key="l_star
         else:
             ss["l_last_started"] = run_id
             st.switch_page("views/live.py", query_params={"run": str(run_id)})
+
+
+with top_bar:
+    a, b = st.columns([5, 1], vertical_alignment="center")
+    if config is not None:
+        a.caption(f"Ready: {esc_md(ENGINES[engine])} · {esc_md(config.engine.model)} · {len(config.levels)} level(s) "
+                  f"up to C = {max(config.levels):,}. Start here or at the bottom of the form.")
+    else:
+        a.caption(f"{len(problems)} setting(s) to fix, listed above the Start button at the bottom.")
+    if b.button("Start", type="primary", disabled=start_disabled, key="l_start_top", icon=":material/play_arrow:"):
+        _start()
+if st.button("Start sweep", type="primary", disabled=start_disabled, key="l_start", icon=":material/play_arrow:"):
+    _start()
 if engine_missing:
     st.caption(f"Install {ENGINES[engine]} to start (see above), or pick the simulator.")

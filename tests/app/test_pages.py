@@ -64,6 +64,7 @@ def test_launch_errors_all_at_once_in_plain_words(app_db):
     assert any("Input length" in e and "min \\> max" in e for e in errors)       # both at once
     assert not any("pydantic" in e or "errors\\.pydantic" in e or "input\\_value" in e for e in errors)
     assert not at.success and at.button(key="l_start").disabled  # no green "Fits" for levels that cannot run
+    assert at.button(key="l_start_top").disabled and "2 setting(s) to fix" in texts(at)
 
 
 def test_launch_says_when_a_level_exceeds_max_num_seqs(app_db):
@@ -83,7 +84,7 @@ def test_launch_start_creates_queued_run_and_opens_live(app_db, monkeypatch):
     at.text_input(key="l_levels").input("2,8").run()
     at.text_input(key="l_name").input("from the form").run()
     at.text_input(key="l_tags").input("ui, smoke").run()
-    at.button(key="l_start").click().run()
+    at.button(key="l_start_top").click().run()                   # the Start above the fold
     ok(at)
     assert len(spawned) == 1
     d = q.get_run(spawned[0])
