@@ -139,3 +139,21 @@ def test_launch_memory_fit_legend_leaves_the_scale_readable(dashboard, browser_p
     }""")
     assert overlap == [], overlap
     _shots(page, "launch")
+
+
+def test_live_running_refresh_control_fits(two_gpus, browser_page):
+    from tests.app.seed import seed_run
+
+    base, db, *_ = two_gpus
+    rid = seed_run(db, status="running", name="", gpu="H200-141GB", levels=(10, 100), requests_per_level=80)
+    page = browser_page
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto(f"{base}/live?run={rid}")
+    paused = page.get_by_text("paused", exact=True)
+    paused.wait_for()
+    # the whole control is inside its column (at 1366 px its last button was cut off at the column's edge)
+    right, col = page.evaluate("""() => { const b = Array.from(document.querySelectorAll('button'))
+        .find(x => x.textContent.trim() === 'paused');
+        return [b.getBoundingClientRect().right, b.closest('[data-testid=stColumn]').getBoundingClientRect().right]; }""")
+    assert right <= col + 0.5, (right, col)
+    _shots(page, "live_running")
