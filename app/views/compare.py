@@ -67,13 +67,13 @@ st.caption("$ at each run's price per GPU-hour (the run's own, else the GPU cata
                         for i, p in prices.items()))
 
 LATENCY = {"TTFT": "ttft", "TPOT": "tpot", "ITL": "itl", "E2E": "e2e"}
-a, b = st.columns(2)
+metric = st.segmented_control("Latency chart", list(LATENCY), default="TTFT", key="c_lat") or "TTFT"
+m = LATENCY[metric]
+a, b = st.columns(2)  # the picker above both charts, so they start level
 with a:
     show_chart(charts.by_concurrency(done, "output_tok_s", "Output tok/s vs concurrency", "tok/s", simulated=any_sim),
                key="c-tok", filename="compare_output_tok_s")
 with b:
-    metric = st.segmented_control("Latency", list(LATENCY), default="TTFT", key="c_lat") or "TTFT"
-    m = LATENCY[metric]
     show_chart(charts.by_concurrency(done, f"{m}_p50_ms", f"{metric} p50 (solid) / p99 (dashed) vs concurrency", "ms",
                                      simulated=any_sim, dash_col=f"{m}_p99_ms"),
                key="c-lat-chart", filename=f"compare_{m}")
