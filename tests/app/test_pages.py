@@ -320,6 +320,17 @@ def test_compare_labels_verdict_and_cost(app_db):
     assert any("TPOT p50" in json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts(at))
 
 
+def test_compare_labels_with_user_names_are_escaped(app_db):
+    db, _ = app_db
+    a = seed_run(db, name="evil [x](http://e.example)", speed=1.2, seed=5)
+    b = seed_run(db, name="<b>bold</b>", seed=6)                  # same GPU, engine, model: names tell them apart
+    at = ok(app("compare", runs=f"{a},{b}"))
+    head = next(m.value for m in at.markdown if m.value.startswith("####"))
+    assert r"evil \[x\]\(http" in head and r"\<b\>bold" in head and "http://" not in head
+    legends = {t["name"] for c in charts(at) for t in json.loads(c.proto.spec)["data"]}
+    assert "H100-SXM · &lt;b&gt;bold&lt;/b&gt; (SIMULATED)" in legends   # Plotly text HTML-escaped
+
+
 def test_compare_says_which_runs_are_missing(app_db):
     db, ids = app_db
     at = ok(app("compare", runs=f"{ids[0]},999"))
