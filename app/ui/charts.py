@@ -103,7 +103,7 @@ def _bands(bands: Sequence[tuple[float, float, str]]) -> tuple[list[dict], list[
                        "fillcolor": "#868e96", "opacity": 0.07 if i % 2 else 0.14, "line": {"width": 0},
                        "layer": "below"})
         notes.append({"xref": "x", "yref": "paper", "x": a, "y": 1, "text": esc_plotly(label), "showarrow": False,
-                      "xanchor": "left", "yanchor": "top", "font": {"size": 12, "color": "#495057"}})
+                      "xanchor": "left", "yanchor": "top", "font": {"size": 14, "color": "#495057"}})
     return shapes, notes
 
 

@@ -126,6 +126,12 @@ def test_launch_sim_sweep_and_watch_live(dashboard, browser_page):
         _settle(page, 0.5)
         page.screenshot(path=str(SHOTS / f"03_live_done_{w}x{h}.png"))
     page.set_viewport_size({"width": 1500, "height": 2200})
+    # the presentation view of the finished run: its two charts and the peak tiles, no navigation
+    page.goto(page.url.split("?")[0] + f"?run={run_id}&present=1")
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2")
+    page.get_by_text("Peak output tok/s").first.wait_for()
+    assert page.get_by_role("link", name="Compare").count() == 0
+    _shot(page, "03b_present_done", sizes=True)
 
 
 def test_runs_compare_cost_gpus(dashboard, browser_page):
