@@ -54,6 +54,17 @@ headline = st.container()  # the cheapest-per-token line goes here, above the in
 cat, _ = gpu_catalog()
 first = details[0]
 slo_cfg = (first.config.get("workload") or {}).get("slo") or {}
+
+
+def _apply_preset() -> None:
+    """A preset fills the SLO inputs (still editable), at p99 as MLPerf binds them."""
+    choice = ss.get("cost_preset")
+    vals = SLO_PRESETS.get(choice) or (slo_cfg if choice == "from the run" else {})
+    for k in ("ttft", "tpot", "e2e"):
+        ss[f"cost_{k}"] = float(vals.get(f"{k}_ms") or 0)
+    ss["cost_pct"] = "p99"
+
+
 with st.container(border=True):
     price, gpus = {}, {}
     for d, col in zip(details, st.columns(len(details))):
@@ -69,13 +80,6 @@ with st.container(border=True):
                                                f"{cat_price}")
             gpus[r.id] = int(gcol.number_input("GPUs per replica", min_value=1, value=int(r.gpu_count or 1), step=1,
                                              key=f"cost_gpus_{r.id}"))
-    def _apply_preset() -> None:  # a preset fills the SLO inputs (still editable); p99, as MLPerf binds them
-        choice = ss.get("cost_preset")
-        vals = SLO_PRESETS.get(choice) or (slo_cfg if choice == "from the run" else {})
-        for k in ("ttft", "tpot", "e2e"):
-            ss[f"cost_{k}"] = float(vals.get(f"{k}_ms") or 0)
-        ss["cost_pct"] = "p99"
-
     st.selectbox("SLO preset", ["from the run", *SLO_PRESETS, "none"], key="cost_preset", on_change=_apply_preset,
                  help="MLPerf Inference's p99 bounds for Llama-2-70B (interactive: v5.0's low-latency scenario). "
                       "'from the run': the SLOs it was launched with.")
@@ -126,6 +130,8 @@ if len(details) > 1:
                                      "$ / 1M output tokens", simulated=any_sim, log_y=True),
                key="cost-runs-chart", filename="cost_by_run")
     st.divider()
+    if ss.get("cost_detail") not in picked:  # that run was taken out of the selection
+        ss.pop("cost_detail", None)
     detail_id = st.selectbox("Daily cost and GPUs needed for", [d.run.id for d in details],
                              format_func=lambda i: labels[i], key="cost_detail")
 else:

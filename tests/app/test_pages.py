@@ -380,6 +380,11 @@ def test_cost_several_runs_side_by_side(app_db):
     after = next(df.value for df in at.dataframe if "cheapest level meeting SLOs" in df.value.columns).set_index("id")
     assert after.loc[f"#{ids[1]}", "$ / 1M output tokens there"] == pytest.approx(2 * before[f"#{ids[1]}"])
     assert after.loc[f"#{ids[0]}", "$ / 1M output tokens there"] == pytest.approx(before[f"#{ids[0]}"])
+    at.selectbox(key="cost_detail").set_value(ids[1]).run()        # daily cost for the second run ...
+    assert any(h.value.startswith("Daily cost — ") for h in at.subheader)
+    at.multiselect(key="cost_runs").set_value([ids[0], ids[2]]).run()  # ... then that run leaves the selection
+    ok(at)
+    assert at.selectbox(key="cost_detail").value == ids[0]
 
 
 def test_cost_slo_preset_and_where_latency_breaks(app_db):
