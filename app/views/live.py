@@ -52,7 +52,7 @@ labels = picker_labels(runs, live_mark=True)
 options = list(labels)
 if run_id not in labels:
     options.insert(0, run_id)
-pick_col, refresh_col = st.columns([3, 2]) if not present else (st.empty(), st.empty())
+pick_col, refresh_col = st.columns([3, 2]) if not present else (None, None)  # present: neither shown
 picked = run_id if present else pick_col.selectbox("Run", options, index=options.index(run_id),
                                                     format_func=lambda i: labels.get(i, f"#{i}"))
 if picked != run_id or st.query_params.get("run") != str(run_id):
