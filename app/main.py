@@ -2,7 +2,7 @@
 
 Only layout lives under app/: pages read storage and ask bench to start/cancel runs; the sweep itself runs in a
 separate worker process, so closing or refreshing the browser never touches a run.
-Deep link: `?run=ID` opens that run on the Live page.
+Deep link: `?run=ID` opens that run on the Live page; `/live?run=ID&present=1` is its presentation view.
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ pages = [launch, live,
          st.Page(PAGES / "compare.py", title="Compare", icon=":material/compare_arrows:"),
          st.Page(PAGES / "cost.py", title="Cost", icon=":material/payments:"),
          st.Page(PAGES / "gpus.py", title="GPUs", icon=":material/memory:")]
-current = st.navigation(pages, position="top")
+# Live's presentation view (?present=1) hides the navigation: a projector shows the run, not the app
+current = st.navigation(pages, position="hidden" if st.query_params.get("present") == "1" else "top")
 if current is launch and "run" in st.query_params:  # deep link http://host:8501/?run=ID opens the run on Live
-    st.switch_page(live, query_params={"run": st.query_params["run"]})
+    st.switch_page(live, query_params=st.query_params.to_dict())  # keeps present=1 too
 current.run()

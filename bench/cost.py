@@ -142,3 +142,24 @@ def cheapest_meeting_slo(costs: Sequence[LevelCost]) -> LevelCost | None:
     """The level with the lowest $/1M output tokens among those meeting the SLOs (ties: lower concurrency)."""
     ok = [c for c in costs if c.meets_slo and c.usd_per_m_output is not None]
     return min(ok, key=lambda c: (c.usd_per_m_output, c.concurrency)) if ok else None
+
+
+# SLO presets: MLPerf Inference's p99 latency bounds for Llama-2-70B (the "interactive" scenario added in v5.0, and
+# the original server scenario). They are that benchmark's bounds, not a rule for every model; "from the run" keeps
+# the SLOs the run was launched with.
+SLO_PRESETS: dict[str, dict[str, float | None]] = {
+    "MLPerf interactive (p99 TTFT 450 ms, TPOT 40 ms)": {"ttft_ms": 450.0, "tpot_ms": 40.0, "e2e_ms": None},
+    "MLPerf server (p99 TTFT 2 s, TPOT 200 ms)": {"ttft_ms": 2000.0, "tpot_ms": 200.0, "e2e_ms": None},
+}
+
+
+def latency_break(costs: Sequence[LevelCost]) -> LevelCost | None:
+    """The lowest concurrency that misses the SLOs after a lower one met them: where latency breaks as load grows.
+    None when every level meets them, or none does (then nothing 'breaks': it never held)."""
+    held = False
+    for c in sorted(costs, key=lambda x: x.concurrency):
+        if c.meets_slo:
+            held = True
+        elif held:
+            return c
+    return None

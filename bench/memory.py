@@ -87,6 +87,7 @@ class MemoryFit:
     max_model_len: int
     need_kv_tokens: int | None  # the workload's largest level, per replica (None = not given)
     warnings: list[str] = field(default_factory=list)
+    max_seqs: int = 256        # sequences the engine runs at once (max_num_seqs): given, or the engine's default
 
     @property
     def fits(self) -> bool:
@@ -115,6 +116,15 @@ class MemoryFit:
             ("KV cache", kv),
             ("unused", max(0.0, self.gpu_total_gb - used - kv)),
         ]
+
+
+BIG_GPU_GB = 70.0
+
+
+def default_max_seqs(gpu_total_gb: float) -> int:
+    """vLLM's default max_num_seqs for its API server: 1,024 on GPUs of >= 70 GB (H100, H200, B200, A100-80GB),
+    else 256. The simulator uses the same rule (engines/sim/model.py)."""
+    return 1024 if gpu_total_gb >= BIG_GPU_GB else 256
 
 
 def estimate_fit(
@@ -159,7 +169,7 @@ def estimate_fit(
     kv_elem = kv_bytes_per_elem(model, kv_cache_dtype, dtype)
     kv_per_token = 2 * model.num_layers * kv_heads_per_gpu * model.head_dim * kv_elem
 
-    seqs = max_seqs or 256  # vLLM's default max_num_seqs on GPUs
+    seqs = max_seqs or default_max_seqs(total_gb)
     act_dtype_bytes = _DTYPE_BYTES.get((dtype or model.dtype).lower(), 2.0)
     # Activation peak of one step: hidden states + MLP intermediates for STEP_TOKENS, plus fp32 logits of
     # every running sequence (the sampler's peak). Rough, but scales the right way with model size.
@@ -185,9 +195,14 @@ def estimate_fit(
     elif need is not None and kv_tokens < need:
         warnings.append(f"the largest level needs ~{need:,} KV tokens per replica, the cache holds {kv_tokens:,}: "
                         "requests will queue or be preempted")
+    if max_concurrency and math.ceil(max_concurrency / dp) > seqs:
+        given = "as set" if max_seqs else "the engine's default"
+        warnings.append(f"the largest level ({max_concurrency:,} users, {math.ceil(max_concurrency / dp):,} per "
+                        f"replica) is more than the {seqs:,} sequences the engine runs at once (max_num_seqs, {given}):"
+                        " the rest wait in its queue, so that level measures queueing as much as decoding")
     return MemoryFit(
         gpu_total_gb=total_gb, n_gpus=n_gpus, tp=tp, dp=dp, mem_fraction=frac,
         weights_gb=weights_gb, overhead_gb=overhead_gb, kv_gb=kv_gb,
         unused_gb=(1 - frac) * total_gb, kv_bytes_per_token=kv_per_token, kv_tokens=kv_tokens,
-        max_model_len=mml, need_kv_tokens=need, warnings=warnings,
+        max_model_len=mml, need_kv_tokens=need, warnings=warnings, max_seqs=seqs,
     )

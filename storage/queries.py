@@ -142,7 +142,8 @@ def _run_row(r: Run) -> RunRow:
 
 
 def _level_row(lv: Level) -> LevelRow:
-    vals = {f: _enum_value(getattr(lv, f)) for f in _LEVEL_FIELDS}
+    vals = {f: _enum_value(getattr(lv, f, None)) for f in _LEVEL_FIELDS}
+    vals["repeat"] = vals["repeat"] or 0  # a schema from before levels.repeat: every level is the first
     vals["summary"] = dict(vals["summary"] or {})
     vals["telemetry"] = dict(vals["telemetry"] or {})
     return LevelRow(**vals)
@@ -642,7 +643,7 @@ def level_table(detail: RunDetail) -> list[dict]:
 class LevelProgress:
     idx: int
     concurrency: int
-    status: str            # pending | running | completed | failed | cancelled
+    status: str            # pending | running | completed | failed | cancelled | not run (the run ended first)
     done: int              # finished requests (ok + failed)
     total: int | None      # planned requests (None = duration-bound)
     fraction: float        # 0..1
@@ -664,8 +665,13 @@ def sweep_progress(detail: RunDetail, planned: Sequence[tuple[int, int | None]],
 
     A running level's ETA extrapolates its own pace; levels not started yet are estimated at the request rate
     of the latest measured level (request-bound) or their fixed duration. Rates usually rise with concurrency,
-    so the ETA errs long."""
+    so the ETA errs long.
+
+    Only a completed level counts as done: a cancelled or failed level shows the share of its requests that
+    finished (0 requests: an empty bar), and levels a finished run never reached stay at 0 ("not run"). Time is
+    counted to the run's end, not to `now`, once the run has finished."""
     by_idx = {lv.idx: lv for lv in detail.levels}
+    run_over = detail.run.status not in ("queued", "starting", "running")
     rows: list[LevelProgress] = []
     last_rate = None
     for lv in detail.levels:
@@ -675,14 +681,16 @@ def sweep_progress(detail: RunDetail, planned: Sequence[tuple[int, int | None]],
         lv = by_idx.get(idx)
         if lv is None:
             eta = duration_s if n_req is None else (n_req / last_rate if last_rate else None)
-            rows.append(LevelProgress(idx, conc, "pending", 0, n_req, 0.0, None, eta))
+            rows.append(LevelProgress(idx, conc, "not run" if run_over else "pending", 0, n_req, 0.0, None,
+                                      None if run_over else eta))
             continue
         done = lv.n_ok + lv.n_err
         total = lv.n_requested if lv.n_requested is not None else n_req
         elapsed = lv.duration_s
-        if lv.status == "running" and lv.started_at is not None:
-            elapsed = max(0.0, (now - lv.started_at).total_seconds())
-        if lv.status != "running":
+        if lv.started_at is not None and (lv.status == "running" or elapsed is None):
+            end = lv.finished_at or (detail.run.finished_at if run_over else None) or now
+            elapsed = max(0.0, (end - lv.started_at).total_seconds())
+        if lv.status == "completed":
             frac = 1.0
         elif total:
             frac = min(1.0, done / total)
@@ -690,9 +698,10 @@ def sweep_progress(detail: RunDetail, planned: Sequence[tuple[int, int | None]],
             frac = min(1.0, (elapsed or 0.0) / duration_s)
         else:
             frac = 0.0
-        eta = 0.0 if lv.status != "running" else (
+        running = lv.status == "running" and not run_over
+        eta = 0.0 if not running else (
             (elapsed * (1 - frac) / frac) if frac > 0 and elapsed is not None else None)
-        if lv.status == "running" and elapsed and done:
+        if running and elapsed and done:
             last_rate = last_rate or done / elapsed
         rows.append(LevelProgress(idx, conc, lv.status, done, total, frac, elapsed, eta))
     if not rows:
@@ -701,10 +710,11 @@ def sweep_progress(detail: RunDetail, planned: Sequence[tuple[int, int | None]],
     weights = [float(r.total) if r.total else 1.0 for r in rows]
     frac = sum(w * r.fraction for w, r in zip(weights, rows)) / sum(weights)
     started = detail.run.started_at
-    elapsed = (now - started).total_seconds() if started else None
+    end = (detail.run.finished_at or now) if run_over else now
+    elapsed = max(0.0, (end - started).total_seconds()) if started else None
     etas = [r.eta_s for r in rows if r.status in ("pending", "running")]
     eta = None if any(e is None for e in etas) else sum(etas)
-    if detail.run.status not in ("queued", "starting", "running"):
+    if run_over:
         eta = 0.0
     return SweepProgress(rows, frac, elapsed, eta)
 

@@ -93,7 +93,9 @@ def bench_apptest(db: Path, big: int, repeat: int) -> list[tuple[str, float]]:
                 (f"Live page, run #{big}, Throughput & latency tab", "live", {"run": big}, "Throughput & latency"),
                 (f"Live page, run #{big}, GPUs tab", "live", {"run": big}, "GPUs"),
                 ("Compare page (big + 1)", "compare", {"runs": f"{big},{big - 1}"}, None),
-                (f"Cost page, run #{big}", "cost", {"run": big}, None)]:
+                (f"Cost page, run #{big}", "cost", {"run": big}, None),
+                (f"Cost page, runs #{big} + #{big - 1}", "cost", {"runs": f"{big},{big - 1}"}, None),
+                (f"Live presentation view, run #{big}", "live", {"run": big, "present": "1"}, None)]:
             times = []
             for _ in range(repeat):
                 st.cache_data.clear()  # cold: a first viewer pays the full read of the run's series
@@ -128,13 +130,13 @@ def bench_browser(db: Path, big: int, repeat: int) -> list[tuple[str, float]]:
             page.goto(base + "/runs")  # warm-up: server imports, first script run
             page.wait_for_selector("[data-testid=stDataFrame]", timeout=60_000)
 
-            def load(path: str, charts: int):
+            def load(path: str, charts: int, tables: int = 1):
                 def go():
                     page.goto(base + path)
                     page.wait_for_function(
                         f"""() => Array.from(document.querySelectorAll('.js-plotly-plot'))
                                   .filter(el => el._fullLayout).length >= {charts}
-                              && document.querySelectorAll('[data-testid=stDataFrame]').length >= 1
+                              && document.querySelectorAll('[data-testid=stDataFrame]').length >= {tables}
                               && !document.querySelector('[data-testid=stStatusWidget] button')""",
                         timeout=60_000, polling=50)
                 return go
@@ -142,6 +144,10 @@ def bench_browser(db: Path, big: int, repeat: int) -> list[tuple[str, float]]:
             out.append(("Runs page, new document (table drawn)", _median_s(load("/runs", 0), repeat)))
             out.append((f"Live page, run #{big}, new document (Levels tab: table + 2 charts)",
                         _median_s(load(f"/live?run={big}", 2), repeat)))
+            out.append((f"Compare page, #{big} + #{big - 1}, new document (5 charts + 2 tables)",
+                        _median_s(load(f"/compare?runs={big},{big - 1}", 5, 2), repeat)))
+            out.append((f"Cost page, #{big} + #{big - 1}, new document (chart + 3 tables)",
+                        _median_s(load(f"/cost?runs={big},{big - 1}", 1, 3), repeat)))
 
             def nav(name: str, charts: int):
                 """In-app navigation (what a person does: click the top nav); the Live page shows the latest run."""
@@ -184,6 +190,9 @@ def bench_browser(db: Path, big: int, repeat: int) -> list[tuple[str, float]]:
                 what = f"Live page, run #{big}: click '{name}' until its {charts} charts are drawn"
                 out.append((what + " (first viewer)", times[0]))   # server reads the run's series
                 out.append((what + " (cached)", statistics.median(times[1:] or times)))
+            # last: the presentation view has no navigation for nav() to click
+            out.append((f"Live presentation view, run #{big}, new document (2 charts)",
+                        _median_s(load(f"/live?run={big}&present=1", 2, 0), repeat)))
             ctx.close()
         return out
 

@@ -55,7 +55,8 @@ def seed_run(db, *, name: str = "seeded sweep", engine: str = "sim", model: str 
              seed: int = 0, created_at: datetime | None = None, price: float | None = 2.5,
              output_tokens: int = 128, input_tokens: int = 512, with_series: bool = True) -> int:
     """Insert one run. status: completed | running (last level half done, heartbeat now) | starting (engine still
-    loading, no levels) | failed | cancelled. speed scales throughput (to make runs differ). Returns the run id."""
+    loading, no levels) | failed | cancelled (stopped a third of the way into its last level). speed scales
+    throughput (to make runs differ). Returns the run id."""
     rng = np.random.default_rng(seed)
     simulated = (engine == "sim") if simulated is None else simulated
     factory = open_db(db)
@@ -67,8 +68,8 @@ def seed_run(db, *, name: str = "seeded sweep", engine: str = "sim", model: str 
     gen = []
     n_levels = 0 if st is RunStatus.starting else len(levels)
     for i, c in enumerate(levels[:n_levels]):
-        partial = st is RunStatus.running and i == n_levels - 1
-        n = requests_per_level // 2 if partial else requests_per_level
+        partial = st in (RunStatus.running, RunStatus.cancelled) and i == n_levels - 1
+        n = (requests_per_level // (3 if st is RunStatus.cancelled else 2)) if partial else requests_per_level
         users = min(c, requests_per_level)
         tpot = (4.0 + 0.08 * c ** 0.9) / speed * rng.uniform(0.9, 1.1, n)
         ttft = (15.0 + 0.9 * c) / speed * rng.lognormal(0, 0.35, n)
@@ -124,7 +125,8 @@ def seed_run(db, *, name: str = "seeded sweep", engine: str = "sim", model: str 
             n = g["n"]
             send_abs = g["send"] + base_ns
             done = g["partial"]
-            lvl_status = LevelStatus.running if done else LevelStatus.completed
+            lvl_status = (LevelStatus.cancelled if st is RunStatus.cancelled else LevelStatus.running) if done \
+                else LevelStatus.completed
             dur = (g["end_ns"] - g["start_ns"]) / 1e9
             ok = g["ok"]
             out_tok = int(ok.sum()) * output_tokens

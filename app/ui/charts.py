@@ -33,8 +33,9 @@ def _layout(title: str, *, simulated: bool = False, x: str = "", y: str = "", he
         "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0,
                    "font": {"size": 13}},
         "hovermode": hover,
-        "xaxis": {"title": {"text": x}, "showgrid": False},
-        "yaxis": {"title": {"text": y}, "rangemode": "tozero"},
+        # explicit tick and axis-title sizes: Streamlit's theme otherwise draws ticks at ~11 px, unreadable on a projector
+        "xaxis": {"title": {"text": x, "font": {"size": 16}}, "showgrid": False, "tickfont": {"size": 14}},
+        "yaxis": {"title": {"text": y, "font": {"size": 16}}, "rangemode": "tozero", "tickfont": {"size": 14}},
     }
     lay.update(extra)
     return lay
@@ -79,9 +80,11 @@ def stacked(panels: Sequence[tuple[pd.DataFrame, dict[str, str], str]], x: str, 
     for i, (df, ys, ylab) in enumerate(panels):
         ax = "" if i == 0 else str(i + 1)
         top = 1 - i / n
-        lay[f"yaxis{ax}"] = {"title": {"text": ylab}, "rangemode": "tozero", "domain": [top - 1 / n + gap, top]}
+        lay[f"yaxis{ax}"] = {"title": {"text": ylab, "font": {"size": 15}}, "rangemode": "tozero",
+                             "domain": [top - 1 / n + gap, top], "tickfont": {"size": 14}}
         lay[f"xaxis{ax}"] = {"anchor": f"y{ax}", "matches": "x" if i else None, "showgrid": False,
-                             "showticklabels": i == n - 1, "title": {"text": xlab if i == n - 1 else ""}}
+                             "showticklabels": i == n - 1, "title": {"text": xlab if i == n - 1 else "", "font": {"size": 16}},
+                             "tickfont": {"size": 14}}
         for label, col in ys.items():
             if not df.empty and col in df and x in df:
                 data.append(_line(df[x].to_numpy(), df[col].to_numpy(), label, PALETTE[color_i % len(PALETTE)],
@@ -100,13 +103,14 @@ def _bands(bands: Sequence[tuple[float, float, str]]) -> tuple[list[dict], list[
                        "fillcolor": "#868e96", "opacity": 0.07 if i % 2 else 0.14, "line": {"width": 0},
                        "layer": "below"})
         notes.append({"xref": "x", "yref": "paper", "x": a, "y": 1, "text": esc_plotly(label), "showarrow": False,
-                      "xanchor": "left", "yanchor": "top", "font": {"size": 12, "color": "#495057"}})
+                      "xanchor": "left", "yanchor": "top", "font": {"size": 14, "color": "#495057"}})
     return shapes, notes
 
 
 def per_gpu_stacked(df: pd.DataFrame, metrics: Sequence[tuple[str, str]], title: str, *, simulated: bool,
-                    panel_height: int = 170) -> go.Figure:
-    """One panel per metric [(column, y label)], one line per GPU, shared time axis, one legend entry per GPU."""
+                    panel_height: int = 170, bands: Sequence[tuple[float, float, str]] = ()) -> go.Figure:
+    """One panel per metric [(column, y label)], one line per GPU, shared time axis, one legend entry per GPU;
+    `bands` shade each level's span across all panels, as on the load charts."""
     n = len(metrics)
     gap = 0.05
     data, lay = [], _layout(title, simulated=simulated, height=panel_height * n + 70, hover="x unified")
@@ -115,9 +119,11 @@ def per_gpu_stacked(df: pd.DataFrame, metrics: Sequence[tuple[str, str]], title:
     for i, (col, ylab) in enumerate(metrics):
         ax = "" if i == 0 else str(i + 1)
         top = 1 - i / n
-        lay[f"yaxis{ax}"] = {"title": {"text": ylab}, "rangemode": "tozero", "domain": [top - 1 / n + gap, top]}
+        lay[f"yaxis{ax}"] = {"title": {"text": ylab, "font": {"size": 15}}, "rangemode": "tozero",
+                             "domain": [top - 1 / n + gap, top], "tickfont": {"size": 14}}
         lay[f"xaxis{ax}"] = {"anchor": f"y{ax}", "matches": "x" if i else None, "showgrid": False,
-                             "showticklabels": i == n - 1, "title": {"text": "seconds since start" if i == n - 1 else ""}}
+                             "showticklabels": i == n - 1, "tickfont": {"size": 14},
+                             "title": {"text": "seconds since start" if i == n - 1 else "", "font": {"size": 16}}}
         for j, g in enumerate(gpus):
             part = parts[g]
             if col not in part:
@@ -125,12 +131,13 @@ def per_gpu_stacked(df: pd.DataFrame, metrics: Sequence[tuple[str, str]], title:
             data.append(_line(part["t_s"].to_numpy(), part[col].to_numpy(), f"GPU {int(g)}", PALETTE[j % len(PALETTE)],
                               width=2.5, xaxis=f"x{ax}", yaxis=f"y{ax}", legendgroup=f"gpu{int(g)}",
                               showlegend=i == 0))
+    lay["shapes"], lay["annotations"] = _bands(bands)
     return go.Figure(data=data, layout=lay)
 
 
 def by_concurrency(series: Sequence[tuple[str, pd.DataFrame]], y: str, title: str, ylab: str, *,
                    simulated: bool = False, dash_col: str | None = None, log_x: bool = True,
-                   height: int = 400) -> go.Figure:
+                   log_y: bool = False, height: int = 400) -> go.Figure:
     """Runs overlaid against concurrency: series = [(run label, df with concurrency + y [+ dash_col])]."""
     data = []
     ticks: set[int] = set()
@@ -149,19 +156,29 @@ def by_concurrency(series: Sequence[tuple[str, pd.DataFrame]], y: str, title: st
     if log_x:
         t = sorted(ticks)
         lay["xaxis"].update(type="log", tickvals=t, ticktext=[f"{v:,}" for v in t])
+    if log_y:  # e.g. $ per 1M tokens: C=1 costs 100x C=400, a linear axis flattens everything but the first point
+        lay["yaxis"] = {**lay["yaxis"], "type": "log", "rangemode": "normal"}
     return go.Figure(data=data, layout=lay)
 
 
 def pareto(series: Sequence[tuple[str, pd.DataFrame]], *, simulated: bool, height: int = 420) -> go.Figure:
-    """Per-user output tok/s (x) vs output tok/s per GPU (y), one curve per run, points labelled by concurrency."""
+    """Per-user output tok/s (x) vs output tok/s per GPU (y), one curve per run. Each curve labels only its lowest
+    and highest concurrency (every point says its C on hover), each run on another side of its points: labelling
+    every point of three runs made the C= labels overlap into an unreadable blot."""
     data = []
+    sides = ["top center", "bottom center", "middle right", "middle left"]
     for i, (label, df) in enumerate(series):
         if df.empty:
             continue
+        concs = [int(c) for c in df["concurrency"]]
+        ends = {min(concs), max(concs)}
         data.append(_line(df["tok_s_per_user"].to_numpy(), df["tok_s_per_gpu"].to_numpy(), label,
                           PALETTE[i % len(PALETTE)], markers=True, marker={"size": 9},
-                          text=[f"C={c}" for c in df["concurrency"]], textposition="top center",
-                          textfont={"size": 11}))
+                          text=[f"C={c:,}" if c in ends else "" for c in concs], textposition=sides[i % len(sides)],
+                          textfont={"size": 14, "color": PALETTE[i % len(PALETTE)]},
+                          customdata=concs,
+                          hovertemplate="C=%{customdata:,}<br>%{x:,.1f} tok/s per user<br>"
+                                        "%{y:,.0f} tok/s per GPU<extra>%{fullData.name}</extra>"))
         data[-1]["mode"] = "lines+markers+text"
     return go.Figure(data=data, layout=_legend_below(_layout(
         "Throughput per GPU vs speed per user", simulated=simulated, x="output tok/s per user",
@@ -169,7 +186,7 @@ def pareto(series: Sequence[tuple[str, pd.DataFrame]], *, simulated: bool, heigh
 
 
 def memory_bar(segments: Sequence[tuple[str, float]], total_gb: float, n_gpus: int, *, need_gb: float | None = None,
-               title: str = "Memory per GPU", height: int = 200) -> go.Figure:
+               title: str = "Memory per GPU", height: int = 260) -> go.Figure:
     """Stacked horizontal bar of one GPU: weights | runtime | KV cache | unused, with the GPU's size marked."""
     colors = {"weights": "#1f6feb", "runtime + activations": "#f08c00", "KV cache": "#2f9e44", "unused": "#dee2e6"}
     data = [{"type": "bar", "y": [f"{n_gpus} × GPU"], "x": [gb], "name": f"{label} {gb:.1f} GB", "orientation": "h",
@@ -185,9 +202,11 @@ def memory_bar(segments: Sequence[tuple[str, float]], total_gb: float, n_gpus: i
         notes.append({"xref": "x", "yref": "paper", "x": need_gb, "y": 1.0, "yanchor": "bottom", "xanchor": "left",
                       "showarrow": False, "text": "workload KV need", "font": {"color": "#e03131"}})
     lay = _layout(title, height=height, hover="closest", barmode="stack", shapes=shapes, annotations=notes,
-                  margin={"l": 10, "r": 10, "t": 60, "b": 30})
-    lay["legend"]["y"] = -0.45
-    lay["xaxis"] = {"title": {"text": "GB"}, "range": [0, max(total_gb, sum(g for _, g in segments)) * 1.04]}
+                  margin={"l": 10, "r": 10, "t": 60, "b": 110})
+    # below the axis title, left-aligned: beside the ticks (y=-0.45) it covered the upper half of the GB scale
+    lay["legend"].update(y=-0.95, yanchor="top", x=0.0, xanchor="left")
+    lay["xaxis"] = {"title": {"text": "GB", "font": {"size": 16}}, "tickfont": {"size": 14},
+                    "range": [0, max(total_gb, sum(g for _, g in segments)) * 1.04]}
     lay["yaxis"] = {}
     return go.Figure(data=data, layout=lay)
 

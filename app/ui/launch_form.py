@@ -85,6 +85,8 @@ def parse_tags(text: str) -> list[str]:
 def _length(label: str, text: str, role: str = "input") -> LengthRange:
     try:
         return LengthRange.parse(text, role)
+    except ValidationError as e:  # a ValueError too: str() of it is pydantic's dump with a docs link
+        raise LaunchError(f"{label}: {plain_errors(e)}") from None
     except ValueError as e:
         raise LaunchError(f"{label}: {e}") from None
 
@@ -112,6 +114,12 @@ def _rates(v: "LaunchValues") -> tuple[float | None, list[float] | None]:
     except ValueError as e:
         raise LaunchError(f"Request rates: {e}") from None
     return (rates[0], None) if len(rates) == 1 else (None, rates)
+
+
+def plain_errors(e: ValidationError) -> str:
+    """A pydantic ValidationError in plain words: each message without pydantic's "Value error, " prefix, its input
+    echo or its documentation link."""
+    return "; ".join(str(err.get("msg", "")).removeprefix("Value error, ") for err in e.errors())
 
 
 def _none_if(v, *empty):
@@ -207,3 +215,17 @@ def match_catalog_gpu(nvml_name: str | None, catalog: dict) -> str | None:
             if sub and sub.lower() in name and len(sub) > best_len:
                 best, best_len = gid, len(sub)
     return best
+
+
+def form_problems(v: LaunchValues) -> list[str]:
+    """Every problem of the form at once (the fields people type are checked each on its own), then whatever
+    build_run_config finds in the rest; [] when the form makes a valid run."""
+    out: list[str] = []
+    for check in (lambda: parse_levels(v.levels), lambda: _length("Input length", v.input_len),
+                  lambda: _length("Output length", v.output_len), lambda: build_run_config(v)):
+        try:
+            check()
+        except LaunchError as e:
+            if str(e) not in out:
+                out.append(str(e))
+    return out

@@ -1,4 +1,5 @@
-"""Compare: 2–6 runs overlaid against concurrency, a side-by-side table at one concurrency, and a config diff."""
+"""Compare: 2–6 runs overlaid against concurrency, a one-line verdict, $ per 1M tokens, a side-by-side table at one
+concurrency, and a config diff. Runs are labelled by what differs between them (bench.compare)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import charts
-from app.ui.common import page_header, show_chart, show_table
+from app.ui.common import esc_md, gpu_catalog, page_header, show_chart, show_table
+from bench.compare import figures, partner_for, picker_labels, run_labels, verdict, with_cost
 from bench.repeats import interval_for
 from bench.report import prompt_label
 from storage import queries as q
@@ -18,11 +20,21 @@ runs = q.list_runs(limit=500)
 if len(runs) < 2:
     st.info("Compare needs at least two runs.")
     st.stop()
-labels = {r.id: r.label for r in runs}
-asked = []
+labels = picker_labels(runs)
+asked, missing = [], []
 for part in str(st.query_params.get("runs", "")).split(","):
-    if part.strip().isdigit() and int(part) in labels and int(part) not in asked:
-        asked.append(int(part))
+    part = part.strip()
+    if part.isdigit() and int(part) not in asked + missing:
+        (asked if int(part) in labels else missing).append(int(part))
+if missing:
+    st.warning("Not in this history (deleted, or from another database): "
+               + ", ".join(f"#{i}" for i in missing) + ".", icon=":material/search_off:")
+if len(asked) == 1 and asked != st.session_state.get("_c_applied"):
+    # "Compare with others" on Live links one run: pair it with the newest other run of the same model
+    partner = partner_for(runs, asked[0])
+    if partner is not None:
+        st.caption(f"Added {esc_md(labels[partner])} to compare with; change the selection below.")
+        asked.append(partner)
 ss = st.session_state
 # The URL (?runs=1,2) wins when it changed from outside (a link from Runs/Live); the widget wins otherwise.
 if asked and asked[:6] != ss.get("_c_applied"):
@@ -39,7 +51,12 @@ if len(picked) < 2:
 
 details = q.get_runs(picked)
 any_sim = any(d.run.simulated for d in details)
-tables = [(d.run.label, pd.DataFrame(q.level_table(d))) for d in details]
+legend = run_labels([d.run for d in details], {d.run.id: d.config for d in details})
+cat, _ = gpu_catalog()
+prices = {d.run.id: d.run.price_per_gpu_hour if d.run.price_per_gpu_hour is not None
+          else (cat[d.run.gpu].price_per_hour if d.run.gpu in cat else None) for d in details}
+rows_by_run = {d.run.id: with_cost(q.level_table(d), d.run.gpu_count, prices[d.run.id]) for d in details}
+tables = [(legend[d.run.id], pd.DataFrame(rows_by_run[d.run.id])) for d in details]
 done = [(lab, df[df["status"] == "completed"] if not df.empty else df) for lab, df in tables]
 formats = {d.run.id: prompt_label(d.config) for d in details}
 if len({f.split(" ")[0] for f in formats.values()}) > 1:
@@ -48,25 +65,43 @@ if len({f.split(" ")[0] for f in formats.values()}) > 1:
 if any_sim:
     st.warning("Includes SIMULATED runs: their numbers come from Melt's simulator, not a real GPU.",
                icon=":material/science:")
+line = verdict([figures(legend[d.run.id], rows_by_run[d.run.id]) for d in details])
+if line:
+    st.markdown(f"#### {esc_md(line)}")
+st.caption("$ at each run's price per GPU-hour (the run's own, else the GPU catalog's): "
+           + " · ".join(f"{esc_md(legend[i])} " + (f"${p:,.2f}/h" if p is not None else "no price")
+                        for i, p in prices.items()))
 
-a, b = st.columns(2)
+LATENCY = {"TTFT": "ttft", "TPOT": "tpot", "ITL": "itl", "E2E": "e2e"}
+metric = st.segmented_control("Latency chart", list(LATENCY), default="TTFT", key="c_lat") or "TTFT"
+m = LATENCY[metric]
+a, b = st.columns(2)  # the picker above both charts, so they start level
 with a:
     show_chart(charts.by_concurrency(done, "output_tok_s", "Output tok/s vs concurrency", "tok/s", simulated=any_sim),
                key="c-tok", filename="compare_output_tok_s")
 with b:
-    show_chart(charts.by_concurrency(done, "ttft_p50_ms", "TTFT p50 (solid) / p99 (dashed) vs concurrency", "ms",
-                                     simulated=any_sim, dash_col="ttft_p99_ms"),
-               key="c-ttft", filename="compare_ttft")
+    show_chart(charts.by_concurrency(done, f"{m}_p50_ms", f"{metric} p50 (solid) / p99 (dashed) vs concurrency", "ms",
+                                     simulated=any_sim, dash_col=f"{m}_p99_ms"),
+               key="c-lat-chart", filename=f"compare_{m}")
 a, b = st.columns(2)
 with a:
-    show_chart(charts.pareto(done, simulated=any_sim), key="c-pareto", filename="compare_pareto")
+    priced = [(lab, df.dropna(subset=["usd_per_m_output"])) for lab, df in done if not df.empty]
+    if any(not df.empty for _, df in priced):
+        show_chart(charts.by_concurrency(priced, "usd_per_m_output", "$ per 1M output tokens vs concurrency",
+                                         "$ / 1M output tokens", simulated=any_sim, log_y=True),
+                   key="c-usd", filename="compare_usd_per_m")
+    else:
+        st.info("No price per GPU-hour for these runs: set one on the Cost page.")
 with b:
-    energy = [(lab, df.dropna(subset=["j_per_output_token"])) for lab, df in done if "j_per_output_token" in df]
-    if any(not df.empty for _, df in energy):
+    show_chart(charts.pareto(done, simulated=any_sim), key="c-pareto", filename="compare_pareto")
+energy = [(lab, df.dropna(subset=["j_per_output_token"])) for lab, df in done if "j_per_output_token" in df]
+if any(not df.empty for _, df in energy):
+    a, _ = st.columns(2)
+    with a:
         show_chart(charts.by_concurrency(energy, "j_per_output_token", "Energy per output token", "J / token",
                                          simulated=any_sim), key="c-energy", filename="compare_energy")
-    else:
-        st.info("No energy data in these runs (needs GPU telemetry with power readings).")
+else:
+    st.caption("No energy data in these runs (needs GPU telemetry with power readings).")
 
 # ---------------------------------------------------------------------------------------- side-by-side table
 st.subheader("Side by side")
@@ -74,7 +109,7 @@ concs = sorted({int(c) for _, df in done if not df.empty for c in df["concurrenc
 choice = st.selectbox("At concurrency", ["peak throughput"] + concs, key="c_at",
                       help="Each run's level at this concurrency, or each run's best level.")
 rows = []
-for d, (lab, df) in zip(details, done):
+for d, (lab, df) in zip(details, done):  # lab: the legend's label
     if df.empty:
         continue
     if choice == "peak throughput":
@@ -84,13 +119,14 @@ for d, (lab, df) in zip(details, done):
         if sel.empty:
             continue
         row = sel.iloc[0]
-    rows.append({"configuration": lab, "engine": d.run.engine_kind, "model": d.run.model,
+    rows.append({"configuration": lab, "run": f"#{d.run.id}", "engine": d.run.engine_kind, "model": d.run.model,
                  "prompts": formats[d.run.id],
                  "GPU": f"{d.run.gpu or '?'} × {d.run.gpu_count}", "concurrency": int(row["concurrency"]),
                  "TTFT p50 ms": row["ttft_p50_ms"], "TTFT p99 ms": row["ttft_p99_ms"],
                  "E2E p50 ms": row["e2e_p50_ms"], "E2E p99 ms": row["e2e_p99_ms"], "TPOT p50 ms": row["tpot_p50_ms"],
                  "output tok/s": row["output_tok_s"], "tok/s per user": row["tok_s_per_user"],
-                 "goodput req/s": row["goodput_req_s"], "J / token": row.get("j_per_output_token"),
+                 "goodput req/s": row["goodput_req_s"], "$ / 1M output tokens": row["usd_per_m_output"],
+                 "J / token": row.get("j_per_output_token"),
                  "failed": int(row["n_err"]), "steady tok/s": row.get("steady_output_tok_s"),
                  # mean ± 95% CI across repeats of this (concurrency, rate), whole-level and steady
                  **interval_for(d.levels, int(row["concurrency"]), row.get("request_rate"))})
@@ -99,6 +135,7 @@ if rows:
     show_table(side, key="c-side", filename="compare_side_by_side",
                column_config={**{c: st.column_config.NumberColumn(format="%.1f") for c in side.columns
                                  if c.endswith("ms") or c.startswith(("output", "tok/s"))},
+                              "$ / 1M output tokens": st.column_config.NumberColumn(format="$%.3f"),
                               # H100 values are 0.02-0.5 J/token: one decimal would show most of them as 0.0
                               "J / token": st.column_config.NumberColumn(format="%.4f")})
 else:
@@ -110,7 +147,7 @@ diff = q.config_diff([d.config for d in details])
 if not diff:
     st.caption("The configs are identical.")
 else:
-    cols = [f"#{d.run.id}" for d in details]
+    cols = [f"#{d.run.id} {legend[d.run.id]}" for d in details]
     ddf = pd.DataFrame([{"setting": x["setting"], **{c: json.dumps(v) if isinstance(v, (list, dict)) else v
                                                      for c, v in zip(cols, x["values"])}} for x in diff])
     show_table(ddf.astype(str), key="c-diff", filename="compare_config_diff")

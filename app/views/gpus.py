@@ -2,10 +2,13 @@
 no GPU, plus the last runs' health verdicts."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pandas as pd
 import streamlit as st
 
 from app.ui.common import detected_gpus, esc_md, fmt_dt, gpu_catalog, page_header, show_table
+from bench.compare import run_labels, short_gpu
 from storage import queries as q
 
 page_header("GPUs")
@@ -13,10 +16,11 @@ gpus, line = detected_gpus()
 st.caption(esc_md(line))
 
 
-def _tiles(rows: list[dict], simulated: bool) -> None:
+def _tiles(rows: list[dict], simulated: bool, model: str | None = None) -> None:
     sim = " (SIMULATED)" if simulated else ""
     for row in rows:
-        st.markdown(f"**GPU {row.get('gpu_index')}**{sim}")
+        name = f" · {esc_md(model)}" if model else ""
+        st.markdown(f"**GPU {row.get('gpu_index')}{name}**{sim}")
         a, b, c, d, e = st.columns(5)
         f = lambda v, unit, nd=0: "–" if v is None else f"{v:,.{nd}f} {unit}"  # noqa: E731
         a.metric("Utilization", f(row.get("util_gpu"), "%"), border=True)
@@ -39,7 +43,8 @@ if gpus:
         except Exception as e:  # noqa: BLE001
             st.error(f"Telemetry not available: {esc_md(e)}")
             return
-        _tiles([read_sample(g["index"]) | {"gpu_index": g["index"]} for g in gpus], simulated=False)
+        for g in gpus:
+            _tiles([read_sample(g["index"]) | {"gpu_index": g["index"]}], simulated=False, model=g.get("name"))
 
     st.subheader("Now")
     live_gpus()
@@ -57,18 +62,30 @@ else:
     if latest:
         sim = any(x.get("simulated") for x in latest)
         st.subheader(f"Latest samples, run #{latest[0]['run_id']}" + (" — SIMULATED" if sim else ""))
-        _tiles(latest, simulated=sim)
+        run = q.get_run(latest[0]["run_id"])
+        if run is not None:
+            when = max(x["t_ns"] for x in latest) / 1e9
+            st.caption(f"{esc_md(run_labels([run.run], {run.run.id: run.config})[run.run.id])} · last sample "
+                       f"{fmt_dt(datetime.fromtimestamp(when, timezone.utc))}"
+                       + (" (the run has ended: its last sample, not the GPU now)" if not run.run.active else ""))
+        _tiles(latest, simulated=sim, model=short_gpu(run.run.gpu) if run is not None else None)
     else:
         st.caption("No telemetry recorded yet.")
 
 st.subheader("Last runs' health verdicts")
 verdicts = q.recent_verdicts(limit=15)
 if verdicts:
-    show_table(pd.DataFrame([{"run": v["run_id"], "name": v["name"], "GPU": f"{v['gpu'] or '?'} × {v['gpu_count']}",
-                              "data": "SIMULATED" if v["simulated"] else "measured", "status": v["status"],
-                              "finished": fmt_dt(v["finished_at"]), "verdict": v["verdict"] or "–",
-                              "details": " | ".join(v["details"][:3])} for v in verdicts]),
-               key="g-verdicts", filename="gpu_verdicts")
+    rows = []
+    for v in verdicts:
+        head, _, why = (v["verdict"] or "–").partition(": ")
+        others = [x for x in dict.fromkeys(v["details"]) if x != v["verdict"]]  # each distinct verdict once
+        rows.append({"run": v["run_id"], "name": v["name"], "GPU": f"{v['gpu'] or '?'} × {v['gpu_count']}",
+                     "data": "SIMULATED" if v["simulated"] else "measured", "status": v["status"],
+                     "finished": fmt_dt(v["finished_at"]), "verdict": head, "why": why or "–",
+                     "other levels": " | ".join(others) or "–"})
+    show_table(pd.DataFrame(rows), key="g-verdicts", filename="gpu_verdicts",
+               column_config={"why": st.column_config.TextColumn(width="large"),
+                              "other levels": st.column_config.TextColumn(width="medium")})
 else:
     st.caption("No finished runs yet.")
 

@@ -6,7 +6,7 @@ import streamlit as st
 from app.ui import charts
 from app.ui.common import (detected_engines, detected_gpus, esc_md, gpu_catalog, model_catalog, page_header,
                            show_chart, worker_api)
-from app.ui.launch_form import LaunchError, LaunchValues, build_run_config, match_catalog_gpu, values_from_config
+from app.ui.launch_form import LaunchValues, build_run_config, form_problems, match_catalog_gpu, values_from_config
 from bench.workload import ENDPOINT_HELP, PROMPT_FORMAT_HELP
 
 ENGINES = {"sim": "Simulator (built-in, no GPU: SIMULATED)", "vllm": "vLLM", "sglang": "SGLang",
@@ -18,6 +18,7 @@ OTHER_MODEL = "Other (Hugging Face id or local path)…"
 D = LaunchValues()
 
 page_header("Launch a sweep", "Start runs in a background worker: closing this tab never stops them.")
+top_bar = st.container()  # filled at the end: a Start above the fold (the form is taller than a 1080p screen)
 
 gpu_cat, gpu_cat_err = gpu_catalog()
 model_cat, model_cat_err = model_catalog()
@@ -262,12 +263,8 @@ def _values() -> LaunchValues:
 
 
 values = _values()
-config, problem = None, None
-try:
-    config = build_run_config(values)
-except LaunchError as e:
-    problem = str(e)
-
+problems = form_problems(values)  # every problem at once, in plain words
+config = build_run_config(values) if not problems else None
 # ------------------------------------------------------------------------------------------------- memory fit
 st.subheader("Memory fit")
 mspec = model_cat.get(values.model)
@@ -304,17 +301,22 @@ else:
         m4.metric(f"Max concurrent {fit.max_model_len:,}-token seqs", f"{fit.max_concurrent_full_len:,}")
         for w in fit.warnings:
             st.warning(w)
-        if fit.fits and not fit.warnings:
-            st.success("Fits: weights, runtime and the largest level's KV cache all fit.")
+        if problems:  # no "Fits" for levels like "0,-5": the estimate did not see a valid workload
+            st.info("Fix the settings below to check the workload against this memory.")
+        elif fit.fits and not fit.warnings:
+            st.success(f"Fits: weights, runtime and the largest level's KV cache all fit "
+                       f"({fit.max_seqs:,} sequences at once, max_num_seqs).")
     except ValueError as e:
         st.warning(f"Memory estimate unavailable: {esc_md(e)}")
 
 # ------------------------------------------------------------------------------------------------------ start
 st.divider()
-if problem:
+for problem in problems:
     st.error(esc_md(problem))
-start_disabled = bool(problem) or engine_missing
-if st.button("Start sweep", type="primary", disabled=start_disabled, key="l_start", icon=":material/play_arrow:"):
+start_disabled = bool(problems) or engine_missing
+
+
+def _start() -> None:
     runs_api = worker_api()
     if runs_api is not None and config is not None:
         try:
@@ -324,5 +326,18 @@ if st.button("Start sweep", type="primary", disabled=start_disabled, key="l_star
         else:
             ss["l_last_started"] = run_id
             st.switch_page("views/live.py", query_params={"run": str(run_id)})
+
+
+with top_bar:
+    a, b = st.columns([5, 1], vertical_alignment="center")
+    if config is not None:
+        a.caption(f"Ready: {esc_md(ENGINES[engine])} · {esc_md(config.engine.model)} · {len(config.levels)} level(s) "
+                  f"up to C = {max(config.levels):,}. Start here or at the bottom of the form.")
+    else:
+        a.caption(f"{len(problems)} setting(s) to fix, listed above the Start button at the bottom.")
+    if b.button("Start", type="primary", disabled=start_disabled, key="l_start_top", icon=":material/play_arrow:"):
+        _start()
+if st.button("Start sweep", type="primary", disabled=start_disabled, key="l_start", icon=":material/play_arrow:"):
+    _start()
 if engine_missing:
     st.caption(f"Install {ENGINES[engine]} to start (see above), or pick the simulator.")

@@ -1,5 +1,8 @@
 """Live: one run, in progress or finished. Polls the database once a second while the run is active (the worker
-writes, we only read), so a refresh, a second viewer or closing the tab never touches the sweep."""
+writes, we only read), so a refresh, a second viewer or closing the tab never touches the sweep.
+
+`?present=1` is the presentation view for a projector: no navigation or picker, the headline numbers and two big
+live charts. A viewer who watched a run live keeps its charts when it ends (no swap to the Levels table)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -8,19 +11,30 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import charts
-from app.ui.common import (esc_md, fmt_dt, fmt_num, fmt_secs, show_chart, show_table, sim_badge, status_badge,
-                           worker_api)
+from app.ui.common import (download_csv, esc_md, fmt_dt, fmt_num, fmt_secs, show_chart, show_table, sim_badge,
+                           status_badge, worker_api)
+from bench.compare import picker_labels, run_labels
 from bench.repeats import interval_rows, summaries_of
 from bench.report import prompt_label
+from bench.tables import readable_levels
 from storage import queries as q
 from storage.db import to_url
 
+# Big tiles, and less empty space above the run so the first chart starts on a 1920x1080 screen
 BIG_TILES_CSS = """<style>
-[data-testid="stMetricValue"] { font-size: 3rem; font-weight: 700; }
+[data-testid="stMetricValue"] { font-size: 2.6rem; font-weight: 700; }
 [data-testid="stMetricLabel"] p { font-size: 1.1rem; }
+[data-testid="stMainBlockContainer"] { padding-top: 4.5rem; }
+</style>"""
+# Presentation view: no Streamlit header/toolbar, little padding, bigger tiles. Static CSS only.
+PRESENT_CSS = """<style>
+[data-testid="stHeader"], [data-testid="stToolbar"], [data-testid="stDecoration"] { display: none; }
+[data-testid="stMainBlockContainer"] { padding-top: 1.2rem; padding-bottom: 0.5rem; max-width: 100%; }
+[data-testid="stMetricValue"] { font-size: 3.6rem; }
 </style>"""
 
 ss = st.session_state
+present = st.query_params.get("present") == "1"
 runs = q.list_runs(limit=300)
 if not runs:
     st.title("Live")
@@ -36,12 +50,13 @@ except ValueError:
     run_id = None
 if run_id is None:
     run_id = q.latest_run_id(active_only=True) or runs[0].id
-labels = {r.id: r.label + ("  ● live" if r.active else "") for r in runs}
+labels = picker_labels(runs, live_mark=True)
 options = list(labels)
 if run_id not in labels:
     options.insert(0, run_id)
-pick_col, refresh_col = st.columns([4, 1])
-picked = pick_col.selectbox("Run", options, index=options.index(run_id), format_func=lambda i: labels.get(i, f"#{i}"))
+pick_col, refresh_col = st.columns([3, 2]) if not present else (None, None)  # present: neither shown
+picked = run_id if present else pick_col.selectbox("Run", options, index=options.index(run_id),
+                                                    format_func=lambda i: labels.get(i, f"#{i}"))
 if picked != run_id or st.query_params.get("run") != str(run_id):
     st.query_params["run"] = str(picked)  # shareable URL: ?run=ID
     if picked != run_id:
@@ -51,12 +66,16 @@ detail = q.get_run(run_id)
 if detail is None:
     st.error(f"Run {run_id} not found.")
     st.stop()
-st.html(BIG_TILES_CSS)  # static CSS only; no user text ever goes through HTML
+st.html(BIG_TILES_CSS + (PRESENT_CSS if present else ""))  # static CSS only; no user text ever goes through HTML
 active_at_load = detail.run.active
+if active_at_load:
+    ss["_live_watched"] = run_id  # this viewer saw the run live: keep its charts when it ends
 # Every chart redraw costs the viewer's browser CPU (~0.1 core per figure at 1 Hz in headless Chromium here); on a
 # one-box setup that comes out of the sweep, so the rate is the viewer's choice. 1 s by default.
 refresh = None
-if active_at_load:
+if active_at_load and present:
+    refresh = ss.get("live_refresh", 1.0) or None
+elif active_at_load:
     refresh = refresh_col.segmented_control("Refresh", [1.0, 2.0, 5.0, 0.0], default=1.0, key="live_refresh",
                                             format_func=lambda v: f"{v:g} s" if v else "paused") or None
 
@@ -83,9 +102,14 @@ def _series(run_id: int) -> q.RunSeries:
 
 def _header(d: q.RunDetail) -> None:
     r = d.run
-    st.markdown(f"## {esc_md(r.name or 'Run')} · #{r.id} &nbsp; {status_badge(r.status)} {sim_badge(r.simulated)}")
+    # GPU first ("H200 · vLLM · Qwen3-0.6B"); a run's own name, when it has one, follows
+    label = run_labels([r], {r.id: d.config})[r.id].removesuffix(" (SIMULATED)")
+    title = label + (f" · {r.name}" if r.name else "")
+    st.markdown(f"## {esc_md(title)} · #{r.id} &nbsp; {status_badge(r.status)} {sim_badge(r.simulated)}")
+    fmt = prompt_label(d.config)
     st.caption(f"{esc_md(r.engine_kind)} · {esc_md(r.model)} · {esc_md(r.gpu or 'GPU ?')} × {r.gpu_count} · "
-               f"prompts: {esc_md(prompt_label(d.config))} · created {fmt_dt(r.created_at)}" + (f" · tags: {esc_md(', '.join(r.tags))}" if r.tags else ""))
+               + (f"prompts: {esc_md(fmt)} · " if fmt else "")
+               + f"created {fmt_dt(r.created_at)}" + (f" · tags: {esc_md(', '.join(r.tags))}" if r.tags else ""))
     if r.simulated:
         st.warning("SIMULATED run: numbers come from Melt's simulator, not a real GPU.", icon=":material/science:")
     if r.error:
@@ -136,6 +160,8 @@ def _progress(d: q.RunDetail, now: datetime) -> None:
         return
     eta = "" if p.eta_s is None else f" · ETA ~{fmt_secs(p.eta_s)}"
     st.progress(min(1.0, p.fraction), text=f"Sweep: {p.fraction:.0%} · {fmt_secs(p.elapsed_s)} elapsed{eta}")
+    if not d.run.active and all(lv.status == "completed" for lv in p.levels):
+        return  # every level done: one bar says it; per-level bars matter while running or when one stopped short
     cols = st.columns(min(len(p.levels), 6))
     for i, lv in enumerate(p.levels):
         with cols[i % len(cols)]:
@@ -244,6 +270,21 @@ def _tiles(d: q.RunDetail, f: dict) -> None:
     e.metric("Failed requests", f"{errs:,}", border=True)
 
 
+def _tok_fig(d: q.RunDetail, f: dict, height: int):
+    return charts.lines(f["thr"], "t_s", {"client (completed requests)": "output_tok_s", "engine counter": "engine_tok_s"},
+                        "Output tokens/s", simulated=d.run.simulated, xlab="seconds since start", ylab="tok/s",
+                        bands=f["bands"], height=height)
+
+
+def _lat_fig(d: q.RunDetail, f: dict, panel_height: int):
+    lat = f["lat"]
+    return charts.stacked([(lat, {"TTFT p50": "ttft_p50", "TTFT p99": "ttft_p99"}, "TTFT ms"),
+                           (lat, {"ITL p50": "itl_p50", "ITL p99": "itl_p99"}, "ITL ms")], "t_s",
+                          "Latency: TTFT and inter-token (per-request mean)", simulated=d.run.simulated,
+                          xlab="seconds since start", dash={"TTFT p99": "dash", "ITL p99": "dash"}, bands=f["bands"],
+                          panel_height=panel_height)
+
+
 def _load_charts(d: q.RunDetail, f: dict) -> None:
     """Three figures (two of them stacked panels): each figure costs the browser ~0.1 CPU core per redraw at 1 Hz,
     and on a one-box setup that CPU comes out of the sweep being watched."""
@@ -253,21 +294,18 @@ def _load_charts(d: q.RunDetail, f: dict) -> None:
     xs = "seconds since start"
     a, b = st.columns(2)
     with a:
-        fig = charts.lines(thr, "t_s", {"client (completed requests)": "output_tok_s", "engine counter": "engine_tok_s"},
-                           "Output tokens/s", simulated=sim, xlab=xs, ylab="tok/s", bands=bands, height=450)
-        show_chart(fig, key=f"live-tok-{rid}", filename=f"run{rid}_output_tok_s", data=thr)
+        show_chart(_tok_fig(d, f, 450), key=f"live-tok-{rid}", filename=f"run{rid}_output_tok_s", data=thr)
     with b:
-        fig = charts.stacked([(lat, {"TTFT p50": "ttft_p50", "TTFT p99": "ttft_p99"}, "TTFT ms"),
-                              (lat, {"ITL p50": "itl_p50", "ITL p99": "itl_p99"}, "ITL ms")], "t_s",
-                             "Latency: TTFT and inter-token (per-request mean)", simulated=sim, xlab=xs,
-                             dash={"TTFT p99": "dash", "ITL p99": "dash"}, bands=bands)
-        show_chart(fig, key=f"live-lat-{rid}", filename=f"run{rid}_latency", data=lat)
+        show_chart(_lat_fig(d, f, 190), key=f"live-lat-{rid}", filename=f"run{rid}_latency", data=lat)
     a, b = st.columns(2)
     with a:
-        fig = charts.stacked([(em, {"running": "running", "waiting": "waiting", "KV cache %": "kv_cache_pct"},
-                               "requests / %"),
-                              (thr, {"failed per bucket": "errors", "failed (cumulative)": "errors_cumulative"},
-                               "failed")], "t_s", "Engine queue and errors", simulated=sim, xlab=xs, bands=bands)
+        # requests and % on separate axes; the failed panel only when something failed (a flat zero says nothing)
+        panels = [(em, {"running": "running", "waiting": "waiting"}, "requests"),
+                  (em, {"KV cache %": "kv_cache_pct"}, "KV cache %")]
+        if not thr.empty and thr["errors"].sum() > 0:
+            panels.append((thr, {"failed per bucket": "errors", "failed (cumulative)": "errors_cumulative"}, "failed"))
+        fig = charts.stacked(panels, "t_s", "Engine queue, KV cache" + (" and errors" if len(panels) > 2 else ""),
+                             simulated=sim, xlab=xs, bands=bands, panel_height=150)
         show_chart(fig, key=f"live-queue-{rid}", filename=f"run{rid}_engine_queue", data=em)
     with b:
         errs = q.error_breakdown(d.run.id)
@@ -286,7 +324,8 @@ def _gpu_charts(d: q.RunDetail, f: dict) -> None:
     fig = charts.per_gpu_stacked(tel, [("util_gpu", "util %"), ("power_chart_w", "power W (1 s avg)"),
                                        ("temp_gpu_c", "temp °C"), ("mem_used_gb", "memory GiB"),
                                        ("sm_clock_mhz", "SM clock MHz")],
-                                 "GPU utilization, power, temperature, memory, clocks", simulated=sim)
+                                 "GPU utilization, power, temperature, memory, clocks", simulated=sim,
+                                 bands=f["bands"])
     show_chart(fig, key=f"live-gpu-{rid}", filename=f"run{rid}_gpu", data=tel)
 
 
@@ -295,9 +334,14 @@ def _levels(d: q.RunDetail) -> None:
     if not rows:
         st.caption("No level has started yet.")
         return
-    st.subheader("Levels" + (" — SIMULATED" if d.run.simulated else ""))
+    head, toggle = st.columns([4, 1])
+    head.subheader("Levels" + (" — SIMULATED" if d.run.simulated else ""))
     df = pd.DataFrame(rows)
-    show_table(df, key=f"live-levels-{d.run.id}", filename=f"run{d.run.id}_levels")
+    if toggle.toggle("All columns", key=f"live-levels-all-{d.run.id}", help="Every figure stored per level, raw"):
+        show_table(df, key=f"live-levels-{d.run.id}", filename=f"run{d.run.id}_levels")
+    else:  # the columns people read, units in the headers; the CSV keeps every column and full precision
+        st.dataframe(pd.DataFrame(readable_levels(rows)), key=f"live-levels-view-{d.run.id}", hide_index=True)
+        download_csv(df, f"run{d.run.id}_levels.csv", key=f"live-levels-{d.run.id}-csv")
     st.caption("Whole-level figures follow vllm bench serve; the steady columns are the steady-state window's (every user "
                "busy: ramp-up and drain left out).")
     reps = interval_rows(summaries_of(d.levels))
@@ -307,7 +351,7 @@ def _levels(d: q.RunDetail) -> None:
     done = df[df["status"] == "completed"]
     if len(done) >= 2:
         a, b = st.columns(2)
-        label = d.run.label
+        label = run_labels([d.run], {d.run.id: d.config})[d.run.id]
         with a:
             show_chart(charts.by_concurrency([(label, done)], "output_tok_s", "Output tok/s vs concurrency", "tok/s",
                                              simulated=d.run.simulated),
@@ -340,6 +384,9 @@ def live_view(run_id: int) -> None:
     if d.run.active != active_at_load:
         st.rerun()  # started/finished since the page loaded: a full rerun switches polling on/off
     now = datetime.now(timezone.utc)
+    if present:
+        _present(d, now)
+        return
     _header(d)
     _cancel(d)
     _engine(d, now)
@@ -351,9 +398,11 @@ def live_view(run_id: int) -> None:
     else:
         frames = None  # loaded only if a chart tab is opened: a finished run opens on its level summary
         _tiles_finished(d)
-    # Lazy tabs: only the open tab's content runs (and is sent to the browser) on each refresh.
-    load, gpus, levels, log = st.tabs(tabs, key=f"live-tab-{'active' if d.run.active else 'done'}", on_change="rerun",
-                                      default=tabs[0] if d.run.active else tabs[2])
+    # Lazy tabs: only the open tab's content runs (and is sent to the browser) on each refresh. A run opened
+    # finished starts on its Levels; one this viewer watched live keeps the tab (and charts) it was watching.
+    watching = d.run.active or ss.get("_live_watched") == d.run.id
+    load, gpus, levels, log = st.tabs(tabs, key=f"live-tab-{'active' if watching else 'done'}", on_change="rerun",
+                                      default=tabs[0] if watching else tabs[2])
     if load.open or gpus.open:
         frames = frames or _series_frames(d)
     if load.open:
@@ -370,6 +419,30 @@ def live_view(run_id: int) -> None:
             _events(d)
 
 
+def _present(d: q.RunDetail, now: datetime) -> None:
+    """The projector view: one title line, the sweep's progress, the headline tiles, two big charts."""
+    r = d.run
+    label = run_labels([r], {r.id: d.config})[r.id].removesuffix(" (SIMULATED)")
+    st.markdown(f"### {esc_md(label + (f' · {r.name}' if r.name else ''))} &nbsp; {status_badge(r.status)} "
+                f"{sim_badge(r.simulated)}")
+    planned, dur = _planned(d)
+    p = q.sweep_progress(d, planned, dur, now)
+    if p.levels:
+        running = next((lv for lv in p.levels if lv.status == "running"), None)
+        where = f" · C={running.concurrency:,} running" if running else ""
+        st.progress(min(1.0, p.fraction), text=f"Sweep: {p.fraction:.0%} · {fmt_secs(p.elapsed_s)} elapsed{where}")
+    frames = _series_frames(d)
+    if r.active:
+        _tiles(d, frames)
+    else:
+        _tiles_finished(d)
+    a, b = st.columns(2)
+    with a:
+        show_chart(_tok_fig(d, frames, 470), key=f"present-tok-{r.id}", filename=f"run{r.id}_output_tok_s")
+    with b:
+        show_chart(_lat_fig(d, frames, 200), key=f"present-lat-{r.id}", filename=f"run{r.id}_latency")
+
+
 def _series_frames(d: q.RunDetail) -> dict:
     if d.run.active:
         return _frames(_series(d.run.id), d)
@@ -378,8 +451,14 @@ def _series_frames(d: q.RunDetail) -> dict:
 
 
 live_view(run_id)
+if present:
+    st.page_link("views/live.py", label="Leave the presentation view", icon=":material/close_fullscreen:",
+                 query_params={"run": str(run_id)})
+    st.stop()
 st.divider()
-a, b, c = st.columns(3)
+a, b, c, e = st.columns(4)
+e.page_link("views/live.py", label="Presentation view", icon=":material/present_to_all:",
+            query_params={"run": str(run_id), "present": "1"})
 a.page_link("views/cost.py", label="Cost of this run", icon=":material/payments:", query_params={"run": str(run_id)})
 b.page_link("views/compare.py", label="Compare with others", icon=":material/compare_arrows:",
             query_params={"runs": str(run_id)})

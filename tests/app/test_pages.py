@@ -1,4 +1,5 @@
 """Each page's logic through streamlit.testing AppTest, against a real seeded SQLite history."""
+import json
 import re
 from pathlib import Path
 
@@ -54,6 +55,25 @@ def test_launch_rejects_bad_levels(app_db):
     assert at.button(key="l_start").disabled
 
 
+def test_launch_errors_all_at_once_in_plain_words(app_db):
+    at = ok(app())
+    at.text_input(key="l_levels").input("0,-5").run()
+    at.text_input(key="l_input_len").input("900:100").run()
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("Concurrency levels") for e in errors)
+    assert any("Input length" in e and "min \\> max" in e for e in errors)       # both at once
+    assert not any("pydantic" in e or "errors\\.pydantic" in e or "input\\_value" in e for e in errors)
+    assert not at.success and at.button(key="l_start").disabled  # no green "Fits" for levels that cannot run
+    assert at.button(key="l_start_top").disabled and "2 setting(s) to fix" in texts(at)
+
+
+def test_launch_says_when_a_level_exceeds_max_num_seqs(app_db):
+    at = ok(app())
+    at.text_input(key="l_levels").input("10,100000").run()
+    assert any("100,000 users" in w.value and "max_num_seqs" in w.value for w in at.warning)
+    assert not at.success
+
+
 def test_launch_start_creates_queued_run_and_opens_live(app_db, monkeypatch):
     import bench.runs
 
@@ -64,7 +84,7 @@ def test_launch_start_creates_queued_run_and_opens_live(app_db, monkeypatch):
     at.text_input(key="l_levels").input("2,8").run()
     at.text_input(key="l_name").input("from the form").run()
     at.text_input(key="l_tags").input("ui, smoke").run()
-    at.button(key="l_start").click().run()
+    at.button(key="l_start_top").click().run()                   # the Start above the fold
     ok(at)
     assert len(spawned) == 1
     d = q.get_run(spawned[0])
@@ -89,18 +109,48 @@ def test_live_finished_run_opens_on_levels_and_lazy_tabs(app_db):
     peak = next(m for m in at.metric if m.label.startswith("Peak output tok/s"))
     assert peak.value == f"{q.get_run(ids[0]).run.peak_output_tok_s:,.0f}"
     levels = [df.value for df in at.dataframe if "concurrency" in df.value.columns]
-    assert levels and list(levels[0]["concurrency"]) == [1, 4, 16]
+    assert levels and list(levels[0]["concurrency"]) == ["1", "4", "16"]   # the readable view: text, units in headers
+    assert "TTFT p50 ms" in levels[0].columns and "n_requested" not in levels[0].columns
+    assert not levels[0].isin(["None", "nan"]).any().any()
+    at.toggle(key=f"live-levels-all-{ids[0]}").set_value(True).run()
+    raw = next(df.value for df in at.dataframe if "concurrency" in df.value.columns)
+    assert "n_requested" in raw.columns and list(raw["concurrency"]) == [1, 4, 16]
+    at.toggle(key=f"live-levels-all-{ids[0]}").set_value(False).run()
     assert len(charts(at)) == 2                                   # only the open tab runs: vs-concurrency charts
     assert not [b for b in at.button if b.label == "Cancel run"]  # finished: nothing to cancel
     at.session_state["live-tab-done"] = "Throughput & latency"
     ok(at.run())
     assert len(charts(at)) == 3 and not [df for df in at.dataframe if "n_requested" in df.value.columns]
+    queue = json.loads(next(c for c in charts(at) if c.key.startswith("live-queue")).proto.spec)["layout"]
+    assert queue["yaxis"]["title"]["text"] == "requests" and "yaxis3" not in queue   # no failed: no flat zero panel
     at.session_state["live-tab-done"] = "GPUs"
     ok(at.run())
     assert [c.key for c in charts(at)] == [f"live-gpu-{ids[0]}"]
+    gpu = json.loads(charts(at)[0].proto.spec)["layout"]
+    assert [a["text"] for a in gpu["annotations"]] == ["C=1", "C=4", "C=16"]          # level bands, as on the load charts
     at.session_state["live-tab-done"] = "Engine log & events"
     ok(at.run())
     assert any("level 1/3" in m for df in at.dataframe if "message" in df.value.columns for m in df.value["message"])
+
+
+def test_live_title_and_picker_are_gpu_first(app_db):
+    db, _ = app_db
+    rid = seed_run(db, name="", gpu="H200-141GB", levels=(1, 4), requests_per_level=20)
+    at = ok(app("live", run=rid))
+    title = next(m.value for m in at.markdown if m.value.startswith("## ")).replace("\\", "")
+    assert title.startswith(f"## H200 · sim · Qwen3-0.6B · #{rid}")  # not "Run · #N"
+    assert at.selectbox[0].format_func(rid).startswith(f"#{rid} · H200")
+    assert "prompts: text" in texts(at)                           # the default, said beside the numbers
+    from storage.db import open_db
+    from storage.models import Run
+
+    with open_db(db)() as s:                                      # a config that carries the prompt format
+        run = s.get(Run, rid)
+        run.config = {**run.config, "workload": {**run.config["workload"], "prompt_format": "token-ids"}}
+        s.commit()
+    at = ok(app("live", run=rid))
+    assert "prompts: token ids" in texts(at)
+    assert "token-id prompts" in next(m.value for m in at.markdown if m.value.startswith("## ")).replace("\\", "")
 
 
 def test_deep_link_opens_live(app_db):
@@ -123,6 +173,37 @@ def test_live_running_run_progress_and_cancel(app_db):
     cancel[0].click().run()
     ok(at)
     assert q.get_run(rid).run.status == "cancelled"               # no live worker: marked cancelled directly
+
+
+def test_live_keeps_the_watched_charts_when_the_run_ends(app_db):
+    from storage.db import open_db
+    from storage.models import Run, RunStatus
+
+    db, _ = app_db
+    rid = seed_run(db, status="running", name="watched", levels=(1, 4), requests_per_level=40)
+    at = ok(app("live", run=rid))
+    assert [c.key for c in charts(at)][0] == f"live-tok-{rid}"
+    with open_db(db)() as s:                                      # the worker finishes the run
+        run = s.get(Run, rid)
+        run.status, run.finished_at = RunStatus.completed, run.started_at
+        s.commit()
+    ok(at.run())
+    assert [c.key for c in charts(at)] == [f"live-tok-{rid}", f"live-lat-{rid}", f"live-queue-{rid}"]
+    # a viewer who opens the finished run cold still starts on its Levels
+    cold = ok(app("live", run=rid))
+    assert not charts(cold) and any("TTFT p50 ms" in df.value.columns for df in cold.dataframe)
+
+
+def test_presentation_view(app_db):
+    db, _ = app_db
+    rid = seed_run(db, status="running", name="on the projector", levels=(1, 4, 16), requests_per_level=60)
+    at = ok(app("live", run=rid, present=1))
+    assert [c.key for c in charts(at)] == [f"present-tok-{rid}", f"present-lat-{rid}"]
+    assert not at.selectbox and not at.tabs                       # no picker, no tabs: just the run
+    assert any(m.label.startswith("Output tok/s") for m in at.metric)
+    assert "SIMULATED" in texts(at) and len(at.get("progress")) == 1
+    finished = ok(app("live", run=app_db[1][0], present=1))       # a finished run: the same two charts, peak tiles
+    assert len(charts(finished)) == 2 and any(m.label.startswith("Peak output") for m in finished.metric)
 
 
 def test_user_text_is_escaped(app_db):
@@ -221,6 +302,50 @@ def test_compare_two_runs(app_db):
     assert set(side["concurrency"]) == {4}
 
 
+def test_compare_labels_verdict_and_cost(app_db):
+    db, ids = app_db
+    a, b = q.get_run(ids[0]).run, q.get_run(ids[1]).run           # sim vs vLLM, same GPU and model
+    at = ok(app("compare", runs=f"{ids[0]},{ids[1]}"))
+    legends = {t["name"] for c in charts(at) for t in json.loads(c.proto.spec)["data"]}
+    assert {"H100-SXM · sim (SIMULATED)", "H100-SXM · vLLM"} <= legends  # what differs, GPU first
+    fast, slow = (b, a) if b.peak_output_tok_s > a.peak_output_tok_s else (a, b)
+    gain = round((fast.peak_output_tok_s / slow.peak_output_tok_s - 1) * 100)
+    heads = [m.value.replace("\\", "") for m in at.markdown if m.value.startswith("####")]
+    assert heads and f"{gain:+d}% peak tok/s" in heads[0] and "per 1M tokens" in heads[0]
+    side = next(df.value for df in at.dataframe if "configuration" in df.value.columns)
+    peak = side.loc[side["run"] == f"#{fast.id}"].iloc[0]
+    assert peak["$ / 1M output tokens"] == pytest.approx(fast.price_per_gpu_hour / 3600 / peak["output tok/s"] * 1e6)
+    assert "c-usd" in [c.key for c in charts(at)]
+    at.segmented_control(key="c_lat").set_value("TPOT").run()
+    assert any("TPOT p50" in json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts(at))
+
+
+def test_compare_labels_with_user_names_are_escaped(app_db):
+    db, _ = app_db
+    a = seed_run(db, name="evil [x](http://e.example)", speed=1.2, seed=5)
+    b = seed_run(db, name="<b>bold</b>", seed=6)                  # same GPU, engine, model: names tell them apart
+    at = ok(app("compare", runs=f"{a},{b}"))
+    head = next(m.value for m in at.markdown if m.value.startswith("####"))
+    assert r"evil \[x\]\(http" in head and r"\<b\>bold" in head and "http://" not in head
+    legends = {t["name"] for c in charts(at) for t in json.loads(c.proto.spec)["data"]}
+    assert "H100-SXM · &lt;b&gt;bold&lt;/b&gt; (SIMULATED)" in legends   # Plotly text HTML-escaped
+
+
+def test_compare_says_which_runs_are_missing(app_db):
+    db, ids = app_db
+    at = ok(app("compare", runs=f"{ids[0]},999"))
+    assert "#999" in "\n".join(w.value for w in at.warning)
+    assert ids[0] in at.multiselect(key="c_runs").value
+
+
+def test_compare_with_one_run_adds_a_partner(app_db):
+    db, ids = app_db
+    at = ok(app("compare", runs=ids[1]))                          # "Compare with others" on Live
+    picked = at.multiselect(key="c_runs").value
+    assert picked[0] == ids[1] and len(picked) == 2 and "Select at least two" not in texts(at)
+    assert any("configuration" in df.value.columns for df in at.dataframe)
+
+
 def test_cost_page_numbers_follow_price(app_db):
     db, ids = app_db
     at = ok(app("cost", run=ids[0]))
@@ -239,6 +364,54 @@ def test_cost_page_numbers_follow_price(app_db):
     assert "SIMULATED" in texts(at)
 
 
+def test_cost_several_runs_side_by_side(app_db):
+    db, ids = app_db
+    at = ok(app("cost", runs=f"{ids[0]},{ids[1]}"))
+    assert at.multiselect(key="cost_runs").value == [ids[0], ids[1]]
+    by_run = next(df.value for df in at.dataframe if "cheapest level meeting SLOs" in df.value.columns)
+    assert list(by_run["id"]) == [f"#{ids[0]}", f"#{ids[1]}"]
+    assert "cost-runs-chart" in [c.key for c in charts(at)]
+    head = next(m.value for m in at.markdown if m.value.startswith("####")).replace("\\", "")
+    cheaper = by_run.loc[by_run["$ / 1M output tokens there"].idxmin(), "run"]
+    assert head.startswith(f"#### Cheapest per token meeting the SLOs: {cheaper} at C=")
+    # doubling one run's price doubles its $ per 1M tokens (the other run's stays)
+    before = by_run.set_index("id")["$ / 1M output tokens there"]
+    at.number_input(key=f"cost_price_{ids[1]}").set_value(at.number_input(key=f"cost_price_{ids[1]}").value * 2).run()
+    after = next(df.value for df in at.dataframe if "cheapest level meeting SLOs" in df.value.columns).set_index("id")
+    assert after.loc[f"#{ids[1]}", "$ / 1M output tokens there"] == pytest.approx(2 * before[f"#{ids[1]}"])
+    assert after.loc[f"#{ids[0]}", "$ / 1M output tokens there"] == pytest.approx(before[f"#{ids[0]}"])
+    at.selectbox(key="cost_detail").set_value(ids[1]).run()        # daily cost for the second run ...
+    assert any(h.value.startswith("Daily cost — ") for h in at.subheader)
+    at.multiselect(key="cost_runs").set_value([ids[0], ids[2]]).run()  # ... then that run leaves the selection
+    ok(at)
+    assert at.selectbox(key="cost_detail").value == ids[0]
+
+
+def test_cost_slo_preset_and_where_latency_breaks(app_db):
+    db, _ = app_db
+    rid = seed_run(db, levels=(1, 64, 512), requests_per_level=100)  # TTFT grows ~0.9 ms per user: 512 is slow
+    at = ok(app("cost", run=rid))
+    at.selectbox(key="cost_preset").set_value("none").run()
+    assert at.number_input(key="cost_ttft").value == 0
+    met = next(df.value for df in at.dataframe if "meets_slo" in df.value.columns)
+    assert met["meets_slo"].all()                                 # no SLO: every level qualifies
+    at.selectbox(key="cost_preset").set_value("MLPerf interactive (p99 TTFT 450 ms, TPOT 40 ms)").run()
+    assert (at.number_input(key="cost_ttft").value, at.number_input(key="cost_tpot").value) == (450, 40)
+    levels = next(df.value for df in at.dataframe if "meets_slo" in df.value.columns)
+    lv = {x.concurrency: x.summary for x in q.get_run(rid).levels}
+    assert list(levels["meets_slo"]) == [lv[c]["ttft_ms"]["p99"] <= 450 and lv[c]["tpot_ms"]["p99"] <= 40
+                                         for c in levels["concurrency"]]
+    assert list(levels["meets_slo"]) == [True, True, False]
+    assert "Latency breaks at C = 512: ttft\\_ms p99" in texts(at)
+
+
+def test_cost_unknown_run_says_not_found(app_db):
+    at = ok(app("cost", run=999))
+    assert "#999" in "\n".join(e.value for e in at.error)
+    assert at.multiselect(key="cost_runs").value == []            # not silently another run
+    assert not any("usd_per_m_output" in df.value.columns for df in at.dataframe)
+
+
 def test_gpus_page_without_nvml(app_db):
     db, ids = app_db
     at = ok(app("gpus"))                                          # newest run (#3) is a measured sglang run
@@ -250,6 +423,9 @@ def test_gpus_page_without_nvml(app_db):
     at = ok(app("gpus"))
     assert any(h.endswith("— SIMULATED") for h in (x.value for x in at.subheader))
     assert "(SIMULATED)" in "\n".join(m.value for m in at.markdown)
+    assert "**GPU 0 · H100-SXM**" in "\n".join(m.value for m in at.markdown).replace("\\", "")  # the model, named
+    verdicts = next(df.value for df in at.dataframe if "verdict" in df.value.columns)
+    assert set(verdicts["verdict"]) == {"ok"} and set(verdicts["other levels"]) == {"–"}  # not repeated per level
 
 
 # ---------------------------------------------------------------------------------------------------- password

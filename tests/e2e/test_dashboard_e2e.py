@@ -24,8 +24,16 @@ def _settle(page, seconds: float = 0.8) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget] button')", timeout=30_000)
 
 
-def _shot(page, name: str) -> None:
+def _shot(page, name: str, sizes: bool = False) -> None:
+    """The page as the test browser sees it; with sizes, also what fits on a 1920×1080 and a 1366×768 screen."""
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    if sizes:
+        for w, h in ((1920, 1080), (1366, 768)):
+            page.set_viewport_size({"width": w, "height": h})
+            _settle(page, 0.5)
+            page.screenshot(path=str(SHOTS / f"{name}_{w}x{h}.png"))
+        page.set_viewport_size({"width": 1500, "height": 2200})
+        _settle(page, 0.5)
 
 
 def _plot_points(page) -> list[int]:
@@ -61,7 +69,7 @@ def test_launch_sim_sweep_and_watch_live(dashboard, browser_page):
     name.fill("e2e <b>sweep</b>")
     name.press("Enter")
     _settle(page)
-    _shot(page, "01_launch")
+    _shot(page, "01_launch", sizes=True)
     page.get_by_role("button", name="Start sweep").click()
 
     page.wait_for_url(re.compile(r"/live\?run=\d+"), timeout=30_000)
@@ -108,8 +116,22 @@ def test_launch_sim_sweep_and_watch_live(dashboard, browser_page):
     assert [lv.status for lv in d.levels] == ["completed", "completed"]
     page.get_by_text("Sweep: 100%").wait_for(timeout=30_000)
     page.get_by_text("SIMULATED run").first.wait_for()
-    time.sleep(1.5)
+    # The audience keeps the charts it watched: the finished run stays on Throughput & latency, not the Levels table
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
+    assert page.get_by_role("tab", name="Throughput & latency").get_attribute("aria-selected") == "true"
+    _settle(page, 1.5)
     _shot(page, "03_live_done")
+    for w, h in ((1920, 1080), (1366, 768)):
+        page.set_viewport_size({"width": w, "height": h})
+        _settle(page, 0.5)
+        page.screenshot(path=str(SHOTS / f"03_live_done_{w}x{h}.png"))
+    page.set_viewport_size({"width": 1500, "height": 2200})
+    # the presentation view of the finished run: its two charts and the peak tiles, no navigation
+    page.goto(page.url.split("?")[0] + f"?run={run_id}&present=1")
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2")
+    page.get_by_text("Peak output tok/s").first.wait_for()
+    assert page.get_by_role("link", name="Compare").count() == 0
+    _shot(page, "03b_present_done", sizes=True)
 
 
 def test_runs_compare_cost_gpus(dashboard, browser_page):
@@ -144,18 +166,18 @@ def test_runs_compare_cost_gpus(dashboard, browser_page):
     page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 4")
     points = _plot_points(page)
     assert len(points) >= 4 and all(n > 0 for n in points[:3]), points
-    _shot(page, "05_compare")
+    _shot(page, "05_compare", sizes=True)
 
     page.goto(f"{base}/cost?run={pair[0]}")
     page.get_by_text("Cheapest level meeting SLOs").first.wait_for()
     page.get_by_text("Daily cost").first.wait_for()
     _settle(page, 1.5)
-    _shot(page, "06_cost")
+    _shot(page, "06_cost", sizes=True)
 
     page.goto(f"{base}/gpus")
     page.get_by_text("Last runs' health verdicts").wait_for()
     _settle(page, 1.5)
-    _shot(page, "07_gpus")
+    _shot(page, "07_gpus", sizes=True)
 
     # Deep link at the root opens the run on Live.
     page.goto(f"{base}/?run={pair[1]}")

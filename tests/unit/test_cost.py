@@ -84,3 +84,15 @@ def test_level_perf_from_summary():
     assert lp.latency["e2e_ms"]["p99"] == 900.0
     assert LevelPerf.from_summary(s, output_tok_s=600.0).output_tok_s == 600.0
     assert not math.isnan(lp.goodput_req_s)
+
+
+def test_latency_break_is_the_first_level_that_misses_after_one_met():
+    from bench.cost import LevelCost, latency_break
+
+    def lc(c, ok):
+        return LevelCost(c, 100.0, 1.0, ok, [] if ok else ["ttft_ms p99 900 ms > 450 ms"])
+
+    assert latency_break([lc(64, False), lc(1, True), lc(16, True), lc(256, False)]).concurrency == 64
+    assert latency_break([lc(1, True), lc(16, True)]) is None       # never breaks
+    assert latency_break([lc(1, False), lc(16, False)]) is None     # never held
+

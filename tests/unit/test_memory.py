@@ -67,7 +67,7 @@ def test_does_not_fit_and_warnings():
 
 
 def test_workload_kv_need():
-    # 512 users x 1,024 tokens, DP 2: 256 per replica, capped by max_seqs 256 -> 262,144 resident tokens.
+    # 512 users x 1,024 tokens, DP 2: 256 per replica (under the 1,024 max_seqs of an 80 GB GPU) -> 262,144 tokens.
     fit = estimate_fit(LLAMA8B, H100, n_gpus=2, dp=2, max_concurrency=512, tokens_per_request=1024)
     assert fit.need_kv_tokens == 256 * 1024
     assert fit.workload_fits is True                                  # ~410k tokens of KV on an 80 GB H100
@@ -76,6 +76,20 @@ def test_workload_kv_need():
     assert small.workload_fits is False
     assert any("queue" in w for w in small.warnings)
     assert estimate_fit(LLAMA8B, H100).workload_fits is None
+
+
+def test_max_seqs_default_follows_the_gpu_and_caps_a_level():
+    # vLLM (and the simulator) run 1,024 sequences at once on >= 70 GB GPUs, 256 below
+    assert estimate_fit(LLAMA8B, H100).max_seqs == 1024 and estimate_fit(LLAMA8B, 48.0).max_seqs == 256
+    assert estimate_fit(LLAMA8B, H100, max_seqs=64).max_seqs == 64
+    # 100,000 users: only 1,024 are resident; the level is mostly queueing, and the form says so
+    big = estimate_fit(LLAMA8B, H100, max_concurrency=100_000, tokens_per_request=640)
+    assert big.need_kv_tokens == 1024 * 640
+    assert any("100,000 users" in w and "1,024 sequences" in w and "default" in w for w in big.warnings)
+    assert not any("sequences the engine runs" in w
+                   for w in estimate_fit(LLAMA8B, H100, max_concurrency=1024, tokens_per_request=640).warnings)
+    # the sampler's fp32 logits of 1,024 sequences leave less KV than 256 would
+    assert estimate_fit(LLAMA8B, H100).kv_tokens < estimate_fit(LLAMA8B, H100, max_seqs=256).kv_tokens
 
 
 def test_bad_inputs():

@@ -180,6 +180,44 @@ def test_sweep_progress(db_path):
     assert ps.fraction == 0 and ps.levels[0].status == "pending"
 
 
+def test_sweep_progress_after_the_end(db_path):
+    """Issue 11 item 4: a finished run's elapsed time stops at its end; a cancelled level is not 100%."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    rid = seed_run(db_path, status="completed", levels=(1, 4, 16), requests_per_level=100)
+    d = q.get_run(rid, db_path)
+    run_s = (d.run.finished_at - d.run.started_at).total_seconds()
+    later = d.run.finished_at + timedelta(minutes=8)
+    p = q.sweep_progress(d, [(1, 100), (4, 100), (16, 100)], None, later)
+    assert p.fraction == 1.0 and p.eta_s == 0.0
+    assert p.elapsed_s == pytest.approx(run_s)                   # not 8 minutes more
+
+    # Cancelled during level 2 (30 of 100 requests finished), level 3 never started, a 4th planned.
+    lv2 = replace(d.levels[1], status="cancelled", n_ok=25, n_err=5, duration_s=None,
+                  finished_at=d.levels[1].started_at)
+    lv3 = replace(d.levels[2], status="cancelled", n_ok=0, n_err=0, n_sent=0, duration_s=None)
+    cancelled = replace(d, run=replace(d.run, status="cancelled"), levels=[d.levels[0], lv2, lv3])
+    p = q.sweep_progress(cancelled, [(1, 100), (4, 100), (16, 100), (64, 100)], None, later)
+    assert [lv.fraction for lv in p.levels] == [1.0, pytest.approx(0.3), 0.0, 0.0]
+    assert [lv.status for lv in p.levels] == ["completed", "cancelled", "cancelled", "not run"]
+    assert p.fraction == pytest.approx(1.3 / 4)
+    assert p.levels[1].elapsed_s == 0.0                          # its own end, not `later`
+    assert p.eta_s == 0.0 and p.levels[3].eta_s is None
+
+
+def test_level_table_steady_and_repeat_when_present(db_path):
+    from dataclasses import replace
+
+    d = q.get_run(seed_run(db_path, levels=(1, 4), requests_per_level=20), db_path)
+    steady = {"output_tok_s": 321.0, "req_s": 2.5, "ttft_ms": {"p50": 11.0}, "tpot_ms": {"p50": 4.0}}
+    lv0 = replace(d.levels[0], summary={**d.levels[0].summary, "steady": steady}, repeat=1)
+    rows = q.level_table(replace(d, levels=[lv0, d.levels[1]]))
+    assert (rows[0]["steady_output_tok_s"], rows[0]["steady_ttft_p50_ms"], rows[0]["repeat"]) == (321.0, 11.0, 2)
+    assert rows[0]["steady_e2e_p50_ms"] is None                 # missing in the sub-dict: None, no error
+    assert rows[1]["steady_output_tok_s"] is None and rows[1]["repeat"] == 1  # 1-based, as shown
+
+
 def test_config_diff():
     a = {"engine": {"kind": "vllm", "tp": 1}, "levels": [1, 8], "name": "a"}
     b = {"engine": {"kind": "sglang", "tp": 1}, "levels": [1, 8], "name": "b", "extra": 1}
