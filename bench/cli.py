@@ -46,6 +46,10 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         raise UsageError(f"--requests must be positive, got {a.requests}")
     if a.duration is not None and a.duration <= 0:
         raise UsageError(f"--duration must be positive, got {a.duration}")
+    if a.request_timeout <= 0:
+        raise UsageError(f"--request-timeout must be positive, got {a.request_timeout}")
+    if a.stall_timeout < 0:
+        raise UsageError(f"--stall-timeout must be positive (0 = off), got {a.stall_timeout}")
     if a.requests is not None and a.duration is not None:
         raise UsageError("give --requests or --duration, not both")
     if not a.model:
@@ -90,14 +94,16 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         workload = WorkloadSpec(
             input_len=_length("--input-len", a.input_len), output_len=_length("--output-len", a.output_len),
             endpoint=a.endpoint, requests=a.requests, duration_s=a.duration, warmup_requests=a.warmup,
-            request_rate=a.request_rate, seed=a.seed,
+            request_rate=a.request_rate, seed=a.seed, request_timeout_s=a.request_timeout,
+            stall_timeout_s=a.stall_timeout or None,
             slo=SLO(ttft_ms=a.slo_ttft_ms, tpot_ms=a.slo_tpot_ms, e2e_ms=a.slo_e2e_ms))
         price = a.price
         if price is None and gpu:
             price = get_gpu(gpu).price_per_hour
         return RunConfig(name=a.name or "", tags=a.tag or [], engine=spec, workload=workload, levels=levels, gpu=gpu,
                          gpu_count=len(gpus) if gpus else max(a.tp * a.dp, 1), price_per_gpu_hour=price,
-                         telemetry_hz=a.telemetry_hz, client_procs=a.client_procs)
+                         telemetry_hz=a.telemetry_hz, client_procs=a.client_procs,
+                         on_level_failure=a.on_level_failure)
     except ValidationError as e:
         msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise UsageError(f"invalid settings: {msgs}") from None
@@ -136,6 +142,14 @@ def _add_sweep(sub) -> None:
     p.add_argument("--endpoint", choices=["completions", "chat"], default="completions", help=ENDPOINT_HELP)
     p.add_argument("--request-rate", type=float, help="Poisson arrivals (req/s), capped by concurrency")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--request-timeout", type=float, default=600, metavar="S",
+                   help="a request still unfinished after S seconds fails as 'timeout' (default 600)")
+    p.add_argument("--stall-timeout", type=float, default=60, metavar="S",
+                   help="no byte from the server for S seconds while requests are in flight (a hung engine): those "
+                        "requests fail as 'stalled' and the level ends failed (default 60; 0 = off)")
+    p.add_argument("--on-level-failure", choices=["continue", "stop"], default="stop",
+                   help="after a failed level (stalled server, load generator could not run it): go on with the "
+                        "next level or end the run (default stop)")
     p.add_argument("--slo-ttft-ms", type=float)
     p.add_argument("--slo-tpot-ms", type=float)
     p.add_argument("--slo-e2e-ms", type=float)
@@ -204,6 +218,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         log(f"run {run_id}{sim} {status.value}" + (f": {doc['error']}" if doc.get("error") else ""))
         if done:
             log(levels_table(doc["levels"]))
+    if any(lv.get("status") == "failed" for lv in doc["levels"]):
+        return 1  # finished, but not every level did (on_level_failure=continue)
     return {"completed": 0, "cancelled": 130}.get(status.value, 1)
 
 

@@ -1,6 +1,8 @@
 """Run configuration: the pydantic models stored (as JSON) on every run row and passed to the worker."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engines.spec import EngineSpec
@@ -79,6 +81,9 @@ class WorkloadSpec(_Strict):
     seed: int = 0
     slo: SLO = Field(default_factory=SLO)
     request_timeout_s: float = Field(default=600, gt=0)
+    stall_timeout_s: float | None = Field(
+        default=60, gt=0, description="No byte from the server this long while requests are in flight: those "
+                                      "requests fail as stalled and the level ends (None = no stall watchdog)")
 
     @model_validator(mode="after")
     def _one_stop(self) -> "WorkloadSpec":
@@ -104,6 +109,9 @@ class RunConfig(_Strict):
     telemetry_hz: float = Field(default=4.0, ge=0, le=50,
                                 description="GPU samples per second; 0 = no GPU sampling (engine /metrics still scraped)")
     client_procs: int | None = Field(default=None, ge=1, description="Load-generator processes; None = auto")
+    on_level_failure: Literal["continue", "stop"] = Field(
+        default="stop", description="After a level fails (server stalled, load generator could not run it): go on "
+                                    "with the next level, or end the run there")
 
     @field_validator("levels")
     @classmethod

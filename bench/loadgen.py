@@ -25,6 +25,13 @@ ends in exactly one result: HTTP errors, timeouts (timeout_s, enforced by a per-
 error events, disconnects, missing usage, a stop ("cancelled") and even a shard that dies ("result lost")
 are all counted as errors.
 
+Stall watchdog: a hung engine (deadlocked scheduler, stuck collective) keeps its connections open and sends
+nothing, so no request ever ends and a 600 s request timeout is far too long to notice. Every shard
+publishes the time of the last byte it read from the server into a shared array; when no shard has read a
+byte for stall_timeout_s while requests are in flight, those requests fail as "stalled: ..." and the level
+stops (LevelOutcome.stalled says why). Only silence from the whole server counts: one slow queue while other
+streams flow is not a stall (a request waiting in a busy server's queue for minutes is normal).
+
 Definitions match `vllm bench serve` (vllm/benchmarks/lib/endpoint_request_func.py): a content chunk is
 an SSE event whose `choices` is non-empty; TTFT = first content chunk - send; E2E = last content chunk -
 send; ITL = gaps between content chunks. One perf_counter_ns() per socket read is shared by every event
@@ -70,6 +77,8 @@ STOP_GRACE_S = 10.0       # after a stop, how long shards get to report before t
 FD_HEADROOM = 64          # files a shard needs beyond one socket per user (pipes, loop, logs)
 PRECONNECT_PARALLEL = 128  # connection attempts in flight per shard, ever (far below any listen backlog)
 PRECONNECT_TIMEOUT_S = 30.0  # one GET, waiting for its connect slot included
+MAX_SSE_EVENT = 1 << 20   # bytes of one SSE event: Melt asks for no logprobs, so its events are < 1 kB; beyond this
+                          # a stream is broken (an endless line would grow the buffer, and its copies, without end)
 
 
 @functools.cache
@@ -138,6 +147,7 @@ class LevelPlan:
     seed: int = 0
     request_rate: float | None = None
     timeout_s: float = 600.0
+    stall_timeout_s: float | None = 60.0   # server silent this long with requests in flight -> they fail, level stops
     api_key: str | None = None
     vocab_size: int | None = None
 
@@ -156,6 +166,8 @@ class LevelPlan:
             raise LoadGenError("warmup_requests must be >= 0 and timeout_s > 0")
         if self.request_rate is not None and not self.request_rate > 0:
             raise LoadGenError("request_rate must be > 0 (None = closed loop)")
+        if self.stall_timeout_s is not None and not self.stall_timeout_s > 0:
+            raise LoadGenError("stall_timeout_s must be > 0 (None = no stall watchdog)")
 
     @classmethod
     def from_workload(cls, wl: WorkloadSpec, *, base_url: str, model: str, concurrency: int,
@@ -164,7 +176,7 @@ class LevelPlan:
                    n_requests=wl.requests_for(concurrency), duration_s=wl.duration_s,
                    warmup_requests=wl.warmup_requests, input_len=wl.input_len, output_len=wl.output_len,
                    seed=wl.seed, request_rate=wl.request_rate, timeout_s=wl.request_timeout_s,
-                   api_key=api_key, vocab_size=vocab_size)
+                   stall_timeout_s=wl.stall_timeout_s, api_key=api_key, vocab_size=vocab_size)
 
 
 @dataclass
@@ -203,6 +215,7 @@ class LevelOutcome:
     client_cpu_s: float = 0.0     # all shards, measured phase
     shards: list[ShardStats] = field(default_factory=list)
     error: str | None = None      # a shard failed; its unfinished requests are counted as errors
+    stalled: str | None = None    # the server went silent with requests in flight: why the level stopped
     concurrency: int = 0
     request_rate: float | None = None
 
@@ -257,13 +270,14 @@ def run_level(plan: LevelPlan, *, procs: int | None = None,
 
     ctx = mp.get_context("spawn")  # the worker has threads (telemetry): never fork it
     counter = ctx.Value("q", 0)
+    last_rx = ctx.RawArray("q", n)  # per shard: perf_counter ns of its last byte from the server (stall watchdog)
     shards: list[_ShardHandle] = []
     try:
         for i, u in enumerate(users):
             cmd_r, cmd_w = ctx.Pipe(duplex=False)
             data_r, data_w = ctx.Pipe(duplex=False)
             p = ctx.Process(target=_shard_main, name=f"melt-loadgen-{i}", daemon=True,
-                            args=(i, u, plan, counter, cmd_r, data_w))
+                            args=(i, u, plan, counter, last_rx, cmd_r, data_w))
             p.start()
             cmd_r.close()
             data_w.close()
@@ -314,6 +328,7 @@ class _Coordinator:
         self.seen = bytearray()  # seen[seq] = 1 once request seq has a result (1 byte per request)
         self.c = {"ok": 0, "err": 0, "out": 0, "in": 0, "w_ok": 0, "w_err": 0}
         self.errors: list[str] = []
+        self.stalled: str | None = None
         self.stopping = False
 
     def run(self) -> LevelOutcome:
@@ -381,6 +396,10 @@ class _Coordinator:
         elif kind == "fatal":
             self.errors.append(f"shard {s.idx}: {msg[1]}")
             self._stop_all("a shard failed")
+        elif kind == "stalled":
+            if self.stalled is None:
+                self.stalled = msg[1]
+            self._stop_all("stalled")
 
     def _mark(self, seq: int) -> None:
         if seq >= len(self.seen):
@@ -466,7 +485,7 @@ class _Coordinator:
             warmup_sent=c["w_ok"] + c["w_err"], warmup_ok=c["w_ok"], warmup_err=c["w_err"],
             input_tokens=c["in"], output_tokens=c["out"], procs=len(self.shards),
             client_cpu_s=sum(st.cpu_s for st in stats), shards=stats,
-            error="; ".join(self.errors) or None,
+            error="; ".join(self.errors) or None, stalled=self.stalled,
             concurrency=self.plan.concurrency, request_rate=self.plan.request_rate,
         )
 
@@ -475,7 +494,8 @@ class _Coordinator:
 # Shard side (runs in a spawned process)
 # ================================================================================================
 
-def _shard_main(idx: int, users: int, plan: LevelPlan, counter, cmd: Connection, data: Connection) -> None:
+def _shard_main(idx: int, users: int, plan: LevelPlan, counter, last_rx, cmd: Connection,
+                data: Connection) -> None:
     # Ctrl-C in a terminal hits the whole process group: let the parent decide (it sends "stop").
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out: queue.SimpleQueue = queue.SimpleQueue()
@@ -484,7 +504,7 @@ def _shard_main(idx: int, users: int, plan: LevelPlan, counter, cmd: Connection,
     try:
         raise_nofile(users + FD_HEADROOM)
         import uvloop
-        uvloop.run(_Shard(idx, users, plan, counter, cmd, out).main())
+        uvloop.run(_Shard(idx, users, plan, counter, last_rx, cmd, out).main())
     except BaseException:  # noqa: BLE001 - report anything, the parent accounts for the requests
         out.put(("fatal", traceback.format_exc(limit=8)))
     out.put(None)
@@ -504,8 +524,11 @@ def _sender(out: queue.SimpleQueue, data: Connection) -> None:
 
 
 class _Shard:
-    def __init__(self, idx: int, users: int, plan: LevelPlan, counter, cmd: Connection, out: queue.SimpleQueue):
+    def __init__(self, idx: int, users: int, plan: LevelPlan, counter, last_rx, cmd: Connection,
+                 out: queue.SimpleQueue):
         self.idx, self.n_users, self.plan, self.counter, self.cmd, self.out = idx, users, plan, counter, cmd, out
+        self.last_rx_all = last_rx     # shared: every shard's last byte from the server (perf_counter ns)
+        self.last_rx = 0               # this shard's, published by _watchdog
         self.lock = counter.get_lock()
         self.wall_off = time.time_ns() - time.perf_counter_ns()
         self.pending: list[tuple] = []
@@ -522,9 +545,11 @@ class _Shard:
         self.arrivals_rng = random.Random(f"melt-arrivals-{plan.seed}-{idx}")
         self.peak_cpu = 0.0
         self.timeout_ns = int(plan.timeout_s * 1e9)
-        self.inflight: dict[asyncio.Task, int] = {}   # request task -> deadline (perf_counter ns)
+        self.stall_ns = int(plan.stall_timeout_s * 1e9) if plan.stall_timeout_s else None
+        self.inflight: dict[asyncio.Task, tuple[int, int]] = {}  # request task -> (send, deadline), perf_counter ns
         self.stale_retries = 0
-        self.expired: set[asyncio.Task] = set()       # tasks the watchdog cancelled for their timeout
+        self.expired: dict[asyncio.Task, str] = {}  # tasks the watchdog cancelled -> their error (timeout, stalled)
+        self.cancel_error = "cancelled"             # error of requests a stop cuts off
 
     # -- control -------------------------------------------------------------------------------------
     def _on_cmd(self) -> None:
@@ -535,13 +560,20 @@ class _Shard:
         if msg[0] == "go" and not self.go.done():
             self.go.set_result(msg[1])
         elif msg[0] == "stop":
-            self.stopping = True
-            self.stop_reason = msg[1]
-            asyncio.get_running_loop().remove_reader(self.cmd.fileno())
-            for t in self.user_tasks:
-                t.cancel()
-            if not self.go.done():
-                self.go.set_result(None)
+            if msg[1] == "stalled":  # another shard saw the server go silent: ours may have waited as long
+                self._expire_stalled(time.perf_counter_ns())
+            self._stop_users(msg[1])
+
+    def _stop_users(self, reason: str) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.stop_reason = reason
+        asyncio.get_running_loop().remove_reader(self.cmd.fileno())
+        for t in self.user_tasks:
+            t.cancel()
+        if not self.go.done():
+            self.go.set_result(None)
 
     async def main(self) -> None:
         import aiohttp
@@ -631,7 +663,8 @@ class _Shard:
         """
         url = self.url.with_path("/v1/models")
         headers = {k: v for k, v in self.headers.items() if k == "Authorization"}
-        timeout = self.aiohttp.ClientTimeout(total=PRECONNECT_TIMEOUT_S)
+        # a server that accepts and never answers costs at most the stall timeout here, as it would a request
+        timeout = self.aiohttp.ClientTimeout(total=min(PRECONNECT_TIMEOUT_S, self.plan.stall_timeout_s or 1e9))
         failed = False  # best effort: after one failure nobody tries again (a dead server costs one timeout)
 
         async def one() -> None:
@@ -714,13 +747,14 @@ class _Shard:
         status = err = None
         task = asyncio.current_task()
         t_send = time.perf_counter_ns()
-        self.inflight[task] = t_send + self.timeout_ns
+        self.inflight[task] = (t_send, t_send + self.timeout_ns)
         try:
             for attempt in (0, 1):
                 try:
                     # a redirect is an answer (counted as HTTP 3xx), never a reason to send load elsewhere
                     async with self.session.post(self.url, data=body, headers=self.headers,
                                                  allow_redirects=False) as resp:
+                        self.last_rx = time.perf_counter_ns()  # the status line and headers are bytes too
                         status = resp.status
                         if status != 200:
                             text = (await resp.content.read(2000)).decode("utf-8", "replace").strip()
@@ -732,7 +766,9 @@ class _Shard:
                                 data = await readany()
                                 if not data:
                                     break
-                                feed(data, time.perf_counter_ns())  # one clock read per socket read
+                                t = time.perf_counter_ns()  # one clock read per socket read
+                                feed(data, t)
+                                self.last_rx = t
                             err = sse.finish()
                     break
                 except self.stale_errors as e:
@@ -741,20 +777,25 @@ class _Shard:
                     # re-sent once on a fresh connection (RFC 9112 9.3.1). Its TTFT keeps counting from the
                     # first send. A server that died instead fails the re-send too, which is then counted as
                     # an error; so is anything after a response started.
-                    if attempt or status is not None or sse.chunks or isinstance(e, self.connect_error):
+                    if (attempt or status is not None or sse.chunks or isinstance(e, self.connect_error)
+                            or _partial_response(e)):
                         raise
                     self.stale_retries += 1
         except asyncio.CancelledError:
             if task not in self.expired:
-                self._record(seq, warm, due_ns, t_send, status, "cancelled", sse, max_tokens)
+                self._record(seq, warm, due_ns, t_send, status, self.cancel_error, sse, max_tokens)
                 raise
-            self.expired.discard(task)
-            task.uncancel()  # our own timeout, not a stop: the user goes on with its next request
-            err = f"timeout after {p.timeout_s:g}s"
+            err = self.expired.pop(task)
+            task.uncancel()  # our own timeout, not a stop: the user goes on (after a stall the stop ends it)
+            if self.stopping:
+                return self._record(seq, warm, due_ns, t_send, status, err, sse, max_tokens)
         except asyncio.TimeoutError:
             err = f"timeout after {p.timeout_s:g}s"
         except orjson.JSONDecodeError as e:
             err = f"bad JSON in SSE event: {e}"[:500]
+        except self.stale_errors as e:
+            err = (f"partial HTTP response: the server closed the connection inside the response head "
+                   f"({_partial_response(e)[:200]})" if _partial_response(e) else f"{type(e).__name__}: {e}"[:500])
         except Exception as e:  # noqa: BLE001 - every failure becomes a counted error, with its cause
             err = f"{type(e).__name__}: {e}"[:500]
         finally:
@@ -810,16 +851,40 @@ class _Shard:
             self._flush()
 
     async def _watchdog(self) -> None:
-        """Cancels requests older than timeout_s (checked every min(1 s, timeout/10)); _request turns
-        that cancellation into a "timeout" error."""
-        period = min(1.0, self.plan.timeout_s / 10)
+        """Every min(1 s, timeout/10, stall/10): cancels requests older than timeout_s, and, when the whole server
+        has been silent for stall_timeout_s, the requests that waited that long (see the module docstring);
+        _request turns each cancellation into its error ("timeout after ...", "stalled: ...")."""
+        period = min(1.0, self.plan.timeout_s / 10, (self.plan.stall_timeout_s or 10) / 10)
         while True:
             await asyncio.sleep(period)
             now = time.perf_counter_ns()
-            for task, deadline in list(self.inflight.items()):
+            for task, (_, deadline) in list(self.inflight.items()):
                 if now >= deadline and task not in self.expired:
-                    self.expired.add(task)
+                    self.expired[task] = f"timeout after {self.plan.timeout_s:g}s"
                     task.cancel()
+            if self._expire_stalled(now):
+                self.out.put(("stalled", self.stall_error))
+                self._stop_users("stalled")
+
+    @property
+    def stall_error(self) -> str:
+        return (f"stalled: no byte from the server for {self.plan.stall_timeout_s:g}s "
+                f"while requests were in flight")
+
+    def _expire_stalled(self, now: int) -> int:
+        """Cancel (as stalled) every in-flight request that has waited stall_timeout_s since the server's last
+        byte to any shard (or since its own send, if later); returns how many."""
+        if self.stall_ns is None:
+            return 0
+        self.last_rx_all[self.idx] = self.last_rx
+        last = max(self.last_rx_all)
+        n = 0
+        for task, (t_send, _) in list(self.inflight.items()):
+            if task not in self.expired and now - max(t_send, last) >= self.stall_ns:
+                self.expired[task] = self.stall_error
+                task.cancel()
+                n += 1
+        return n
 
     async def _monitor(self) -> None:
         """Event-loop lag every 100 ms and CPU % per ~1 s window (peak); cheap enough to always run."""
@@ -836,6 +901,16 @@ class _Shard:
                 cpu = (ru.ru_utime + ru.ru_stime) - (ru_prev.ru_utime + ru_prev.ru_stime)
                 self.peak_cpu = max(self.peak_cpu, 100 * cpu / ((w - w_prev) / 1e9))
                 ru_prev, w_prev = ru, w
+
+
+def _partial_response(e: BaseException) -> str | None:
+    """aiohttp's ServerDisconnectedError carries the response head parsed so far when the server closed the connection
+    inside it (a partial HTTP response): the server had answered, so the request must not be re-sent as if it had
+    met a closed keep-alive connection. Returns the status line seen, else None."""
+    msg = getattr(e, "message", None)
+    if type(e).__name__ != "ServerDisconnectedError" or msg is None or isinstance(msg, str):
+        return None
+    return f"HTTP {getattr(msg, 'code', '?')} {getattr(msg, 'reason', '')}".strip()
 
 
 class SSEStream:
@@ -889,6 +964,10 @@ class SSEStream:
 
     def feed(self, data: bytes, t: int) -> None:
         if self.buf:
+            if len(self.buf) > MAX_SSE_EVENT:
+                # a server sending one endless line would otherwise grow this buffer (and the copies) without end
+                self.err = f"oversized SSE event: more than {MAX_SSE_EVENT >> 20} MiB without an event end"
+                return
             data = self.buf + data
         if b"\r" in data:                 # SSE allows CRLF; the big engines send LF only
             data = data.replace(b"\r\n", b"\n")

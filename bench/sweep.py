@@ -360,6 +360,18 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
 
     wl, spec = cfg.workload, cfg.engine
     vocab = vocab_for(spec.model)
+    failed: list[str] = []  # causes of failed levels, when the user chose to go on after them
+
+    def level_failed(cause: str) -> tuple[RunStatus, str] | None:
+        """A level failed with `cause`: end the run (on_level_failure stop) or note it and go on."""
+        hooks.log(f"error: {cause}")
+        if cfg.on_level_failure == "stop":
+            rest = len(cfg.levels) - idx - 1
+            return RunStatus.failed, cause + (f"; {rest} remaining level(s) skipped (on_level_failure=stop)"
+                                              if rest else "")
+        failed.append(cause)
+        return None
+
     for idx, conc in enumerate(cfg.levels):
         if stop.is_set():
             return RunStatus.cancelled, "cancelled"
@@ -370,8 +382,8 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         plan = LevelPlan(base_url=base_url, model=spec.name_for_requests, endpoint=wl.endpoint, concurrency=conc,
                          n_requests=n_req, duration_s=wl.duration_s, warmup_requests=wl.warmup_requests,
                          input_len=wl.input_len, output_len=wl.output_len, seed=wl.seed + idx,
-                         request_rate=wl.request_rate, timeout_s=wl.request_timeout_s, api_key=spec.api_key,
-                         vocab_size=vocab)
+                         request_rate=wl.request_rate, timeout_s=wl.request_timeout_s,
+                         stall_timeout_s=wl.stall_timeout_s, api_key=spec.api_key, vocab_size=vocab)
         level_stop = threading.Event()
         relay = _relay(stop, level_stop)
         watch = _EngineWatch(proc, level_stop) if proc is not None else None
@@ -396,9 +408,12 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
             outcome = run_level(plan, procs=cfg.client_procs, on_results=on_results, on_progress=on_progress,
                                 stop=level_stop)
         except LoadGenError as e:  # the level never ran (open-file limit, client start-up failure)
-            rec.finish_level(level_id, LevelStatus.failed, None, error=str(e))
-            hooks.log(f"error: {e}")
-            return RunStatus.failed, f"load generator failed at level {idx + 1} (concurrency {conc}): {e}"
+            cause = f"load generator failed at level {idx + 1} (concurrency {conc}): {e}"
+            rec.finish_level(level_id, LevelStatus.failed, None, error=cause)
+            end = level_failed(cause)
+            if end:
+                return end
+            continue
         except BaseException:  # hard interrupt or a bug: never leave the level row `running`
             rec.finish_level(level_id, LevelStatus.cancelled if stop.is_set() else LevelStatus.failed, None,
                              error="interrupted")
@@ -426,12 +441,26 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
             hooks.log(f"error: {cause}\n{tail}")
             hooks.on_level(summary | {"status": "failed"})
             return RunStatus.failed, f"{cause}; last log lines:\n{tail}"
+        if outcome.stalled and not stop.is_set():
+            # a hung engine: every request is accounted for (the silent ones as "stalled"), the level is failed
+            n_stalled = sum(1 for r in results if (r.error or "").startswith("stalled"))
+            cause = (f"engine stalled during level {idx + 1} (concurrency {conc}): {outcome.stalled}; "
+                     f"{n_stalled} request(s) failed as stalled")
+            rec.finish_level(level_id, LevelStatus.failed, summary, error=cause, telemetry=tele)
+            rec.event("error", cause, level_id=level_id)
+            hooks.on_level(summary | {"status": "failed"})
+            end = level_failed(cause)
+            if end:
+                return end
+            continue
         if stop.is_set():
             rec.finish_level(level_id, LevelStatus.cancelled, summary, error="cancelled", telemetry=tele)
             hooks.on_level(summary | {"status": "cancelled"})
             return RunStatus.cancelled, f"cancelled during level {idx + 1} (concurrency {conc})"
         rec.finish_level(level_id, LevelStatus.completed, summary, telemetry=tele)
         hooks.on_level(summary | {"status": "completed"})
+    if failed:  # on_level_failure=continue: the run finished, and says which levels did not
+        return RunStatus.completed, f"{len(failed)} of {len(cfg.levels)} level(s) failed: " + "; ".join(failed)
     return RunStatus.completed, None
 
 
