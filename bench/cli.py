@@ -183,7 +183,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     from sqlalchemy.exc import DBAPIError
 
     from bench.report import levels_table, run_document, terminal_safe
-    from bench.runs import create_run
+    from bench.runs import create_run, secret_engine_parts
     from bench.sweep import SweepHooks, run_sweep
     from storage.db import StorageError
     from bench.worker import Heartbeat, install_stop_signals
@@ -209,7 +209,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     hb.start()
     hooks = SweepHooks(log=log, on_level=on_level)
     try:
-        status = run_sweep(run_id, a.db, stop, hooks, api_key=cfg.engine.api_key)
+        status = run_sweep(run_id, a.db, stop, hooks, api_key=cfg.engine.api_key,
+                           engine_parts=secret_engine_parts(cfg))
     finally:
         hb.stop()
     error = hooks.result.get("error")

@@ -7,6 +7,7 @@ command or dashboard page; otherwise (another host, a paused process) only once 
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from bench.config import RunConfig
 from bench.sweep import base_versions, host_info
+from engines.spec import redact_argv
 from engines.supervisor import kill_tagged
 from storage.db import check_writable, data_dir, open_db, to_url
 from storage.models import Run, RunStatus, utcnow
@@ -27,21 +29,46 @@ STALE_AFTER = timedelta(seconds=30)
 CLOCK_SLACK_S = 2.0  # psutil's start times come from whole-second boot time plus clock ticks
 
 
+def stored_config(config: RunConfig) -> dict:
+    """The config as the run row keeps it: no API key, and the value of every secret-named engine flag
+    (`--engine-arg=--api-key=...`, a token in the engine command) redacted, as in the stored argv."""
+    doc = config.model_dump(mode="json", exclude={"engine": {"api_key"}})
+    eng = doc["engine"]
+    eng["extra_args"] = redact_argv(eng.get("extra_args") or [])
+    if eng.get("engine_cmd"):
+        eng["engine_cmd"] = redact_argv(eng["engine_cmd"])
+    return doc
+
+
+def secret_engine_parts(config: RunConfig) -> dict | None:
+    """The engine argv parts whose stored copy is redacted, to hand to the worker outside the database (like the API
+    key: environment only). None when nothing was redacted."""
+    spec = config.engine
+    parts = {}
+    if redact_argv(spec.extra_args) != spec.extra_args:
+        parts["extra_args"] = list(spec.extra_args)
+    if spec.engine_cmd and redact_argv(spec.engine_cmd) != spec.engine_cmd:
+        parts["engine_cmd"] = list(spec.engine_cmd)
+    return parts or None
+
+
 def create_run(config: RunConfig, db: str | Path | None = None) -> int:
-    """Insert a `queued` run holding the full config; nothing starts."""
+    """Insert a `queued` run holding the full config (secrets left out); nothing starts."""
     factory = open_db(db)
     spec = config.engine
     return Recorder.create_run(
-        factory, config=config.model_dump(mode="json", exclude={"engine": {"api_key"}}), name=config.name,
+        factory, config=stored_config(config), name=config.name,
         engine_kind=spec.kind, model=spec.name_for_requests, gpu=config.gpu or spec.sim_gpu,
         gpu_count=config.gpu_count, simulated=spec.simulated, tags=config.tags,
         price_per_gpu_hour=config.price_per_gpu_hour, versions=base_versions(), host=host_info())
 
 
 API_KEY_ENV = "MELT_ENGINE_API_KEY"  # how a run's API key reaches its worker: env, never argv or the database
+ENGINE_PARTS_ENV = "MELT_ENGINE_SECRET_PARTS"  # ... and engine arguments holding secrets (JSON), the same way
 
 
-def spawn_worker(run_id: int, db: str | Path | None = None, api_key: str | None = None) -> int:
+def spawn_worker(run_id: int, db: str | Path | None = None, api_key: str | None = None,
+                 engine_parts: dict | None = None) -> int:
     """Start `python -m bench.worker RUN_ID` in its own session (survives the UI); returns its pid."""
     url = check_writable(db)
     logs = data_dir() / "runs" / str(run_id)
@@ -49,8 +76,11 @@ def spawn_worker(run_id: int, db: str | Path | None = None, api_key: str | None 
     with open(logs / "worker.log", "ab") as log:
         env = dict(os.environ)
         env.pop(API_KEY_ENV, None)
+        env.pop(ENGINE_PARTS_ENV, None)
         if api_key:
             env[API_KEY_ENV] = api_key
+        if engine_parts:
+            env[ENGINE_PARTS_ENV] = json.dumps(engine_parts)
         p = subprocess.Popen([sys.executable, "-m", "bench.worker", str(run_id), "--db", url], cwd=ROOT, env=env,
                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     # heartbeat_at now: the worker process is older than this mark, so a reaper can tell it from a recycled pid
@@ -60,7 +90,7 @@ def spawn_worker(run_id: int, db: str | Path | None = None, api_key: str | None 
 
 def start_run(config: RunConfig, db: str | Path | None = None) -> int:
     run_id = create_run(config, db)
-    spawn_worker(run_id, db, api_key=config.engine.api_key)
+    spawn_worker(run_id, db, api_key=config.engine.api_key, engine_parts=secret_engine_parts(config))
     return run_id
 
 
@@ -162,4 +192,4 @@ def reap_stale(db: str | Path | None = None) -> list[int]:
     return reaped
 
 
-__all__ = ["create_run", "spawn_worker", "start_run", "cancel_run", "reap_stale", "to_url"]
+__all__ = ["create_run", "stored_config", "secret_engine_parts", "spawn_worker", "start_run", "cancel_run", "reap_stale", "to_url"]

@@ -26,7 +26,7 @@ from typing import Callable
 from bench import __version__
 from bench.config import RunConfig
 from bench.diskspace import disk_space_warning
-from engines.spec import redact_argv, redact_env
+from engines.spec import REDACTED, redact_argv, redact_env
 from engines.supervisor import direct_opener
 from storage.db import StorageFault, data_dir
 from storage.models import LevelStatus, RunStatus, utcnow
@@ -235,14 +235,17 @@ class _EngineWatch(threading.Thread):
 
 
 def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: SweepHooks | None = None,
-              api_key: str | None = None) -> RunStatus:
-    """`api_key` is passed in, never stored: the run row's config has it removed."""
+              api_key: str | None = None, engine_parts: dict | None = None) -> RunStatus:
+    """`api_key` and `engine_parts` (engine arguments holding secrets: bench.runs.secret_engine_parts) are passed in,
+    never stored: the run row's config has them removed or redacted."""
     hooks = hooks or SweepHooks()
     rec = Recorder(run_id, db, on_fault=lambda fault: stop.set())  # a failed write stops the run like a cancel
     run = rec.load_run()
     cfg = RunConfig.model_validate(run.config)
     if api_key:
         cfg.engine = cfg.engine.model_copy(update={"api_key": api_key})
+    if engine_parts:
+        cfg.engine = cfg.engine.model_copy(update=engine_parts)
     spec = cfg.engine
     rec.update_run(worker_pid=os.getpid(), heartbeat_at=utcnow())
     rec.set_status(RunStatus.starting)
@@ -313,6 +316,10 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
     from engines.registry import build_plan, engine_version
     from engines.supervisor import EngineProcess, EngineStartError, ensure_port_free, free_port
 
+    hidden = [a for a in [*(spec.engine_cmd or []), *spec.extra_args] if REDACTED in a]
+    if hidden:  # a stored run started again: its secrets were never stored, so the engine would get the placeholder
+        raise SweepAborted(f"engine argument {hidden[0]!r} held a secret that is not stored with the run: "
+                           f"give it again (--engine-arg, or the Launch form's extra arguments)")
     workdir = data_dir() / "runs" / str(rec.run_id)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
