@@ -66,6 +66,7 @@ def end_engine(engine: psutil.Process | None, tag: str) -> None:
     if engine is not None and _running(engine):
         try:
             os.killpg(engine.pid, signal.SIGTERM)  # the leader runs: its pid is the group id (start_new_session)
+            os.killpg(engine.pid, signal.SIGCONT)  # a stopped engine acts on SIGTERM only once continued
         except OSError:
             pass
         deadline = time.monotonic() + GRACE_S

@@ -42,3 +42,35 @@ def test_a_stalled_level_fails_with_its_cause_and_the_run_follows_the_policy(sim
     errs = error_breakdown(doc["run_id"], db_path)
     assert sum(e["count"] for e in errs) == sum(lv["n_err"] for lv in levels)
     assert {e["error"].split(":")[0] for e in errs} <= {"stalled", "cancelled"}
+
+
+def test_an_engine_that_freezes_mid_level_is_caught_by_the_stall_watchdog_and_stopped(db_path):
+    """A hung engine for real: the sim engine Melt launched gets SIGSTOP while the second level streams. Its sockets
+    stay open and silent; the watchdog fails the level as stalled, the run stops (the default policy), and the frozen
+    engine is still ended cleanly by SIGTERM (the supervisor continues it: a stopped process cannot act on one)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from storage.db import open_db
+    from tests.integration.test_sweep_cli import ROOT, SIM, _alive, _end_sweep, _wait_until_level2_is_in_flight
+
+    open_db(db_path)
+    p = subprocess.Popen([sys.executable, "-m", "bench", "--db", str(db_path), "sweep", *SIM, "--levels", "2,2",
+                          "--requests", "4", "--output-len", "4000", "--input-len", "16", "--stall-timeout", "2",
+                          "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        engine_pid = _wait_until_level2_is_in_flight(p, db_path)
+        os.kill(engine_pid, signal.SIGSTOP)
+        out, err = p.communicate(timeout=120)
+    finally:
+        _end_sweep(p, db_path)
+    assert p.returncode == 1, err
+    doc = json.loads(out)
+    assert doc["status"] == "failed" and "engine stalled during level 2" in doc["error"]
+    first, second = doc["levels"]
+    assert first["status"] == "completed" and second["status"] == "failed"
+    assert second["n_sent"] == second["n_ok"] + second["n_err"] and second["n_err"] >= 2  # the frozen streams
+    assert not _alive(engine_pid)
+    assert doc["engine_instances"][0]["exit_code"] == 0  # it handled SIGTERM: no SIGKILL was needed
