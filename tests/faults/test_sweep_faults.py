@@ -74,3 +74,24 @@ def test_an_engine_that_freezes_mid_level_is_caught_by_the_stall_watchdog_and_st
     assert second["n_sent"] == second["n_ok"] + second["n_err"] and second["n_err"] >= 2  # the frozen streams
     assert not _alive(engine_pid)
     assert doc["engine_instances"][0]["exit_code"] == 0  # it handled SIGTERM: no SIGKILL was needed
+
+
+def test_a_level_the_client_cannot_run_fails_alone_when_asked_to_continue(db_path):
+    """--on-level-failure continue: a level the load generator cannot run (more users than the open-file limit
+    allows) is stored failed with its cause, and the sweep goes on with the next level."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.integration.test_sweep_cli import ROOT, SIM
+
+    if not shutil.which("prlimit"):
+        pytest.skip("needs util-linux prlimit")
+    r = subprocess.run(["prlimit", "--nofile=256", sys.executable, "-m", "bench", "--db", str(db_path), "sweep", *SIM, "--levels", "2,1000,2",
+                        "--requests", "4", "--output-len", "4", "--input-len", "16", "--on-level-failure", "continue",
+                        "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert [lv["status"] for lv in doc["levels"]] == ["completed", "failed", "completed"]
+    assert "load generator failed at level 2" in doc["levels"][1]["error"] and "RLIMIT_NOFILE" in doc["levels"][1]["error"]
+    assert doc["status"] == "completed" and doc["error"].startswith("1 of 3 level(s) failed")
