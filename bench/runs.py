@@ -192,4 +192,5 @@ def reap_stale(db: str | Path | None = None) -> list[int]:
     return reaped
 
 
-__all__ = ["create_run", "stored_config", "secret_engine_parts", "spawn_worker", "start_run", "cancel_run", "reap_stale", "to_url"]
+__all__ = ["create_run", "stored_config", "secret_engine_parts", "spawn_worker", "start_run", "cancel_run",
+           "reap_stale", "worker_gone", "to_url"]

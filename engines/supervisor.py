@@ -553,7 +553,7 @@ class EngineProcess:
             self._refresh_members()
 
             self._signal_all(signal.SIGTERM)
-            self._signal_all(signal.SIGCONT)  # a stopped engine (SIGSTOP, a debugger) acts on SIGTERM only once continued
+            self._signal_all(signal.SIGCONT)  # a stopped engine (SIGSTOP, debugger) acts on SIGTERM once continued
             killed = False
             if not self._wait_gone(grace_s):
                 log.warning("engine pid %s: still running %.0f s after SIGTERM; sending SIGKILL", self.pid, grace_s)

@@ -24,7 +24,8 @@ class StorageFault(StorageError):
 
 # SQLite / driver messages -> (what happened, what to do). Matched case-insensitively in the DBAPI error text.
 _FAULTS = (
-    ("disk is full", "the disk is full", "free space on that disk or give another --db / MELT_DB, then run again"),
+    ("disk is full", "the database or its disk is full",
+     "free space on that disk or give another --db / MELT_DB, then run again"),
     ("readonly database", "it became read-only",
      "make the file and its directory writable (or give another --db / MELT_DB), then run again"),
     ("read-only file system", "the file system is read-only", "give a --db / MELT_DB on a writable disk"),

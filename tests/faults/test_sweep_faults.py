@@ -87,11 +87,13 @@ def test_a_level_the_client_cannot_run_fails_alone_when_asked_to_continue(db_pat
 
     if not shutil.which("prlimit"):
         pytest.skip("needs util-linux prlimit")
-    r = subprocess.run(["prlimit", "--nofile=256", sys.executable, "-m", "bench", "--db", str(db_path), "sweep", *SIM, "--levels", "2,1000,2",
+    r = subprocess.run(["prlimit", "--nofile=256", sys.executable, "-m", "bench", "--db", str(db_path), "sweep", *SIM,
+                        "--levels", "2,1000,2",
                         "--requests", "4", "--output-len", "4", "--input-len", "16", "--on-level-failure", "continue",
                         "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)
     assert [lv["status"] for lv in doc["levels"]] == ["completed", "failed", "completed"]
-    assert "load generator failed at level 2" in doc["levels"][1]["error"] and "RLIMIT_NOFILE" in doc["levels"][1]["error"]
+    failed = doc["levels"][1]["error"]
+    assert "load generator failed at level 2" in failed and "RLIMIT_NOFILE" in failed
     assert doc["status"] == "completed" and doc["error"].startswith("1 of 3 level(s) failed")
