@@ -546,10 +546,10 @@ class _Shard:
         self.peak_cpu = 0.0
         self.timeout_ns = int(plan.timeout_s * 1e9)
         self.stall_ns = int(plan.stall_timeout_s * 1e9) if plan.stall_timeout_s else None
+        self.watchdog_period = 1.0      # set by _watchdog
         self.inflight: dict[asyncio.Task, tuple[int, int]] = {}  # request task -> (send, deadline), perf_counter ns
         self.stale_retries = 0
         self.expired: dict[asyncio.Task, str] = {}  # tasks the watchdog cancelled -> their error (timeout, stalled)
-        self.cancel_error = "cancelled"             # error of requests a stop cuts off
 
     # -- control -------------------------------------------------------------------------------------
     def _on_cmd(self) -> None:
@@ -783,7 +783,7 @@ class _Shard:
                     self.stale_retries += 1
         except asyncio.CancelledError:
             if task not in self.expired:
-                self._record(seq, warm, due_ns, t_send, status, self.cancel_error, sse, max_tokens)
+                self._record(seq, warm, due_ns, t_send, status, "cancelled", sse, max_tokens)
                 raise
             err = self.expired.pop(task)
             task.uncancel()  # our own timeout, not a stop: the user goes on (after a stall the stop ends it)
@@ -854,7 +854,7 @@ class _Shard:
         """Every min(1 s, timeout/10, stall/10): cancels requests older than timeout_s, and, when the whole server
         has been silent for stall_timeout_s, the requests that waited that long (see the module docstring);
         _request turns each cancellation into its error ("timeout after ...", "stalled: ...")."""
-        period = min(1.0, self.plan.timeout_s / 10, (self.plan.stall_timeout_s or 10) / 10)
+        period = self.watchdog_period = min(1.0, self.plan.timeout_s / 10, (self.plan.stall_timeout_s or 10) / 10)
         while True:
             await asyncio.sleep(period)
             now = time.perf_counter_ns()
@@ -873,14 +873,17 @@ class _Shard:
 
     def _expire_stalled(self, now: int) -> int:
         """Cancel (as stalled) every in-flight request that has waited stall_timeout_s since the server's last
-        byte to any shard (or since its own send, if later); returns how many."""
+        byte to any shard (or since its own send, if later); returns how many. Other shards publish their last byte
+        once per watchdog period, so up to a period late: waiting one period more than the stall timeout means
+        the server really was silent that long."""
         if self.stall_ns is None:
             return 0
         self.last_rx_all[self.idx] = self.last_rx
         last = max(self.last_rx_all)
+        limit = self.stall_ns + int(self.watchdog_period * 1e9)
         n = 0
         for task, (t_send, _) in list(self.inflight.items()):
-            if task not in self.expired and now - max(t_send, last) >= self.stall_ns:
+            if task not in self.expired and now - max(t_send, last) >= limit:
                 self.expired[task] = self.stall_error
                 task.cancel()
                 n += 1
