@@ -496,8 +496,8 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         if outcome.stalled and not stop.is_set():
             # a hung engine: every request is accounted for (the silent ones as "stalled"), the level is failed
             n_stalled = sum(1 for r in results if (r.error or "").startswith("stalled"))
-            cause = (f"engine stalled during level {idx + 1} (concurrency {conc}): {outcome.stalled}; "
-                     f"{n_stalled} request(s) failed as stalled")
+            cause = (f"engine stalled during level {idx + 1} (concurrency {conc}): "
+                     f"{outcome.stalled.removeprefix('stalled: ')}; {n_stalled} request(s) failed as stalled")
             rec.finish_level(level_id, LevelStatus.failed, summary, error=cause, telemetry=tele)
             rec.event("error", cause, level_id=level_id)
             hooks.on_level(summary | {"status": "failed"})
