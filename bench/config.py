@@ -196,6 +196,9 @@ class WorkloadSpec(_Strict):
     seed: int = 0
     slo: SLO = Field(default_factory=SLO)
     request_timeout_s: float = Field(default=600, gt=0)
+    stall_timeout_s: float | None = Field(
+        default=60, gt=0, description="No byte from the server this long while requests are in flight: those "
+                                      "requests fail as stalled and the level ends (None = no stall watchdog)")
 
     @model_validator(mode="after")
     def _one_stop(self) -> "WorkloadSpec":
@@ -270,6 +273,10 @@ class RunConfig(_Strict):
         levels instead of biasing one level's repeats."""
         return [PlannedLevel(concurrency=c, request_rate=r, repeat=k) for k in range(self.repeat)
                 for c in self.levels for r in self.workload.level_rates()]
+
+    on_level_failure: Literal["continue", "stop"] = Field(
+        default="stop", description="After a level fails (server stalled, load generator could not run it): go on "
+                                    "with the next level, or end the run there")
 
     @field_validator("levels")
     @classmethod

@@ -35,6 +35,13 @@ ends in exactly one result: HTTP errors, timeouts (timeout_s, enforced by a per-
 error events, disconnects, missing usage, a stop ("cancelled") and even a shard that dies ("result lost")
 are all counted as errors.
 
+Stall watchdog: a hung engine (deadlocked scheduler, stuck collective) keeps its connections open and sends
+nothing, so no request ever ends and a 600 s request timeout is far too long to notice. Every shard
+publishes the time of the last byte it read from the server into a shared array; when no shard has read a
+byte for stall_timeout_s while requests are in flight, those requests fail as "stalled: ..." and the level
+stops (LevelOutcome.stalled says why). Only silence from the whole server counts: one slow queue while other
+streams flow is not a stall (a request waiting in a busy server's queue for minutes is normal).
+
 Definitions match `vllm bench serve` (vllm/benchmarks/lib/endpoint_request_func.py): a content chunk is
 an SSE event whose `choices` is non-empty; TTFT = first content chunk - send; E2E = last content chunk -
 send; ITL = gaps between content chunks. One perf_counter_ns() per socket read is shared by every event
@@ -82,6 +89,8 @@ FD_HEADROOM = 64          # files a shard needs beyond one socket per user (pipe
 PRECONNECT_PARALLEL = 128  # connection attempts in flight per shard, ever (far below any listen backlog)
 PRECONNECT_TIMEOUT_S = 30.0  # one GET, waiting for its connect slot included
 PREFETCH_MAX = 20_000     # text prompts a shard makes before "go" (bench.prompts.PromptMaker.prefetch); ~4 KB each
+MAX_SSE_EVENT = 1 << 20   # bytes of one SSE event: Melt asks for no logprobs, so its events are < 1 kB; beyond this
+                          # a stream is broken (an endless line would grow the buffer, and its copies, without end)
 
 
 @functools.cache
@@ -151,6 +160,7 @@ class LevelPlan:
     seed: int = 0
     request_rate: float | None = None
     timeout_s: float = 600.0
+    stall_timeout_s: float | None = 60.0   # server silent this long with requests in flight -> they fail, level stops
     api_key: str | None = None
     vocab_size: int | None = None
     # What the prompts are (bench.prompts). The plan's default is token ids, which need no tokenizer (tests, the
@@ -199,6 +209,8 @@ class LevelPlan:
             PromptMaker.for_plan(self)  # a missing tokenizer or a bad prompt file fails here, before any shard
         except (ValueError, OSError) as e:
             raise LoadGenError(str(e)) from None
+        if self.stall_timeout_s is not None and not self.stall_timeout_s > 0:
+            raise LoadGenError("stall_timeout_s must be > 0 (None = no stall watchdog)")
 
     @classmethod
     def from_workload(cls, wl: WorkloadSpec, *, base_url: str, model: str, concurrency: int,
@@ -216,7 +228,8 @@ class LevelPlan:
                    ramp_s=wl.ramp_for(concurrency) if request_rate is None else 0.0,
                    min_steady_s=wl.min_steady_s, min_requests_per_user=wl.min_requests_per_user,
                    max_level_s=wl.max_level_s, prompt_format=wl.prompt_format, tokenizer_path=tokenizer_path,
-                   prefix_len=wl.prefix_len, prefix_seed=wl.seed, prompt_file=wl.prompt_file)
+                   prefix_len=wl.prefix_len, prefix_seed=wl.seed, prompt_file=wl.prompt_file,
+                   stall_timeout_s=wl.stall_timeout_s)
 
 
 @dataclass
@@ -257,6 +270,7 @@ class LevelOutcome:
     client_cpu_s: float = 0.0     # all shards, measured phase
     shards: list[ShardStats] = field(default_factory=list)
     error: str | None = None      # a shard failed; its unfinished requests are counted as errors
+    stalled: str | None = None    # the server went silent with requests in flight: why the level stopped
     concurrency: int = 0
     request_rate: float | None = None
     ramp_s: float = 0.0
@@ -316,13 +330,14 @@ def run_level(plan: LevelPlan, *, procs: int | None = None,
 
     ctx = mp.get_context("spawn")  # the worker has threads (telemetry): never fork it
     counter = ctx.Value("q", 0)
+    last_rx = ctx.RawArray("q", n)  # per shard: perf_counter ns of its last byte from the server (stall watchdog)
     shards: list[_ShardHandle] = []
     try:
         for i, u in enumerate(users):
             cmd_r, cmd_w = ctx.Pipe(duplex=False)
             data_r, data_w = ctx.Pipe(duplex=False)
             p = ctx.Process(target=_shard_main, name=f"melt-loadgen-{i}", daemon=True,
-                            args=(i, sum(users[:i]), u, plan, counter, cmd_r, data_w))
+                            args=(i, sum(users[:i]), u, plan, counter, last_rx, cmd_r, data_w))
             p.start()
             cmd_r.close()
             data_w.close()
@@ -373,6 +388,7 @@ class _Coordinator:
         self.seen = bytearray()  # seen[seq] = 1 once request seq has a result (1 byte per request)
         self.c = {"ok": 0, "err": 0, "out": 0, "in": 0, "w_ok": 0, "w_err": 0}
         self.errors: list[str] = []
+        self.stalled: str | None = None
         self.stopping = False
         self.tracker = (SteadyTracker(plan.concurrency, plan.min_requests_per_user, plan.request_rate is not None)
                         if plan.steady_rule else None)
@@ -457,6 +473,10 @@ class _Coordinator:
         elif kind == "fatal":
             self.errors.append(f"shard {s.idx}: {msg[1]}")
             self._stop_all("a shard failed")
+        elif kind == "stalled":
+            if self.stalled is None:
+                self.stalled = msg[1]
+            self._stop_all("stalled")
 
     def _mark(self, seq: int) -> None:
         if seq >= len(self.seen):
@@ -559,7 +579,7 @@ class _Coordinator:
             warmup_sent=c["w_ok"] + c["w_err"], warmup_ok=c["w_ok"], warmup_err=c["w_err"],
             input_tokens=c["in"], output_tokens=c["out"], procs=len(self.shards),
             client_cpu_s=sum(st.cpu_s for st in stats), shards=stats,
-            error="; ".join(self.errors) or None,
+            error="; ".join(self.errors) or None, stalled=self.stalled,
             concurrency=p.concurrency, request_rate=p.request_rate, ramp_s=p.ramp_s,
             take_until_ns=take_until, stop_reason=reason,
         )
@@ -569,7 +589,7 @@ class _Coordinator:
 # Shard side (runs in a spawned process)
 # ================================================================================================
 
-def _shard_main(idx: int, offset: int, users: int, plan: LevelPlan, counter, cmd: Connection,
+def _shard_main(idx: int, offset: int, users: int, plan: LevelPlan, counter, last_rx, cmd: Connection,
                 data: Connection) -> None:
     # Ctrl-C in a terminal hits the whole process group: let the parent decide (it sends "stop").
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -579,7 +599,7 @@ def _shard_main(idx: int, offset: int, users: int, plan: LevelPlan, counter, cmd
     try:
         raise_nofile(users + FD_HEADROOM)
         import uvloop
-        uvloop.run(_Shard(idx, offset, users, plan, counter, cmd, out).main())
+        uvloop.run(_Shard(idx, offset, users, plan, counter, last_rx, cmd, out).main())
     except BaseException:  # noqa: BLE001 - report anything, the parent accounts for the requests
         out.put(("fatal", traceback.format_exc(limit=8)))
     out.put(None)
@@ -599,12 +619,14 @@ def _sender(out: queue.SimpleQueue, data: Connection) -> None:
 
 
 class _Shard:
-    def __init__(self, idx: int, offset: int, users: int, plan: LevelPlan, counter, cmd: Connection,
+    def __init__(self, idx: int, offset: int, users: int, plan: LevelPlan, counter, last_rx, cmd: Connection,
                  out: queue.SimpleQueue):
         self.idx, self.n_users, self.plan, self.counter, self.cmd, self.out = idx, users, plan, counter, cmd, out
         self.offset = offset            # global index of this shard's first user
         self.draining = False           # the parent said "drain": take no new request, finish the in-flight ones
         self.t_go = 0
+        self.last_rx_all = last_rx     # shared: every shard's last byte from the server (perf_counter ns)
+        self.last_rx = 0               # this shard's, published by _watchdog
         self.lock = counter.get_lock()
         self.wall_off = time.time_ns() - time.perf_counter_ns()
         self.pending: list[tuple] = []
@@ -621,9 +643,11 @@ class _Shard:
         self.arrivals_rng = random.Random(f"melt-arrivals-{plan.seed}-{idx}")
         self.peak_cpu = 0.0
         self.timeout_ns = int(plan.timeout_s * 1e9)
-        self.inflight: dict[asyncio.Task, int] = {}   # request task -> deadline (perf_counter ns)
+        self.stall_ns = int(plan.stall_timeout_s * 1e9) if plan.stall_timeout_s else None
+        self.watchdog_period = 1.0      # set by _watchdog
+        self.inflight: dict[asyncio.Task, tuple[int, int]] = {}  # request task -> (send, deadline), perf_counter ns
         self.stale_retries = 0
-        self.expired: set[asyncio.Task] = set()       # tasks the watchdog cancelled for their timeout
+        self.expired: dict[asyncio.Task, str] = {}  # tasks the watchdog cancelled -> their error (timeout, stalled)
 
     # -- control -------------------------------------------------------------------------------------
     def _on_cmd(self) -> None:
@@ -636,13 +660,20 @@ class _Shard:
         elif msg[0] == "drain":
             self.draining = True
         elif msg[0] == "stop":
-            self.stopping = True
-            self.stop_reason = msg[1]
-            asyncio.get_running_loop().remove_reader(self.cmd.fileno())
-            for t in self.user_tasks:
-                t.cancel()
-            if not self.go.done():
-                self.go.set_result(None)
+            if msg[1] == "stalled":  # another shard saw the server go silent: ours may have waited as long
+                self._expire_stalled(time.perf_counter_ns())
+            self._stop_users(msg[1])
+
+    def _stop_users(self, reason: str) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.stop_reason = reason
+        asyncio.get_running_loop().remove_reader(self.cmd.fileno())
+        for t in self.user_tasks:
+            t.cancel()
+        if not self.go.done():
+            self.go.set_result(None)
 
     async def main(self) -> None:
         import aiohttp
@@ -748,7 +779,8 @@ class _Shard:
         """
         url = self.url.with_path("/v1/models")
         headers = {k: v for k, v in self.headers.items() if k == "Authorization"}
-        timeout = self.aiohttp.ClientTimeout(total=PRECONNECT_TIMEOUT_S)
+        # a server that accepts and never answers costs at most the stall timeout here, as it would a request
+        timeout = self.aiohttp.ClientTimeout(total=min(PRECONNECT_TIMEOUT_S, self.plan.stall_timeout_s or 1e9))
         failed = False  # best effort: after one failure nobody tries again (a dead server costs one timeout)
 
         async def one() -> None:
@@ -847,7 +879,7 @@ class _Shard:
         status = err = None
         task = asyncio.current_task()
         t_send = time.perf_counter_ns()
-        self.inflight[task] = t_send + self.timeout_ns
+        self.inflight[task] = (t_send, t_send + self.timeout_ns)
         try:
             for attempt in (0, 1):
                 try:
@@ -856,6 +888,7 @@ class _Shard:
                     session = self.session if not attempt else self._fresh_session()
                     async with session.post(self.url, data=body, headers=self.headers,
                                             allow_redirects=False) as resp:
+                        self.last_rx = time.perf_counter_ns()  # the status line and headers are bytes too
                         status = resp.status
                         if status != 200:
                             text = (await resp.content.read(2000)).decode("utf-8", "replace").strip()
@@ -867,7 +900,9 @@ class _Shard:
                                 data = await readany()
                                 if not data:
                                     break
-                                feed(data, time.perf_counter_ns())  # one clock read per socket read
+                                t = time.perf_counter_ns()  # one clock read per socket read
+                                feed(data, t)
+                                self.last_rx = t
                             err = sse.finish()
                     break
                 except self.stale_errors as e:
@@ -876,20 +911,25 @@ class _Shard:
                     # re-sent once on a fresh connection (RFC 9112 9.3.1). Its TTFT keeps counting from the
                     # first send. A server that died instead fails the re-send too, which is then counted as
                     # an error; so is anything after a response started.
-                    if attempt or status is not None or sse.chunks or isinstance(e, self.connect_error):
+                    if (attempt or status is not None or sse.chunks or isinstance(e, self.connect_error)
+                            or _partial_response(e)):
                         raise
                     self.stale_retries += 1
         except asyncio.CancelledError:
             if task not in self.expired:
                 self._record(seq, warm, due_ns, t_send, status, "cancelled", sse, max_tokens, user)
                 raise
-            self.expired.discard(task)
-            task.uncancel()  # our own timeout, not a stop: the user goes on with its next request
-            err = f"timeout after {p.timeout_s:g}s"
+            err = self.expired.pop(task)
+            task.uncancel()  # our own timeout, not a stop: the user goes on (after a stall the stop ends it)
+            if self.stopping:
+                return self._record(seq, warm, due_ns, t_send, status, err, sse, max_tokens, user)
         except asyncio.TimeoutError:
             err = f"timeout after {p.timeout_s:g}s"
         except orjson.JSONDecodeError as e:
             err = f"bad JSON in SSE event: {e}"[:500]
+        except self.stale_errors as e:
+            err = (f"partial HTTP response: the server closed the connection inside the response head "
+                   f"({_partial_response(e)[:200]})" if _partial_response(e) else f"{type(e).__name__}: {e}"[:500])
         except Exception as e:  # noqa: BLE001 - every failure becomes a counted error, with its cause
             err = f"{type(e).__name__}: {e}"[:500]
         finally:
@@ -957,16 +997,43 @@ class _Shard:
             self._flush()
 
     async def _watchdog(self) -> None:
-        """Cancels requests older than timeout_s (checked every min(1 s, timeout/10)); _request turns
-        that cancellation into a "timeout" error."""
-        period = min(1.0, self.plan.timeout_s / 10)
+        """Every min(1 s, timeout/10, stall/10): cancels requests older than timeout_s, and, when the whole server
+        has been silent for stall_timeout_s, the requests that waited that long (see the module docstring);
+        _request turns each cancellation into its error ("timeout after ...", "stalled: ...")."""
+        period = self.watchdog_period = min(1.0, self.plan.timeout_s / 10, (self.plan.stall_timeout_s or 10) / 10)
         while True:
             await asyncio.sleep(period)
             now = time.perf_counter_ns()
-            for task, deadline in list(self.inflight.items()):
+            for task, (_, deadline) in list(self.inflight.items()):
                 if now >= deadline and task not in self.expired:
-                    self.expired.add(task)
+                    self.expired[task] = f"timeout after {self.plan.timeout_s:g}s"
                     task.cancel()
+            if self._expire_stalled(now):
+                self.out.put(("stalled", self.stall_error))
+                self._stop_users("stalled")
+
+    @property
+    def stall_error(self) -> str:
+        return (f"stalled: no byte from the server for {self.plan.stall_timeout_s:g}s "
+                f"while requests were in flight")
+
+    def _expire_stalled(self, now: int) -> int:
+        """Cancel (as stalled) every in-flight request that has waited stall_timeout_s since the server's last
+        byte to any shard (or since its own send, if later); returns how many. Other shards publish their last byte
+        once per watchdog period, so up to a period late: waiting one period more than the stall timeout means
+        the server really was silent that long."""
+        if self.stall_ns is None:
+            return 0
+        self.last_rx_all[self.idx] = self.last_rx
+        last = max(self.last_rx_all)
+        limit = self.stall_ns + int(self.watchdog_period * 1e9)
+        n = 0
+        for task, (t_send, _) in list(self.inflight.items()):
+            if task not in self.expired and now - max(t_send, last) >= limit:
+                self.expired[task] = self.stall_error
+                task.cancel()
+                n += 1
+        return n
 
     async def _monitor(self) -> None:
         """Event-loop lag every 100 ms and CPU % per ~1 s window (peak); cheap enough to always run."""
@@ -983,6 +1050,16 @@ class _Shard:
                 cpu = (ru.ru_utime + ru.ru_stime) - (ru_prev.ru_utime + ru_prev.ru_stime)
                 self.peak_cpu = max(self.peak_cpu, 100 * cpu / ((w - w_prev) / 1e9))
                 ru_prev, w_prev = ru, w
+
+
+def _partial_response(e: BaseException) -> str | None:
+    """aiohttp's ServerDisconnectedError carries the response head parsed so far when the server closed the connection
+    inside it (a partial HTTP response): the server had answered, so the request must not be re-sent as if it had
+    met a closed keep-alive connection. Returns the status line seen, else None."""
+    msg = getattr(e, "message", None)
+    if type(e).__name__ != "ServerDisconnectedError" or msg is None or isinstance(msg, str):
+        return None
+    return f"HTTP {getattr(msg, 'code', '?')} {getattr(msg, 'reason', '')}".strip()
 
 
 class SSEStream:
@@ -1036,6 +1113,10 @@ class SSEStream:
 
     def feed(self, data: bytes, t: int) -> None:
         if self.buf:
+            if len(self.buf) > MAX_SSE_EVENT:
+                # a server sending one endless line would otherwise grow this buffer (and the copies) without end
+                self.err = f"oversized SSE event: more than {MAX_SSE_EVENT >> 20} MiB without an event end"
+                return
             data = self.buf + data
         if b"\r" in data:                 # SSE allows CRLF; the big engines send LF only
             data = data.replace(b"\r\n", b"\n")

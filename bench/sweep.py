@@ -3,6 +3,11 @@
 Used by the background worker (UI runs) and in-process by the CLI, so both paths are identical. Never raises for a
 failure of the thing being measured: that becomes a failed level / failed run with the cause stored. Finished levels
 are always kept.
+
+A write to the history database that fails for an outside reason (disk full, read-only, lost server: a
+storage.db.StorageFault from the Recorder, met in any thread) sets the run's stop event, so load stops and the
+engine is stopped exactly as for a cancel; the run then ends `failed` with the fault's one-line message (stored if
+the database still takes that write). No further rows are attempted for the level that met it.
 """
 from __future__ import annotations
 
@@ -20,9 +25,10 @@ from typing import Callable
 
 from bench import __version__
 from bench.config import RunConfig
-from engines.spec import redact_argv, redact_env
+from bench.diskspace import disk_space_warning
+from engines.spec import REDACTED, redact_argv, redact_env
 from engines.supervisor import direct_opener
-from storage.db import data_dir
+from storage.db import StorageFault, data_dir
 from storage.models import LevelStatus, RunStatus, utcnow
 from storage.recorder import Recorder
 
@@ -37,6 +43,7 @@ class SweepAborted(Exception):
 class SweepHooks:
     log: Log = lambda msg: None
     on_level: Callable[[dict], None] = lambda summary: None
+    result: dict = field(default_factory=dict)  # filled at the end: {"status": RunStatus, "error": str | None}
 
 
 def host_info() -> dict:
@@ -228,17 +235,24 @@ class _EngineWatch(threading.Thread):
 
 
 def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: SweepHooks | None = None,
-              api_key: str | None = None) -> RunStatus:
-    """`api_key` is passed in, never stored: the run row's config has it removed."""
+              api_key: str | None = None, engine_parts: dict | None = None) -> RunStatus:
+    """`api_key` and `engine_parts` (engine arguments holding secrets: bench.runs.secret_engine_parts) are passed in,
+    never stored: the run row's config has them removed or redacted."""
     hooks = hooks or SweepHooks()
-    rec = Recorder(run_id, db)
+    rec = Recorder(run_id, db, on_fault=lambda fault: stop.set())  # a failed write stops the run like a cancel
     run = rec.load_run()
     cfg = RunConfig.model_validate(run.config)
     if api_key:
         cfg.engine = cfg.engine.model_copy(update={"api_key": api_key})
+    if engine_parts:
+        cfg.engine = cfg.engine.model_copy(update=engine_parts)
     spec = cfg.engine
     rec.update_run(worker_pid=os.getpid(), heartbeat_at=utcnow())
     rec.set_status(RunStatus.starting)
+    room = disk_space_warning(cfg, db)
+    if room:
+        hooks.log(room)
+        rec.event("warning", room)
     held: dict = {}  # the engine process and its row, as soon as they exist: `finally` always stops it
     telem = _Telemetry(rec, hooks.log)
     load_windows: list[tuple[int, int]] = []
@@ -254,6 +268,8 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
     except SweepAborted as e:
         status, error = RunStatus.failed, str(e)
         hooks.log(f"error: {e}")
+    except StorageFault:
+        pass  # handled below: rec.fault wins over whatever else the stop looked like
     except KeyboardInterrupt:
         status, error = RunStatus.cancelled, "cancelled" + ("" if load_windows else " before the first level finished")
     except Exception as e:  # noqa: BLE001 - a bug must still leave a finished, explained run and no engine
@@ -261,11 +277,26 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         hooks.log(f"internal error: {e!r}")
         raise
     finally:
-        telem.stop(load_windows)
+        # Each step on its own: a step that fails (the database among them) must not skip stopping the engine.
+        _quietly(lambda: telem.stop(load_windows), hooks.log)
         if held.get("proc") is not None:
             _stop_engine(held["proc"], rec, held.get("instance_id"), hooks.log)
-        rec.set_status(status, error)
+        if rec.fault is not None:
+            status, error = RunStatus.failed, (f"{rec.fault} (the run stopped there: its engine was stopped, the "
+                                               f"results written before are kept)")
+        hooks.result.update(status=status, error=error)
+        _quietly(lambda: rec.set_status(status, error), hooks.log)
     return status
+
+
+def _quietly(step: Callable[[], None], log: Log) -> None:
+    """Run a clean-up step; a storage fault is already reported (rec.fault), anything else is logged."""
+    try:
+        step()
+    except StorageFault:
+        pass
+    except Exception as e:  # noqa: BLE001
+        log(f"warning: clean-up step failed: {e!r}")
 
 
 def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Event, held: dict) -> str:
@@ -286,6 +317,10 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
     from engines.registry import build_plan, engine_version
     from engines.supervisor import EngineProcess, EngineStartError, ensure_port_free, free_port
 
+    hidden = [a for a in [*(spec.engine_cmd or []), *spec.extra_args] if REDACTED in a]
+    if hidden:  # a stored run started again: its secrets were never stored, so the engine would get the placeholder
+        raise SweepAborted(f"engine argument {hidden[0]!r} held a secret that is not stored with the run: "
+                           f"give it again (--engine-arg, or the Launch form's extra arguments)")
     workdir = data_dir() / "runs" / str(rec.run_id)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -303,6 +338,12 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
     last_log = [0.0]
 
     def on_event(kind: str, message: str) -> None:
+        try:
+            _on_event(kind, message)
+        except StorageFault:
+            pass  # recorded; the run is stopping
+
+    def _on_event(kind: str, message: str) -> None:
         if kind == "state":
             rec.update_instance(instance_id, state=message)
         elif kind == "phase":
@@ -388,12 +429,12 @@ def _stop_engine(proc, rec: Recorder, instance_id: int | None, log: Log) -> None
     except Exception as e:  # noqa: BLE001
         report = {"error": repr(e)}
     if instance_id is not None:
-        rec.update_instance(instance_id, stopped_at=utcnow(), log_tail=proc.log_tail(),
-                            exit_code=(report or {}).get("exit_code"))
+        _quietly(lambda: rec.update_instance(instance_id, stopped_at=utcnow(), log_tail=proc.log_tail(),
+                                             exit_code=(report or {}).get("exit_code")), log)
     leftovers = (report or {}).get("leftover_pids") or (report or {}).get("gpu_pids")
     if leftovers:
-        rec.event("error", f"engine processes left after stop: {leftovers}", payload=report)
         log(f"warning: engine processes left after stop: {leftovers}")
+        _quietly(lambda: rec.event("error", f"engine processes left after stop: {leftovers}", payload=report), log)
 
 
 def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: threading.Event, telem: _Telemetry,
@@ -406,6 +447,18 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
     wl, spec = cfg.workload, cfg.engine
     vocab = vocab_for(spec.model)
     planned = cfg.planned_levels()
+    failed: list[str] = []  # causes of failed levels, when the user chose to go on after them
+
+    def level_failed(cause: str) -> tuple[RunStatus, str] | None:
+        """A level failed with `cause`: end the run (on_level_failure stop) or note it and go on."""
+        hooks.log(f"error: {cause}")
+        if cfg.on_level_failure == "stop":
+            rest = len(planned) - idx - 1
+            return RunStatus.failed, cause + (f"; {rest} remaining level(s) skipped (on_level_failure=stop)"
+                                              if rest else "")
+        failed.append(cause)
+        return None
+
     for idx, lvl in enumerate(planned):
         if stop.is_set():
             return RunStatus.cancelled, "cancelled"
@@ -431,24 +484,35 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
 
         def on_results(batch, _level_id=level_id) -> None:
             results.extend(batch)
-            rec.insert_requests(_level_id, batch)
+            if rec.fault is None:  # after a failed write, none more: the stop is on its way to the shards
+                try:
+                    rec.insert_requests(_level_id, batch)
+                except StorageFault:
+                    pass
 
         last = [0.0]
 
         def on_progress(p: dict, _level_id=level_id) -> None:
             now = time.monotonic()
-            if now - last[0] >= 1.0:
+            if now - last[0] >= 1.0 and rec.fault is None:
                 last[0] = now
-                rec.update_level(_level_id, n_sent=p.get("sent", 0), n_ok=p.get("ok", 0), n_err=p.get("err", 0))
-                rec.heartbeat()
+                try:
+                    rec.update_level(_level_id, n_sent=p.get("sent", 0), n_ok=p.get("ok", 0),
+                                     n_err=p.get("err", 0))
+                    rec.heartbeat()
+                except StorageFault:
+                    pass
 
         try:
             outcome = run_level(plan, procs=cfg.client_procs, on_results=on_results, on_progress=on_progress,
                                 stop=level_stop)
         except LoadGenError as e:  # the level never ran (open-file limit, client start-up failure)
-            rec.finish_level(level_id, LevelStatus.failed, None, error=str(e))
-            hooks.log(f"error: {e}")
-            return RunStatus.failed, f"load generator failed at level {idx + 1} (concurrency {conc}): {e}"
+            cause = f"load generator failed at level {idx + 1} (concurrency {conc}): {e}"
+            rec.finish_level(level_id, LevelStatus.failed, None, error=cause)
+            end = level_failed(cause)
+            if end:
+                return end
+            continue
         except BaseException:  # hard interrupt or a bug: never leave the level row `running`
             rec.finish_level(level_id, LevelStatus.cancelled if stop.is_set() else LevelStatus.failed, None,
                              error="interrupted")
@@ -457,6 +521,9 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
             relay.close()
             if watch:
                 watch.close()
+        if rec.fault is not None:  # keep what the database still takes, then end the run with the fault
+            _quietly(lambda: rec.finish_level(level_id, LevelStatus.failed, None, error=str(rec.fault)), hooks.log)
+            raise rec.fault
         summary = summarize(results, outcome, wl.slo)
         # Beside the whole-level (vllm bench) figures, never instead of them.
         summary["steady"] = steady_summary(results, outcome.start_ns, outcome.take_until_ns, users=conc,
@@ -485,12 +552,26 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
             hooks.log(f"error: {cause}\n{tail}")
             hooks.on_level(summary | {"status": "failed"})
             return RunStatus.failed, f"{cause}; last log lines:\n{tail}"
+        if outcome.stalled and not stop.is_set():
+            # a hung engine: every request is accounted for (the silent ones as "stalled"), the level is failed
+            n_stalled = sum(1 for r in results if (r.error or "").startswith("stalled"))
+            cause = (f"engine stalled during level {idx + 1} (concurrency {conc}): "
+                     f"{outcome.stalled.removeprefix('stalled: ')}; {n_stalled} request(s) failed as stalled")
+            rec.finish_level(level_id, LevelStatus.failed, summary, error=cause, telemetry=tele)
+            rec.event("error", cause, level_id=level_id)
+            hooks.on_level(summary | {"status": "failed"})
+            end = level_failed(cause)
+            if end:
+                return end
+            continue
         if stop.is_set():
             rec.finish_level(level_id, LevelStatus.cancelled, summary, error="cancelled", telemetry=tele)
             hooks.on_level(summary | {"status": "cancelled"})
             return RunStatus.cancelled, f"cancelled during level {idx + 1} (concurrency {conc})"
         rec.finish_level(level_id, LevelStatus.completed, summary, telemetry=tele)
         hooks.on_level(summary | {"status": "completed"})
+    if failed:  # on_level_failure=continue: the run finished, and says which levels did not
+        return RunStatus.completed, f"{len(failed)} of {len(cfg.levels)} level(s) failed: " + "; ".join(failed)
     return RunStatus.completed, None
 
 

@@ -15,6 +15,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: _EARLY_STOP.set())
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
@@ -64,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     hb = Heartbeat(rec)
     hb.start()
     try:
+        # bench.runs.API_KEY_ENV / ENGINE_PARTS_ENV: secrets reach the worker through its environment only
+        parts = os.environ.pop("MELT_ENGINE_SECRET_PARTS", None)
         status = run_sweep(args.run_id, args.db, stop, SweepHooks(log=lambda m: print(m, flush=True)),
-                           api_key=os.environ.pop("MELT_ENGINE_API_KEY", None))
+                           api_key=os.environ.pop("MELT_ENGINE_API_KEY", None),
+                           engine_parts=json.loads(parts) if parts else None)
     finally:
         hb.stop()
     return 0 if status.value in ("completed", "cancelled") else 1

@@ -16,6 +16,9 @@ per-GPU workers; a killed API server can leave an EngineCore holding all GPU mem
      and kill those one by one (checking create time first, so a recycled pid is never hit);
   4. if NVML is available, confirm that none of those pids still holds GPU memory.
 Only a process that escaped its session, lost its parent AND scrubbed its environment would get away.
+
+If the worker itself dies (SIGKILL, OOM kill) nobody calls stop(): so every launch also starts a guardian
+(engines/guardian.py, its own session) that ends the engine the moment the worker is gone.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -139,8 +143,10 @@ def _gpu_pids() -> set[int] | None:
 
 class EngineProcess:
     def __init__(self, plan: LaunchPlan, log_path: Path,
-                 on_event: Callable[[str, str], None] | None = None):
+                 on_event: Callable[[str, str], None] | None = None, guard: bool = True):
         self.plan = plan
+        self._guard_wanted = guard
+        self._guard: subprocess.Popen | None = None
         self.log_path = Path(log_path)
         self._on_event = on_event
         self._state = ProcState.created
@@ -242,11 +248,36 @@ class EngineProcess:
         self.pid = self._proc.pid
         self.launched_at = time.time()
         try:
-            self._remember(psutil.Process(self.pid))
+            leader = psutil.Process(self.pid)
+            self._remember(leader)
+            if self._guard_wanted:
+                self._start_guardian(leader.create_time())
         except psutil.Error:
             pass  # already gone: wait_ready() reports its exit code
         self._set_phase("launching")
         log.info("engine pid %d launched: %s (log %s)", self.pid, " ".join(argv), self.log_path)
+
+    def _start_guardian(self, engine_start: float) -> None:
+        """engines/guardian.py beside the engine: ends it if this process dies without calling stop()."""
+        me = psutil.Process()
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {k: v for k, v in os.environ.items() if k != TAG_ENV}  # not ours to find and kill as the engine's
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        argv = [sys.executable, "-m", "engines.guardian", str(me.pid), repr(me.create_time()), str(self.pid),
+                repr(engine_start), self._tag]
+        with open(self.log_path, "ab") as logf:
+            self._guard = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                           start_new_session=True, close_fds=True)
+
+    def _reap_guardian(self) -> None:
+        """After a stop: the guardian sees the engine gone and exits; wait for it (never leave a zombie)."""
+        if self._guard is None:
+            return
+        try:
+            self._guard.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._guard.kill()
+            self._guard.wait(timeout=5)
 
     # -- readiness
 
@@ -522,6 +553,7 @@ class EngineProcess:
             self._refresh_members()
 
             self._signal_all(signal.SIGTERM)
+            self._signal_all(signal.SIGCONT)  # a stopped engine (SIGSTOP, debugger) acts on SIGTERM once continued
             killed = False
             if not self._wait_gone(grace_s):
                 log.warning("engine pid %s: still running %.0f s after SIGTERM; sending SIGKILL", self.pid, grace_s)
@@ -542,6 +574,7 @@ class EngineProcess:
             self.pump_log()
             self._stop_report = {"exit_code": exit_code, "killed": killed, "leftover_pids": leftover,
                                  "gpu_pids": gpu_pids, "nvml": nvml}
+            self._reap_guardian()
             if not terminal_failed:
                 self._set_state(ProcState.stopped)
             self._set_phase("stopped")
@@ -605,6 +638,12 @@ def _tag_of(p: psutil.Process) -> str | None:
         return None  # other users' processes: not ours anyway
 
 
+def tagged(tag: str) -> list[psutil.Process]:
+    """Live processes (not this one) whose environment carries MELT_ENGINE_TAG=tag."""
+    me = os.getpid()
+    return [p for p in psutil.process_iter() if p.pid != me and tag and _tag_of(p) == tag]
+
+
 def kill_tagged(tag: str) -> list[int]:
     """SIGKILL every live process carrying MELT_ENGINE_TAG=tag; returns their pids.
 
@@ -615,10 +654,7 @@ def kill_tagged(tag: str) -> list[int]:
     if not tag:
         return []
     killed = []
-    me = os.getpid()
-    for p in psutil.process_iter():
-        if p.pid == me or _tag_of(p) != tag:
-            continue
+    for p in tagged(tag):
         try:
             if p.status() != psutil.STATUS_ZOMBIE:
                 p.kill()  # psutil re-checks the create time: never a recycled pid

@@ -17,6 +17,72 @@ class StorageError(RuntimeError):
     pass
 
 
+class StorageFault(StorageError):
+    """A write to the history database failed for a reason outside Melt (disk full, read-only file system, disk I/O
+    error, lost database server). The message is one plain line: what happened and what to do."""
+
+
+# SQLite / driver messages -> (what happened, what to do). Matched case-insensitively in the DBAPI error text.
+_FAULTS = (
+    ("disk is full", "the database or its disk is full",
+     "free space on that disk or give another --db / MELT_DB, then run again"),
+    ("readonly database", "it became read-only",
+     "make the file and its directory writable (or give another --db / MELT_DB), then run again"),
+    ("read-only file system", "the file system is read-only", "give a --db / MELT_DB on a writable disk"),
+    ("disk i/o error", "the disk reported an I/O error", "check the disk (dmesg) and free space, then run again"),
+    ("unable to open database file", "the file could not be opened", "check that the path still exists"),
+    ("server closed the connection", "the database server closed the connection",
+     "check the database server, then run again"),
+    ("connection refused", "the database server refused the connection", "check the database server"),
+    ("terminating connection", "the database server ended the connection", "check the database server"),
+)
+
+
+def storage_fault(exc: BaseException, url: str) -> StorageFault | None:
+    """The StorageFault for a failed write, or None when `exc` is not an outside fault (a bug must stay a bug)."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return None
+    text = str(exc.orig or exc).lower()
+    where = url[len("sqlite:///"):] if url.startswith("sqlite:///") else _hide_password(url)
+    for needle, what, todo in _FAULTS:
+        if needle in text:
+            extra = _free_space_note(where) if needle == "disk is full" else ""
+            return StorageFault(f"the history database {where} could not be written: {what}{extra}; to go on, {todo}")
+    if exc.connection_invalidated:
+        return StorageFault(f"the connection to the history database {where} was lost; to go on, check the "
+                            f"database server, then run again")
+    return None
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return "(database URL)"
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Free bytes on the file system holding `path` (its nearest existing parent), None if unknown."""
+    import shutil
+
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def _free_space_note(path: str) -> str:
+    free = free_bytes(path)
+    return f" ({free / 2**20:.1f} MiB free there)" if free is not None else ""
+
+
 def default_db_path() -> Path:
     """MELT_DB, else a per-user data directory (platformdirs)."""
     env = os.environ.get("MELT_DB")

@@ -2,18 +2,26 @@
 
 Bulk rows (requests, telemetry, engine metrics) go in with executemany inserts in one transaction per batch:
 ~100k request rows for a 10,000-concurrency sweep must not cost a commit each.
+
+Every write goes through `_tx`: a write that fails for an outside reason (disk full, read-only, lost server) is
+rolled back (SQLite keeps the file consistent), remembered in `fault` and raised as storage.db.StorageFault with a
+one-line message; `on_fault` (the sweep's stop) is called once, from whichever thread met it first.
 """
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import sessionmaker
 
-from storage.db import open_db
+from sqlalchemy.exc import DBAPIError
+
+from storage.db import StorageFault, open_db, storage_fault
 from storage.models import (EngineInstance, EngineMetricSample, Event, Level, LevelStatus, Request, Run, RunStatus,
                             TelemetrySample, utcnow)
 
@@ -32,9 +40,31 @@ def _pick(row, cols: set[str]) -> dict:
 class Recorder:
     """Typed writes for one run. Every method opens a short session: safe from several threads."""
 
-    def __init__(self, run_id: int, db: str | Path | None = None, factory: sessionmaker | None = None):
+    def __init__(self, run_id: int, db: str | Path | None = None, factory: sessionmaker | None = None,
+                 on_fault: Callable[[StorageFault], None] | None = None):
         self.run_id = run_id
         self._factory = factory or open_db(db)
+        self.fault: StorageFault | None = None   # the first outside write failure, if any
+        self.on_fault = on_fault
+        self._fault_lock = threading.Lock()
+
+    @contextmanager
+    def _tx(self):
+        """One write transaction; outside failures become StorageFault (see the module docstring)."""
+        try:
+            with self._factory.begin() as s:
+                yield s
+        except DBAPIError as e:
+            fault = storage_fault(e, str(self._factory.kw["bind"].url.render_as_string(hide_password=False)))
+            if fault is None:
+                raise
+            with self._fault_lock:
+                first = self.fault is None
+                if first:
+                    self.fault = fault
+            if first and self.on_fault is not None:
+                self.on_fault(fault)
+            raise fault from None
 
     # -- runs ---------------------------------------------------------------------------------------------
     @staticmethod
@@ -57,7 +87,7 @@ class Recorder:
             return run
 
     def update_run(self, **values: Any) -> None:
-        with self._factory.begin() as s:
+        with self._tx() as s:
             s.execute(update(Run).where(Run.id == self.run_id).values(**values))
 
     def set_status(self, status: RunStatus, error: str | None = None) -> None:
@@ -74,26 +104,26 @@ class Recorder:
         self.update_run(heartbeat_at=utcnow())
 
     def merge_versions(self, extra: dict) -> None:
-        with self._factory.begin() as s:
+        with self._tx() as s:
             run = s.get(Run, self.run_id)
             run.versions = {**(run.versions or {}), **extra}
 
     # -- engine instances -----------------------------------------------------------------------------------
     def add_instance(self, **values: Any) -> int:
-        with self._factory.begin() as s:
+        with self._tx() as s:
             inst = EngineInstance(run_id=self.run_id, **values)
             s.add(inst)
             s.flush()
             return inst.id
 
     def update_instance(self, instance_id: int, **values: Any) -> None:
-        with self._factory.begin() as s:
+        with self._tx() as s:
             s.execute(update(EngineInstance).where(EngineInstance.id == instance_id).values(**values))
 
     # -- levels ---------------------------------------------------------------------------------------------
     def start_level(self, idx: int, concurrency: int, n_requested: int | None, request_rate: float | None,
                     repeat: int = 0) -> int:
-        with self._factory.begin() as s:
+        with self._tx() as s:
             lvl = Level(run_id=self.run_id, idx=idx, concurrency=concurrency, n_requested=n_requested,
                         request_rate=request_rate, repeat=repeat, status=LevelStatus.running, started_at=utcnow(),
                         start_ns=time.time_ns())
@@ -102,7 +132,7 @@ class Recorder:
             return lvl.id
 
     def update_level(self, level_id: int, **values: Any) -> None:
-        with self._factory.begin() as s:
+        with self._tx() as s:
             s.execute(update(Level).where(Level.id == level_id).values(**values))
 
     def finish_level(self, level_id: int, status: LevelStatus, summary: dict | None, error: str | None = None,
@@ -121,7 +151,7 @@ class Recorder:
                 end_ns=summary.get("end_ns"))
         if telemetry is not None:
             values["telemetry"] = telemetry
-        with self._factory.begin() as s:
+        with self._tx() as s:
             s.execute(update(Level).where(Level.id == level_id).values(**values))
             if summary and status is LevelStatus.completed:
                 run = s.get(Run, self.run_id)
@@ -137,33 +167,37 @@ class Recorder:
     def insert_requests(self, level_id: int, rows: Iterable[dict]) -> int:
         batch = [{**_pick(r, _REQUEST_COLS), "run_id": self.run_id, "level_id": level_id} for r in rows]
         if batch:
-            with self._factory.begin() as s:
+            with self._tx() as s:
                 s.execute(insert(Request), batch)
         return len(batch)
 
     def insert_telemetry(self, rows: Iterable[dict]) -> int:
         batch = [{**_pick(r, _TELEMETRY_COLS), "run_id": self.run_id} for r in rows]
         if batch:
-            with self._factory.begin() as s:
+            with self._tx() as s:
                 s.execute(insert(TelemetrySample), batch)
         return len(batch)
 
     def insert_engine_metrics(self, rows: Iterable[dict], instance_id: int | None) -> int:
         batch = [{**_pick(r, _METRIC_COLS), "run_id": self.run_id, "instance_id": instance_id} for r in rows]
         if batch:
-            with self._factory.begin() as s:
+            with self._tx() as s:
                 s.execute(insert(EngineMetricSample), batch)
         return len(batch)
 
     def event(self, kind: str, message: str = "", *, level_id: int | None = None, payload: dict | None = None) -> None:
-        with self._factory.begin() as s:
+        with self._tx() as s:
             s.add(Event(run_id=self.run_id, t_ns=time.time_ns(), kind=kind, message=message, level_id=level_id,
                         payload=payload))
 
 
+def active_runs(factory: sessionmaker) -> list[Run]:
+    """Runs that claim to be alive (queued included: a worker that died while starting)."""
+    live = (RunStatus.queued, RunStatus.starting, RunStatus.running)
+    with factory() as s:
+        return list(s.scalars(select(Run).where(Run.status.in_(live))).all())
+
+
 def stale_runs(factory: sessionmaker, older_than: datetime) -> list[Run]:
     """Runs that claim to be alive but whose worker stopped beating before `older_than`."""
-    live = (RunStatus.queued, RunStatus.starting, RunStatus.running)  # queued: a worker that died while starting
-    with factory() as s:
-        rows = s.scalars(select(Run).where(Run.status.in_(live))).all()
-        return [r for r in rows if (r.heartbeat_at or r.started_at or r.created_at) < older_than]
+    return [r for r in active_runs(factory) if (r.heartbeat_at or r.started_at or r.created_at) < older_than]

@@ -383,6 +383,8 @@ def live_view(run_id: int) -> None:
         return
     if d.run.active != active_at_load:
         st.rerun()  # started/finished since the page loaded: a full rerun switches polling on/off
+    if d.run.active and (runs := worker_api()) is not None and run_id in runs.reap_stale():
+        st.rerun()  # its worker died while we watched (SIGKILL, OOM kill): now `aborted`, engines ended
     now = datetime.now(timezone.utc)
     if present:
         _present(d, now)

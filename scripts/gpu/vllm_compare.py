@@ -169,11 +169,12 @@ def _spec() -> EngineSpec:
                       extra_args=["--no-enable-prefix-caching", *CFG["extra_args"]], **CFG["spec"])
 
 
-def _launch(work: Path, log: Path) -> tuple:
+def _launch(work: Path, log: Path, guard: bool = True) -> tuple:
+    """guard=False for `serve`: the server must outlive this script, so no guardian may end it when we exit."""
     work.mkdir(parents=True, exist_ok=True)
     plan = build_plan(_spec(), "127.0.0.1", free_port(), work)
     proc = EngineProcess(plan, log, on_event=lambda k, m: print(f"[{k}] {m[-200:]}", flush=True)
-                         if k != "log" else None)
+                         if k != "log" else None, guard=guard)
     proc.start()
     startup = proc.wait_ready(900)
     print(f"vLLM ready in {startup:.0f}s", flush=True)
@@ -341,7 +342,7 @@ def cmd_serve(out: Path) -> None:
     """Launch the server through Melt's adapter + supervisor and leave it running for later calls (STATE)."""
     STATE.parent.mkdir(parents=True, exist_ok=True)
     before = gpu_mem_mb()
-    plan, proc, startup = _launch(STATE.parent / "work", STATE.parent / "engine.log")
+    plan, proc, startup = _launch(STATE.parent / "work", STATE.parent / "engine.log", guard=False)
     # the launch tag (MELT_ENGINE_TAG in every engine process's environment) is how `stop` finds them all later
     st = {"port": plan.port, "pid": proc.pid, "tag": proc.tag, "gpu_mem_mb_before": before, "startup_s": startup,
           "argv": plan.argv, "gpu_mem_mb_ready": gpu_mem_mb()}

@@ -206,6 +206,32 @@ def test_presentation_view(app_db):
     assert len(charts(finished)) == 2 and any(m.label.startswith("Peak output") for m in finished.metric)
 
 
+def test_live_page_reaps_a_run_whose_worker_dies_while_watched(app_db):
+    """A worker killed while its Live page is open: the next refresh marks the run aborted (its pid is certainly
+    gone), without waiting for the 30 s heartbeat window or a new browser session."""
+    import socket
+    import subprocess
+    import sys
+
+    from storage.models import utcnow
+    from storage.recorder import Recorder
+
+    db, _ = app_db
+    rid = seed_run(db, status="running", name="watched", levels=(1, 4), requests_per_level=20)
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        Recorder(rid, db).update_run(worker_pid=worker.pid, heartbeat_at=utcnow(),
+                                     host={"hostname": socket.gethostname()})
+        at = ok(app("live", run=rid))
+        assert q.get_run(rid).run.status == "running"               # a live worker is left alone
+    finally:
+        worker.kill()
+        worker.wait()
+    ok(at.run())
+    assert q.get_run(rid).run.status == "aborted"
+    assert "ended without finishing" in texts(at)
+
+
 def test_user_text_is_escaped(app_db):
     db, _ = app_db
     rid = seed_run(db, name="evil [click](http://x.example) <img src=x>", tags=["**bold**"])

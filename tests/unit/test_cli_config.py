@@ -165,3 +165,15 @@ def test_dummy_weights_with_a_local_model_dir(tmp_path):
     assert c.engine.model == str(d) and c.engine.dummy_weights
     with pytest.raises(UsageError, match="unknown model"):
         cfg("--engine", "vllm", "--model", "no/such-model", "--dummy-weights")
+
+
+def test_timeouts_and_the_level_failure_policy():
+    sim = ("--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B")
+    c = cfg(*sim)
+    assert c.workload.request_timeout_s == 600 and c.workload.stall_timeout_s == 60 and c.on_level_failure == "stop"
+    c = cfg(*sim, "--request-timeout", "30", "--stall-timeout", "0", "--on-level-failure", "continue")
+    assert c.workload.request_timeout_s == 30 and c.workload.stall_timeout_s is None  # 0 = no stall watchdog
+    assert c.on_level_failure == "continue"
+    for bad in (("--request-timeout", "0"), ("--stall-timeout", "-1")):
+        with pytest.raises(UsageError, match=bad[0]):
+            cfg(*sim, *bad)
