@@ -10,9 +10,10 @@ How: one *base* BPE is trained once per machine with the `tokenizers` library on
 cores). Its ids are laid out as the trainer writes them: the special tokens (SPECIALS, ids 0..4), the 256 byte-level
 symbols, then one token per merge in merge order. That order makes a tokenizer of any vocabulary size cheap to derive:
   - smaller than the base: keep the first merges (a prefix of a BPE merge list is a valid BPE);
-  - larger (Qwen3's 151,936, Gemma 3's 262,208): pad with filler tokens `<|melt_pad_N|>` that no merge produces. They
-    are never in a prompt (prompt_id_range stops below them) but they decode like any token, so a dummy model's random
-    output over its whole vocabulary streams back as text.
+  - larger (Qwen3's 151,936, Gemma 3's 262,208): pad with filler tokens that no merge produces, each spelled as two
+    merged tokens run together, so they decode to the same kind of text as the rest: a dummy model's random output
+    over its whole vocabulary streams back as that text, and a client drawing prompt ids over the whole vocabulary
+    (vllm bench's random dataset) makes prompts of the same cost to the server as Melt's.
 So every vocabulary size has exactly vocab_size entries and ids agree with the model's embedding size.
 
 The standard library differs between Python versions, so two machines may train slightly different bases: every run
@@ -36,6 +37,7 @@ UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 N_BYTES = 256
 FIRST_MERGE_ID = len(SPECIALS) + N_BYTES   # ids below this are specials and single bytes
 BASE_VERSION = 1                           # bump when the training recipe changes (a new base file name)
+DERIVE_VERSION = 2                         # bump when derive() changes (new per-vocabulary file names)
 _SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3"}
 
 
@@ -119,8 +121,21 @@ def derive(base: dict, vocab_size: int) -> dict:
     merges = model["merges"][: vocab_size - FIRST_MERGE_ID]
     real = FIRST_MERGE_ID + len(merges)
     vocab = {t: i for t, i in model["vocab"].items() if i < real}
-    n = real
-    while len(vocab) < vocab_size:
+    # Fillers: each spells two merged tokens run together (a string no merge produces: the BPE never emits it), so a
+    # filler decodes to the same kind of text as the merged tokens. A client that draws random ids over the whole
+    # vocabulary (vllm bench's random dataset) then makes prompts that cost the server what Melt's do; fillers
+    # spelled as markers ("<|pad_N|>") tokenized at 60% of the cost and made the two tools' prompts differ.
+    inv = sorted(vocab, key=vocab.__getitem__)[FIRST_MERGE_ID:]
+    k = 0
+    while len(vocab) < vocab_size and inv:
+        q, r = divmod(k, len(inv))  # a distinct (a, b) pair for every k < len(inv) ** 2
+        a, b = inv[(r * 7919) % len(inv)], inv[(q + 7 * r + 1) % len(inv)]
+        k += 1
+        filler = a + b
+        if filler not in vocab:
+            vocab[filler] = len(vocab)
+    n = len(vocab)
+    while len(vocab) < vocab_size:  # a base with no merges (never in practice): plain markers
         filler = f"<|melt_pad_{n}|>"
         n += 1
         if filler not in vocab:
@@ -137,7 +152,7 @@ def tokenizer_json(vocab_size: int) -> dict:
 
 def tokenizer_file(vocab_size: int) -> Path:
     """Path of a cached tokenizer.json for `vocab_size` (what the sim engine and the load generator load)."""
-    path = cache_dir() / f"bpe-v{BASE_VERSION}-{vocab_size}.json"
+    path = cache_dir() / f"bpe-v{BASE_VERSION}.{DERIVE_VERSION}-{vocab_size}.json"
     if not path.exists():
         with _locked(path):
             if not path.exists():
@@ -153,18 +168,16 @@ def fingerprint(path: str | Path) -> str:
 def prompt_id_range(tokenizer_dict: dict) -> tuple[int, int]:
     """[lo, hi) of ids to draw prompt tokens from, given a tokenizer.json dict.
 
-    A Melt BPE: merged tokens only (no specials, single bytes or fillers), so the decoded text is word-like and
-    re-encodes close to its length. Any other tokenizer: every id of its model vocabulary clear of the added
+    A Melt BPE: every id above the specials and single bytes (merged tokens and the fillers that spell them), as vllm
+    bench draws over the whole vocabulary; the decoded text re-encodes close to its length. Any other tokenizer: every id of its model vocabulary clear of the added
     (special) tokens, which sit at the low end (ids 0..k) or the high end (Qwen's, Llama-3's) of the vocabulary."""
     model = tokenizer_dict.get("model") or {}
     vocab = model.get("vocab") or {}
     n_model = len(vocab)
     merges = model.get("merges") or []
-    if model.get("type") == "BPE" and merges and f"<|melt_pad_{FIRST_MERGE_ID + len(merges)}|>" in vocab:
-        return FIRST_MERGE_ID, FIRST_MERGE_ID + len(merges)
-    if model.get("type") == "BPE" and merges and len(vocab) == FIRST_MERGE_ID + len(merges) and all(
-            vocab.get(t) == i for i, t in enumerate(SPECIALS)):
-        return FIRST_MERGE_ID, FIRST_MERGE_ID + len(merges)  # a Melt BPE with no fillers
+    if model.get("type") == "BPE" and merges and all(vocab.get(t) == i for i, t in enumerate(SPECIALS)) and (
+            len(vocab) >= FIRST_MERGE_ID + len(merges)):
+        return FIRST_MERGE_ID, n_model  # a Melt BPE: merged tokens and fillers (which spell merged tokens)
     added = [a["id"] for a in tokenizer_dict.get("added_tokens") or [] if isinstance(a.get("id"), int)]
     low = [a for a in added if a < n_model // 2]
     high = [a for a in added if a >= n_model // 2]
