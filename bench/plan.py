@@ -233,8 +233,8 @@ def plan(recipe: Recipe, gpu: GPUSpec, models: dict[str, ModelSpec], count: int 
         if asked > total + 1e-9:
             why = f"GPU {g}: {asked:,.1f} GB asked of {total:,.1f} GB"
         bad = [p.name for p in plans if on(g, p) and not p.fits]
-        gpus.append(GpuPlan(g, total, segs, not why and not bad, why or (f"{', '.join(bad)} do(es) not fit" if bad
-                                                                          else "")))
+        gpus.append(GpuPlan(g, total, segs, not why and not bad, why or (
+            f"{', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not fit" if bad else "")))
     reasons += [gp.reason for gp in gpus if gp.reason and "asked" in gp.reason]
     out = Plan(recipe.name, gpu.id, count, total, source, plans, gpus, reasons)
     if reasons:
