@@ -182,6 +182,7 @@ def plan(recipe: Recipe, gpu: GPUSpec, models: dict[str, ModelSpec], count: int 
             + probe[i.name].max_model_len * probe[i.name].kv_bytes_per_token / GB for i in recipe.instances}
     fraction: dict[str, float] = {i.name: i.memory_fraction for i in recipe.instances if i.memory_fraction}
     auto = [i for i in recipe.instances if i.name not in fraction]
+    auto_names = {i.name for i in auto}
     spare: dict[int, float] = {}
     for g in range(count):
         fixed = sum(fraction[i.name] * total for i in recipe.instances if i.name in fraction and on(g, i))
@@ -215,7 +216,7 @@ def plan(recipe: Recipe, gpu: GPUSpec, models: dict[str, ModelSpec], count: int 
             reason = f"{i.name}: asks {fraction[i.name] * total:.1f} GB per GPU, {free:.1f} GB free at its start"
         plans.append(InstancePlan(i.name, i.engine, i.model, i.gpu_list, i.tp, i.dp, fraction[i.name], fit, ctx,
                                   free, i.weight, reason))
-    reasons += [p.reason for p in plans if p.reason]
+    instance_reasons = [p.reason for p in plans if p.reason]
 
     # 3. per GPU: segments and verdict
     gpus: list[GpuPlan] = []
@@ -230,12 +231,18 @@ def plan(recipe: Recipe, gpu: GPUSpec, models: dict[str, ModelSpec], count: int 
                                      for p in plans if on(g, p))
         segs.append(Segment("", "free", max(0.0, total - asked)))
         why = ""
-        if asked > total + 1e-9:
+        demand = services_gb[g] + sum(need[p.name] if p.name in auto_names else p.budget_gb
+                                      for p in plans if on(g, p))
+        if any(on(g, i) for i in auto) and demand > PLANNABLE * total + 1e-9:
+            why = (f"GPU {g}: needs {demand:,.1f} GB (weights + runtime + one max-model-len sequence per LLM, plus "
+                   f"{services_gb[g]:,.1f} GB of services), {PLANNABLE:.0%} of {total:,.1f} GB is "
+                   f"{PLANNABLE * total:,.1f} GB: {demand - PLANNABLE * total:,.1f} GB short")
+        elif asked > total + 1e-9:
             why = f"GPU {g}: {asked:,.1f} GB asked of {total:,.1f} GB"
         bad = [p.name for p in plans if on(g, p) and not p.fits]
         gpus.append(GpuPlan(g, total, segs, not why and not bad, why or (
             f"{', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not fit" if bad else "")))
-    reasons += [gp.reason for gp in gpus if gp.reason and "asked" in gp.reason]
+    reasons += [gp.reason for gp in gpus if gp.reason.startswith("GPU ")] + instance_reasons
     out = Plan(recipe.name, gpu.id, count, total, source, plans, gpus, reasons)
     if reasons:
         out.suggestions = suggest(recipe, out, need, services_gb)
@@ -258,8 +265,7 @@ def suggest(recipe: Recipe, p: Plan, need: dict[str, float], services_gb: list[f
             out.append(f"GPU {g}: raise the memory setting of {', '.join(i.name for i in here if not i.fits)}"
                        " (its share is below what it needs)")
             continue
-        out.append(f"GPU {g}: needs {demand:,.1f} GB (weights + runtime + one max-model-len sequence each, plus "
-                   f"services), {PLANNABLE:.0%} of the GPU is {PLANNABLE * p.total_gb:,.1f} GB: {deficit:.1f} GB short")
+        out.append(f"GPU {g}: {deficit:.1f} GB short; each of these frees:")
         for i in here:
             r = next(r for r in recipe.instances if r.name == i.name)
             if not r.quantization and (r.dtype or "auto") in ("auto", "bfloat16", "bf16", "float16", "fp16", "half"):

@@ -12,7 +12,7 @@ def test_plan_table_and_exit_status(capsys):
     assert main(["plan", "dwani", "--gpu", "H100-SXM-80GB"]) == 1
     out = capsys.readouterr().out
     assert out.startswith("DOES NOT FIT") and "what to change:" in out and "7.1 GB short" in out
-    assert "gemma, qwen3 do not fit" in out
+    assert "GPU 0: needs 84.1 GB (weights + runtime + one max-model-len sequence per LLM, plus 26.4 GB of services)" in out
 
 
 def test_plan_json_memory_override_and_count(capsys):

@@ -65,7 +65,8 @@ def test_llama3_70b_bf16_on_one_h200_does_not_fit_and_says_what_to_do():
     p = plan(_recipe({"name": "l", "model": LLAMA70, "max_model_len": 8192}), get_gpu("H200-141GB"), MODELS,
              count=2)
     assert not p.fits
-    assert "l: weights 141.2 GB" in p.reasons[0]
+    assert p.reasons[0].startswith("GPU 0: needs ") and "GB short" in p.reasons[0]
+    assert any(r.startswith("l: weights 141.2 GB") for r in p.reasons)
     text = "\n".join(p.suggestions)
     assert "quantize l to fp8" in text and "-70.6 GB of weights (enough)" in text
     assert "run l at TP=2 over 2 GPUs" in text
@@ -128,7 +129,7 @@ def test_dwani_mix_on_h100_is_short_and_offloading_fixes_it():
     assert short == pytest.approx(7.128, abs=1e-3)
     assert not p.fits and not p.gpus[0].fits
     text = "\n".join(p.suggestions)
-    assert f"{short:.1f} GB short" in text
+    assert f"{short:.1f} GB short" in text and f"{short:.1f} GB short" in p.reasons[0]
     assert "offload the small services to CPU (indic-en, en-indic, indic-indic, tts, asr): -17.4 GB (enough)" in text
     assert "drop or move indictrans3: frees 9.0 GB (enough)" in text
     # no quantization suggestion: both LLMs are already GGUF-quantized
@@ -143,6 +144,8 @@ def test_dwani_mix_on_rtx5090_does_not_fit():
     assert short == pytest.approx(54.03, abs=0.01)
     assert not p.fits
     assert any("qwen3: weights 32.4 GB" in r for r in p.reasons)   # the Q8 MoE alone outgrows the card
+    assert p.reasons[0] == f"GPU 0: needs {short + 28.8:,.1f} GB (weights + runtime + one max-model-len sequence per " \
+        f"LLM, plus 26.4 GB of services), 90% of 32.0 GB is 28.8 GB: {short:.1f} GB short"
     assert "not enough alone" in p.suggestions[1]
 
 
