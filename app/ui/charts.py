@@ -228,10 +228,11 @@ PLAN_COLORS = {"weights": "#1f6feb", "runtime": "#f08c00", "KV cache": "#2f9e44"
                "free": "#dee2e6"}
 
 
-def plan_bars(gpus: Sequence[dict], title: str = "Memory per GPU (planned)") -> go.Figure:
+def plan_bars(gpus: Sequence[dict], title: str = "Memory per GPU (planned)", *,
+              plannable_gb: float | None = None) -> go.Figure:
     """One stacked horizontal bar per GPU: each tenant's weights | runtime | KV cache, the services, what is free.
     gpus: bench.plan.Plan.as_dict()["gpus"] (index, total_gb, segments [{tenant, part, gb}]); the card's size is
-    marked, so a bar past the line does not fit."""
+    marked, so a bar past the line does not fit; plannable_gb (dotted) is what the planner hands out by itself."""
     data = []
     for g in gpus:
         for s in g["segments"]:
@@ -250,8 +251,15 @@ def plan_bars(gpus: Sequence[dict], title: str = "Memory per GPU (planned)") -> 
                "line": {"width": 3, "color": "#212529"}}]
     notes = [{"xref": "x", "yref": "paper", "x": total, "y": 1.0, "yanchor": "bottom", "showarrow": False,
               "text": f"{total:,.1f} GB"}]
-    lay = _layout(title, height=140 + 42 * len(gpus), hover="closest", barmode="stack", shapes=shapes,
-                  annotations=notes, margin={"l": 70, "r": 10, "t": 70, "b": 50})
+    if plannable_gb:
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": plannable_gb, "x1": plannable_gb, "y0": 0,
+                       "y1": 1, "line": {"width": 2, "dash": "dot", "color": "#e03131"}})
+        notes.append({"xref": "x", "yref": "paper", "x": plannable_gb, "y": 1.0, "yanchor": "bottom",
+                      "xanchor": "right", "showarrow": False, "text": f"planned {plannable_gb:,.1f}",
+                      "font": {"color": "#e03131"}})
+    lay = _layout(title, height=190 + 42 * len(gpus), hover="closest", barmode="stack", shapes=shapes,
+                  annotations=notes, margin={"l": 70, "r": 10, "t": 70, "b": 110})
+    lay["legend"].update(y=-0.35 if len(gpus) > 4 else -0.8, yanchor="top", x=0.0, xanchor="left")
     lay["xaxis"] = {"title": {"text": "GB (10^9 bytes)", "font": {"size": 16}}, "tickfont": {"size": 14},
                     "range": [0, max(total, widest) * 1.04]}
     lay["yaxis"] = {"autorange": "reversed", "tickfont": {"size": 14}}

@@ -7,7 +7,7 @@ import streamlit as st
 
 from app.ui.charts import plan_bars
 from app.ui.common import esc_md, gpu_catalog, model_catalog, page_header, show_chart, show_table
-from bench.plan import plan
+from bench.plan import PLANNABLE, plan
 from catalog.recipes import RecipeError, list_recipes, load_recipe
 
 page_header("Planner", "Weights, runtime, KV cache and services per GPU for a deployment recipe, at the memory the "
@@ -48,7 +48,7 @@ if recipe.description:
 p = plan(recipe, gpus[gpu_id], models, count=int(count), memory_gb=mem or None, context_len=int(ctx) or None)
 doc = p.as_dict()
 (st.success if p.fits else st.error)(esc_md(p.verdict()))
-show_chart(plan_bars(doc["gpus"]), key="p-bars", filename=f"plan_{name}")
+show_chart(plan_bars(doc["gpus"], plannable_gb=PLANNABLE * p.total_gb), key="p-bars", filename=f"plan_{name}")
 
 st.subheader("LLM instances")
 show_table(pd.DataFrame([{
