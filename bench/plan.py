@@ -161,6 +161,14 @@ def _fit(inst: Instance, model: ModelSpec, total_gb: float, fraction: float) -> 
                         kv_cache_dtype=inst.kv_cache_dtype, max_model_len=inst.max_model_len, max_seqs=inst.max_seqs)
 
 
+def _model(models: dict[str, ModelSpec], model_id: str) -> ModelSpec:
+    """The catalog entry, case-insensitively like catalog.get_model (recipes are checked against it at load)."""
+    found = models.get(model_id) or {k.lower(): v for k, v in models.items()}.get(model_id.lower())
+    if found is None:
+        raise ValueError(f"model {model_id!r} is not in the model catalog")
+    return found
+
+
 def plan(recipe: Recipe, gpu: GPUSpec, models: dict[str, ModelSpec], count: int = 1, memory_gb: float | None = None,
          context_len: int | None = None) -> Plan:
     """Plan `recipe` on `count` GPUs of kind `gpu`. models: catalog id -> ModelSpec (catalog.load_models())."""
@@ -177,7 +185,8 @@ def plan(recipe: Recipe, gpu: GPUSpec, models: dict[str, ModelSpec], count: int 
     services_gb = [sum(s.vram_gb for s in recipe.services if s.gpu == g) for g in range(count)]
 
     # 1. fractions: given ones as they are; the others get their need, then an even share of what is left
-    probe = {i.name: _fit(i, models[i.model], total, 1.0) for i in recipe.instances}
+    spec = {i.name: _model(models, i.model) for i in recipe.instances}
+    probe = {i.name: _fit(i, spec[i.name], total, 1.0) for i in recipe.instances}
     need = {i.name: probe[i.name].weights_gb + probe[i.name].overhead_gb
             + probe[i.name].max_model_len * probe[i.name].kv_bytes_per_token / GB for i in recipe.instances}
     fraction: dict[str, float] = {i.name: i.memory_fraction for i in recipe.instances if i.memory_fraction}
@@ -194,20 +203,21 @@ def plan(recipe: Recipe, gpu: GPUSpec, models: dict[str, ModelSpec], count: int 
         fraction[i.name] = max(0.0, need[i.name] + extra) / total  # extra < 0: short of its need, it will not fit
 
     # 2. each instance at its fraction; free memory at its start follows the start order
-    started = [0.0] * count
-    for g in range(count):
-        started[g] = services_gb[g]
+    started = list(services_gb)  # what is already on each GPU when the next instance starts
     plans: list[InstancePlan] = []
     for i in recipe.instances:
-        fit = _fit(i, models[i.model], total, fraction[i.name])
+        fit = _fit(i, spec[i.name], total, fraction[i.name])
         mine = [g for g in i.gpu_list if g < count]
         free = min(total - started[g] for g in mine) if mine else 0.0
         for g in mine:
             started[g] += fraction[i.name] * total
         mml = fit.max_model_len
         ctx = min(context_len or mml, mml)
+        refused = [w for w in fit.warnings if "do not divide" in w or "exceeds the model's" in w]
         reason = ""
-        if fraction[i.name] <= 0 or fit.kv_gb <= 0:
+        if refused:  # the engine would refuse to start, whatever the memory
+            reason = f"{i.name}: {refused[0]}"
+        elif fraction[i.name] <= 0 or fit.kv_gb <= 0:
             reason = (f"{i.name}: weights {fit.weights_gb:.1f} GB + runtime {fit.overhead_gb:.1f} GB per GPU do not "
                       f"fit in its {max(0.0, fraction[i.name]) * total:.1f} GB")
         elif not fit.fits:

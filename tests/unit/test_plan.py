@@ -195,3 +195,13 @@ def test_context_len_sets_concurrency():
     assert p.instances[0].max_concurrent == 1024            # 1,065 fit, capped by max_num_seqs
     with pytest.raises(ValueError):
         plan(r, get_gpu("H200-141GB"), MODELS, memory_gb=0)
+
+
+def test_engine_refusals_are_reasons():
+    # 16 attention heads do not split over TP=3; 50,000 tokens is past Qwen3-0.6B's 40,960 positions
+    r = _recipe({"name": "odd", "model": QWEN06, "tp": 3}, {"name": "long", "model": "qwen/qwen3-0.6b",
+                                                            "gpus": [3], "max_model_len": 50_000})
+    p = plan(r, get_gpu("H200-141GB"), MODELS, count=4)
+    assert not p.fits
+    assert "odd: 16 attention heads do not divide by TP 3: the engine will refuse" in p.reasons
+    assert "long: max model len 50000 exceeds the model's 40960 positions" in p.reasons
