@@ -170,11 +170,14 @@ def _model(models: dict[str, ModelSpec], model_id: str) -> ModelSpec:
 
 
 def plan(recipe: Recipe, gpu: GPUSpec, models: dict[str, ModelSpec], count: int = 1, memory_gb: float | None = None,
-         context_len: int | None = None) -> Plan:
-    """Plan `recipe` on `count` GPUs of kind `gpu`. models: catalog id -> ModelSpec (catalog.load_models())."""
+         context_len: int | None = None, memory_label: str | None = None) -> Plan:
+    """Plan `recipe` on `count` GPUs of kind `gpu`. models: catalog id -> ModelSpec (catalog.load_models()).
+    memory_gb: per GPU, instead of the catalog's (a scenario, or NVML's total of a detected GPU: say so in
+    memory_label)."""
     if count < 1:
         raise ValueError("count must be >= 1")
     total, source = gpu_memory_gb(gpu, memory_gb)
+    source = memory_label if memory_gb is not None and memory_label else source
     reasons: list[str] = []
     outside = sorted({g for i in recipe.instances for g in i.gpu_list if g >= count}
                      | {s.gpu for s in recipe.services if s.gpu >= count})

@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from app.ui.charts import plan_bars
-from app.ui.common import esc_md, gpu_catalog, model_catalog, page_header, show_chart, show_table
+from app.ui.common import detected_gpus, esc_md, gpu_catalog, model_catalog, page_header, show_chart, show_table
+from app.ui.launch_form import match_catalog_gpu
 from bench.plan import PLANNABLE, plan
 from catalog.recipes import RecipeError, list_recipes, load_recipe
 
@@ -44,8 +45,18 @@ mem = d.number_input("Memory GB (0 = the card's)", min_value=0.0, value=0.0, ste
 ctx = e.number_input("Context (0 = max model len)", min_value=0, value=0, step=1024, key="p_ctx")
 if recipe.description:
     st.caption(esc_md(recipe.description))
+# A detected GPU of the chosen kind: plan with the memory NVML reports for it (MiB), not the catalog's figure
+nvml, _ = detected_gpus()
+label = None
+here = [g for g in nvml if g.get("memory_total_mb") and match_catalog_gpu(g.get("name"), gpus) == gpu_id]
+if here and not mem:
+    mem = here[0]["memory_total_mb"] * 2**20 / 1e9
+    label = f"detected: NVML total {here[0]['memory_total_mb']:,.0f} MiB"
+    st.caption(esc_md(f"Memory from the detected GPU {here[0].get('index')} ({here[0].get('name')}): "
+                      f"{here[0]['memory_total_mb']:,.0f} MiB = {mem:,.1f} GB (NVML)."))
 
-p = plan(recipe, gpus[gpu_id], models, count=int(count), memory_gb=mem or None, context_len=int(ctx) or None)
+p = plan(recipe, gpus[gpu_id], models, count=int(count), memory_gb=mem or None, context_len=int(ctx) or None,
+         memory_label=label)
 doc = p.as_dict()
 (st.success if p.fits else st.error)(esc_md(p.verdict()))
 show_chart(plan_bars(doc["gpus"], plannable_gb=PLANNABLE * p.total_gb), key="p-bars", filename=f"plan_{name}")

@@ -37,3 +37,16 @@ def test_planner_8xh200_layout_and_memory_override(app_db):
     at.number_input(key="p_mem").set_value(40.0).run()                   # a 40 GB card cannot hold 70B/4 + KV
     ok(at)
     assert at.error[0].value.startswith("DOES NOT FIT")
+
+
+def test_planner_uses_the_detected_gpus_memory(app_db, monkeypatch):
+    import app.ui.common as common
+
+    gpus = [{"index": 0, "uuid": "GPU-0", "name": "NVIDIA H100 80GB HBM3", "memory_total_mb": 80_000.0,
+             "driver": "580.1", "cuda": "13.0", "mig_devices": []}]                # a made-up total, to see it used
+    monkeypatch.setattr(common, "detected_gpus", lambda: (gpus, "NVML ok"))
+    at = ok(app("planner"))
+    assert "80,000 MiB = 83.9 GB (NVML)" in plain(texts(at))
+    assert "(83.9 GB each, detected: NVML total 80,000 MiB)" in plain(at.error[0].value)
+    at.selectbox(key="p_gpu").select("H200-141GB").run()                         # not the detected kind
+    assert "NVML total 143,771 MiB" in plain(ok(at).success[0].value)
