@@ -274,9 +274,13 @@ def suggest(recipe: Recipe, p: Plan, need: dict[str, float], services_gb: list[f
         demand = services_gb[g] + sum(footprint.values())
         deficit = demand - PLANNABLE * p.total_gb
         enough = lambda saved: "enough" if saved >= deficit else f"not enough alone: {deficit:.1f} GB short"  # noqa
+        refused = [i for i in here if i.reason and ("do not divide" in i.reason or "exceeds the model's" in i.reason)]
+        out += [f"GPU {g}: change {i.reason}" for i in refused]
         if deficit <= 0:
-            out.append(f"GPU {g}: raise the memory setting of {', '.join(i.name for i in here if not i.fits)}"
-                       " (its share is below what it needs)")
+            short = [i.name for i in here if not i.fits and i not in refused]
+            if short:
+                out.append(f"GPU {g}: raise the memory setting of {', '.join(short)} (below what it needs: "
+                           f"{', '.join(f'{need[n]:.1f} GB' for n in short)})")
             continue
         out.append(f"GPU {g}: {deficit:.1f} GB short; each of these frees:")
         for i in here:

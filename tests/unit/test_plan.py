@@ -205,3 +205,9 @@ def test_engine_refusals_are_reasons():
     assert not p.fits
     assert "odd: 16 attention heads do not divide by TP 3: the engine will refuse" in p.reasons
     assert "long: max model len 50000 exceeds the model's 40960 positions" in p.reasons
+    assert "GPU 0: change odd: 16 attention heads do not divide by TP 3: the engine will refuse" in p.suggestions
+    assert not any("raise the memory" in x for x in p.suggestions)
+    # a given fraction below the need: raise it (the GPU has room)
+    low = plan(_recipe({"name": "q", "model": QWEN06, "memory": 0.01, "max_model_len": 4096}), get_gpu("H200-141GB"),
+               MODELS)
+    assert not low.fits and low.suggestions == ["GPU 0: raise the memory setting of q (below what it needs: 3.5 GB)"]
