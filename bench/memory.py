@@ -31,6 +31,9 @@ _QUANT_BYTES = {
     "awq": 0.5625, "awq_marlin": 0.5625, "gptq": 0.5625, "gptq_marlin": 0.5625, "int4": 0.5625,
     "w4a16": 0.5625, "marlin": 0.5625, "bitsandbytes": 0.5625, "nvfp4": 0.5625, "mxfp4": 0.5625,
     "modelopt_fp4": 0.5625,
+    # GGUF (llama.cpp ggml-common.h): a Q4_0 block is 32 weights in 16 bytes + an fp16 scale = 18 bytes (4.5 bits);
+    # a Q8_0 block is 32 int8 + an fp16 scale = 34 bytes (8.5 bits). Qwen3-30B-A3B-Q8_0.gguf: 30.5 B x 1.0625 = 32.4 GB.
+    "gguf_q4_0": 0.5625, "gguf_q8_0": 1.0625,
 }
 _KV_DTYPE_BYTES = {"fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0, "fp8_inc": 1.0, "int8": 1.0}
 

@@ -135,3 +135,27 @@ def runs_table(db: str | Path | None = None, limit: int = 50) -> str:
                 for r in runs]
     return table(["id", "created (UTC)", "name", "engine", "model", "gpu", "prompts", "peak tok/s", "best goodput",
                   "status"], rows)
+
+
+def plan_report(p) -> str:
+    """`./melt plan`: the verdict, one row per LLM instance, one row per GPU (GB per GPU), then what to change.
+    p: a bench.plan.Plan."""
+    inst_rows = []
+    for i in p.instances:
+        flag, value = i.engine_setting()
+        inst_rows.append([i.name, i.engine, i.model, ",".join(map(str, i.gpus)), f"{i.tp}x{i.dp}",
+                          _f(i.fit.weights_gb), _f(i.fit.overhead_gb), _f(max(0.0, i.fit.kv_gb)),
+                          f"{i.kv_tokens:,}", f"{i.context_len:,}", f"{i.max_concurrent:,}", f"{flag} {value:.3f}",
+                          "yes" if i.fits else "NO"])
+    inst = table(["instance", "engine", "model", "GPUs", "TPxDP", "weights GB", "runtime GB", "KV GB", "KV tokens",
+                  "context", "max seqs", "engine memory setting", "fits"], inst_rows)
+    gpu_rows = []
+    for g in p.gpus:
+        part = lambda name: sum(s.gb for s in g.segments if s.part == name)  # noqa: E731
+        gpu_rows.append([str(g.index), _f(g.total_gb), _f(part("weights")), _f(part("runtime")), _f(part("KV cache")),
+                         _f(part("service")), _f(part("free")), "fits" if g.fits else g.reason or "NO"])
+    gpus = table(["GPU", "total GB", "weights", "runtime", "KV cache", "services", "free", "verdict"], gpu_rows)
+    out = [p.verdict(), "", inst, "", gpus]
+    if p.suggestions:
+        out += ["", "what to change:", *p.suggestions]
+    return "\n".join(out)

@@ -15,6 +15,8 @@ class GPUSpec(_Strict):
     id: str = Field(description="Melt's catalog id, e.g. H100-SXM-80GB")
     name: str = Field(description="Marketing name, e.g. NVIDIA H100 SXM5 80GB")
     memory_gb: float = Field(gt=0, description="Device memory in GB (10^9 bytes)")
+    memory_mib: int | None = Field(default=None, gt=0, description="Total memory NVML reports, MiB (2^20 bytes): "
+                                   "what the card really has; None = not measured, memory_gb is used")
     mem_bandwidth_gbs: float = Field(gt=0, description="Peak memory bandwidth, GB/s")
     bf16_tflops: float = Field(gt=0, description="Dense BF16 tensor TFLOP/s (no sparsity)")
     fp8_tflops: float | None = Field(default=None, description="Dense FP8 tensor TFLOP/s, None if unsupported")
@@ -22,6 +24,11 @@ class GPUSpec(_Strict):
     price_per_hour: float = Field(ge=0, description="Default $/GPU-hour (user can override)")
     nvml_names: list[str] = Field(default_factory=list, description="Substrings of NVML device names that map to this entry")
     sources: list[str] = Field(default_factory=list)
+
+    @property
+    def memory_bytes(self) -> float:
+        """Bytes the card really has (NVML's total) where the catalog knows it, else the nominal GB as 10^9 bytes."""
+        return self.memory_mib * 2**20 if self.memory_mib else self.memory_gb * 1e9
 
 
 class ModelSpec(_Strict):

@@ -222,3 +222,45 @@ def cost_bars(df: pd.DataFrame, *, simulated: bool, cheapest: int | None) -> go.
                   x="concurrency", y="$ / 1M output tokens", height=360, hover="closest")
     lay["xaxis"]["type"] = "category"
     return go.Figure(data=data, layout=lay)
+
+
+PLAN_COLORS = {"weights": "#1f6feb", "runtime": "#f08c00", "KV cache": "#2f9e44", "service": "#ae3ec9",
+               "free": "#dee2e6"}
+
+
+def plan_bars(gpus: Sequence[dict], title: str = "Memory per GPU (planned)", *,
+              plannable_gb: float | None = None) -> go.Figure:
+    """One stacked horizontal bar per GPU: each tenant's weights | runtime | KV cache, the services, what is free.
+    gpus: bench.plan.Plan.as_dict()["gpus"] (index, total_gb, segments [{tenant, part, gb}]); the card's size is
+    marked, so a bar past the line does not fit; plannable_gb (dotted) is what the planner hands out by itself."""
+    data = []
+    for g in gpus:
+        for s in g["segments"]:
+            label = f"{s['tenant']} · {s['part']}" if s["tenant"] else "free"
+            data.append({"type": "bar", "y": [f"GPU {g['index']}"], "x": [s["gb"]], "orientation": "h",
+                         "name": s["part"], "legendgroup": s["part"], "showlegend": False,
+                         "marker": {"color": PLAN_COLORS.get(s["part"], "#adb5bd"), "line": {"width": 1,
+                                                                                            "color": "#ffffff"}},
+                         "hovertemplate": f"{esc_plotly(label)}: {s['gb']:.2f} GB<extra></extra>"})
+    for part, color in PLAN_COLORS.items():  # one legend entry per part, not per tenant
+        data.append({"type": "bar", "y": [None], "x": [None], "orientation": "h", "name": part, "legendgroup": part,
+                     "marker": {"color": color}})
+    total = max((g["total_gb"] for g in gpus), default=0.0)
+    widest = max((sum(s["gb"] for s in g["segments"]) for g in gpus), default=0.0)
+    shapes = [{"type": "line", "xref": "x", "yref": "paper", "x0": total, "x1": total, "y0": 0, "y1": 1,
+               "line": {"width": 3, "color": "#212529"}}]
+    notes = [{"xref": "x", "yref": "paper", "x": total, "y": 1.0, "yanchor": "bottom", "showarrow": False,
+              "text": f"{total:,.1f} GB"}]
+    if plannable_gb:
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": plannable_gb, "x1": plannable_gb, "y0": 0,
+                       "y1": 1, "line": {"width": 2, "dash": "dot", "color": "#e03131"}})
+        notes.append({"xref": "x", "yref": "paper", "x": plannable_gb, "y": 1.0, "yanchor": "bottom",
+                      "xanchor": "right", "showarrow": False, "text": f"planned {plannable_gb:,.1f}",
+                      "font": {"color": "#e03131"}})
+    lay = _layout(title, height=190 + 42 * len(gpus), hover="closest", barmode="stack", shapes=shapes,
+                  annotations=notes, margin={"l": 70, "r": 10, "t": 70, "b": 110})
+    lay["legend"].update(y=-0.35 if len(gpus) > 4 else -0.8, yanchor="top", x=0.0, xanchor="left")
+    lay["xaxis"] = {"title": {"text": "GB (10^9 bytes)", "font": {"size": 16}}, "tickfont": {"size": 14},
+                    "range": [0, max(total, widest) * 1.04]}
+    lay["yaxis"] = {"autorange": "reversed", "tickfont": {"size": 14}}
+    return go.Figure(data=data, layout=lay)
