@@ -97,6 +97,12 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         if a.prompt_format == "token-ids" and any(r.text is not None for r in rows):
             raise UsageError("--prompt-file holds text prompts, which are sent as text: drop --prompt-format "
                              "token-ids")
+        if rows[0].t is not None:  # a trace: replayed once per level, one request per row at its arrival time
+            if a.request_rate is not None or a.rates:
+                raise UsageError("--prompt-file is a trace (rows with \"t\"): it brings its own arrival times, "
+                                 "drop --request-rate/--rates")
+            if a.requests is None and a.duration is None:
+                a.requests = len(rows)
     if a.tokenizer:
         from bench.prompts import _tokenizer_in
         from pathlib import Path

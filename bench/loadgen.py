@@ -206,9 +206,11 @@ class LevelPlan:
         try:
             from bench.prompts import PromptMaker
 
-            PromptMaker.for_plan(self)  # a missing tokenizer or a bad prompt file fails here, before any shard
+            maker = PromptMaker.for_plan(self)  # a missing tokenizer or a bad prompt file fails here, before any shard
         except (ValueError, OSError) as e:
             raise LoadGenError(str(e)) from None
+        if maker.arrivals is not None and self.request_rate is not None:
+            raise LoadGenError("a trace brings its own arrival times: drop the request rate")
         if self.stall_timeout_s is not None and not self.stall_timeout_s > 0:
             raise LoadGenError("stall_timeout_s must be > 0 (None = no stall watchdog)")
 
@@ -831,7 +833,8 @@ class _Shard:
             gamma = shape != 1.0
             scale = 1.0 / (rate * shape)
         due = time.perf_counter_ns()
-        if not warm and not poisson and p.ramp_s > 0 and user:
+        trace = None if warm else self.prompts.arrivals
+        if not warm and not poisson and trace is None and p.ramp_s > 0 and user:
             # Ramp-up: this user's first measured request at go + g * ramp / C (never past the deadline).
             due = self.t_go + int(user * p.ramp_s * 1e9) // p.concurrency
             if self.deadline is not None and due >= self.deadline:
@@ -855,6 +858,16 @@ class _Shard:
             seq = self._take(limit)
             if seq is None:
                 return
+            if trace is not None:  # trace replay: this request arrives at its row's offset after "go"
+                due = self.t_go + int(trace[(seq - p.warmup_requests) % len(trace)] * 1e9)
+                delay = due - time.perf_counter_ns()
+                if delay > 0:
+                    try:
+                        await asyncio.sleep(delay / 1e9)
+                    except asyncio.CancelledError:  # stopped while it waited: taken, so it gets its result
+                        now = time.perf_counter_ns()
+                        self._record(seq, warm, now, now, None, "cancelled", SSEStream(), None, user)
+                        raise
             due = await self._request(seq, warm, due, user)
 
     # -- the hot path --------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ for the server's frontend, so runs in this format are labelled and never compare
 Shared prefix (prefix_len > 0): one prefix of prefix_len tokens, made from the run's seed (the same for every level, as
 a system prompt would be), before each request's own input_len tokens; prefix caching then shows up. A prompt file
 (JSONL, one object per line: {"prompt": TEXT} or {"input_len": N}, each with an optional "output_len") is used in
-order, request seq taking row seq % rows; text rows are sent as they are.
+order, request seq taking row seq % rows; text rows are sent as they are. With "t" on every row (seconds after the
+level's start, never decreasing) the file is a trace: the level replays it, one request per row at its arrival time,
+as an open loop capped by the level's concurrency (a request that finds every user busy goes late: queue time).
 
 The tokenizer comes from resolve_tokenizer (parent side, once per run): an explicit path, the dummy model directory
 Melt wrote, a local model directory, the Hugging Face cache, or for the simulator Melt's BPE for its vocabulary. The
@@ -48,6 +50,7 @@ class PromptRow:
     text: str | None = None
     input_len: int | None = None
     output_len: int | None = None
+    t: float | None = None          # trace replay: seconds after the level's start at which the request arrives
 
 
 def load_prompt_file(path: str | Path) -> list[PromptRow]:
@@ -71,7 +74,7 @@ def load_prompt_file(path: str | Path) -> list[PromptRow]:
             if not isinstance(obj, dict):
                 raise PromptError(f"prompt file {p} line {no}: expected an object like "
                                   '{"prompt": "...", "output_len": 128} or {"input_len": 512}')
-            unknown = set(obj) - {"prompt", "text", "input_len", "output_len"}
+            unknown = set(obj) - {"prompt", "text", "input_len", "output_len", "t"}
             if unknown:
                 raise PromptError(f"prompt file {p} line {no}: unknown keys {sorted(unknown)}")
             text = obj.get("prompt", obj.get("text"))
@@ -83,10 +86,23 @@ def load_prompt_file(path: str | Path) -> list[PromptRow]:
             for key, v in (("input_len", n_in), ("output_len", n_out)):
                 if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                     raise PromptError(f"prompt file {p} line {no}: {key} must be a whole number >= 1")
-            rows.append(PromptRow(text=text, input_len=n_in, output_len=n_out))
+            t = obj.get("t")
+            if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t >= 0):
+                raise PromptError(f"prompt file {p} line {no}: \"t\" (arrival, seconds) must be a number >= 0")
+            if t is not None and rows and (rows[-1].t is None or t < rows[-1].t):
+                raise PromptError(f"prompt file {p} line {no}: arrival times \"t\" must be given on every row and "
+                                  "never decrease (a trace is replayed in order)")
+            if t is None and rows and rows[-1].t is not None:
+                raise PromptError(f"prompt file {p} line {no}: no \"t\": a trace gives every row an arrival time")
+            rows.append(PromptRow(text=text, input_len=n_in, output_len=n_out, t=None if t is None else float(t)))
     if not rows:
         raise PromptError(f"prompt file {p} has no prompts")
     return rows
+
+
+def trace_arrivals(rows: list[PromptRow] | None) -> list[float] | None:
+    """The arrival offsets (s) of a trace (a prompt file whose rows carry "t"), else None."""
+    return [r.t for r in rows] if rows and rows[0].t is not None else None
 
 
 class TextTokenizer:
@@ -134,6 +150,7 @@ class PromptMaker:
         self.format, self.input_len, self.output_len, self.seed = prompt_format, input_len, output_len, seed
         self.vocab_size = vocab_size
         self.rows = load_prompt_file(prompt_file) if prompt_file else None
+        self.arrivals = trace_arrivals(self.rows)  # trace replay: request k (after warm-up) arrives at go + arrivals[k]
         needs_text = prompt_format == "text" and not (self.rows and all(r.text is not None for r in self.rows))
         if needs_text and not tokenizer_path:
             raise PromptError("text prompts need the served model's tokenizer (none was found)")

@@ -550,3 +550,33 @@ def test_burstiness_follows_the_seeded_gamma_schedule(server):
     assert sends[-1] >= arrivals[-1] * 1e9 - 5e6
     # each request leaves at (or, when every user is busy, after) its arrival, never before it
     assert all(s >= a * 1e9 - 5e6 for s, a in zip(sends, arrivals))
+
+
+def test_trace_replay_sends_at_the_arrival_times(server, tmp_path):
+    """A prompt file whose rows carry "t" is a trace: one request per row, each sent at go + t (an open loop capped by
+    the users), with the row's lengths; a request that finds every user busy goes late and says so in queue time."""
+    trace = tmp_path / "trace.jsonl"
+    rows = [(0.0, 8), (0.3, 12), (0.3, 9), (0.6, 10), (0.9, 11)]
+    trace.write_text("".join(f'{{"t": {t}, "input_len": {n}, "output_len": 3}}\n' for t, n in rows))
+    plan = _plan(server, n_requests=len(rows), concurrency=3, prompt_file=str(trace))
+    out, got, _ = _run(plan, procs=1)
+    assert out.results_ok == 5 and out.error is None
+    by_seq = {r.seq: r for r in got}
+    sends = [(by_seq[q].send_ns - out.start_ns) / 1e9 for q in range(5)]
+    for (t, n), sent, q in zip(rows, sends, range(5)):
+        assert t - 0.005 <= sent <= t + 0.25, (q, t, sent)           # sent at its arrival, not before
+        assert by_seq[q].input_tokens == n and by_seq[q].max_tokens == 3
+    assert out.duration_s >= 0.9
+
+
+def test_trace_rows_must_all_carry_ordered_times(tmp_path):
+    from bench.prompts import PromptError, load_prompt_file
+
+    f = tmp_path / "t.jsonl"
+    for body, msg in (('{"t": 1, "input_len": 4}\n{"t": 0.5, "input_len": 4}\n', "never decrease"),
+                      ('{"t": 1, "input_len": 4}\n{"input_len": 4}\n', "every row"),
+                      ('{"input_len": 4}\n{"t": 1, "input_len": 4}\n', "every row"),
+                      ('{"t": -1, "input_len": 4}\n', ">= 0")):
+        f.write_text(body)
+        with pytest.raises(PromptError, match=msg):
+            load_prompt_file(f)

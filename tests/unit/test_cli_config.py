@@ -177,3 +177,13 @@ def test_timeouts_and_the_level_failure_policy():
     for bad in (("--request-timeout", "0"), ("--stall-timeout", "-1")):
         with pytest.raises(UsageError, match=bad[0]):
             cfg(*sim, *bad)
+
+
+def test_a_trace_file_sets_the_request_count(tmp_path):
+    f = tmp_path / "trace.jsonl"
+    f.write_text('{"t": 0, "input_len": 16}\n{"t": 0.5, "input_len": 32}\n{"t": 2, "input_len": 8}\n')
+    sim = ("--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--prompt-file", str(f))
+    assert cfg(*sim).workload.requests == 3                   # replayed once, not the steady-state rule
+    assert cfg(*sim, "--requests", "7").workload.requests == 7
+    with pytest.raises(UsageError, match="own arrival times"):
+        cfg(*sim, "--request-rate", "5")
