@@ -430,6 +430,20 @@ def cmd_import(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(a: argparse.Namespace) -> int:
+    from bench.html_report import write_report
+
+    try:
+        size = write_report(a.run_ids, a.output, a.db)
+    except LookupError as e:
+        raise UsageError(str(e).strip("'\"")) from None
+    except OSError as e:
+        raise UsageError(f"cannot write {a.output}: {e.strerror or e}") from None
+    print(f"wrote the report of run(s) {', '.join(f'#{i}' for i in dict.fromkeys(a.run_ids))} to {a.output} "
+          f"({size / 2**20:,.1f} MiB, opens offline)")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description="Melt: LLM serving benchmarks")
     ap.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $MELT_DB or the user data dir)")
@@ -449,6 +463,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write finished runs, with all their data, to one bundle file")
     p.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
     p.add_argument("-o", "--output", required=True, help="bundle file to write (*.melt.json.gz)")
+    p = sub.add_parser("report", help="write one self-contained HTML file (charts included) about runs")
+    p.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
+    p.add_argument("-o", "--output", required=True, help="HTML file to write")
     p = sub.add_parser("import", help="add the runs of a bundle file to this history (runs it has are skipped)")
     p.add_argument("file")
     # --db is accepted after the subcommand too
@@ -458,7 +475,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"sweep": cmd_sweep, "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "engines": cmd_engines,
-            "gpus": cmd_gpus, "export": cmd_export, "import": cmd_import}
+            "gpus": cmd_gpus, "export": cmd_export, "import": cmd_import,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
