@@ -144,7 +144,7 @@ def _charts(docs: list[dict], labels: dict[int, str]) -> list[dict]:
 
     def layout(title: str, ytitle: str) -> dict:
         return {"title": {"text": esc(title + sim)}, "xaxis": {"title": {"text": "concurrency"}, "type": "log"},
-                "yaxis": {"title": {"text": ytitle}, "rangemode": "tozero"}, "legend": {"orientation": "h"},
+                "yaxis": {"title": {"text": ytitle}, "rangemode": "tozero"}, "legend": {"orientation": "h", "y": -0.22},
                 "margin": {"t": 60}}
 
     return [{"id": "chart-tok", "data": tok, "layout": layout("Output tokens/s vs concurrency", "output tok/s")},
