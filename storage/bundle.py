@@ -67,8 +67,8 @@ def _field_type(col) -> Any:
         py: Any = Literal[tuple(t.enums)]
     elif isinstance(t, Boolean):
         py = bool
-    elif isinstance(t, Integer):  # BigInteger too
-        py = int
+    elif isinstance(t, Integer):  # BigInteger too; a database holds 64 bits at most
+        py = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
     elif isinstance(t, Float):
         py = float
     elif isinstance(t, DateTime):

@@ -111,6 +111,9 @@ def test_broken_and_hostile_bundles_are_refused_and_write_nothing(source, tmp_pa
     bad["runs"][0]["requests"][3]["ttft_ms"] = "fast"
     _refused(_pack(bad), target, r"runs\[0\]\.requests\[3\]\.ttft_ms")
     bad = _doc(good)
+    bad["runs"][0]["requests"][5]["send_ns"] = 10**30  # more than a database integer holds
+    _refused(_pack(bad), target, r"runs\[0\]\.requests\[5\]\.send_ns: Input should be less than or equal")
+    bad = _doc(good)
     bad["runs"][0]["requests"][0]["level_ref"] = 987654
     _refused(_pack(bad), target, r"requests\[0\]\.level_ref: 987654 is not a row of this run")
     bad = _doc(good)
