@@ -40,8 +40,8 @@ from storage.models import (EngineInstance, EngineMetricSample, Event, Level, Re
 FORMAT = "melt-bundle"
 VERSION = 1
 SUFFIX = ".melt.json.gz"
-MAX_COMPRESSED_BYTES = 256 << 20      # the file as given
-MAX_EXPANDED_BYTES = 2 << 30          # its JSON after decompression
+MAX_COMPRESSED_BYTES = 128 << 20      # the file as given
+MAX_EXPANDED_BYTES = 512 << 20        # its JSON after decompression: ~1M request rows (46 MiB per 100k)
 MAX_TEXT = 4 << 20                    # one Text field (log tails, errors, notes)
 
 # Columns never exported: ids (remapped) and what names processes or files on the exporting machine.

@@ -62,4 +62,5 @@ def test_export_import_report_round_trip(tmp_path):
     assert "<b>t</b>" not in page and "&lt;b&gt;t&lt;/b&gt;" in page
     assert re.findall(r"<script[^>]*\bsrc=", page) == []          # nothing loaded from anywhere
     assert page.count("<script>") == 2 and "Plotly.newPlot" in page
+    assert re.search(r"GPU health</h3><p><b>(PASS|WARN|FAIL)</b> \(simulated GPU\)", page)  # the sim's verdict
     assert melt("report", "999", "-o", str(out), db=dst).returncode == 2
