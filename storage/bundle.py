@@ -11,7 +11,9 @@ Why the format is this way:
   same double, so every number survives exactly; datetimes as ISO-8601 with their UTC offset.
 - The schema is derived from storage.models column by column (`_row_model`), so a new column cannot be forgotten
   by the exporter without the round-trip test noticing, and every row is checked with pydantic (extra="forbid",
-  the column's type, nullability and length) on import.
+  the column's type, nullability and length) on import. JSON columns say what they hold (`_JSON_TYPES`); level
+  summaries and the config are checked where the pages read them (a number where a number is read), and stored as
+  given.
 - An import is untrusted data: the compressed file and its expansion are size-limited (a decompression bomb stops
   at the limit, it is never expanded in full), nothing in it is executed, fields that name things on the exporting
   machine (worker / engine pids, process tags, the engine log's path) are not exported and are refused if present,
@@ -22,13 +24,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import uuid as uuid_mod
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, create_model
 from sqlalchemy import JSON, Boolean, DateTime, Enum, Float, Integer, String, Text, insert, select
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
@@ -55,6 +58,70 @@ class BundleError(ValueError):
     """A bundle that cannot be read or imported; the message says what is wrong (and where in the bundle)."""
 
 
+def _shape(model):
+    """A JSON value that must have `model`'s shape where the pages read it, but is stored exactly as given (a
+    validated copy would turn 3 into 3.0): a hostile summary like {"ttft_ms": 5} would crash a page, not show."""
+    def check(v):
+        model.model_validate(v)
+        return v
+    return AfterValidator(check)
+
+
+_Num = Optional[float]
+_Pcts = Optional[dict[str, _Num]]
+
+
+class _Steady(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    duration_s: _Num = None
+    output_tok_s: _Num = None
+    req_s: _Num = None
+    ttft_ms: _Pcts = None
+    tpot_ms: _Pcts = None
+    e2e_ms: _Pcts = None
+
+
+class _Summary(BaseModel):
+    """What tables, charts and cost read of a level summary (bench.metrics.summarize writes many more keys)."""
+    model_config = ConfigDict(extra="allow")
+    concurrency: Optional[int] = None
+    n_sent: Optional[int] = None
+    n_ok: Optional[int] = None
+    n_err: Optional[int] = None
+    repeat: Optional[int] = None
+    request_rate: _Num = None
+    duration_s: _Num = None
+    output_tok_s: _Num = None
+    total_tok_s: _Num = None
+    req_s: _Num = None
+    goodput_req_s: _Num = None
+    client_cpu_pct: _Num = None
+    client_bound: Optional[bool] = None
+    error: Optional[str] = None
+    ttft_ms: _Pcts = None
+    tpot_ms: _Pcts = None
+    itl_ms: _Pcts = None
+    e2e_ms: _Pcts = None
+    steady: Optional[_Steady] = None
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    workload: Optional[dict[str, Any]] = None
+    engine: Optional[dict[str, Any]] = None
+    price_per_gpu_hour: _Num = None
+    gpu_count: Optional[int] = None
+
+
+_Obj = dict[str, Any]
+_JSON_TYPES: dict[str, Any] = {
+    "runs.config": Annotated[_Obj, _shape(_Config)], "runs.tags": list[str], "runs.versions": _Obj, "runs.host": _Obj,
+    "engine_instances.argv": list[str], "engine_instances.env": _Obj, "engine_instances.gpus": list[Any],
+    "levels.summary": Annotated[_Obj, _shape(_Summary)], "levels.telemetry": _Obj,
+    "telemetry_samples.extra": _Obj, "engine_metric_samples.extra": _Obj, "events.payload": _Obj,
+}
+
+
 def _columns(model) -> list[str]:
     return [c.key for c in model.__table__.columns if c.key not in _LOCAL]
 
@@ -74,7 +141,9 @@ def _field_type(col) -> Any:
     elif isinstance(t, DateTime):
         py = AwareDatetime
     elif isinstance(t, JSON):
-        py = Any
+        py = _JSON_TYPES.get(f"{col.table.name}.{col.key}")
+        if py is None:
+            raise TypeError(f"storage.bundle: say what {col.table.name}.{col.key} holds in _JSON_TYPES")
     elif isinstance(t, (String, Text)):
         py = Annotated[str, Field(max_length=t.length or MAX_TEXT)]
     else:  # a column type this module does not know yet: fail loudly at import time of the module
@@ -158,9 +227,7 @@ def _run_bundle(s: Session, run: Run) -> dict:
     if not RunStatus(run.status).finished:
         raise BundleError(f"run {run.id} is {run.status.value}: export it once it has finished")
     if not run.uuid:  # a row written without the model's default (raw SQL): give it its identity now
-        import uuid
-
-        run.uuid = str(uuid.uuid4())
+        run.uuid = str(uuid_mod.uuid4())
     run_cols = _columns(Run)
     d = _dump(run, run_cols)
     d["status"] = run.status.value
@@ -289,9 +356,7 @@ def _check_links(bundle: Bundle) -> None:
         if not rb.run.uuid:
             raise BundleError(f"{where}.run.uuid: missing")
         try:
-            import uuid
-
-            uuid.UUID(rb.run.uuid)
+            uuid_mod.UUID(rb.run.uuid)
         except ValueError:
             raise BundleError(f"{where}.run.uuid: {rb.run.uuid[:40]!r} is not a UUID") from None
         if rb.run.uuid in seen:

@@ -123,6 +123,15 @@ def test_broken_and_hostile_bundles_are_refused_and_write_nothing(source, tmp_pa
     bad["runs"][0]["run"]["name"] = "x" * 201
     _refused(_pack(bad), target, r"run\.name: String should have at most 200")
     bad = _doc(good)
+    bad["runs"][0]["levels"][1]["summary"]["ttft_ms"] = 5  # the pages read ttft_ms["p50"]
+    _refused(_pack(bad), target, r"runs\[0\]\.levels\[1\]\.summary\.ttft_ms: Input should be an object")
+    bad = _doc(good)
+    bad["runs"][0]["run"]["tags"] = [{"x": 1}]  # the Runs page joins tags as text
+    _refused(_pack(bad), target, r"runs\[0\]\.run\.tags\[0\]: Input should be a valid string")
+    bad = _doc(good)
+    bad["runs"][0]["run"]["config"] = ["not", "a", "config"]
+    _refused(_pack(bad), target, r"runs\[0\]\.run\.config: Input should be an object")
+    bad = _doc(good)
     bad["runs"][0]["run"]["uuid"] = "../../etc"
     _refused(_pack(bad), target, "is not a UUID")
 
