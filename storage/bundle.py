@@ -188,7 +188,7 @@ class RunBundle(BaseModel):
 
 class Header(BaseModel):
     """Read first, so a bundle of another format version is named as such instead of failing field by field."""
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
     format: str
     version: int
 

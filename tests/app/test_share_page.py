@@ -27,3 +27,21 @@ def test_import_box_shows_on_an_empty_history(db_path, monkeypatch):
     monkeypatch.delenv("MELT_PASSWORD", raising=False)
     at = ok(app("runs"))
     assert any(e.label == "Import runs from a bundle" for e in at.expander)
+
+
+def test_an_imported_hostile_run_is_shown_as_text(app_db, tmp_path):
+    """A bundle from someone else: markdown and tags in its name reach the Live page only escaped."""
+    import re
+
+    from storage.bundle import export_bundle
+    from tests.app.test_pages import seed_run
+
+    other = tmp_path / "theirs.db"
+    theirs = seed_run(other, name="evil [click](http://x.example) <img src=x>", tags=["**bold**"], levels=(1, 2),
+                      requests_per_level=10)
+    db, _ = app_db
+    (_, rid), = import_bundle(export_bundle([theirs], other), db).imported
+    at = ok(app("live", run=rid))
+    md = "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption])
+    assert r"\[click\]" in md and r"\<img" in md and "http://" not in md
+    assert not re.search(r"(?<!\\)\[click", md)
