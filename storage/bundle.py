@@ -459,7 +459,7 @@ def read_bundle_file(path: str | Path, max_compressed: int = MAX_COMPRESSED_BYTE
         with p.open("rb") as f:
             data = f.read(max_compressed + 1)
     except OSError as e:
-        raise BundleError(f"cannot read {p}: {e.strerror or e}") from None
+        raise BundleError(f"cannot read the file: {e.strerror or e}") from None
     if len(data) > max_compressed:
-        raise BundleError(f"{p.name} is more than the import limit of {_mib(max_compressed)}")
+        raise BundleError(f"the file is more than the import limit of {_mib(max_compressed)}")
     return data
