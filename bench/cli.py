@@ -443,6 +443,46 @@ def _add_plan(sub) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from storage.bundle import BundleError, write_bundle
+
+    try:
+        size = write_bundle(a.run_ids, a.output, a.db)
+    except (LookupError, BundleError) as e:
+        raise UsageError(str(e).strip("'\"")) from None
+    except OSError as e:
+        raise UsageError(f"cannot write {a.output}: {e.strerror or e}") from None
+    print(f"exported run(s) {', '.join(f'#{i}' for i in dict.fromkeys(a.run_ids))} to {a.output} "
+          f"({size / 1024:,.0f} KiB)")
+    return 0
+
+
+def cmd_import(a: argparse.Namespace) -> int:
+    from bench.report import terminal_safe
+    from storage.bundle import BundleError, import_bundle, read_bundle_file
+
+    try:
+        result = import_bundle(read_bundle_file(a.file), a.db)
+    except BundleError as e:  # its text quotes the bundle: no terminal escapes
+        raise UsageError(terminal_safe(f"{a.file}: {e}; nothing was imported")) from None
+    print(terminal_safe(f"{a.file}: {result.message()}"))
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from bench.html_report import write_report
+
+    try:
+        size = write_report(a.run_ids, a.output, a.db)
+    except LookupError as e:
+        raise UsageError(str(e).strip("'\"")) from None
+    except OSError as e:
+        raise UsageError(f"cannot write {a.output}: {e.strerror or e}") from None
+    print(f"wrote the report of run(s) {', '.join(f'#{i}' for i in dict.fromkeys(a.run_ids))} to {a.output} "
+          f"({size / 2**20:,.1f} MiB, opens offline)")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description="Melt: LLM serving benchmarks")
     ap.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $MELT_DB or the user data dir)")
@@ -460,6 +500,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", choices=["vllm", "vllm-cpu", "sglang"])
     sub.add_parser("gpus", help="detected GPUs with live state and health")
     _add_plan(sub)
+    p = sub.add_parser("export", help="write finished runs, with all their data, to one bundle file")
+    p.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
+    p.add_argument("-o", "--output", required=True, help="bundle file to write (*.melt.json.gz)")
+    p = sub.add_parser("report", help="write one self-contained HTML file (charts included) about runs")
+    p.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
+    p.add_argument("-o", "--output", required=True, help="HTML file to write")
+    p = sub.add_parser("import", help="add the runs of a bundle file to this history (runs it has are skipped)")
+    p.add_argument("file")
     # --db is accepted after the subcommand too
     for name, sp in sub.choices.items():
         sp.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -467,7 +515,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"sweep": cmd_sweep, "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "engines": cmd_engines,
-            "gpus": cmd_gpus, "plan": cmd_plan}
+            "gpus": cmd_gpus, "plan": cmd_plan, "export": cmd_export, "import": cmd_import,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ Schema changes go through Alembic migrations (storage/migrations), so shared his
 from __future__ import annotations
 
 import enum
+import uuid as uuid_mod
 from datetime import datetime, timezone
 from typing import Any
 
@@ -73,6 +74,9 @@ class Run(Base):
     __tablename__ = "runs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Identity across histories (export bundles): an import recognizes a run it already has. Nullable only in the
+    # schema (see migration 0005); every row gets one.
+    uuid: Mapped[str | None] = mapped_column(String(36), default=lambda: str(uuid_mod.uuid4()), index=True, unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[RunStatus] = mapped_column(Enum(RunStatus, native_enum=False, length=20), default=RunStatus.queued, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -1,10 +1,12 @@
-"""Runs: the history. Search and filter, edit name/tags/notes, delete with confirmation, run again."""
+"""Runs: the history. Search and filter, edit name/tags/notes, delete with confirmation, run again; export selected
+runs (bundle or HTML report) and import a bundle (app/ui/share.py)."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
 from app.ui.common import download_csv, esc_md, page_header, worker_api
+from app.ui.share import import_box, share_buttons
 from bench.config import stored_engine_command
 from storage import queries as q
 
@@ -22,6 +24,8 @@ with st.container(border=True):
     models = e.multiselect("Model", facets["models"], key="r_model")
     tags = f.multiselect("Tags (all of)", facets["tags"], key="r_tags")
     kind = g.segmented_control("Source", ["all", "measured", "simulated"], default="all", key="r_kind")
+
+import_box()
 
 sim_filter = {"measured": False, "simulated": True}.get(kind or "all")
 runs = q.list_runs(search=search or None, statuses=statuses or None, engines=engines or None, gpus=gpus or None,
@@ -67,6 +71,8 @@ c.page_link("views/cost.py", label=f"Cost of #{first.id}", icon=":material/payme
             query_params={"run": str(first.id)})
 d.page_link("views/launch.py", label=f"Edit #{first.id}'s settings in Launch", icon=":material/tune:",
             query_params={"from": str(first.id)})
+
+share_buttons([r.id for r in chosen])
 
 if len(chosen) == 1:
     r = first

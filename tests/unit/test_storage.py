@@ -11,7 +11,7 @@ from storage.db import get_engine, open_db
 from storage.models import Level, LevelStatus, Request, Run, RunStatus, utcnow
 from storage.recorder import Recorder
 
-HEAD = "0004"  # the newest migration
+HEAD = "0005"  # the newest migration
 
 
 def _config() -> RunConfig:
@@ -251,3 +251,23 @@ def test_old_runs_get_their_prompt_format(tmp_path):
     open_db(db)  # migrates to head
     got = {d.run.id: d.config["workload"]["prompt_format"] for d in q.get_runs([1, 2], db)}
     assert got == {1: "token-ids", 2: "text"}
+
+
+def test_0005_gives_existing_runs_distinct_uuids_and_new_runs_one(db_path):
+    from storage.db import migrate, to_url
+
+    migrate(to_url(db_path), "0004")
+    import sqlite3
+
+    con = sqlite3.connect(db_path)
+    for name in ("a", "b"):
+        con.execute("insert into runs (name, status, created_at, config, engine_kind, model, gpu_count, simulated, "
+                    f"tags, notes, versions, host) values ('{name}', 'completed', '2026-11-01 10:00:00.000000', '{{}}', "
+                    "'sim', 'm', 1, 1, '[]', '', '{}', '{}')")
+    con.commit()
+    con.close()
+    new_id = create_run(_config(), db_path)  # migrates to head, then inserts
+    with open_db(db_path)() as s:
+        uuids = [r.uuid for r in s.scalars(select(Run).order_by(Run.id))]
+    assert len(uuids) == 3 and len(set(uuids)) == 3 and all(len(u) == 36 for u in uuids)
+    assert new_id == 3
