@@ -88,7 +88,8 @@ STOP_GRACE_S = 10.0       # after a stop, how long shards get to report before t
 FD_HEADROOM = 64          # files a shard needs beyond one socket per user (pipes, loop, logs)
 PRECONNECT_PARALLEL = 128  # connection attempts in flight per shard, ever (far below any listen backlog)
 PRECONNECT_TIMEOUT_S = 30.0  # one GET, waiting for its connect slot included
-PREFETCH_MAX = 20_000     # text prompts a shard makes before "go" (bench.prompts.PromptMaker.prefetch); ~4 KB each
+PREFETCH_MAX = 20_000     # text prompts a shard makes before "go" (bench.prompts.PromptMaker.prefetch) ...
+PREFETCH_BYTES = 256 << 20  # ... and at most this much text (~8 bytes a token)
 MAX_SSE_EVENT = 1 << 20   # bytes of one SSE event: Melt asks for no logprobs, so its events are < 1 kB; beyond this
                           # a stream is broken (an endless line would grow the buffer, and its copies, without end)
 
@@ -715,9 +716,10 @@ class _Shard:
             # Text prompts cost milliseconds each: make them before "go" (every shard may take any request, so each
             # makes all of them), and for levels of unknown length keep a thread ahead of the shared counter.
             total = p.warmup_requests + p.n_requests if p.n_requests is not None else None
-            first = min(total if total is not None else p.warmup_requests + p.concurrency, PREFETCH_MAX)
+            cap = max(p.concurrency, min(PREFETCH_MAX, PREFETCH_BYTES // (8 * (p.input_len.max + p.prefix_len))))
+            first = min(total if total is not None else p.warmup_requests + p.concurrency, cap)
             await loop.run_in_executor(None, self.prompts.prefetch, range(first))
-            if total is None or total > PREFETCH_MAX:
+            if total is None or total > first:
                 self.prompts.run_ahead(lambda: self.counter.value, max(p.concurrency, 64))
             await self._phase(p.warmup_requests, warm=True)
             await self._preconnect()
@@ -730,6 +732,9 @@ class _Shard:
                 if horizon is not None:
                     self.deadline = t_go + int(horizon * 1e9)
                 limit = p.warmup_requests + p.n_requests if p.n_requests is not None else 1 << 62
+                if self.prompts.arrivals is not None and self.deadline is not None:
+                    # a trace in a time-bound level: only the requests that arrive before the level's end are taken
+                    limit = min(limit, p.warmup_requests + self.prompts.arrivals_before((self.deadline - t_go) / 1e9))
                 self.next_arrival = t_go
                 self.t_last_end = t_go
                 # Full (gen2) collections walk every live object: at 10k users that is 100s of ms of stalled
@@ -859,7 +864,7 @@ class _Shard:
             if seq is None:
                 return
             if trace is not None:  # trace replay: this request arrives at its row's offset after "go"
-                due = self.t_go + int(trace[(seq - p.warmup_requests) % len(trace)] * 1e9)
+                due = self.t_go + int(self.prompts.arrival_s(seq - p.warmup_requests) * 1e9)
                 delay = due - time.perf_counter_ns()
                 if delay > 0:
                     try:

@@ -36,6 +36,7 @@ import numpy as np
 from bench.config import LengthRange
 from bench.workload import _lengths, _rng, request_shape
 
+MAX_ARRIVAL_S = 86_400.0           # a trace's arrival offsets: finite, at most a day
 MAX_ADJUST = 8                     # decode/encode rounds before a text prompt is sent as it is
 PROMPT_FILE_MAX_BYTES = 256 << 20  # a prompt file is read whole by every load-generator shard
 _PREFIX_SEQ = -1                   # the prefix's own random stream: (seed, -1) is never a request's
@@ -87,8 +88,9 @@ def load_prompt_file(path: str | Path) -> list[PromptRow]:
                 if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                     raise PromptError(f"prompt file {p} line {no}: {key} must be a whole number >= 1")
             t = obj.get("t")
-            if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t >= 0):
-                raise PromptError(f"prompt file {p} line {no}: \"t\" (arrival, seconds) must be a number >= 0")
+            if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= MAX_ARRIVAL_S):
+                raise PromptError(f"prompt file {p} line {no}: \"t\" (arrival, seconds) must be a number from 0 to "
+                                  f"{MAX_ARRIVAL_S:g}")
             if t is not None and rows and (rows[-1].t is None or t < rows[-1].t):
                 raise PromptError(f"prompt file {p} line {no}: arrival times \"t\" must be given on every row and "
                                   "never decrease (a trace is replayed in order)")
@@ -123,17 +125,19 @@ class TextTokenizer:
     def fit(self, rng: np.random.Generator, n: int, head: str = "", head_n: int = 0) -> tuple[str, bool]:
         """head + text of n random tokens such that the whole encodes to exactly head_n + n tokens (or the closest
         reached in MAX_ADJUST rounds); returns (prompt, exact)."""
+        # The batch calls, with one item: unlike encode/decode they release the GIL while the tokenizer works, so a
+        # thread making prompts (PromptMaker.run_ahead) does not stall the shard's event loop.
         tok, target = self.tok, head_n + n
         ids = rng.integers(self.lo, self.hi, size=n).tolist()
         prompt = head
         for _ in range(MAX_ADJUST):
-            prompt = head + tok.decode(ids)
-            enc = tok.encode(prompt, add_special_tokens=False).ids
+            prompt = head + tok.decode_batch([ids])[0]
+            enc = tok.encode_batch([prompt], add_special_tokens=False)[0].ids
             m = len(enc)
             if m == target:
                 return prompt, True
             # the ids the text really encodes to (without a head: the encoding just made, one encode a round)
-            canon = tok.encode(prompt[len(head):], add_special_tokens=False).ids if head else enc
+            canon = tok.encode_batch([prompt[len(head):]], add_special_tokens=False)[0].ids if head else enc
             if m > target:
                 ids = canon[: max(1, len(canon) - (m - target))]
             else:
@@ -160,8 +164,7 @@ class PromptMaker:
         if prefix_len:
             rng = _rng(prefix_seed, _PREFIX_SEQ)
             if self.tok is not None:
-                self.prefix_text, exact = self.tok.fit(rng, prefix_len)
-                self.n_inexact += not exact
+                self.prefix_text, _ = self.tok.fit(rng, prefix_len)  # its true count is prefix_n, used below
                 # the prefix ends at a line break, so the request's own text cannot merge into its last tokens
                 self.prefix_text += "\n"
                 self.prefix_n = self.tok.count(self.prefix_text)
@@ -196,16 +199,21 @@ class PromptMaker:
         if not self.costly or self._ahead is not None:
             return
 
+        def prune(v: int) -> None:
+            for q in [q for q in list(self._ready) if q < v]:  # taken by another shard (list(): atomic)
+                self._ready.pop(q, None)
+
         def loop() -> None:
             nxt = 0
             while not self._stop_ahead.is_set():
                 v = taken()
-                nxt = max(nxt, v)
+                nxt = max(nxt, v)  # never make a prompt the counter has passed
                 if nxt >= v + lookahead:
-                    for q in [q for q in list(self._ready) if q < v]:  # taken by another shard (list(): atomic)
-                        self._ready.pop(q, None)
+                    prune(v)
                     self._stop_ahead.wait(0.005)
                     continue
+                if len(self._ready) > 2 * lookahead:  # falling behind: still hold no more than the window
+                    prune(v)
                 if nxt not in self._ready:
                     self._ready[nxt] = self._make(nxt)
                 nxt += 1
@@ -219,12 +227,31 @@ class PromptMaker:
             self._ahead.join(timeout=5)
 
     def request(self, seq: int):
+        """(prompt, max_tokens) of request `seq`; counts the prompts sent off their exact length (n_inexact) and
+        those made here rather than ahead (n_inline). Called by one thread, the shard's event loop."""
         got = self._ready.pop(seq, None)
-        if got is not None:
-            return got
-        if self.costly:
-            self.n_inline += 1
-        return self._make(seq)
+        if got is None:
+            if self.costly:
+                self.n_inline += 1
+            got = self._make(seq)
+        prompt, n_out, exact = got
+        self.n_inexact += not exact
+        return prompt, n_out
+
+    def arrival_s(self, k: int) -> float:
+        """Trace replay: seconds after "go" at which measured request k arrives. Past the trace's end it is replayed
+        again, each pass starting one span (its length plus one mean gap) after the last."""
+        a = self.arrivals
+        passes, i = divmod(k, len(a))
+        span = (a[-1] - a[0]) * len(a) / (len(a) - 1) if len(a) > 1 else 1.0
+        return a[i] + passes * max(span, 1e-3)
+
+    def arrivals_before(self, seconds: float) -> int:
+        """How many measured requests of the (repeated) trace arrive before `seconds` after "go"."""
+        n, k = 0, 0
+        while self.arrival_s(k) < seconds and n < (1 << 40):
+            n, k = n + 1, k + 1
+        return n
 
     @classmethod
     def for_plan(cls, plan) -> "PromptMaker":
@@ -239,19 +266,18 @@ class PromptMaker:
             if row.output_len is not None:
                 out_len = LengthRange(min=row.output_len, max=row.output_len)
             if row.text is not None:
-                return self.prefix_text + row.text, out_len.sample(float(_rng(self.seed, seq).random()))
+                return self.prefix_text + row.text, out_len.sample(float(_rng(self.seed, seq).random())), True
             in_len = LengthRange(min=row.input_len, max=row.input_len)
         if self.format == "token-ids":
             ids, n_out = request_shape(seq, in_len, out_len, self.seed, self.vocab_size)
-            return (np.concatenate([self.prefix_ids, ids]) if self.prefix_len else ids), n_out
+            return (np.concatenate([self.prefix_ids, ids]) if self.prefix_len else ids), n_out, True
         rng = _rng(self.seed, seq)
         n_in, n_out = _lengths(rng, in_len, out_len)
         if self.prefix_len:
             prompt, exact = self.tok.fit(rng, n_in, self.prefix_text, self.prefix_n)
         else:
             prompt, exact = self.tok.fit(rng, n_in)
-        self.n_inexact += not exact
-        return prompt, n_out
+        return prompt, n_out, exact
 
 
 def _id_range_for(vocab_size: int | None) -> tuple[int, int]:

@@ -447,6 +447,11 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
     wl, spec = cfg.workload, cfg.engine
     vocab = vocab_for(spec.model)
     planned = cfg.planned_levels()
+    trace = None
+    if wl.prompt_file:
+        from bench.prompts import load_prompt_file, trace_arrivals
+
+        trace = trace_arrivals(load_prompt_file(wl.prompt_file))  # already checked by _prompt_tokenizer
     failed: list[str] = []  # causes of failed levels, when the user chose to go on after them
 
     def level_failed(cause: str) -> tuple[RunStatus, str] | None:
@@ -468,6 +473,8 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         plan = LevelPlan.from_workload(wl, base_url=base_url, model=spec.name_for_requests, concurrency=conc,
                                        request_rate=rate, seed=wl.seed + idx, api_key=spec.api_key, vocab_size=vocab,
                                        tokenizer_path=tokenizer)
+        if trace is not None and plan.steady_rule:  # a trace is replayed once per level, not to a steady state
+            plan.n_requests = n_req = len(trace)
         what = (f"{n_req} requests" if n_req is not None else f"{wl.duration_s:g} s" if wl.duration_s is not None
                 else f"until {wl.min_steady_s:g} s of steady state and {wl.min_requests_per_user} requests per user "
                      f"(at most {wl.max_level_s:g} s)")
@@ -527,7 +534,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         summary = summarize(results, outcome, wl.slo)
         # Beside the whole-level (vllm bench) figures, never instead of them.
         summary["steady"] = steady_summary(results, outcome.start_ns, outcome.take_until_ns, users=conc,
-                                           open_loop=rate is not None)
+                                           open_loop=rate is not None or trace is not None)
         summary.update(repeat=lvl.repeat, ramp_s=outcome.ramp_s, stop_reason=outcome.stop_reason,
                        burstiness=wl.burstiness if rate is not None else None)
         if outcome.stop_reason:

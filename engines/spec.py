@@ -6,6 +6,8 @@ without a GPU. The supervisor (engines/supervisor.py) runs plans.
 """
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 from typing import Literal
 
@@ -64,14 +66,17 @@ class EngineSpec(BaseModel):
         return self.served_model_name or self.model
 
 
-SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASS", "PWD", "CREDENTIAL", "AUTH", "COOKIE")
+# Whole words of a name that say it carries a secret. Words, not substrings: "TOKEN" must not catch
+# --max-num-batched-tokens or --tokenizer (their values are performance settings a user needs to see and re-run).
+SECRET_WORDS = frozenset({"TOKEN", "KEY", "APIKEY", "SECRET", "PASS", "PASSWORD", "PASSWD", "PWD", "CREDENTIAL",
+                          "CREDENTIALS", "AUTH", "COOKIE"})
 REDACTED = "<redacted>"
 
 
 def is_secret_name(name: str) -> bool:
     """An env variable or flag name that carries a secret (HF_TOKEN, OPENAI_API_KEY, --api-key, DB_PASS, ...)."""
-    k = name.upper().replace("-", "_")
-    return any(w in k for w in SECRET_WORDS)
+    words = re.split(r"[-_.]+", name.upper().strip("-"))
+    return any(w in SECRET_WORDS for w in words)
 
 
 def redact_env(env: dict[str, str]) -> dict[str, str]:
@@ -79,22 +84,27 @@ def redact_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def redact_argv(argv: list[str]) -> list[str]:
-    """argv for logs, the database and the UI: the value of a secret-named flag (`--api-key X`, `--api-key=X`)
-    replaced. The real argv is only ever handed to the process."""
+    """argv for logs, the database and the UI: the value of a secret-named flag (`--api-key X`, `--api-key=X`) or of
+    a secret-named `NAME=VALUE` word (`env HF_TOKEN=...`) replaced. A secret-named flag followed by another flag is a
+    switch: nothing after it is hidden. The real argv is only ever handed to the process."""
     out: list[str] = []
     hide_next = False
     for a in argv:
-        if hide_next:
+        if hide_next and not a.startswith("-"):
             out.append(REDACTED)
             hide_next = False
             continue
+        hide_next = False
+        name, eq, _ = a.partition("=")
         if a.startswith("-"):
-            name, eq, _ = a.partition("=")
             if is_secret_name(name.lstrip("-")):
                 if eq:
                     out.append(f"{name}={REDACTED}")
                     continue
                 hide_next = True
+        elif eq and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and is_secret_name(name):
+            out.append(f"{name}={REDACTED}")
+            continue
         out.append(a)
     return out
 

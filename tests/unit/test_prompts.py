@@ -177,3 +177,20 @@ def test_prompts_made_ahead_of_the_shared_counter():
     finally:
         m.close()
     assert m.request(500) == ref.request(500) and m.n_inline == 1
+
+
+def test_trace_arrivals_repeat_in_passes_and_stop_at_a_deadline(tmp_path):
+    f = tmp_path / "t.jsonl"
+    f.write_text('{"t": 0, "input_len": 4}\n{"t": 1, "input_len": 4}\n{"t": 2, "input_len": 4}\n')
+    m = _maker(prompt_file=str(f))
+    assert [m.arrival_s(k) for k in range(7)] == [0, 1, 2, 3, 4, 5, 6]       # a pass is 3 s: span 2 + a mean gap
+    assert m.arrivals_before(4.5) == 5 and m.arrivals_before(0) == 0
+
+
+def test_inexact_prompts_are_counted_when_sent_not_when_made():
+    m = _maker(input_len=L(min=32, max=32))
+    m.prefetch(range(50))
+    assert m.n_inexact == 0 and m.n_inline == 0
+    m.request(3)
+    m.request(60)
+    assert m.n_inline == 1

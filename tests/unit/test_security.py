@@ -74,3 +74,19 @@ def test_terminal_output_has_no_control_characters():
 def test_model_names_cannot_be_flags(name):
     with pytest.raises(ValueError, match="must not start with '-'"):
         EngineSpec(kind="trtllm", model=name)
+
+
+def test_redaction_matches_words_not_substrings():
+    """Performance flags whose names contain "token" stay visible (and re-runnable); secrets in flags, positional
+    NAME=VALUE words and after a switch-like secret flag are handled."""
+    from engines.spec import REDACTED, redact_argv
+
+    argv = ["--max-num-batched-tokens", "8192", "--tokenizer", "/m", "--skip-tokenizer-init", "--max-model-len",
+            "4096", "--api-key", "sk-1", "--hf-token=hf_2", "env", "HF_TOKEN=hf_3", "-e", "OPENAI_API_KEY=sk-4",
+            "--enable-auth", "--port", "8000"]
+    out = redact_argv(argv)
+    assert out[:7] == argv[:7]                                    # nothing of theirs hidden
+    assert out[8] == REDACTED and out[9] == f"--hf-token={REDACTED}"
+    assert out[11] == f"HF_TOKEN={REDACTED}" and out[13] == f"OPENAI_API_KEY={REDACTED}"
+    assert out[14:] == ["--enable-auth", "--port", "8000"]        # a secret-named switch hides no other flag
+    assert not any(s in " ".join(out) for s in ("sk-1", "hf_2", "hf_3", "sk-4"))
