@@ -152,11 +152,26 @@ def require_password() -> None:
         got = st.text_input("Password", type="password", key="melt-password")
         ok = st.form_submit_button("Enter")
     if ok:
+        throttle = _login_throttle()
+        wait = throttle.wait_s()
+        if wait > 0:  # repeated wrong guesses: this one is not even looked at
+            st.error(f"Too many wrong passwords: try again in {wait:.0f} s.")
+            st.stop()
         if hmac.compare_digest(got.encode(), want.encode()):
+            throttle.succeeded()
             st.session_state["_melt_authed"] = True
             st.rerun()
+        throttle.failed()
         st.error("Wrong password.")
     st.stop()
+
+
+@st.cache_resource
+def _login_throttle():
+    """One counter of wrong guesses for the whole dashboard process (app/ui/throttle.py says why)."""
+    from app.ui.throttle import LoginThrottle
+
+    return LoginThrottle()
 
 
 # ---------------------------------------------------------------------------------- parts others provide

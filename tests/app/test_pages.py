@@ -468,6 +468,21 @@ def test_password_gate(app_db, monkeypatch):
     assert at.selectbox(key="l_engine").value == "sim"
 
 
+def test_repeated_wrong_passwords_are_slowed_down(app_db, monkeypatch):
+    monkeypatch.setenv("MELT_PASSWORD", "s3cret")
+    at = ok(app())
+    for _ in range(3):
+        at.text_input[0].input("guess")
+        at.button[0].click().run()
+        assert "Wrong password" in texts(at)
+    at.text_input[0].input("s3cret")                           # even the right one waits its turn now
+    at.button[0].click().run()
+    assert "Too many wrong passwords" in texts(at) and [t.label for t in at.text_input] == ["Password"]
+    from app.ui.common import _login_throttle
+
+    _login_throttle().succeeded()                              # the process-wide counter, for the tests after
+
+
 def test_password_from_streamlit_secrets(app_db):
     at = AppTest.from_file(MAIN, default_timeout=60)
     at.secrets["password"] = "from-secrets"
