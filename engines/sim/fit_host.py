@@ -115,8 +115,8 @@ def compare() -> list[tuple]:
 def main() -> None:
     import sys
     if "--compare" in sys.argv:
-        print("| GPU | host profile | prompts | conc | sim tok/s | real tok/s | err | sim TTFT ms | real TTFT ms | err |"
-              " measured on |")
+        print("| GPU | host profile | prompts | conc | sim tok/s | real tok/s | err | sim TTFT ms | real TTFT ms |"
+              " err | measured on |")
         print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for gpu, host, kind, c, st, rt, sf, rf, src in compare():
             print(f"| {gpu} | {host} | {kind} | {c} | {st:,.0f} | {rt:,.0f} | {st / rt - 1:+.1%} | {sf:,.1f} |"

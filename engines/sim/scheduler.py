@@ -44,6 +44,7 @@ class SimRequest:
     preemptions: int = 0
     finished: bool = False
     aborted: bool = False
+    visible: int = 0               # output tokens the API server has framed (engines/sim/host.py; server only)
 
     @property
     def num_tokens(self) -> int:
