@@ -24,6 +24,8 @@ class EngineSpec(BaseModel):
     served_model_name: str | None = None
     # sim only: which catalog GPU the simulator emulates.
     sim_gpu: str | None = None
+    # sim only: API-server host profile, an id in assets/hosts/ or a YAML path (None: the sim's default).
+    sim_host_profile: str | None = None
     # openai only: an already running server; nothing is launched.
     base_url: str | None = None
     api_key: str | None = Field(default=None, description="Sent as Bearer token; never stored (redacted)")

@@ -15,6 +15,7 @@ import socket
 import sys
 
 from catalog import CatalogError, get_gpu, get_model
+from engines.sim.host import load_host_profile
 from engines.sim.model import PerfModel, SimKnobs
 
 EXIT_USAGE = 2
@@ -37,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kv-cache-dtype", default="auto", help="auto | fp8")
     p.add_argument("--keepalive-timeout", type=float, default=75.0,
                    help="seconds an idle keep-alive connection stays open (vLLM's uvicorn default is 5)")
+    p.add_argument("--host-profile", default=None,
+                   help="API-server CPU costs: an id in assets/hosts/ or a YAML file (default: "
+                        "typical-datacenter-core; 'none': the engine's times go straight to the clients)")
     p.add_argument("--log-level", default="info")
     return p.parse_args(argv)
 
@@ -71,12 +75,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(perf: PerfModel, sock: socket.socket, served_name: str | None, keepalive_timeout: float = 75.0) -> None:
+async def serve(perf: PerfModel, sock: socket.socket, served_name: str | None, keepalive_timeout: float = 75.0,
+                host_profile=None) -> None:
     from aiohttp import web
 
     from engines.sim.server import SimServer
 
-    server = SimServer(perf, served_name)
+    server = SimServer(perf, served_name, host_profile)
     # handler_cancellation: a client that disconnects cancels its handler, which aborts its request in the engine.
     runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True, keepalive_timeout=keepalive_timeout)
     await runner.setup()
@@ -111,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                          max_num_batched_tokens=a.max_num_batched_tokens, max_model_len=a.max_model_len,
                          weight_dtype=weight_dtype, kv_cache_dtype=a.kv_cache_dtype)
         perf = PerfModel(gpu, model, knobs)
+        host = None if (a.host_profile or "").lower() == "none" else load_host_profile(a.host_profile)
     except (CatalogError, ValueError) as e:  # pydantic ValidationError is a ValueError
         print(f"melt-sim: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -122,11 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     nofile = raise_nofile_limit()
     print(f"melt-sim {perf.describe()} (open-files limit {nofile})", flush=True)
+    print(f"melt-sim host profile: {host.id if host else 'none'}", flush=True)
 
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(perf, sock, a.served_model_name, a.keepalive_timeout))
+        runner.run(serve(perf, sock, a.served_model_name, a.keepalive_timeout, host))
     return 0
 
 

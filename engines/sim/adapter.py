@@ -38,6 +38,8 @@ def build_plan(spec: EngineSpec, host: str, port: int, workdir: Path) -> LaunchP
         argv += ["--quantization", spec.quantization]
     if spec.kv_cache_dtype:
         argv += ["--kv-cache-dtype", spec.kv_cache_dtype]
+    if spec.sim_host_profile:
+        argv += ["--host-profile", spec.sim_host_profile]
     argv += list(spec.extra_args)
 
     return LaunchPlan(

@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests-per-user", type=int, default=1)
     p.add_argument("--input-len", type=int, default=512)
     p.add_argument("--output-len", type=int, default=128)
+    p.add_argument("--host-profile", default="typical-datacenter-core",
+                   help="API-server host profile for the started sim AND the virtual loop ('none': engine only)")
     a = p.parse_args(argv)
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     proc = None
     url = a.url
     if not url:
-        proc, url = _start_server(a.gpu, a.model, [])
+        proc, url = _start_server(a.gpu, a.model, ["--host-profile", a.host_profile])
     try:
         before = _scrape(url)
         import uvloop
@@ -136,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from catalog import get_gpu, get_model
     from engines.sim.model import PerfModel
+    from engines.sim.host import load_host_profile
     from engines.sim.scheduler import simulate_closed_loop
 
+    host = None if a.host_profile.lower() == "none" else load_host_profile(a.host_profile)
     virt = simulate_closed_loop(PerfModel(get_gpu(a.gpu), get_model(a.model)), a.concurrency,
-                                a.concurrency * a.requests_per_user, a.input_len, a.output_len)
+                                a.concurrency * a.requests_per_user, a.input_len, a.output_len, host=host)
 
     def delta(key: str) -> float:
         return after.get(key, 0.0) - before.get(key, 0.0)
@@ -155,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return "> 10 s"
 
     chunks, toks = delta("melt:sim_stream_chunks_total"), delta("melt:sim_stream_tokens_total")
+    print(f"host profile {a.host_profile} (token-id prompts)")
     print(f"SIMULATED {a.model} on {a.gpu}: {a.concurrency} users x {a.requests_per_user} request(s), "
           f"{a.input_len} in / {a.output_len} out, client + server on this machine ({os.cpu_count()} CPUs)")
     print(f"{'':24} {'wall clock (client)':>20} {'virtual time (model)':>22}")

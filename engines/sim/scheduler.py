@@ -21,6 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from engines.sim.host import ApiServer, HostProfile
 from engines.sim.model import PerfModel, StepCost, StepLoad
 
 
@@ -43,6 +44,7 @@ class SimRequest:
     preemptions: int = 0
     finished: bool = False
     aborted: bool = False
+    visible: int = 0               # output tokens the API server has framed (engines/sim/host.py; server only)
 
     @property
     def num_tokens(self) -> int:
@@ -108,12 +110,14 @@ class Scheduler:
 
     # -- queue management
 
-    def add(self, req: SimRequest) -> SimRequest:
+    def add(self, req: SimRequest, after: float | None = None) -> SimRequest:
+        """`after`: when the request left the API server's queue (engines/sim/host.py); default: its arrival."""
         if req.arrival < 0:
             req.arrival = self.clock()
         # Keep `pending` sorted without a heap: the frontend latency is constant, so ready times only go backwards
         # if arrival stamps do (they come from one monotonic clock); clamp to be safe.
-        req.ready = max(req.arrival + self.frontend_latency_s, self._last_ready)
+        start = req.arrival if after is None else after
+        req.ready = max(start + self.frontend_latency_s, self._last_ready)
         self._last_ready = req.ready
         self.pending.append(req)
         return req
@@ -295,9 +299,102 @@ class LevelStats:
 
 
 def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, input_len: int, output_len: int,
-                         frontend_latency_s: float | None = None) -> LevelStats:
+                         frontend_latency_s: float | None = None, host: HostProfile | None = None,
+                         text_prompt: bool = False) -> LevelStats:
     """C virtual users, each sending its next request the moment its previous one ends, until `num_requests` have
-    been sent; everything in virtual time (no sockets, no sleeping)."""
+    been sent; everything in virtual time (no sockets, no sleeping).
+
+    With `host`, requests and streamed tokens also pass through the API server's single-threaded queue
+    (engines/sim/host.py): a request reaches the scheduler when the API server has processed it, a token reaches
+    the client when the API server has framed it, and a user's next request leaves when its last token arrived.
+    Without it, the engine's times are the client's (the model before host profiles)."""
+    if host is None:
+        return _closed_loop_engine_only(perf, concurrency, num_requests, input_len, output_len, frontend_latency_s)
+    clock = VirtualClock(0.0)
+    sched = Scheduler(perf, clock=clock, frontend_latency_s=frontend_latency_s)
+    api = ApiServer()
+    sent = 0
+    done: list[SimRequest] = []
+    seen: dict[str, list[float]] = {}     # rid -> [first token delivered, last token delivered]
+    max_running = 0
+    req_cost = host.request_cost_s(input_len, text_prompt)
+
+    def token_cost() -> float:
+        return host.per_token_s(api.open_streams)
+
+    def send(t: float) -> None:
+        nonlocal sent
+        req = SimRequest(rid=str(sent), prompt_tokens=input_len, max_tokens=output_len, arrival=t)
+        sent += 1
+
+        def admitted(t_done: float) -> None:
+            api.open_streams += 1
+            sched.add(req, after=t_done)
+        api.submit(t, req_cost, admitted)
+
+    def delivered(req: SimRequest, last: bool) -> Callable[[float], None]:
+        def cb(t_done: float) -> None:
+            rec = seen.setdefault(req.rid, [t_done, t_done])
+            rec[1] = t_done
+            if last:
+                api.open_streams -= 1
+                done.append(req)
+                if sent < num_requests:
+                    send(t_done)
+        return cb
+
+    for _ in range(min(concurrency, num_requests)):
+        send(0.0)
+    t = 0.0
+    while len(done) < num_requests:
+        api.run_until(t)
+        if len(done) >= num_requests:
+            break
+        step = sched.schedule(t)
+        if step is None:
+            cands = [x for x in (sched.next_ready_time(), api.next_arrival()) if x is not None]
+            if not cands:
+                raise RuntimeError("closed loop stalled with requests outstanding")
+            t = max(t, min(cands))
+            if t == float("-inf"):
+                raise RuntimeError("closed loop stalled with requests outstanding")
+            continue
+        max_running = max(max_running, len(step.entries))
+        res = sched.complete(step)
+        t = clock.now = step.end
+        for req in res.sampled:
+            api.submit(t, token_cost, delivered(req, req.finished))
+
+    firsts = {r.rid: seen[r.rid][0] for r in done}
+    lasts = {r.rid: seen[r.rid][1] for r in done}
+    ttfts = sorted(firsts[r.rid] - r.arrival for r in done)
+    e2es = [lasts[r.rid] - r.arrival for r in done]
+    tpots = [(lasts[r.rid] - firsts[r.rid]) / (r.num_output - 1) for r in done if r.num_output > 1]
+    total_out = sum(r.num_output for r in done)
+    itl_total = sum(lasts[r.rid] - firsts[r.rid] for r in done)
+    itl_count = sum(r.num_output - 1 for r in done)
+    duration = max(lasts.values()) - min(r.arrival for r in done)
+    return _level(concurrency, done, duration, total_out, ttfts, e2es, tpots, itl_total, itl_count, max_running,
+                  sched.stats.preemptions)
+
+
+def _level(concurrency, done, duration, total_out, ttfts, e2es, tpots, itl_total, itl_count, max_running,
+           preemptions) -> LevelStats:
+    n = len(done)
+    return LevelStats(
+        concurrency=concurrency, requests=n, duration_s=duration,
+        output_throughput=total_out / duration,
+        mean_ttft_ms=1e3 * sum(ttfts) / n,
+        p99_ttft_ms=1e3 * ttfts[min(n - 1, int(0.99 * n))],
+        mean_tpot_ms=1e3 * sum(tpots) / len(tpots) if tpots else 0.0,
+        mean_itl_ms=1e3 * itl_total / itl_count if itl_count else 0.0,
+        mean_e2e_ms=1e3 * sum(e2es) / n,
+        max_running=max_running, preemptions=preemptions, output_tokens=total_out,
+        per_request_tokens=[r.num_output for r in done])
+
+
+def _closed_loop_engine_only(perf: PerfModel, concurrency: int, num_requests: int, input_len: int, output_len: int,
+                             frontend_latency_s: float | None = None) -> LevelStats:
     clock = VirtualClock(0.0)
     sched = Scheduler(perf, clock=clock, frontend_latency_s=frontend_latency_s)
     sent = 0
@@ -335,14 +432,5 @@ def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, i
     itl_total = sum(r.finish_time - r.first_token_time for r in done)
     itl_count = sum(r.num_output - 1 for r in done)
     duration = max(r.finish_time for r in done) - min(r.arrival for r in done)
-    n = len(done)
-    return LevelStats(
-        concurrency=concurrency, requests=n, duration_s=duration,
-        output_throughput=total_out / duration,
-        mean_ttft_ms=1e3 * sum(ttfts) / n,
-        p99_ttft_ms=1e3 * ttfts[min(n - 1, int(0.99 * n))],
-        mean_tpot_ms=1e3 * sum(tpots) / len(tpots) if tpots else 0.0,
-        mean_itl_ms=1e3 * itl_total / itl_count if itl_count else 0.0,
-        mean_e2e_ms=1e3 * sum(e2es) / n,
-        max_running=max_running, preemptions=sched.stats.preemptions, output_tokens=total_out,
-        per_request_tokens=[r.num_output for r in done])
+    return _level(concurrency, done, duration, total_out, ttfts, e2es, tpots, itl_total, itl_count, max_running,
+                  sched.stats.preemptions)

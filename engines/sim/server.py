@@ -25,6 +25,7 @@ import itertools
 import logging
 import os
 import time
+from collections import deque
 
 import orjson
 from aiohttp import web
@@ -32,6 +33,7 @@ from aiohttp import web
 from engines.sim import SIM_VERSION
 from engines.sim import tokens as tok
 from engines.sim.metrics import E2E_BUCKETS, ITL_BUCKETS, TTFT_BUCKETS, Histogram, label_str, metric
+from engines.sim.host import HostProfile
 from engines.sim.model import PerfModel
 from engines.sim.scheduler import Scheduler, SimRequest, StepResult
 from engines.sim.telemetry import GpuTelemetryModel
@@ -84,8 +86,15 @@ def _int_field(body: dict, name: str, minimum: int) -> int | None:
 
 
 class SimServer:
-    def __init__(self, perf: PerfModel, served_model_name: str | None = None):
+    def __init__(self, perf: PerfModel, served_model_name: str | None = None, host: HostProfile | None = None):
         self.perf = perf
+        # The API server's single core (engines/sim/host.py); None: tokens reach clients at the engine's times.
+        self.host = host
+        self.api_free = 0.0          # loop time at which the modelled API core is next free
+        self.api_open = 0            # streams open in the API server
+        self._outbox: deque[tuple[float, SimRequest]] = deque()   # (framed at, request), in time order
+        self._outbox_wake: asyncio.Future | None = None
+        self._outbox_task: asyncio.Task | None = None
         self.name = served_model_name or perf.model.id
         self.created = int(time.time())
         self.sched: Scheduler | None = None       # made in start(): its clock is the running loop's
@@ -121,8 +130,16 @@ class SimServer:
                                            peak_flops=self.perf.peak_flops,
                                            bandwidth_bytes_s=self.perf.gpu.mem_bandwidth_gbs * 1e9)
         self._engine_task = asyncio.create_task(self._engine_loop(), name="sim-engine")
+        if self.host is not None:
+            self._outbox_task = asyncio.create_task(self._outbox_loop(), name="sim-api-out")
 
     async def stop(self) -> None:
+        if self._outbox_task:
+            self._outbox_task.cancel()
+            try:
+                await self._outbox_task
+            except asyncio.CancelledError:
+                pass
         if self._engine_task:
             self._engine_task.cancel()
             try:
@@ -185,10 +202,46 @@ class SimServer:
             res = sched.complete(step)
             t_free = step.end
             self._account(res, lag)
+            if self.host is not None:
+                self._frame(res, step.end)
+                continue
             for req in res.sampled:
                 fut = req.owner.fut if req.owner is not None else None
                 if fut is not None and not fut.done():
                     fut.set_result(None)
+
+    def _frame(self, res: StepResult, t: float) -> None:
+        """Queue this step's tokens on the API core: each is visible to its client once framed."""
+        host, free = self.host, max(self.api_free, t)
+        for req in res.sampled:
+            free += host.per_token_s(self.api_open)
+            self._outbox.append((free, req))
+            if req.finished:
+                self.api_open -= 1
+        self.api_free = free
+        if self._outbox_wake is not None and not self._outbox_wake.done():
+            self._outbox_wake.set_result(None)
+
+    async def _outbox_loop(self) -> None:
+        loop, box = self._loop, self._outbox
+        while True:
+            if not box:
+                self._outbox_wake = loop.create_future()
+                await self._outbox_wake
+                self._outbox_wake = None
+                continue
+            while (d := box[0][0] - loop.time()) > 0:
+                await asyncio.sleep(d)
+            now = loop.time()
+            while box and box[0][0] <= now:
+                req = box.popleft()[1]
+                req.visible += 1
+                fut = req.owner.fut if req.owner is not None else None
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+
+    def _visible(self, r: SimRequest) -> int:
+        return r.num_output if self.host is None else r.visible
 
     def _account(self, res: StepResult, lag: float) -> None:
         step = res.step
@@ -204,7 +257,8 @@ class SimServer:
         for req in res.finished:
             self.h_e2e.observe(req.finish_time - req.arrival)
 
-    def _submit(self, prompt_counts: list[int], max_tokens: int | None, min_tokens: int, chat: bool) -> _Stream:
+    def _submit(self, prompt_counts: list[int], max_tokens: int | None, min_tokens: int, chat: bool,
+                text: bool = True) -> _Stream:
         limit = self.perf.max_model_len
         reqs = []
         for n in prompt_counts:
@@ -224,7 +278,13 @@ class SimServer:
                     for i, (n, want) in enumerate(reqs)]
         st = _Stream(sim_reqs, rid, chat)
         for r in sim_reqs:
-            self.sched.add(r)
+            if self.host is None:
+                self.sched.add(r)
+                continue
+            # The API core takes the request (bookkeeping, tokenization of a text prompt) before the engine sees it.
+            self.api_free = max(self.api_free, self._loop.time()) + self.host.request_cost_s(r.prompt_tokens, text)
+            self.api_open += 1
+            self.sched.add(r, after=self.api_free)
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
         return st
@@ -232,6 +292,8 @@ class SimServer:
     def _abort(self, st: _Stream) -> None:
         for r in st.reqs:
             if not r.finished:
+                if self.host is not None and not r.aborted:
+                    self.api_open -= 1
                 self.sched.abort(r)
 
     # -- request parsing
@@ -312,10 +374,12 @@ class SimServer:
     async def completions(self, request: web.Request) -> web.StreamResponse:
         try:
             body = await self._json_body(request)
-            counts = self._prompt_counts(body.get("prompt"))
+            prompt = body.get("prompt")
+            counts = self._prompt_counts(prompt)
             max_tokens = _int_field(body, "max_tokens", 1)
             min_tokens = _int_field(body, "min_tokens", 0) or 0
-            st = self._submit(counts, max_tokens, min_tokens, chat=False)
+            text = isinstance(prompt, str) or (isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], str))
+            st = self._submit(counts, max_tokens, min_tokens, chat=False, text=text)
         except BadRequest as e:
             return error_response(e.status, str(e), e.param)
         return await self._respond(request, body, st)
@@ -359,7 +423,7 @@ class SimServer:
             st.fut = None
 
     async def _whole(self, st: _Stream) -> web.Response:
-        while not all(r.finished for r in st.reqs):
+        while not all(r.finished and self._visible(r) >= r.num_output for r in st.reqs):
             await self._wait(st)
         cid = ("chatcmpl-" if st.chat else "cmpl-") + st.rid
         if st.chat:
@@ -400,7 +464,7 @@ class SimServer:
             parts = []
             done = True
             for i, r in enumerate(reqs):
-                have = r.num_output
+                have = self._visible(r)
                 sent = delivered[i]
                 if have > sent:
                     if st.chat and sent == 0:
@@ -412,7 +476,7 @@ class SimServer:
                     self.chunks_total += 1
                     self.stream_tokens_total += have - sent
                     delivered[i] = have
-                if not r.finished:
+                if not r.finished or have < r.num_output:
                     done = False
             if parts:
                 await resp.write(b"".join(parts))

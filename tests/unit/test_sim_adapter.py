@@ -45,3 +45,13 @@ def test_bad_specs(tmp_path, kwargs, match):
     base = {"kind": "sim", "model": "Qwen/Qwen3-0.6B", "sim_gpu": "H100-SXM-80GB", **kwargs}
     with pytest.raises(ValueError, match=match):
         build_plan(EngineSpec(**base), "127.0.0.1", 1, tmp_path)
+
+
+def test_plan_passes_the_host_profile(tmp_path):
+    spec = EngineSpec(kind="sim", model="Qwen/Qwen3-0.6B", sim_gpu="H100-SXM-80GB",
+                      sim_host_profile="h200-host-b-2026-12-01")
+    a = build_plan(spec, "127.0.0.1", 8123, tmp_path).argv
+    assert a[a.index("--host-profile") + 1] == "h200-host-b-2026-12-01"
+    plain = build_plan(EngineSpec(kind="sim", model="Qwen/Qwen3-0.6B", sim_gpu="H100-SXM-80GB"), "127.0.0.1", 1,
+                       tmp_path)
+    assert "--host-profile" not in plain.argv

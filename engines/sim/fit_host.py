@@ -1,0 +1,137 @@
+"""python -m engines.sim.fit_host: derive the host profiles' API-server CPU costs from stored real vLLM runs.
+
+Data (real vLLM 0.25.1, dummy Qwen3-0.6B, 512 in / 128 out, one API-server process pinned with the engine core to
+CPUs 0-9): docs/data/h100_ab/*.json.gz (H100 host, 2026-11-22, Melt with token-id prompts, `vllm bench` with text)
+and docs/data/h200_text/B_prefetch_c128_512_1024.json.gz (H200 session-B host, 2026-12-01: Melt text, vllm bench
+text, Melt token ids). Every client run stored the server's per-process CPU seconds over the run (`*_server.cpu_s`,
+the `python3` entry is the API server) and the server's own request count (`server_requests`).
+
+What is derived, per host:
+  * API CPU per request = API-process CPU s / server requests, per level, for token-id prompts (no tokenization);
+  * busy = API CPU s / the client's run duration (requests * 128 / output tok/s): near 1.0 means the one API core
+    was saturated, so CPU per request is then the service time that bounds throughput;
+  * tokenization per prompt token = (text - token-id CPU per request) / 512, from Melt's text and id runs.
+Every run had 128 output tokens, so per-request and per-output-token costs cannot be told apart from these data:
+the profiles carry the whole id-prompt cost as a per-output-token cost (`per_request_s` 0) until runs at another
+output length exist.
+"""
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT_LEN, IN_LEN = 128, 512
+HOSTS = {
+    "h100-host-2026-11-22": sorted(glob.glob(str(ROOT / "docs/data/h100_ab/*.json.gz"))),
+    "h200-host-b-2026-12-01": [str(ROOT / "docs/data/h200_text/B_prefetch_c128_512_1024.json.gz")],
+}
+ID_TOOLS = {"melt-ids"}        # h200 B: Melt with --prompt-format token-ids
+ID_TOOLS_H100 = {"melt", "melt-notel"}   # on 2026-11-22 Melt sent token ids (text prompts came later)
+
+
+def _api_cpu(server: dict) -> float:
+    return sum(v for k, v in server["cpu_s"].items() if k.startswith("python3"))
+
+
+def runs(files: list[str]):
+    """(concurrency, tool, api_cpu_per_request_s, busy_fraction, out_tok_s, mean_ttft_ms) for every client run."""
+    for f in files:
+        for row in json.load(gzip.open(f))["rows"]:
+            for tool in row["order"]:
+                m, s = row[tool], row[tool + "_server"]
+                tps = m.get("output_tok_s") or m["output_throughput"]
+                ttft = m["ttft_ms"]["mean"] if "ttft_ms" in m else m["mean_ttft_ms"]
+                cpu = _api_cpu(s)
+                dur = s["server_requests"] * OUT_LEN / tps
+                yield row["concurrency"], tool, cpu / s["server_requests"], cpu / dur, tps, ttft
+
+
+def fit(host: str) -> dict:
+    ids_tools = ID_TOOLS_H100 if host.startswith("h100") else ID_TOOLS
+    by: dict[tuple[int, str], list] = defaultdict(list)
+    for c, tool, per_req, busy, tps, ttft in runs(HOSTS[host]):
+        kind = "ids" if tool in ids_tools else ("melt-text" if tool == "melt" else "vllm-text")
+        by[(c, kind)].append((per_req, busy, tps, ttft))
+    table = {k: tuple(mean(x[i] for x in v) for i in range(4)) + (len(v),) for k, v in sorted(by.items())}
+    out = {"levels": table}
+    ids = {c: v[0] for (c, k), v in table.items() if k == "ids"}
+    if 128 in ids:
+        out["per_token_light_s"] = ids[128] / OUT_LEN
+    heavy = [ids[c] for c in (512, 1024) if c in ids]
+    if heavy:
+        out["per_token_heavy_s"] = mean(heavy) / OUT_LEN
+    tok = [table[(c, "melt-text")][0] - ids[c] for c in ids if (c, "melt-text") in table]
+    if tok:
+        out["tokenize_per_prompt_token_s"] = mean(tok) / IN_LEN
+    return out
+
+
+# Measured side of the sim-vs-real table: (gpu, host profile, prompts, file set, tools counted as that prompt kind).
+COMPARE = (
+    ("H100-SXM-80GB", "typical-datacenter-core", "ids", "h100-host-2026-11-22"),
+    ("H200-141GB", "h200-host-b-2026-12-01", "ids", "h200-host-b-2026-12-01"),
+    ("H200-141GB", "h200-host-b-2026-12-01", "melt-text", "h200-host-b-2026-12-01"),
+)
+H200_A = str(ROOT / "docs/data/h200_text/A_inline_c1_16_128.json.gz")   # c=1, 16 only (another host)
+LEVELS = (1, 16, 128, 512, 1024)
+REQUESTS = {1: 40, 16: 100, 128: 256, 512: 1024, 1024: 2048}            # as in the measured runs
+
+
+def compare() -> list[tuple]:
+    """(gpu, host, prompts, concurrency, sim tok/s, real tok/s, sim TTFT ms, real TTFT ms, real from) rows."""
+    from catalog import get_gpu, get_model
+    from engines.sim.host import load_host_profile
+    from engines.sim.model import PerfModel
+    from engines.sim.scheduler import simulate_closed_loop
+
+    rows = []
+    for gpu, host_id, kind, data in COMPARE:
+        table = fit(data)["levels"]
+        if data.startswith("h200"):
+            a_kind = {"ids": "melt-ids", "melt-text": "melt"}[kind]
+            for c, tool, _, _, tps, ttft in runs([H200_A]):
+                if tool == a_kind and c in (1, 16):
+                    table.setdefault((c, kind + "@A"), []).append((tps, ttft))
+        perf = PerfModel(get_gpu(gpu), get_model("Qwen/Qwen3-0.6B"))
+        host = load_host_profile(host_id)
+        for c in LEVELS:
+            if (c, kind) in table:
+                real_tps, real_ttft, src = table[(c, kind)][2], table[(c, kind)][3], data
+            elif (c, kind + "@A") in table:
+                v = table[(c, kind + "@A")]
+                real_tps, real_ttft, src = mean(x[0] for x in v), mean(x[1] for x in v), "h200 session A host"
+            else:
+                continue
+            sim = simulate_closed_loop(perf, c, REQUESTS[c], IN_LEN, OUT_LEN, host=host, text_prompt=kind != "ids")
+            rows.append((gpu, host_id, kind, c, sim.output_throughput, real_tps, sim.mean_ttft_ms, real_ttft, src))
+    return rows
+
+
+def main() -> None:
+    import sys
+    if "--compare" in sys.argv:
+        print("| GPU | host profile | prompts | conc | sim tok/s | real tok/s | err | sim TTFT ms | real TTFT ms |"
+              " err | measured on |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for gpu, host, kind, c, st, rt, sf, rf, src in compare():
+            print(f"| {gpu} | {host} | {kind} | {c} | {st:,.0f} | {rt:,.0f} | {st / rt - 1:+.1%} | {sf:,.1f} |"
+                  f" {rf:,.1f} | {sf / rf - 1:+.1%} | {src} |")
+        return
+    for host in HOSTS:
+        r = fit(host)
+        print(f"== {host}")
+        print("conc  prompts    API ms/req  busy   out tok/s  TTFT ms  runs")
+        for (c, kind), (per_req, busy, tps, ttft, n) in r["levels"].items():
+            print(f"{c:>4}  {kind:<9} {1e3 * per_req:>10.2f}  {busy:>4.2f} {tps:>10,.0f} {ttft:>8.1f}  {n}")
+        for k in ("per_token_light_s", "per_token_heavy_s", "tokenize_per_prompt_token_s"):
+            if k in r:
+                print(f"{k} = {1e6 * r[k]:.2f} us")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The host's share of serving: vLLM's single API-server process, modelled as one single-threaded FIFO queue.
+
+Real vLLM runs its OpenAI-compatible frontend (HTTP parsing, request bookkeeping, prompt tokenization when the prompt
+is text, per-token detokenization, SSE framing of every chunk) in ONE Python process. Measured on the H100 and H200
+(docs/PERFORMANCE.md, `python -m engines.sim.fit_host`), that process runs at ~100 % of a core from c=128 on, and
+past that point throughput falls and TTFT climbs while the GPU has room. So here:
+
+  * a request costs `per_request_s + tokenize_per_prompt_token_s * prompt tokens (text prompts only)` of API CPU
+    before the engine core sees it: it waits in the queue, so TTFT includes that wait;
+  * every streamed token costs `per_token_s(n)` (detokenize + one SSE chunk) after the engine samples it, and the
+    client sees it only when the API server has done that work: ITL includes the wait;
+  * jobs are served one at a time in arrival order (one core, one event loop).
+
+`per_token_s(n)` depends on how many streams are open in the API server (n): the measured CPU per request rises
+from c=128 to c=512 and is flat to c=1024 on both hosts (cause not isolated; see fit_host's table). The profile
+stores the two measured points and interpolates linearly in n between them, clamped outside.
+
+HostProfile YAMLs live in assets/hosts/; `typical-datacenter-core.yaml` is the default.
+"""
+from __future__ import annotations
+
+import heapq
+from pathlib import Path
+from typing import Callable
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from catalog import ASSETS_DIR, CatalogError
+
+HOSTS_DIR = ASSETS_DIR / "hosts"
+DEFAULT_HOST = "typical-datacenter-core"
+
+
+class HostProfile(BaseModel):
+    """API-server CPU costs of one host (seconds of one core)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    description: str = ""
+    source: str = ""
+    per_request_s: float = Field(default=0.0, ge=0, description="fixed bookkeeping per request")
+    tokenize_per_prompt_token_s: float = Field(default=0.0, ge=0, description="text prompts only")
+    per_token_light_s: float = Field(ge=0, description="detokenize + SSE chunk per output token, few streams")
+    per_token_heavy_s: float = Field(ge=0, description="the same with many streams open")
+    light_streams: int = Field(default=128, ge=1)
+    heavy_streams: int = Field(default=512, ge=1)
+
+    def per_token_s(self, open_streams: int) -> float:
+        lo, hi = self.light_streams, self.heavy_streams
+        if open_streams <= lo or hi <= lo:
+            return self.per_token_light_s
+        if open_streams >= hi:
+            return self.per_token_heavy_s
+        f = (open_streams - lo) / (hi - lo)
+        return self.per_token_light_s + f * (self.per_token_heavy_s - self.per_token_light_s)
+
+    def request_cost_s(self, prompt_tokens: int, text_prompt: bool) -> float:
+        return self.per_request_s + (self.tokenize_per_prompt_token_s * prompt_tokens if text_prompt else 0.0)
+
+
+def load_host_profile(name_or_path: str | Path | None = None) -> HostProfile:
+    """A profile by id (assets/hosts/<id>.yaml) or by file path; None: the default."""
+    p = Path(name_or_path) if name_or_path is not None else HOSTS_DIR / f"{DEFAULT_HOST}.yaml"
+    if not p.suffix:
+        p = HOSTS_DIR / f"{p}.yaml"
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except FileNotFoundError as e:
+        raise CatalogError(f"host profile not found: {p}") from e
+    try:
+        return HostProfile.model_validate(raw)
+    except Exception as e:  # pydantic.ValidationError: name the file
+        raise CatalogError(f"{p}: {e}") from e
+
+
+class ApiServer:
+    """Single-threaded FIFO queue in virtual time. `submit(arrival, cost, done)` enqueues a job; `run_until(t)`
+    serves, in arrival order, every job that arrived by t and calls `done(finish_time)` for each (a callback may
+    submit new jobs, e.g. the client's next request). `open_streams` is maintained by the caller."""
+
+    def __init__(self) -> None:
+        self.free_at = 0.0
+        self.busy_s = 0.0
+        self.open_streams = 0
+        self._heap: list[tuple[float, int, float | Callable[[], float], Callable[[float], None]]] = []
+        self._seq = 0
+
+    def submit(self, arrival: float, cost: float | Callable[[], float], done: Callable[[float], None]) -> None:
+        """`cost` may be a callable, evaluated when the job starts (costs that depend on the state then)."""
+        heapq.heappush(self._heap, (arrival, self._seq, cost, done))
+        self._seq += 1
+
+    def next_arrival(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def run_until(self, t: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= t:
+            arrival, _, cost, done = heapq.heappop(heap)
+            c = cost() if callable(cost) else cost
+            start = arrival if arrival > self.free_at else self.free_at
+            self.free_at = start + c
+            self.busy_s += c
+            done(self.free_at)

@@ -1,0 +1,48 @@
+"""The real sim server with a host profile: streamed tokens wait for the modelled API core (engines/sim/host.py)."""
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+
+from tests.integration.test_sim_server import MODEL, ROOT, start_sim, stop
+
+SLOW = """id: slow-test-host
+per_request_s: 0.0
+tokenize_per_prompt_token_s: 0.0
+per_token_light_s: 0.02
+per_token_heavy_s: 0.02
+"""
+
+
+def _stream_seconds(url: str, max_tokens: int) -> tuple[float, int]:
+    body = json.dumps({"model": MODEL, "prompt": [1, 2, 3, 4], "max_tokens": max_tokens, "stream": True}).encode()
+    req = urllib.request.Request(url + "/v1/completions", data=body, headers={"Content-Type": "application/json"})
+    t0 = time.monotonic()
+    chunks = 0
+    with urllib.request.urlopen(req, timeout=30) as r:
+        for line in r:
+            if line.startswith(b"data: {"):
+                chunks += 1
+    return time.monotonic() - t0, chunks
+
+
+def test_tokens_wait_for_the_api_core(tmp_path):
+    prof = tmp_path / "slow.yaml"
+    prof.write_text(SLOW)
+    for profile, lo, hi in ((str(prof), 0.39, 5.0), ("none", 0.0, 0.3)):
+        proc, url, out = start_sim(tmp_path, "--gpu", "H100-SXM-80GB", "--model", MODEL, "--host-profile", profile)
+        try:
+            assert url, out
+            assert ("slow-test-host" if profile != "none" else "host profile: none") in out
+            secs, chunks = _stream_seconds(url, 20)   # 20 tokens x 20 ms of API core each
+            assert chunks >= 1
+            assert lo <= secs <= hi, (profile, secs)
+        finally:
+            stop(proc)
+
+
+def test_unknown_host_profile_exits_2():
+    r = subprocess.run([sys.executable, "-m", "engines.sim", "--gpu", "H100-SXM-80GB", "--model", MODEL, "--port", "0",
+                        "--host-profile", "no-such-host"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no-such-host" in r.stderr

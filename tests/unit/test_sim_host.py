@@ -1,0 +1,109 @@
+"""The API-server model (engines/sim/host.py) and its place in the closed loop (scheduler.simulate_closed_loop)."""
+from __future__ import annotations
+
+import pytest
+
+from catalog import CatalogError, get_gpu, get_model
+from engines.sim import fit_host
+from engines.sim.host import ApiServer, HostProfile, load_host_profile
+from engines.sim.model import PerfModel
+from engines.sim.scheduler import simulate_closed_loop
+
+
+def _profile(**kw) -> HostProfile:
+    base = dict(id="t", per_token_light_s=50e-6, per_token_heavy_s=150e-6, light_streams=100, heavy_streams=300)
+    base.update(kw)
+    return HostProfile(**base)
+
+
+def test_per_token_cost_interpolates_between_the_measured_points_and_clamps():
+    p = _profile()
+    assert p.per_token_s(1) == p.per_token_s(100) == pytest.approx(50e-6)
+    assert p.per_token_s(200) == pytest.approx(100e-6)
+    assert p.per_token_s(300) == p.per_token_s(5000) == pytest.approx(150e-6)
+
+
+def test_tokenization_is_charged_for_text_prompts_only():
+    p = _profile(per_request_s=1e-3, tokenize_per_prompt_token_s=5e-6)
+    assert p.request_cost_s(512, text_prompt=False) == pytest.approx(1e-3)
+    assert p.request_cost_s(512, text_prompt=True) == pytest.approx(1e-3 + 512 * 5e-6)
+
+
+def test_api_server_is_one_fifo_queue():
+    api, seen = ApiServer(), []
+    api.submit(0.0, 1.0, lambda t: seen.append(("a", t)))
+    api.submit(0.5, 1.0, lambda t: seen.append(("b", t)))      # waits for a
+    api.submit(5.0, 1.0, lambda t: seen.append(("c", t)))      # idle gap: starts at its arrival
+    api.run_until(1.0)
+    assert seen == [("a", 1.0), ("b", 2.0)]                      # c has not arrived by t=1
+    api.submit(2.0, lambda: 0.25, lambda t: seen.append(("d", t)))   # cost evaluated when it starts
+    api.run_until(10.0)
+    assert seen[2:] == [("d", 2.25), ("c", 6.0)]
+    assert api.busy_s == pytest.approx(3.25)
+
+
+def test_callbacks_may_submit_follow_up_jobs():
+    api, seen = ApiServer(), []
+    api.submit(0.0, 1.0, lambda t: api.submit(t, 1.0, lambda t2: seen.append(t2)))
+    api.run_until(3.0)
+    assert seen == [2.0]
+
+
+def test_profiles_load_and_reject_unknown_fields(tmp_path):
+    assert load_host_profile().id == "typical-datacenter-core"
+    assert load_host_profile("h200-host-b-2026-12-01").per_token_heavy_s > load_host_profile().per_token_heavy_s
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: x\nper_token_light_s: 1e-5\nper_token_heavy_s: 1e-5\nturbo: true\n")
+    with pytest.raises(CatalogError):
+        load_host_profile(bad)
+    with pytest.raises(CatalogError):
+        load_host_profile("no-such-host")
+
+
+@pytest.mark.parametrize("host_id,data", [("typical-datacenter-core", "h100-host-2026-11-22"),
+                                          ("h200-host-b-2026-12-01", "h200-host-b-2026-12-01")])
+def test_stored_profiles_match_the_fit_of_the_stored_runs(host_id, data):
+    prof, fitted = load_host_profile(host_id), fit_host.fit(data)
+    assert prof.per_token_light_s == pytest.approx(fitted["per_token_light_s"], rel=1e-3)
+    assert prof.per_token_heavy_s == pytest.approx(fitted["per_token_heavy_s"], rel=1e-3)
+    assert prof.tokenize_per_prompt_token_s == pytest.approx(fit_host.fit("h200-host-b-2026-12-01")
+                                                             ["tokenize_per_prompt_token_s"], rel=1e-3)
+
+
+def _perf(gpu="H200-141GB"):
+    return PerfModel(get_gpu(gpu), get_model("Qwen/Qwen3-0.6B"))
+
+
+def test_a_free_host_changes_nothing():
+    perf = _perf()
+    free = _profile(per_token_light_s=0.0, per_token_heavy_s=0.0)
+    for c, n in ((1, 20), (64, 128)):
+        a = simulate_closed_loop(perf, c, n, 512, 128)
+        b = simulate_closed_loop(perf, c, n, 512, 128, host=free)
+        assert b.output_throughput == pytest.approx(a.output_throughput)
+        assert b.mean_ttft_ms == pytest.approx(a.mean_ttft_ms)
+        assert b.mean_itl_ms == pytest.approx(a.mean_itl_ms)
+
+
+def test_the_api_core_bounds_throughput():
+    # 1 ms per token: one core frames at most 1,000 tokens/s whatever the GPU does.
+    slow = _profile(per_token_light_s=1e-3, per_token_heavy_s=1e-3)
+    s = simulate_closed_loop(_perf(), 256, 512, 512, 128, host=slow)
+    assert 900 < s.output_throughput <= 1000.0 + 1e-6
+
+
+def test_text_prompts_add_their_tokenization_to_ttft():
+    p = _profile(per_token_light_s=0.0, per_token_heavy_s=0.0, tokenize_per_prompt_token_s=10e-6)
+    ids = simulate_closed_loop(_perf(), 1, 10, 512, 16, host=p)
+    text = simulate_closed_loop(_perf(), 1, 10, 512, 16, host=p, text_prompt=True)
+    assert text.mean_ttft_ms - ids.mean_ttft_ms == pytest.approx(5.12, abs=0.01)
+    assert text.mean_itl_ms == pytest.approx(ids.mean_itl_ms)
+
+
+def test_measured_shape_throughput_peaks_then_falls_and_ttft_climbs():
+    host = load_host_profile("h200-host-b-2026-12-01")
+    s = {c: simulate_closed_loop(_perf(), c, 2 * c, 512, 128, host=host) for c in (128, 512, 1024)}
+    assert s[512].output_throughput < 0.8 * s[128].output_throughput
+    assert s[128].mean_ttft_ms < s[512].mean_ttft_ms < s[1024].mean_ttft_ms
+    no_host = simulate_closed_loop(_perf(), 512, 1024, 512, 128)
+    assert no_host.output_throughput > s[128].output_throughput     # without the host the sim keeps rising
