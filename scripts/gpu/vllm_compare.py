@@ -46,7 +46,7 @@ BENCH_MAIN = ("import sys\nfrom vllm.benchmarks.serve import add_cli_args, main\
               "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
               "p = FlexibleArgumentParser()\nadd_cli_args(p)\nmain(p.parse_args(sys.argv[1:]))\n")
 CFG = {"server_cmd": VLLM_CMD, "bench_cmd": VLLM_CMD + ["bench", "serve"], "model": MODEL, "input_len": 512, "output_len": 128, "spec": {}, "extra_args": [],
-       "server_cpus": None, "client_cpus": None, "client_procs": None}
+       "server_cpus": None, "client_cpus": None, "client_procs": None, "ramp_up": 0}
 
 
 def _pinned(cmd: list[str], cpus: str | None) -> list[str]:
@@ -212,6 +212,8 @@ def run_pairs(plan, server_pid: int, levels: list[int], pairs: int, out: Path, r
                     if who == "melt-notel":
                         extra += ["--telemetry-hz", "0"]
                     extra += ["--prompt-format", "token-ids"] if who == "melt-ids" else ["--tokenizer", _tokenizer(plan)]
+                    # vllm bench starts every user at once: no ramp-up here, so both tools load the server alike
+                    extra += ["--ramp-up", str(CFG["ramp_up"])]
                     doc = melt("sweep", "--engine", "openai", "--base-url", plan.base_url, "--model",
                                plan.served_model_name, "--levels", str(conc), "--requests", str(n),
                                "--input-len", str(CFG["input_len"]), "--output-len", str(CFG["output_len"]),
@@ -399,6 +401,8 @@ if __name__ == "__main__":
     ap.add_argument("--attach", action="store_true", help="compare: use the server `serve` left running")
     ap.add_argument("--server-cpus", help="taskset CPU list for the server (e.g. 0-7); clients get --client-cpus")
     ap.add_argument("--client-cpus")
+    ap.add_argument("--ramp-up", type=float, default=0.0,
+                    help="compare: Melt's --ramp-up (default 0, as vllm bench, which starts every user at once)")
     a = ap.parse_args()
 
     def _term(*_):
@@ -417,7 +421,8 @@ if __name__ == "__main__":
                    model="melt/tiny-qwen3", input_len=256, output_len=64, server_cpus="0", client_cpus="1",
                    client_procs=1, spec=dict(max_model_len=2048, dtype="float32"),
                    extra_args=["--enforce-eager", "--kv-cache-memory-bytes", str(1 << 30)])
-    CFG.update(server_cpus=a.server_cpus or CFG["server_cpus"], client_cpus=a.client_cpus or CFG["client_cpus"],
+    CFG.update(ramp_up=a.ramp_up, server_cpus=a.server_cpus or CFG["server_cpus"],
+               client_cpus=a.client_cpus or CFG["client_cpus"],
                input_len=a.input_len or CFG["input_len"], output_len=a.output_len or CFG["output_len"])
     if a.max_seqs:
         CFG["spec"] = {**CFG["spec"], "max_seqs": a.max_seqs}
