@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.config import LengthRange
-from bench.workload import _lengths, _rng, request_shape
+from bench.workload import _lengths, _rng, id_range, request_shape
 
 MAX_ARRIVAL_S = 86_400.0           # a trace's arrival offsets: finite, at most a day
 MAX_ADJUST = 8                     # decode/encode rounds before a text prompt is sent as it is
@@ -169,7 +169,7 @@ class PromptMaker:
                 self.prefix_text += "\n"
                 self.prefix_n = self.tok.count(self.prefix_text)
             else:
-                lo, hi = _id_range_for(vocab_size)
+                lo, hi = id_range(vocab_size)
                 self.prefix_ids = rng.integers(lo, hi, size=prefix_len, dtype=np.int32)
         self.prefix_len = prefix_len
         self._ready: dict[int, tuple] = {}
@@ -278,12 +278,6 @@ class PromptMaker:
         else:
             prompt, exact = self.tok.fit(rng, n_in)
         return prompt, n_out, exact
-
-
-def _id_range_for(vocab_size: int | None) -> tuple[int, int]:
-    from bench.workload import id_range
-
-    return id_range(vocab_size)
 
 
 # ---- which tokenizer a run's text prompts use (parent side) -------------------------------------------------------
