@@ -133,6 +133,11 @@ class _Telemetry:
             return
         try:
             source, self.note = make_source(cfg.engine.kind, base_url, cfg.engine.gpus)
+            if type(source).__name__ == "NvmlSource":
+                # shown, not hidden: on an H100 and an H200 NVML sampling in the client lowered vLLM's decode speed by
+                # 6-8% at 1-16 concurrent requests (docs/PERFORMANCE.md, "Session C"); telemetry_hz 0 turns it off
+                self.note = (f"{self.note} at {cfg.telemetry_hz:g} Hz (measured to slow vLLM's decode by 6-8% at 1-16 "
+                             "concurrent requests on an H100/H200; --telemetry-hz 0 turns sampling off)")
             if self.note:
                 self.log(self.note)
                 self.rec.event("info", self.note)

@@ -2,7 +2,7 @@
 # The H100/H200 A/B (issues: real engines, numbers you can trust) as one short command per device call, so the calls go back to back (the lent
 # machine is given back 30 s after a call). Run from the repo root on the device machine; results land in $OUT.
 #   stage N            calls 1-5: carry .gpu/p0N (vLLM bundle, ../shared/device/README.md), copy it to /tmp/stage
-#   serve              carry .gpu/p05 + .whl: install vLLM + Melt's wheels, launch vLLM through Melt (left running)
+#   serve [ARGS]       carry .gpu/p05 + .whl: install vLLM + Melt's wheels, launch vLLM through Melt (left running)
 #   cmp LEVELS PAIRS [TIMEOUT_S] [TOOLS]
 #                      Melt vs vllm bench serve against that server (scripts/gpu/vllm_compare.py compare --attach)
 #   stop               stop it; GPU memory back to the pre-launch baseline?
@@ -21,7 +21,9 @@ case "$step" in
       || exit 1
     nvidia-smi --query-gpu=name,memory.used,clocks.max.sm --format=csv; lscpu -e=CPU,CORE,SOCKET,NODE | head -20
     cat /proc/sys/net/core/somaxconn
-    python3 scripts/gpu/vllm_compare.py serve "${srv[@]}" --out "$OUT" ;;
+    python3 scripts/gpu/vllm_compare.py serve "${srv[@]}" --out "$OUT" "${@:2}"
+    # the KV-cache size vLLM computed (issue #12: the planner's prediction against it)
+    grep -E "KV cache|Maximum concurrency|model weights took|Available KV" /tmp/melt_vllm_server/engine.log | tail -8 ;;
   cmp)
     name=c${2//,/_}; res=/tmp/res/$name; mkdir -p "$res"
     timeout "${4:-540}" python3 scripts/gpu/vllm_compare.py compare --attach "${cli[@]}" --levels "$2" \

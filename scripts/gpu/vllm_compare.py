@@ -393,6 +393,8 @@ if __name__ == "__main__":
     ap.add_argument("--input-len", type=int)
     ap.add_argument("--output-len", type=int)
     ap.add_argument("--max-seqs", type=int)
+    ap.add_argument("--mem-fraction", type=float, help="serve: vLLM --gpu-memory-utilization (default vLLM's 0.9)")
+    ap.add_argument("--max-model-len", type=int, help="serve: vLLM --max-model-len (default the model's)")
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)),
                     help="compare stage: concurrency levels (split them over calls: each call has a time limit)")
     ap.add_argument("--pairs", type=int, default=1, help="compare: client runs of each tool per level, order flipped "
@@ -424,8 +426,9 @@ if __name__ == "__main__":
     CFG.update(ramp_up=a.ramp_up, server_cpus=a.server_cpus or CFG["server_cpus"],
                client_cpus=a.client_cpus or CFG["client_cpus"],
                input_len=a.input_len or CFG["input_len"], output_len=a.output_len or CFG["output_len"])
-    if a.max_seqs:
-        CFG["spec"] = {**CFG["spec"], "max_seqs": a.max_seqs}
+    for key in ("max_seqs", "mem_fraction", "max_model_len"):
+        if getattr(a, key):
+            CFG["spec"] = {**CFG["spec"], key: getattr(a, key)}
     if a.stage == "compare":
         tools = tuple(a.tools.split(","))
         if not set(tools) <= set(TOOLS) or not {"melt", "vllm"} <= set(tools):
