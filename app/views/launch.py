@@ -314,6 +314,16 @@ st.divider()
 for problem in problems:
     st.error(esc_md(problem))
 start_disabled = bool(problems) or engine_missing
+if engine in ("vllm", "sglang", "trtllm"):
+    # Melt engines that outlived their runs, still holding GPU memory: named here, ended on request (bench/gpu_holders)
+    from bench.gpu_holders import end_orphans, holders, launch_warning
+
+    _held, _ = holders(None, config.engine.gpus if config is not None else None)
+    if (_msg := launch_warning(_held)) is not None:
+        st.warning(esc_md(_msg))
+        if st.button("End the orphaned engines", key="l_end_orphans", icon=":material/delete:"):
+            _ended = end_orphans(_held)
+            st.success(f"Ended processes {', '.join(map(str, _ended))}." if _ended else "Nothing left to end.")
 
 
 def _start() -> None:
