@@ -38,10 +38,13 @@ def engine_name(kind: str | None) -> str:
 
 
 def prompt_format(config: Mapping | None) -> str | None:
-    """The workload's prompt format ("text" or "token-ids") from a stored run config; None for configs from
-    before the field existed (their prompts were token ids, but nothing recorded it)."""
+    """The workload's prompt format ("text" or "token-ids") from a stored run config; None without a workload.
+    A workload from before the field existed sent token ids, or text on the chat endpoint (migration 0004 labels
+    stored runs the same way; this covers configs that come from elsewhere, e.g. an old bundle)."""
     wl = (config or {}).get("workload") if isinstance(config, Mapping) else None
-    return wl.get("prompt_format") if isinstance(wl, Mapping) else None
+    if not isinstance(wl, Mapping):
+        return None
+    return wl.get("prompt_format") or ("text" if wl.get("endpoint") == "chat" else "token-ids")
 
 
 def _parts(run: Any, config: Mapping | None) -> dict[str, str | None]:

@@ -24,9 +24,10 @@ def _f(v, nd: int = 1) -> str:
 def prompt_label(config: dict | None) -> str:
     """What a run's prompts were, in a few words ("text", "token ids", "text + 256-token shared prefix", ...).
     Token-id runs cost the server's frontend less, so every place that shows numbers shows this beside them."""
+    from bench.compare import prompt_format
+
     wl = (config or {}).get("workload") or {}
-    fmt = wl.get("prompt_format") or ("text" if wl.get("endpoint") == "chat" else "token-ids")
-    out = "token ids" if fmt == "token-ids" else "text"
+    out = "text" if prompt_format(config) == "text" else "token ids"
     if wl.get("prompt_file"):
         out += " from a prompt file"
     if wl.get("prefix_len"):
