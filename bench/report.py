@@ -101,6 +101,8 @@ def run_document(run_id: int, db: str | Path | None = None) -> dict:
         levels = s.scalars(select(Level).where(Level.run_id == run_id).order_by(Level.idx)).all()
         insts = s.scalars(select(EngineInstance).where(EngineInstance.run_id == run_id)).all()
         verdicts = s.scalars(select(Event).where(Event.run_id == run_id, Event.kind == "verdict")).all()
+        blitz = s.scalars(select(Event).where(Event.run_id == run_id, Event.kind == "blitz")
+                          .order_by(Event.id.desc()).limit(1)).first()
         level_docs = []
         for lv in levels:
             doc = dict(lv.summary or {})
@@ -121,6 +123,7 @@ def run_document(run_id: int, db: str | Path | None = None) -> dict:
                                   "base_url": i.base_url, "startup_s": i.startup_s, "state": i.state,
                                   "exit_code": i.exit_code} for i in insts],
             "gpu_health": verdicts[-1].payload if verdicts else None,
+            "blitz": blitz.payload if blitz is not None else None,   # a Blitz run's result (bench/blitz.py)
             "levels": level_docs,
         }
 

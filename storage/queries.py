@@ -603,6 +603,11 @@ def _per_user(tok: float | None, lv, summary: dict) -> float | None:
     return tok / users if users > 0 else None
 
 
+def _share_pct(roof: Any) -> float | None:
+    share = roof.get("share") if isinstance(roof, dict) else None
+    return 100.0 * float(share) if share is not None else None
+
+
 def level_table(detail: RunDetail) -> list[dict]:
     """One flat row per level for tables, charts against concurrency and CSV: summary percentiles, telemetry,
     per-user and per-GPU throughput. Columns stay present (None) for levels still running."""
@@ -627,6 +632,8 @@ def level_table(detail: RunDetail) -> list[dict]:
             "steady_s": steady.get("duration_s"), "steady_output_tok_s": steady.get("output_tok_s"),
             "steady_req_s": steady.get("req_s"), "steady_ttft_p50_ms": _pct(steady, "ttft_ms", "p50"),
             "steady_tpot_p50_ms": _pct(steady, "tpot_ms", "p50"), "steady_e2e_p50_ms": _pct(steady, "e2e_ms", "p50"),
+            # share of the GPU's roofline (bench/roofline.py, computed when the level finished)
+            "roofline_pct": _share_pct(s.get("roofline")),
             "tok_s_per_user": _per_user(tok, lv, s),
             "tok_s_per_gpu": tok / gpus if tok else None,
             "client_cpu_pct": lv.client_cpu_pct, "client_bound": lv.client_bound,
