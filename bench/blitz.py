@@ -219,3 +219,47 @@ def result_rows(result: Mapping) -> list[tuple[str, Any]]:
     if ss:
         rows.append(("single-stream (HF generate, batch 1) tok/s", fmt_rate(ss.get("output_tok_s"))))
     return rows
+
+
+_HEALTH_ORDER = {"FAIL": 3, "WARN": 2, "PASS": 1}
+
+
+def leaderboard(entries: Sequence[Mapping]) -> dict[str, list[dict]]:
+    """Blitz scores per GPU model (storage.queries.blitz_results rows): {"real": [...], "simulated": [...]}, each
+    row {"gpu", "best", "median", "count", "best_run_id", "health", "health_counts", "engines", "drivers",
+    "per_gpu_best"} ranked by best score. Simulated entries are never mixed with real ones. Only scored runs count;
+    a GPU's count is its scored runs, its health the worst verdict among them (with how many of each)."""
+    from statistics import median
+
+    groups: dict[tuple[bool, str, int], list[Mapping]] = {}
+    for e in entries:
+        r = e.get("result") or {}
+        if r.get("score_output_tok_s") is None:
+            continue
+        key = (bool(e.get("simulated") or r.get("simulated")), str(e.get("gpu") or r.get("gpu") or "unknown GPU"),
+               int(e.get("gpu_count") or r.get("gpu_count") or 1))
+        groups.setdefault(key, []).append(e)
+    out: dict[str, list[dict]] = {"real": [], "simulated": []}
+    for (sim, gpu, count), es in groups.items():
+        scores = [float(e["result"]["score_output_tok_s"]) for e in es]
+        best = max(es, key=lambda e: e["result"]["score_output_tok_s"])
+        health = [str((e["result"].get("health") or {}).get("status") or "unknown") for e in es]
+        counts = {h: health.count(h) for h in sorted(set(health), key=lambda h: -_HEALTH_ORDER.get(h, 0))}
+        versions = [e["result"].get("versions") or {} for e in es]
+        drivers = sorted({str(f.get("driver")) for e in es for f in e["result"].get("gpu_facts") or []
+                          if f.get("driver")})
+        out["simulated" if sim else "real"].append({
+            "gpu": gpu + (f" x{count}" if count > 1 else ""), "simulated": sim, "best": max(scores),
+            "median": median(scores), "count": len(scores), "best_run_id": best["run_id"],
+            "per_gpu_best": max(scores) / count,
+            "health": max(health, key=lambda h: _HEALTH_ORDER.get(h, 0)), "health_counts": counts,
+            "engines": sorted({f"{e.get('engine_kind')} {v.get('engine') or ''}".strip() for e, v in zip(es, versions)}),
+            "drivers": drivers,
+            "best_tok_s_per_w": best["result"].get("tok_s_per_w"),
+            "best_roofline_share": best["result"].get("roofline_share"),
+        })
+    for rows in out.values():
+        rows.sort(key=lambda r: -r["best"])
+        for i, r in enumerate(rows):
+            r["rank"] = i + 1
+    return out

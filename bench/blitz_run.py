@@ -57,8 +57,10 @@ def run_single_stream(run_id: int, db, *, python: str, model: str, minutes: floa
     try:
         proc = subprocess.run(argv, cwd=root, capture_output=True, text=True,
                               timeout=timeout_s or minutes * 60 + 600)
-        doc = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 and proc.stdout.strip() \
-            else {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-800:]}"}
+        lines = proc.stdout.strip().splitlines()
+        doc = json.loads(lines[-1]) if lines else {}
+        if proc.returncode != 0 or not isinstance(doc, dict) or doc.get("output_tok_s") is None:
+            doc = {"error": f"exit {proc.returncode}: {(doc or {}).get('error') or proc.stderr.strip()[-800:]}"}
     except (subprocess.TimeoutExpired, OSError, ValueError, IndexError) as e:
         doc = {"error": repr(e)[:800]}
     doc["label"] = "single-stream (HF transformers generate, batch 1)"
@@ -71,6 +73,23 @@ def run_single_stream(run_id: int, db, *, python: str, model: str, minutes: floa
 
 if __name__ == "__main__":  # pragma: no cover - a debugging aid: recompute one run's result
     print(json.dumps(store_result(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None), indent=2))
+
+
+def single_stream_model(run_id: int, model: str, dummy: bool) -> str:
+    """What the single-stream method loads: the model itself with real weights, else the dummy directory the engine
+    served (written for this run), else one written now from the catalog (config + tokenizer, no weights)."""
+    from catalog import get_model
+    from engines.dummy import write_model_dir
+    from storage.db import data_dir
+
+    if not dummy:
+        return model
+    served = data_dir() / "runs" / str(run_id) / "dummy-model"
+    if (served / "config.json").is_file():
+        return str(served)
+    if Path(model).expanduser().is_dir():
+        return model
+    return str(write_model_dir(get_model(model), data_dir() / "runs" / str(run_id) / "single-stream-model"))
 
 
 def real_weights_present(model: str) -> bool:

@@ -388,11 +388,12 @@ def cmd_blitz(a: argparse.Namespace) -> int:
 
     def after(run_id: int, log) -> None:
         from bench.blitz import headline, result_rows
-        from bench.blitz_run import compute_result, run_single_stream, store_result
+        from bench.blitz_run import compute_result, run_single_stream, single_stream_model, store_result
         from bench.report import table
 
         if a.single_stream_python:
-            run_single_stream(run_id, a.db, python=a.single_stream_python, model=cfg.engine.model,
+            model = single_stream_model(run_id, cfg.engine.model, cfg.engine.dummy_weights or cfg.engine.simulated)
+            run_single_stream(run_id, a.db, python=a.single_stream_python, model=model,
                               minutes=a.single_stream_minutes or a.minutes, log=log,
                               device=a.single_stream_device)
             res = store_result(run_id, a.db)

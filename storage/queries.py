@@ -401,6 +401,22 @@ def recent_verdicts(db: Db = None, *, limit: int = 10) -> list[dict]:
     return out
 
 
+def blitz_results(db: Db = None, *, limit: int = 2000) -> list[dict]:
+    """Every Blitz run's result (its newest `blitz` event, written by bench.blitz_run), newest run first, with the
+    run's identity beside it: {"run_id", "name", "created_at", "status", "engine_kind", "gpu", "gpu_count",
+    "simulated", "result"}."""
+    q = (select(Event.run_id, Event.payload, Run.name, Run.created_at, Run.status, Run.engine_kind, Run.gpu,
+                Run.gpu_count, Run.simulated)
+         .join(Run, Run.id == Event.run_id).where(Event.kind == "blitz").order_by(Event.id))
+    latest: dict[int, dict] = {}
+    with open_db(db)() as s:
+        for rid, payload, name, created, status, kind, gpu, count, sim in s.execute(q).all():
+            latest[rid] = {"run_id": rid, "name": name or "", "created_at": created, "status": _enum_value(status),
+                           "engine_kind": kind, "gpu": gpu, "gpu_count": count, "simulated": bool(sim),
+                           "result": payload or {}}
+    return sorted(latest.values(), key=lambda r: r["run_id"], reverse=True)[:limit]
+
+
 def _verdict_text(v: Any) -> str | None:
     """Verdicts may be a string ("ok", "throttled: power cap") or a dict with a status/verdict key."""
     if v is None:
