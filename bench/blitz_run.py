@@ -118,3 +118,27 @@ def detect_gpu(gpus: list[int] | None = None) -> str | None:
         return match_nvml_name(found[0]["name"]) if found else None
     except Exception:  # noqa: BLE001
         return None
+
+
+def blitz_config(engine: str, gpu: str | None, minutes: float = 5.0, *, model: str = "Qwen/Qwen3-0.6B",
+                 engine_cmd: list[str] | None = None, weights: str = "auto", repeats: int = 1,
+                 start_concurrency: int = 8, max_concurrency: int = 1024, name: str = "") -> "RunConfig":
+    """The RunConfig of a Blitz started from the dashboard's one button (the CLI builds the same from its flags):
+    256 prompt / 256 output tokens, text prompts, the search and measure of bench/blitz.py."""
+    from bench.blitz import TAG
+    from bench.config import BlitzSpec, LengthRange, RunConfig, WorkloadSpec
+    from catalog import get_gpu
+    from engines.spec import EngineSpec
+
+    if engine == "sim" and not gpu:
+        raise ValueError("a simulated Blitz needs a catalog GPU to simulate")
+    gpu = get_gpu(gpu).id if gpu else None
+    dummy = engine != "sim" and (weights == "dummy" or (weights == "auto" and not real_weights_present(model)))
+    spec = EngineSpec(kind=engine, model=model, sim_gpu=gpu if engine == "sim" else None, dummy_weights=dummy,
+                      engine_cmd=engine_cmd)
+    wl = WorkloadSpec(input_len=LengthRange(min=256, max=256), output_len=LengthRange(min=256, max=256))
+    return RunConfig(name=name or f"Blitz {gpu or 'GPU'}", tags=[TAG], engine=spec, workload=wl,
+                     levels=[start_concurrency], gpu=gpu,
+                     price_per_gpu_hour=get_gpu(gpu).price_per_hour if gpu else None,
+                     blitz=BlitzSpec(minutes=minutes, start_concurrency=start_concurrency,
+                                     max_concurrency=max_concurrency, repeats=repeats))
