@@ -278,4 +278,5 @@ def ranking_bars(rows: Sequence[dict], *, simulated: bool, title: str = "Blitz s
     lay = _layout(title, simulated=simulated, x="steady output tok/s at saturation", height=120 + 60 * len(rows),
                   hover="closest")
     lay["yaxis"] = {"type": "category", "tickfont": {"size": 15}, "automargin": True}
+    lay["xaxis"]["range"] = [0, 1.12 * max((r["best"] for r in rows), default=1)]  # room for the value labels
     return go.Figure(data=data, layout=lay)

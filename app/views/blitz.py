@@ -98,17 +98,20 @@ def show(run_id: int) -> None:
             st.error("This Blitz has no result" + (f": {esc_md(r.error)}" if r.error else "."))
         return
     sim = " (SIMULATED)" if res.get("simulated") else ""
-    tiles = st.columns(6)
-    tiles[0].metric("Blitz score" + sim, f"{fmt_rate(res.get('score_output_tok_s'))} tok/s", border=True,
+    tiles = st.columns([1.3, 1, 1, 1, 1, 1, 1])
+    tiles[0].metric("Blitz score" + sim, fmt_rate(res.get("score_output_tok_s")), border=True,
                     help="steady-state output tok/s at the saturating concurrency")
     tiles[1].metric("tok/s per W", fmt_rate(res.get("tok_s_per_w")), border=True)
     tiles[2].metric("J / output token", fmt_small(res.get("j_per_output_token")), border=True)
-    tiles[3].metric("TTFT / TPOT p50", f"{fmt_rate(res.get('ttft_p50_ms'))} / {fmt_rate(res.get('tpot_p50_ms'))} ms",
-                    border=True)
+    tiles[3].metric("TTFT p50 ms", fmt_rate(res.get("ttft_p50_ms")), border=True)
+    tiles[4].metric("TPOT p50 ms", fmt_rate(res.get("tpot_p50_ms")), border=True)
     share = res.get("roofline_share")
-    tiles[4].metric("Roofline share", "–" if share is None else f"{100 * share:.1f}%", border=True,
+    tiles[5].metric("Roofline share", "–" if share is None else f"{100 * share:.1f}%", border=True,
                     help="measured tok/s over the catalog's bandwidth/FLOP bound for this batch and context")
-    tiles[5].metric("GPU health" + sim, (res.get("health") or {}).get("status") or "unknown", border=True)
+    tiles[6].metric("GPU health" + sim, (res.get("health") or {}).get("status") or "unknown", border=True)
+    st.caption(f"Score in steady-state output tok/s at concurrency {res.get('concurrency')}"
+               + (f", {res['measured_levels']} measured levels agreeing within {100 * res['spread']:.1f}%"
+                  if res.get("spread") is not None else "") + sim)
     reasons = (res.get("health") or {}).get("reasons") or []
     if reasons:
         st.caption("Health: " + esc_md("; ".join(reasons)))
@@ -126,11 +129,14 @@ def show(run_id: int) -> None:
     left, right = st.columns([1, 1])
     with left:
         st.subheader("Result")
-        st.dataframe(pd.DataFrame(result_rows(res), columns=["", "value"]), hide_index=True, key=f"b-res-{run_id}")
+        rows = result_rows(res)
+        st.dataframe(pd.DataFrame(rows, columns=["", "value"]), hide_index=True, key=f"b-res-{run_id}",
+                     height=35 * (len(rows) + 1) + 3)
     with right:
         st.subheader("Search" + sim)
         srch = pd.DataFrame(res.get("search") or [])
         if not srch.empty:
+            srch["tok_s"] = srch["tok_s"].round(1)
             srch = srch.rename(columns={"tok_s": "output tok/s", "steady": "steady window"})
             show_table(srch, key=f"b-search-{run_id}", filename=f"blitz{run_id}_search")
     tel = pd.DataFrame(q.telemetry_series(run_id))
