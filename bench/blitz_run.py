@@ -56,7 +56,7 @@ def run_single_stream(run_id: int, db, *, python: str, model: str, minutes: floa
     log(f"single-stream (HF generate, batch 1): {' '.join(argv)}")
     try:
         proc = subprocess.run(argv, cwd=root, capture_output=True, text=True,
-                              timeout=timeout_s or minutes * 60 + 600)
+                              timeout=timeout_s or minutes * 60 + 180)
         lines = proc.stdout.strip().splitlines()
         doc = json.loads(lines[-1]) if lines else {}
         if proc.returncode != 0 or not isinstance(doc, dict) or doc.get("output_tok_s") is None:
