@@ -92,7 +92,9 @@ def plan_after(step: dict, spec: BlitzSpec) -> list[PlannedLevel]:
     if step["action"] == "search":
         return [PlannedLevel(concurrency=step["concurrency"], phase="search")]
     if step["action"] == "measure":
-        return [PlannedLevel(concurrency=step["concurrency"], phase="measure", repeat=k) for k in range(spec.repeats)]
+        # repeat 0 is the search level at that concurrency: measured ones are 1..repeats, so (C, repeat) stays unique
+        return [PlannedLevel(concurrency=step["concurrency"], phase="measure", repeat=k + 1)
+                for k in range(spec.repeats)]
     return []
 
 

@@ -325,7 +325,7 @@ def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
         log(f"run {run_id}{sim} {status.value}" + (f": {error}" if error else ""))
         if done:
             log(levels_table(doc["levels"]))
-            if reps := repeats_table(doc["levels"]):
+            if not cfg.blitz and (reps := repeats_table(doc["levels"])):  # Blitz: its result has the agreement
                 log(reps)
     if any(lv.get("status") == "failed" for lv in doc["levels"]):
         return 1  # finished, but not every level did (on_level_failure=continue)

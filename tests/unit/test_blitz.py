@@ -47,7 +47,7 @@ def test_plans_and_workloads():
     assert [(p.concurrency, p.phase) for p in plan_after({"action": "search", "concurrency": 16}, SPEC)] == [
         (16, "search")]
     m = plan_after({"action": "measure", "concurrency": 64}, SPEC)
-    assert [(p.concurrency, p.phase, p.repeat) for p in m] == [(64, "measure", 0), (64, "measure", 1)]
+    assert [(p.concurrency, p.phase, p.repeat) for p in m] == [(64, "measure", 1), (64, "measure", 2)]
     assert plan_after({"action": "fail", "concurrency": None}, SPEC) == []
     wl = WorkloadSpec(requests=100)
     s = level_workload(wl, SPEC, "search")
