@@ -11,7 +11,8 @@
 #                      vLLM itself (~220 s start), searches the saturating concurrency, measures REPEAT (2) levels of
 #                      MINUTES (1) there on that one server (the agreement check), then the single-stream method (HF
 #                      generate, batch 1) for SINGLE_MIN (0.5; 0 = skip); result JSON, log and DB to $OUT. Fits one
-#                      600 s call with the defaults.
+#                      600 s call with the defaults. BLITZ_START (32) and BLITZ_SEARCH_S (6): first search level and its
+#                      seconds of steady state. The log goes to $OUT as it is written (a call cut short still has it).
 # Server on CPUs 0-9, clients on 10-15: the two never compete for a core.
 set -uo pipefail
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 PYTHONUNBUFFERED=1
@@ -48,12 +49,13 @@ case "$step" in
     [ "${4:-0.5}" != 0 ] && ss=(--single-stream-python python3 --single-stream-minutes "${4:-0.5}")
     timeout "${5:-570}" python3 -m bench --db "$res/melt.db" blitz --engine vllm \
       --engine-cmd "python3 -m vllm.entrypoints.cli.main" --engine-arg=--no-enable-prefix-caching \
-      --minutes "${2:-1}" --repeat "${3:-2}" --start-concurrency 32 --search-steady 6 "${ss[@]}" --json \
-      > "$res/blitz.json" 2> "$res/blitz.log"; echo "blitz exit $?"
+      --minutes "${2:-1}" --repeat "${3:-2}" --start-concurrency "${BLITZ_START:-32}" \
+      --search-steady "${BLITZ_SEARCH_S:-6}" "${ss[@]}" --json > "$res/blitz.json" 2> >(tee "$OUT/blitz.log" > "$res/blitz.log")
+    echo "blitz exit $?"; sleep 1
     tail -40 "$res/blitz.log"
     # cut by the timeout: the run's stored document instead of the CLI's
     [ -s "$res/blitz.json" ] || python3 -m bench --db "$res/melt.db" show 1 --json > "$res/blitz.json"
-    cp "$res/blitz.json" "$res/blitz.log" "$OUT"/
+    cp "$res/blitz.json" "$OUT"/
     python3 -c "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('vacuum into ?', (sys.argv[2],))" \
       "$res/melt.db" /tmp/res/blitz.db && gzip -c /tmp/res/blitz.db > "$OUT/melt_blitz.db.gz"
     cp ~/.local/share/melt/runs/1/engine.log "$OUT/blitz_engine.log" 2>/dev/null; nvidia-smi ;;
