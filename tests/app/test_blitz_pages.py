@@ -106,3 +106,17 @@ def test_leaderboard_without_blitz_runs(db_path, monkeypatch):
     monkeypatch.delenv("MELT_PASSWORD", raising=False)
     at = page("leaderboard")
     assert "No Blitz run in this history yet" in texts(at)
+
+
+def test_live_shows_a_blitz_run_with_its_levels_as_the_plan(blitz_db):
+    db, ids = blitz_db
+    at = page("live", run=ids["h200_a"])
+    d = q.get_run(ids["h200_a"], db)
+    assert len(d.levels) == 4
+    assert "Blitz H200" in texts(at)
+    # the plan of a Blitz is what ran: four levels, not the one its config plans up front
+    from bench.runs import planned_for
+
+    planned, dur = planned_for(d.config, [(lv.concurrency, lv.n_requested) for lv in d.levels])
+    assert [c for c, _ in planned] == [lv.concurrency for lv in d.levels] and dur is None
+    assert planned_for(d.config, []) == ([(8, None)], d.config["workload"]["min_steady_s"] + 5.0)
