@@ -25,6 +25,7 @@ from typing import Any
 from bench.config import BlitzSpec, PlannedLevel, WorkloadSpec
 
 TAG = "blitz"
+AGREEMENT = 0.03  # repeated measured levels whose (max - min) / mean is above this do not make a stable score
 
 
 def level_workload(wl: WorkloadSpec, spec: BlitzSpec, phase: str | None) -> WorkloadSpec:
@@ -138,6 +139,7 @@ def blitz_result(levels: Sequence[Mapping], *, spec: Mapping | None = None, verd
         "score_per_gpu": score / max(gpu_count, 1) if score is not None else None,
         "concurrency": measured[0]["concurrency"] if measured else None,
         "measured_levels": len(measured), "measured_scores": vals, "spread": spread,
+        "stable": None if spread is None else spread <= AGREEMENT,
         "minutes": (spec or {}).get("minutes"),
         "tok_s_per_w": score / power if score is not None and power else None,
         "avg_power_w": power,
@@ -181,7 +183,9 @@ def headline(result: Mapping) -> str:
     parts = [f"Blitz score{sim} {fmt_rate(result['score_output_tok_s'])} output tok/s at concurrency "
              f"{result.get('concurrency')}"]
     if result.get("spread") is not None:
-        parts.append(f"{result['measured_levels']} runs agree within {result['spread']:.1%}")
+        n, spread = result["measured_levels"], result["spread"]
+        parts.append(f"{n} runs agree within {spread:.1%}" if spread <= AGREEMENT
+                     else f"{n} runs DISAGREE by {spread:.1%} (> {AGREEMENT:.0%}): not a stable score")
     if result.get("tok_s_per_w") is not None:
         parts.append(f"{fmt_rate(result['tok_s_per_w'])} tok/s per W")
     if result.get("j_per_output_token") is not None:

@@ -112,6 +112,9 @@ def show(run_id: int) -> None:
     st.caption(f"Score in steady-state output tok/s at concurrency {res.get('concurrency')}"
                + (f", {res['measured_levels']} measured levels agreeing within {100 * res['spread']:.1f}%"
                   if res.get("spread") is not None else "") + sim)
+    if res.get("stable") is False:
+        st.warning(f"The {res['measured_levels']} measured levels disagree by {100 * res['spread']:.1f}% (more than "
+                   "3%): not a stable score. Is something else loading this machine?")
     reasons = (res.get("health") or {}).get("reasons") or []
     if reasons:
         st.caption("Health: " + esc_md("; ".join(reasons)))

@@ -79,7 +79,10 @@ def test_result_document():
                      gpu_facts={"0": {"name": "NVIDIA H200", "driver": "580.1", "serial": "secret-ish"}})
     assert r["score_output_tok_s"] == pytest.approx(1010) and r["score_is_steady"] is True
     assert r["concurrency"] == 16 and r["measured_levels"] == 2
-    assert r["spread"] == pytest.approx(20 / 1010)
+    assert r["spread"] == pytest.approx(20 / 1010) and r["stable"] is True
+    assert "2 runs agree within 2.0%" in headline(r)
+    shaky = blitz_result([_level(16, "measure", 1000), _level(16, "measure", 1100)])
+    assert shaky["stable"] is False and "DISAGREE by 9.5% (> 3%)" in headline(shaky)
     assert r["avg_power_w"] == pytest.approx(505) and r["tok_s_per_w"] == pytest.approx(1010 / 505)
     assert r["j_per_output_token"] == pytest.approx(0.045)
     assert r["ttft_p50_ms"] == pytest.approx(30) and r["tpot_p99_ms"] == pytest.approx(4)
