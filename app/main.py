@@ -42,6 +42,8 @@ pages = [launch, live,
          st.Page(PAGES / "compare.py", title="Compare", icon=":material/compare_arrows:"),
          st.Page(PAGES / "cost.py", title="Cost", icon=":material/payments:"),
          st.Page(PAGES / "planner.py", title="Planner", icon=":material/stacked_bar_chart:"),
+         st.Page(PAGES / "blitz.py", title="Blitz", icon=":material/bolt:"),
+         st.Page(PAGES / "leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
          st.Page(PAGES / "gpus.py", title="GPUs", icon=":material/memory:")]
 # Live's presentation view (?present=1) hides the navigation: a projector shows the run, not the app
 current = st.navigation(pages, position="hidden" if st.query_params.get("present") == "1" else "top")

@@ -205,7 +205,11 @@ def _gpu_holder_check(cfg: RunConfig, db: str | None, end: bool) -> None:
 
 
 def _add_sweep(sub) -> None:
-    p = sub.add_parser("sweep", help="launch an engine (or use a running one) and sweep concurrency levels")
+    _sweep_arguments(sub.add_parser("sweep", help="launch an engine (or use a running one) and sweep concurrency "
+                                                  "levels"))
+
+
+def _sweep_arguments(p) -> None:
     p.add_argument("--engine", choices=ENGINES, default="sim")
     p.add_argument("--model", help="catalog id, HF id or local path (served model name)")
     p.add_argument("--served-model-name")
@@ -288,6 +292,12 @@ def _add_sweep(sub) -> None:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
+    return _execute(a, build_config(a))
+
+
+def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
+    """Create the run, run it in-process (same code as the worker) and print it; `after(run_id, log)` runs after
+    the sweep (Blitz: the single-stream method and the result)."""
     from sqlalchemy.exc import DBAPIError
 
     from bench.report import levels_table, prompt_label, repeats_table, run_document, terminal_safe
@@ -297,7 +307,6 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     from bench.worker import Heartbeat, install_stop_signals
     from storage.recorder import Recorder
 
-    cfg = build_config(a)
     preflight(cfg, a.db)
     _reap(a.db)
     _gpu_holder_check(cfg, a.db, getattr(a, "end_orphans", False))
@@ -323,6 +332,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
                            engine_parts=secret_engine_parts(cfg))
     finally:
         hb.stop()
+    if after is not None:
+        after(run_id, log)
     error = hooks.result.get("error")
     try:
         doc = run_document(run_id, a.db)
@@ -336,11 +347,86 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         log(f"run {run_id}{sim} {status.value}" + (f": {error}" if error else ""))
         if done:
             log(levels_table(doc["levels"]))
-            if reps := repeats_table(doc["levels"]):
+            if not cfg.blitz and (reps := repeats_table(doc["levels"])):  # Blitz: its result has the agreement
                 log(reps)
     if any(lv.get("status") == "failed" for lv in doc["levels"]):
         return 1  # finished, but not every level did (on_level_failure=continue)
     return {"completed": 0, "cancelled": 130}.get(status.value, 1)
+
+
+def _add_blitz(sub) -> None:
+    p = sub.add_parser("blitz", help="Blitz: find the concurrency that saturates this GPU, measure there; one score "
+                                     "with health (Qwen3-0.6B on vLLM by default)")
+    _sweep_arguments(p)
+    p.set_defaults(engine="vllm", model="Qwen/Qwen3-0.6B", input_len="256", output_len="256", on_level_failure="stop")
+    p.add_argument("--minutes", type=float, default=5.0, help="minutes measured at the saturating concurrency "
+                                                              "(default 5)")
+    p.add_argument("--start-concurrency", type=int, default=8, help="first search level (default 8)")
+    p.add_argument("--max-concurrency", type=int, default=1024, help="the search never goes above (default 1024)")
+    p.add_argument("--gain", type=float, default=0.10,
+                   help="the search stops at the first doubling that raises steady output tok/s by less than this "
+                        "share (default 0.10)")
+    p.add_argument("--search-steady", type=float, default=10.0,
+                   help="seconds of steady state per search level (default 10)")
+    p.add_argument("--weights", choices=["auto", "dummy", "real"], default="auto",
+                   help="auto (default): real weights when they are here (local dir or HF cache), else dummy")
+    p.add_argument("--single-stream-python", metavar="PY",
+                   help="also run the old method (HF transformers generate, batch 1) with this Python (needs torch "
+                        "+ transformers), after the engine stopped; labelled single-stream")
+    p.add_argument("--single-stream-minutes", type=float, help="minutes of it (default: --minutes)")
+    p.add_argument("--single-stream-device", help="torch device for it (default: cuda when available, else cpu)")
+
+
+def build_blitz_config(a: argparse.Namespace) -> RunConfig:
+    """A Blitz RunConfig from the blitz flags (`--repeat N`: N measured levels at the chosen concurrency, on one
+    server, for the agreement check)."""
+    from bench.blitz import TAG
+    from bench.blitz_run import detect_gpu, real_weights_present
+    from bench.config import BlitzSpec
+
+    if a.engine != "sim" and a.engine != "openai":
+        a.dummy_weights = a.weights == "dummy" or (a.weights == "auto" and not real_weights_present(a.model))
+    if not a.gpu and a.engine not in ("sim", "openai"):
+        gpus = [int(x) for x in a.gpus.split(",") if x.strip().isdigit()] if a.gpus else None
+        a.gpu = detect_gpu(gpus)
+    repeats, a.repeat = a.repeat, 1
+    a.levels = str(a.start_concurrency)
+    a.tag = [*(a.tag or []), TAG]
+    try:
+        spec = BlitzSpec(minutes=a.minutes, start_concurrency=a.start_concurrency, max_concurrency=a.max_concurrency,
+                         gain=a.gain, search_steady_s=a.search_steady, repeats=repeats)
+    except ValidationError as e:
+        msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise UsageError(f"invalid Blitz settings: {msgs}") from None
+    cfg = build_config(a)
+    if not cfg.name:
+        cfg.name = f"Blitz {cfg.gpu or 'GPU'}"
+    return cfg.model_copy(update={"blitz": spec})
+
+
+def cmd_blitz(a: argparse.Namespace) -> int:
+    cfg = build_blitz_config(a)
+    json_out = a.json
+
+    def after(run_id: int, log) -> None:
+        from bench.blitz import headline, result_rows
+        from bench.blitz_run import compute_result, run_single_stream, single_stream_model, store_result
+        from bench.report import table
+
+        if a.single_stream_python:
+            model = single_stream_model(run_id, cfg.engine.model, cfg.engine.dummy_weights or cfg.engine.simulated)
+            run_single_stream(run_id, a.db, python=a.single_stream_python, model=model,
+                              minutes=a.single_stream_minutes or a.minutes, log=log,
+                              device=a.single_stream_device)
+            res = store_result(run_id, a.db)
+        else:
+            res = compute_result(run_id, a.db)
+        if res is not None and not json_out:
+            log(table(["Blitz", "value"], [[k, str(v)] for k, v in result_rows(res)]))
+            if a.single_stream_python:
+                log(headline(res))
+
+    return _execute(a, cfg, after)
 
 
 def _reap(db: str | None) -> None:
@@ -526,6 +612,7 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $MELT_DB or the user data dir)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     _add_sweep(sub)
+    _add_blitz(sub)
     p = sub.add_parser("runs", help="list stored runs")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("show", help="show one run")
@@ -554,7 +641,7 @@ def make_parser() -> argparse.ArgumentParser:
     return ap
 
 
-COMMANDS = {"sweep": cmd_sweep, "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "engines": cmd_engines,
+COMMANDS = {"sweep": cmd_sweep, "blitz": cmd_blitz, "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "engines": cmd_engines,
             "gpus": cmd_gpus, "plan": cmd_plan, "export": cmd_export, "import": cmd_import,
             "report": cmd_report}
 

@@ -251,6 +251,29 @@ class PlannedLevel(BaseModel):
     concurrency: int
     request_rate: float | None = None
     repeat: int = 0            # 0-based repeat index
+    phase: Literal["search", "measure"] | None = None  # Blitz runs only (bench/blitz.py)
+
+
+class BlitzSpec(_Strict):
+    """A Blitz run (bench/blitz.py): search levels double the concurrency from `start_concurrency` until the
+    steady-state output tok/s rises by less than `gain` (or `max_concurrency`), then `repeats` measured levels of
+    `minutes` each run at the saturating concurrency. The score is their steady-state output tok/s."""
+
+    minutes: float = Field(default=5.0, gt=0, le=120, description="minutes of each measured level")
+    start_concurrency: int = Field(default=8, ge=1)
+    max_concurrency: int = Field(default=1024, ge=1)
+    gain: float = Field(default=0.10, gt=0, lt=10, description="a doubling that raises steady output tok/s by "
+                        "less than this share ends the search")
+    search_steady_s: float = Field(default=10.0, gt=0, description="seconds of steady state per search level")
+    search_requests_per_user: int = Field(default=2, ge=1)
+    repeats: int = Field(default=1, ge=1, le=5, description="measured levels at the chosen concurrency "
+                         "(2 = the agreement check, on one server)")
+
+    @model_validator(mode="after")
+    def _range(self) -> "BlitzSpec":
+        if self.start_concurrency > self.max_concurrency:
+            raise ValueError(f"start concurrency {self.start_concurrency} is above the max {self.max_concurrency}")
+        return self
 
 
 class RunConfig(_Strict):
@@ -266,11 +289,15 @@ class RunConfig(_Strict):
                                 description="GPU samples per second; 0 = no GPU sampling (engine /metrics still scraped)")
     client_procs: int | None = Field(default=None, ge=1, description="Load-generator processes; None = auto")
     repeat: int = Field(default=1, ge=1, le=100, description="Times each level runs (mean and 95% CI across them)")
+    blitz: BlitzSpec | None = Field(default=None, description="A Blitz run: levels are chosen as it goes")
 
     def planned_levels(self) -> list[PlannedLevel]:
         """Every level of the run in order: the whole sweep (concurrency x rate) once per repeat. Repeats go round
         the sweep rather than back to back, so a slow drift (clocks, temperature, a cache filling) spreads over all
-        levels instead of biasing one level's repeats."""
+        levels instead of biasing one level's repeats. A Blitz run plans only its first search level; the rest
+        follow from the results (bench.blitz.next_step)."""
+        if self.blitz is not None:
+            return [PlannedLevel(concurrency=self.blitz.start_concurrency, phase="search")]
         return [PlannedLevel(concurrency=c, request_rate=r, repeat=k) for k in range(self.repeat)
                 for c in self.levels for r in self.workload.level_rates()]
 

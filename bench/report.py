@@ -41,7 +41,7 @@ def _pct(summary: dict, key: str, stat: str):
 
 LEVEL_COLUMNS = ["conc", "rate", "rep", "sent", "ok", "err", "dur s", "out tok/s", "req/s", "TTFT p50", "TTFT p99",
                  "TPOT p50", "ITL p50", "E2E p50", "goodput", "steady s", "steady tok/s", "steady TTFT p50",
-                 "steady TPOT p50", "client CPU", "status"]
+                 "steady TPOT p50", "roofline %", "client CPU", "status"]
 
 
 def level_row(s: dict) -> list[str]:
@@ -55,8 +55,14 @@ def level_row(s: dict) -> list[str]:
             _f(_pct(s, "ttft_ms", "p50")), _f(_pct(s, "ttft_ms", "p99")), _f(_pct(s, "tpot_ms", "p50"), 2),
             _f(_pct(s, "itl_ms", "p50"), 2), _f(_pct(s, "e2e_ms", "p50")), _f(s.get("goodput_req_s"), 2),
             _f(st.get("duration_s")), _f(st.get("output_tok_s")), _f(_pct(st, "ttft_ms", "p50")),
-            _f(_pct(st, "tpot_ms", "p50"), 2),
+            _f(_pct(st, "tpot_ms", "p50"), 2), _roof(s),
             (f"{cpu:.0f}%" if cpu is not None else "-") + flag, s.get("status", "")]
+
+
+def _roof(s: dict) -> str:
+    """The level's share of the GPU's roofline (bench/roofline.py), e.g. '23.4%'."""
+    share = (s.get("roofline") or {}).get("share")
+    return "-" if share is None else f"{100 * share:.1f}%"
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -102,6 +108,8 @@ def run_document(run_id: int, db: str | Path | None = None) -> dict:
         levels = s.scalars(select(Level).where(Level.run_id == run_id).order_by(Level.idx)).all()
         insts = s.scalars(select(EngineInstance).where(EngineInstance.run_id == run_id)).all()
         verdicts = s.scalars(select(Event).where(Event.run_id == run_id, Event.kind == "verdict")).all()
+        blitz = s.scalars(select(Event).where(Event.run_id == run_id, Event.kind == "blitz")
+                          .order_by(Event.id.desc()).limit(1)).first()
         level_docs = []
         for lv in levels:
             doc = dict(lv.summary or {})
@@ -122,6 +130,7 @@ def run_document(run_id: int, db: str | Path | None = None) -> dict:
                                   "base_url": i.base_url, "startup_s": i.startup_s, "state": i.state,
                                   "exit_code": i.exit_code} for i in insts],
             "gpu_health": verdicts[-1].payload if verdicts else None,
+            "blitz": blitz.payload if blitz is not None else None,   # a Blitz run's result (bench/blitz.py)
             "levels": level_docs,
         }
 

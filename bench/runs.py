@@ -194,3 +194,17 @@ def reap_stale(db: str | Path | None = None) -> list[int]:
 
 __all__ = ["create_run", "stored_config", "secret_engine_parts", "spawn_worker", "start_run", "cancel_run",
            "reap_stale", "worker_gone", "to_url"]
+
+
+def planned_for(config: dict, levels: list[tuple[int, int | None]]) -> tuple[list[tuple[int, int | None]], float | None]:
+    """(planned levels as (concurrency, requests or None), seconds per level or None) for progress bars, from a stored
+    config and the (concurrency, n_requested) of the levels that ran. A Blitz chooses its levels as it goes, so its
+    plan is what ran so far; an older or foreign config falls back to the levels too."""
+    try:
+        cfg = RunConfig.model_validate(config)
+    except Exception:  # noqa: BLE001
+        return list(levels), None
+    if cfg.blitz is not None and levels:
+        return list(levels), None
+    return ([(p.concurrency, cfg.workload.requests_for(p.concurrency)) for p in cfg.planned_levels()],
+            cfg.workload.planned_seconds())

@@ -286,12 +286,23 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         _quietly(lambda: telem.stop(load_windows), hooks.log)
         if held.get("proc") is not None:
             _stop_engine(held["proc"], rec, held.get("instance_id"), hooks.log)
+        if cfg.blitz is not None and rec.fault is None:
+            _quietly(lambda: _blitz_result(run_id, db, hooks.log), hooks.log)
         if rec.fault is not None:
             status, error = RunStatus.failed, (f"{rec.fault} (the run stopped there: its engine was stopped, the "
                                                f"results written before are kept)")
         hooks.result.update(status=status, error=error)
         _quietly(lambda: rec.set_status(status, error), hooks.log)
     return status
+
+
+def _blitz_result(run_id: int, db, log: Log) -> None:
+    from bench.blitz import headline
+    from bench.blitz_run import store_result
+
+    res = store_result(run_id, db)
+    if res is not None:
+        log(headline(res))
 
 
 def _quietly(step: Callable[[], None], log: Log) -> None:
@@ -449,9 +460,13 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
     from bench.metrics import summarize
     from bench.steady import steady_summary
 
-    wl, spec = cfg.workload, cfg.engine
+    from bench.blitz import level_workload, next_step, plan_after, search_point
+
+    base_wl, spec = cfg.workload, cfg.engine
+    wl = base_wl
     vocab = vocab_for(spec.model)
-    planned = cfg.planned_levels()
+    planned = cfg.planned_levels()  # a Blitz run appends to it as its search goes
+    blitz_search: list[dict] = []
     trace = None
     if wl.prompt_file:
         from bench.prompts import load_prompt_file, trace_arrivals
@@ -473,6 +488,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         if stop.is_set():
             return RunStatus.cancelled, "cancelled"
         conc, rate = lvl.concurrency, lvl.request_rate
+        wl = level_workload(base_wl, cfg.blitz, lvl.phase) if cfg.blitz else base_wl
         n_req = wl.requests_for(conc)
         level_id = rec.start_level(idx, conc, n_req, rate, repeat=lvl.repeat)
         plan = LevelPlan.from_workload(wl, base_url=base_url, model=spec.name_for_requests, concurrency=conc,
@@ -486,6 +502,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         extra = (f", {rate:g} req/s" + (f" (burstiness {wl.burstiness:g})" if wl.burstiness != 1 else "")
                  if rate is not None else f", ramp-up {plan.ramp_s:g} s" if plan.ramp_s else "")
         extra += f", repeat {lvl.repeat + 1}/{cfg.repeat}" if cfg.repeat > 1 else ""
+        extra += f", Blitz {lvl.phase}" if lvl.phase else ""
         hooks.log(f"level {idx + 1}/{len(planned)}: concurrency {conc}{extra}, {what}")
         level_stop = threading.Event()
         relay = _relay(stop, level_stop)
@@ -542,11 +559,14 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
                                            open_loop=rate is not None or trace is not None)
         summary.update(repeat=lvl.repeat, ramp_s=outcome.ramp_s, stop_reason=outcome.stop_reason,
                        burstiness=wl.burstiness if rate is not None else None)
+        if lvl.phase:
+            summary["blitz"] = {"phase": lvl.phase}
         if outcome.stop_reason:
             hooks.log(f"level {idx + 1}: {outcome.stop_reason}")
             if outcome.stop_reason.startswith("hard cap"):
                 rec.event("info", f"level {idx + 1}: {outcome.stop_reason}", level_id=level_id)
         summary.setdefault("concurrency", conc)
+        summary["roofline"] = _roofline(summary, cfg)
         summary.setdefault("start_ns", outcome.start_ns)
         summary.setdefault("end_ns", outcome.end_ns)
         load_windows.append((outcome.start_ns, outcome.end_ns))
@@ -582,9 +602,29 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
             return RunStatus.cancelled, f"cancelled during level {idx + 1} (concurrency {conc})"
         rec.finish_level(level_id, LevelStatus.completed, summary, telemetry=tele)
         hooks.on_level(summary | {"status": "completed"})
+        if cfg.blitz and lvl.phase == "search":
+            blitz_search.append(search_point(conc, "completed", summary))
+            step = next_step(blitz_search, cfg.blitz)
+            planned.extend(plan_after(step, cfg.blitz))  # the loop goes on over what is appended
+            hooks.log(f"Blitz: {step['reason']}" + (f"; next: {step['action']} at concurrency {step['concurrency']}"
+                                                    if step["concurrency"] else ""))
+            rec.event("blitz_search", step["reason"], level_id=level_id, payload=step)
+            if step["action"] == "fail":
+                return RunStatus.failed, f"Blitz: {step['reason']}"
     if failed:  # on_level_failure=continue: the run finished, and says which levels did not
         return RunStatus.completed, f"{len(failed)} of {len(cfg.levels)} level(s) failed: " + "; ".join(failed)
     return RunStatus.completed, None
+
+
+def _roofline(summary: dict, cfg: RunConfig) -> dict | None:
+    """The level's share of the GPU's roofline (bench/roofline.py); None when the GPU or model is not in the catalog
+    (say --gpu for a real engine) or the computation fails: it must never break a measurement."""
+    from bench.roofline import level_roofline
+
+    try:
+        return level_roofline(summary, cfg.gpu, cfg.engine.model, gpus=cfg.gpu_count)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 class _relay:

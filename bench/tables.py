@@ -4,7 +4,7 @@ where a value does not exist (a duration-bound level has no request target, a ru
 Pure: takes the rows of `storage.queries.level_table` (plain dicts) and returns rows of display strings, in column
 order. The dashboard shows these by default and the raw rows behind an "All columns" toggle. Optional figures
 appear only when some level has them: a request rate, a repeat number, steady-state figures (summary["steady"],
-flattened by level_table into steady_* keys), energy per token.
+flattened by level_table into steady_* keys), energy per token, the roofline share.
 """
 from __future__ import annotations
 
@@ -98,6 +98,7 @@ COLUMNS: list[Column] = [
     ("steady TPOT p50 ms", _col("steady_tpot_p50_ms", fmt_ms), _has("steady_tpot_p50_ms")),
     ("steady E2E p50 ms", _col("steady_e2e_p50_ms", fmt_ms), _has("steady_e2e_p50_ms")),
     ("J / output token", _col("j_per_output_token", fmt_small), _has("j_per_output_token")),
+    ("roofline %", _col("roofline_pct", fmt_rate), _has("roofline_pct")),
     ("client CPU", _cpu, None),
 ]
 

@@ -58,3 +58,16 @@ def get_gpu(gpu_id: str) -> GPUSpec:
 
 def get_model(model_id: str) -> ModelSpec:
     return _lookup("model", model_id, load_models())
+
+
+def match_nvml_name(nvml_name: str | None, gpus: dict | None = None) -> str | None:
+    """Catalog id for a detected GPU name via each entry's nvml_names substrings (longest match wins)."""
+    if not nvml_name:
+        return None
+    name = nvml_name.lower()
+    best, best_len = None, 0
+    for gid, spec in (load_gpus() if gpus is None else gpus).items():
+        for sub in getattr(spec, "nvml_names", []) or []:
+            if sub and sub.lower() in name and len(sub) > best_len:
+                best, best_len = gid, len(sub)
+    return best

@@ -401,6 +401,22 @@ def recent_verdicts(db: Db = None, *, limit: int = 10) -> list[dict]:
     return out
 
 
+def blitz_results(db: Db = None, *, limit: int = 2000) -> list[dict]:
+    """Every Blitz run's result (its newest `blitz` event, written by bench.blitz_run), newest run first, with the
+    run's identity beside it: {"run_id", "name", "created_at", "status", "engine_kind", "gpu", "gpu_count",
+    "simulated", "result"}."""
+    q = (select(Event.run_id, Event.payload, Run.name, Run.created_at, Run.status, Run.engine_kind, Run.gpu,
+                Run.gpu_count, Run.simulated)
+         .join(Run, Run.id == Event.run_id).where(Event.kind == "blitz").order_by(Event.id))
+    latest: dict[int, dict] = {}
+    with open_db(db)() as s:
+        for rid, payload, name, created, status, kind, gpu, count, sim in s.execute(q).all():
+            latest[rid] = {"run_id": rid, "name": name or "", "created_at": created, "status": _enum_value(status),
+                           "engine_kind": kind, "gpu": gpu, "gpu_count": count, "simulated": bool(sim),
+                           "result": payload or {}}
+    return sorted(latest.values(), key=lambda r: r["run_id"], reverse=True)[:limit]
+
+
 def _verdict_text(v: Any) -> str | None:
     """Verdicts may be a string ("ok", "throttled: power cap") or a dict with a status/verdict key."""
     if v is None:
@@ -603,6 +619,11 @@ def _per_user(tok: float | None, lv, summary: dict) -> float | None:
     return tok / users if users > 0 else None
 
 
+def _share_pct(roof: Any) -> float | None:
+    share = roof.get("share") if isinstance(roof, dict) else None
+    return 100.0 * float(share) if share is not None else None
+
+
 def level_table(detail: RunDetail) -> list[dict]:
     """One flat row per level for tables, charts against concurrency and CSV: summary percentiles, telemetry,
     per-user and per-GPU throughput. Columns stay present (None) for levels still running."""
@@ -627,6 +648,8 @@ def level_table(detail: RunDetail) -> list[dict]:
             "steady_s": steady.get("duration_s"), "steady_output_tok_s": steady.get("output_tok_s"),
             "steady_req_s": steady.get("req_s"), "steady_ttft_p50_ms": _pct(steady, "ttft_ms", "p50"),
             "steady_tpot_p50_ms": _pct(steady, "tpot_ms", "p50"), "steady_e2e_p50_ms": _pct(steady, "e2e_ms", "p50"),
+            # share of the GPU's roofline (bench/roofline.py, computed when the level finished)
+            "roofline_pct": _share_pct(s.get("roofline")),
             "tok_s_per_user": _per_user(tok, lv, s),
             "tok_s_per_gpu": tok / gpus if tok else None,
             "client_cpu_pct": lv.client_cpu_pct, "client_bound": lv.client_bound,

@@ -215,6 +215,42 @@ def _series(s, run_id, instance_id, gen, base_ns, gpu_count, simulated, output_t
     s.execute(insert(EngineMetricSample), em)
 
 
+def seed_blitz(db, *, gpu: str = "H200-141GB", engine: str = "vllm", simulated: bool = False, speed: float = 1.0,
+               health: str = "PASS", seed: int = 0, levels: Sequence[int] = (8, 16, 32, 32)) -> int:
+    """A finished Blitz run: seed_run's levels become search levels and the last one the measured level, with a
+    health verdict and GPU facts, and its result written the way the worker writes it (bench.blitz_run)."""
+    from sqlalchemy import select
+
+    from bench.blitz import TAG
+    from bench.blitz_run import blitz_config, store_result
+
+    rid = seed_run(db, name=f"Blitz {gpu}", engine=engine, gpu=gpu, levels=levels, requests_per_level=80,
+                   simulated=simulated, tags=[TAG], speed=speed, seed=seed)
+    cfg = blitz_config("sim" if engine == "sim" else engine, gpu, 5.0).model_dump(mode="json")
+    with open_db(db).begin() as s:
+        run = s.get(Run, rid)
+        run.config = cfg
+        lvs = s.scalars(select(Level).where(Level.run_id == rid).order_by(Level.idx)).all()
+        for i, lv in enumerate(lvs):
+            lv.summary = {**(lv.summary or {}), "blitz": {"phase": "measure" if i == len(lvs) - 1 else "search"},
+                          "roofline": {"share": 0.2 * speed, "bound": "memory"}}
+            lv.telemetry = {**(lv.telemetry or {}), "peak_temp_gpu_c": 61.0, "throttled_pct": 0.0}
+        t = (lvs[-1].end_ns or 0) + 1
+        s.add(Event(run_id=rid, t_ns=t, kind="gpu_facts", message="GPU facts at start",
+                    payload={"phase": "start", "gpus": {"0": {"name": f"NVIDIA {gpu}", "driver": "580.65",
+                                                              "vbios": "96.00.AF.00.01"}}}))
+        reasons = ([] if health == "PASS" else ["thermal slowdown 4% of load time"])
+        if simulated:
+            reasons.insert(0, "SIMULATED telemetry: this verdict checks the simulator's model, not real hardware.")
+        s.add(Event(run_id=rid, t_ns=t + 1, kind="verdict", message=f"GPU health: {health}",
+                    payload={"status": health, "reasons": reasons}))
+        s.add(Event(run_id=rid, t_ns=t + 2, kind="blitz_search", message="saturated",
+                    payload={"action": "measure", "concurrency": levels[-1],
+                             "reason": "saturated: doubling 16 -> 32 changed steady output tok/s by +4.0% (< 10%)"}))
+    store_result(rid, db)
+    return rid
+
+
 def seed_history(db, n_runs: int = 4, *, levels: Sequence[int] = (1, 4, 16, 64), requests_per_level: int = 100,
                  with_series: bool = True) -> list[int]:
     """A small mixed history: simulated and 'real' runs, different engines/speeds/tags."""

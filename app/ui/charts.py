@@ -264,3 +264,19 @@ def plan_bars(gpus: Sequence[dict], title: str = "Memory per GPU (planned)", *,
                     "range": [0, max(total, widest) * 1.04]}
     lay["yaxis"] = {"autorange": "reversed", "tickfont": {"size": 14}}
     return go.Figure(data=data, layout=lay)
+
+
+def ranking_bars(rows: Sequence[dict], *, simulated: bool, title: str = "Blitz score by GPU (best run)") -> go.Figure:
+    """Leaderboard ranking: one horizontal bar per GPU model (best score), the median marked, best on top."""
+    rows = list(rows)[::-1]  # plotly draws the first category at the bottom
+    names = [esc_plotly(f"{r['rank']}. {r['gpu']}") for r in rows]
+    data = [{"type": "bar", "orientation": "h", "y": names, "x": [r["best"] for r in rows], "name": "best",
+             "marker": {"color": "#adb5bd" if simulated else PALETTE[0]},
+             "text": [f"{r['best']:,.0f}" for r in rows], "textposition": "outside"},
+            {"type": "scatter", "mode": "markers", "y": names, "x": [r["median"] for r in rows], "name": "median",
+             "marker": {"symbol": "line-ns-open", "size": 26, "line": {"width": 4}, "color": "#212529"}}]
+    lay = _layout(title, simulated=simulated, x="steady output tok/s at saturation", height=120 + 60 * len(rows),
+                  hover="closest")
+    lay["yaxis"] = {"type": "category", "tickfont": {"size": 15}, "automargin": True}
+    lay["xaxis"]["range"] = [0, 1.12 * max((r["best"] for r in rows), default=1)]  # room for the value labels
+    return go.Figure(data=data, layout=lay)

@@ -206,15 +206,9 @@ def as_dict(v: LaunchValues) -> dict:
 
 def match_catalog_gpu(nvml_name: str | None, catalog: dict) -> str | None:
     """Catalog id for a detected GPU name via each entry's nvml_names substrings (longest match wins)."""
-    if not nvml_name:
-        return None
-    name = nvml_name.lower()
-    best, best_len = None, 0
-    for gid, spec in catalog.items():
-        for sub in getattr(spec, "nvml_names", []) or []:
-            if sub and sub.lower() in name and len(sub) > best_len:
-                best, best_len = gid, len(sub)
-    return best
+    from catalog.loader import match_nvml_name
+
+    return match_nvml_name(nvml_name, catalog)
 
 
 def form_problems(v: LaunchValues) -> list[str]:

@@ -81,14 +81,9 @@ elif active_at_load:
 
 
 def _planned(d: q.RunDetail) -> tuple[list[tuple[int, int | None]], float | None]:
-    try:
-        from bench.config import RunConfig
+    from bench.runs import planned_for
 
-        cfg = RunConfig.model_validate(d.config)
-        return ([(p.concurrency, cfg.workload.requests_for(p.concurrency)) for p in cfg.planned_levels()],
-                cfg.workload.planned_seconds())
-    except Exception:  # noqa: BLE001 - older/foreign config: fall back to what the levels say
-        return [(lv.concurrency, lv.n_requested) for lv in d.levels], None
+    return planned_for(d.config, [(lv.concurrency, lv.n_requested) for lv in d.levels])
 
 
 def _series(run_id: int) -> q.RunSeries:

@@ -6,6 +6,13 @@
 #   cmp LEVELS PAIRS [TIMEOUT_S] [TOOLS]
 #                      Melt vs vllm bench serve against that server (scripts/gpu/vllm_compare.py compare --attach)
 #   stop               stop it; GPU memory back to the pre-launch baseline?
+#   blitz [MINUTES] [REPEAT] [SINGLE_MIN] [TIMEOUT_S]
+#                      carry .gpu/p05 + .whl (installs them if /tmp/site has no vLLM yet): one `bench blitz` that launches
+#                      vLLM itself (~220 s start), searches the saturating concurrency, measures REPEAT (2) levels of
+#                      MINUTES (1) there on that one server (the agreement check), then the single-stream method (HF
+#                      generate, batch 1) for SINGLE_MIN (0.5; 0 = skip); result JSON, log and DB to $OUT. Fits one
+#                      600 s call with the defaults. BLITZ_START (32) and BLITZ_SEARCH_S (6): first search level and its
+#                      seconds of steady state. The log goes to $OUT as it is written (a call cut short still has it).
 # Server on CPUs 0-9, clients on 10-15: the two never compete for a core.
 set -uo pipefail
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 PYTHONUNBUFFERED=1
@@ -33,6 +40,27 @@ case "$step" in
     tar -C "$res" -czf "$OUT/logs_$name.tgz" --exclude='*.json' --exclude='melt.db*' .
     # Melt's own rows (every request's send time, TTFT, E2E, tokens): the steady-state figures are computed from them
     [ -f "$res/melt.db" ] && python3 -c "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('vacuum into ?', (sys.argv[2],))" "$res/melt.db" "/tmp/res/$name.db" && gzip -c "/tmp/res/$name.db" > "$OUT/melt_$name.db.gz" ;;
+  blitz)
+    if ! python3 -c "import vllm" 2>/dev/null; then
+      cp .gpu/p05/* /tmp/stage/ && cat /tmp/stage/part.* | tar -C /tmp -x &&
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl .whl/*.whl \
+        || exit 1
+    fi
+    nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.max.sm,power.limit --format=csv
+    res=/tmp/res/blitz; mkdir -p "$res"; ss=()
+    [ "${4:-0.5}" != 0 ] && ss=(--single-stream-python python3 --single-stream-minutes "${4:-0.5}")
+    timeout "${5:-570}" python3 -m bench --db "$res/melt.db" blitz --engine vllm \
+      --engine-cmd "python3 -m vllm.entrypoints.cli.main" --engine-arg=--no-enable-prefix-caching \
+      --minutes "${2:-1}" --repeat "${3:-2}" --start-concurrency "${BLITZ_START:-32}" \
+      --search-steady "${BLITZ_SEARCH_S:-6}" "${ss[@]}" --json > "$res/blitz.json" 2> >(tee "$OUT/blitz.log" > "$res/blitz.log")
+    echo "blitz exit $?"; sleep 1
+    tail -40 "$res/blitz.log"
+    # cut by the timeout: the run's stored document instead of the CLI's
+    [ -s "$res/blitz.json" ] || python3 -m bench --db "$res/melt.db" show 1 --json > "$res/blitz.json"
+    cp "$res/blitz.json" "$OUT"/
+    python3 -c "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('vacuum into ?', (sys.argv[2],))" \
+      "$res/melt.db" /tmp/res/blitz.db && gzip -c /tmp/res/blitz.db > "$OUT/melt_blitz.db.gz"
+    cp ~/.local/share/melt/runs/1/engine.log "$OUT/blitz_engine.log" 2>/dev/null; nvidia-smi ;;
   stop)
     python3 scripts/gpu/vllm_compare.py stop --out "$OUT"
     cp /tmp/melt_vllm_server/engine.log "$OUT"/ ; nvidia-smi ;;

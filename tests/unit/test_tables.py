@@ -37,3 +37,13 @@ def test_optional_columns_when_present():
     assert out[0]["steady TTFT p50 ms"] == "40.0" and out[0]["J / output token"] == "0.0421"
     assert out[1]["rate req/s"] == "5.00" and out[0]["rate req/s"] == "–"
     assert out[1]["client CPU"] == "12% client-bound!"
+
+
+def test_roofline_column_only_when_a_level_has_it():
+    from bench.tables import readable_levels
+
+    plain = readable_levels([{"concurrency": 4, "status": "completed"}])
+    assert "roofline %" not in plain[0]
+    rows = readable_levels([{"concurrency": 4, "status": "completed", "roofline_pct": 23.456},
+                            {"concurrency": 8, "status": "completed"}])
+    assert rows[0]["roofline %"] == "23.5" and rows[1]["roofline %"] == "–"
