@@ -48,6 +48,16 @@ def test_launch_defaults_and_memory_fit(app_db):
     assert at.number_input(key="l_price").value > 0               # catalog price of the default GPU
 
 
+def test_launch_offers_llama_cpp_and_says_trtllm_is_argv_only(app_db):
+    at = ok(app())
+    assert "llamacpp" in at.selectbox(key="l_engine").options or "llama.cpp" in " ".join(
+        at.selectbox(key="l_engine").options)
+    at.selectbox(key="l_engine").set_value("llamacpp").run()
+    assert "one request at a time" in texts(at) and "carry no usage" in texts(at)
+    at.selectbox(key="l_engine").set_value("trtllm").run()
+    assert "argv-only" in texts(at) and "stub" in texts(at)
+
+
 def test_launch_rejects_bad_levels(app_db):
     at = ok(app())
     at.text_input(key="l_levels").input("1,x,8").run()
