@@ -457,6 +457,12 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
 
         trace = trace_arrivals(load_prompt_file(wl.prompt_file))  # already checked by _prompt_tokenizer
     failed: list[str] = []  # causes of failed levels, when the user chose to go on after them
+    if proc is not None and proc.plan.stream_usage != "server":
+        note = (f"token counts: the {spec.kind} server's streams carry no usage; a stream that ends at the length "
+                "limit counts max_tokens (held with min_tokens), prompts count the exact length they were made to; "
+                "any other ending is an error (levels: usage_source=finish-length)")
+        hooks.log(note)
+        rec.event("info", note)
 
     def level_failed(cause: str) -> tuple[RunStatus, str] | None:
         """A level failed with `cause`: end the run (on_level_failure stop) or note it and go on."""

@@ -120,6 +120,9 @@ def test_real_llamacpp_sweep_through_melt(lpy, tmp_path):
     doc = json.loads(r.stdout)
     assert doc["status"] == "completed" and doc["simulated"] is False
     assert doc["versions"]["engine"] == "0.3.36"
+    assert "streams carry no usage" in r.stderr
+    events = [m for (m,) in sqlite3.connect(db).execute("select message from events where kind = 'info'")]
+    assert any("has no /metrics endpoint" in m for m in events) and any("carry no usage" in m for m in events)
     for lv in doc["levels"]:
         assert lv["status"] == "completed" and lv["n_ok"] == 8 and lv["n_err"] == 0, lv
         assert lv["usage_source"] == "finish-length"
