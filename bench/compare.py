@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-ENGINE_NAMES = {"vllm": "vLLM", "sglang": "SGLang", "trtllm": "TensorRT-LLM", "sim": "sim", "openai": "OpenAI API",
+ENGINE_NAMES = {"vllm": "vLLM", "sglang": "SGLang", "trtllm": "TensorRT-LLM", "llamacpp": "llama.cpp", "sim": "sim",
+                "openai": "OpenAI API",
                 "custom": "custom"}
 SIM_MARK = "(SIMULATED)"
 SEP = " · "

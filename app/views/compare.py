@@ -10,6 +10,7 @@ import streamlit as st
 from app.ui import charts
 from app.ui.common import esc_md, gpu_catalog, page_header, show_chart, show_table
 from bench.compare import figures, partner_for, picker_labels, run_labels, verdict, with_cost
+from bench.engine_report import build_report, table_rows, to_markdown
 from bench.repeats import interval_for
 from bench.report import prompt_label
 from storage import queries as q
@@ -140,6 +141,24 @@ if rows:
                               "J / token": st.column_config.NumberColumn(format="%.4f")})
 else:
     st.caption("No run has a completed level at that concurrency.")
+
+# ------------------------------------------------------------------------------------------ engine comparison
+st.subheader("Engine comparison")
+st.caption("One model on one GPU type, different engines or settings: TTFT, E2E, output tok/s, $ per 1K output tokens "
+           "at each run's price and daily cost at 1M / 10M / 100M output tokens (pro-rated; *_provisioned: whole GPUs "
+           "for 24 h). Also from the CLI: `./melt compare-engines RUN_ID... --format md|csv`.")
+eng_at = st.selectbox("Level", ["peak throughput"] + concs, key="c_eng_at",
+                      help="Each run's peak-throughput level, or every run's level at this concurrency.")
+report = build_report([(d.run, d.config, q.level_table(d)) for d in details], prices,
+                      None if eng_at == "peak throughput" else int(eng_at))
+for w in report.warnings:
+    st.warning(esc_md(w), icon=":material/warning:")
+if report.best_pick:
+    st.markdown(f"**{esc_md(report.best_pick)}**")
+if report.rows:
+    show_table(pd.DataFrame(table_rows(report)), key="c-eng", filename="engine_comparison")
+    st.download_button("Download markdown", to_markdown(report), file_name="engine_comparison.md",
+                       mime="text/markdown", key="c-eng-md", icon=":material/download:", on_click="ignore")
 
 # ------------------------------------------------------------------------------------------------ config diff
 st.subheader("Config differences")

@@ -10,7 +10,7 @@ from app.ui.launch_form import LaunchValues, build_run_config, form_problems, ma
 from bench.workload import ENDPOINT_HELP, PROMPT_FORMAT_HELP
 
 ENGINES = {"sim": "Simulator (built-in, no GPU: SIMULATED)", "vllm": "vLLM", "sglang": "SGLang",
-           "trtllm": "TensorRT-LLM", "openai": "Already running OpenAI-compatible server"}
+           "trtllm": "TensorRT-LLM", "llamacpp": "llama.cpp", "openai": "Already running OpenAI-compatible server"}
 DTYPES = ["auto", "bfloat16", "float16", "float32"]
 QUANTS = ["none", "fp8", "awq", "gptq", "int8", "w8a8", "nvfp4", "mxfp4", "bitsandbytes"]
 KV_DTYPES = ["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
@@ -82,6 +82,15 @@ with left:
     if engine == "sim":
         st.caption(":orange-badge[SIMULATED] A roofline model of the chosen GPU; every number it produces is "
                    "labelled simulated.")
+    if engine == "trtllm":
+        st.caption("TensorRT-LLM is argv-only in Melt: the `tensorrt-llm` package on PyPI is a stub that fails to "
+                   "install without NVIDIA's own index, so its flags are tested against its source, not run here. Run "
+                   "Melt inside NVIDIA's TensorRT-LLM container.")
+    if engine == "llamacpp":
+        st.caption("llama.cpp through llama-cpp-python's server: one GGUF, one request at a time (higher concurrency "
+                   "only queues). Dummy weights: Melt writes a GGUF in the model's shape (Q8_0; quantization F16 for "
+                   "F16). Its streams carry no usage: output tokens = max_tokens when a stream ends at the length "
+                   "limit, prompt tokens = the exact length Melt made (same tokenizer); levels say so.")
     if real:
         info = eng_info.get(engine)
         if engines_err:

@@ -48,6 +48,16 @@ def test_launch_defaults_and_memory_fit(app_db):
     assert at.number_input(key="l_price").value > 0               # catalog price of the default GPU
 
 
+def test_launch_offers_llama_cpp_and_says_trtllm_is_argv_only(app_db):
+    at = ok(app())
+    assert "llamacpp" in at.selectbox(key="l_engine").options or "llama.cpp" in " ".join(
+        at.selectbox(key="l_engine").options)
+    at.selectbox(key="l_engine").set_value("llamacpp").run()
+    assert "one request at a time" in texts(at) and "carry no usage" in texts(at)
+    at.selectbox(key="l_engine").set_value("trtllm").run()
+    assert "argv-only" in texts(at) and "stub" in texts(at)
+
+
 def test_launch_rejects_bad_levels(app_db):
     at = ok(app())
     at.text_input(key="l_levels").input("1,x,8").run()
@@ -355,6 +365,32 @@ def test_compare_labels_with_user_names_are_escaped(app_db):
     assert r"evil \[x\]\(http" in head and r"\<b\>bold" in head and "http://" not in head
     legends = {t["name"] for c in charts(at) for t in json.loads(c.proto.spec)["data"]}
     assert "H100-SXM · &lt;b&gt;bold&lt;/b&gt; (SIMULATED)" in legends   # Plotly text HTML-escaped
+
+
+def test_compare_engine_comparison_table(app_db):
+    db, _ = app_db
+    a = seed_run(db, name="vllm bf16", engine="vllm", model="meta-llama/Llama-3.1-8B-Instruct", gpu="H200-141GB",
+                 speed=1.0, seed=7, price=3.6)
+    b = seed_run(db, name="vllm fp8", engine="vllm", model="meta-llama/Llama-3.1-8B-Instruct", gpu="H200-141GB",
+                 speed=1.4, seed=8, price=3.6)
+    c = seed_run(db, name="sim", engine="sim", model="meta-llama/Llama-3.1-8B-Instruct", gpu="H200-141GB",
+                 speed=1.2, seed=9, price=3.6)
+    at = ok(app("compare", runs=f"{a},{b},{c}"))
+    eng = next(df.value for df in at.dataframe if "usd_per_1k_tokens" in df.value.columns)
+    assert len(eng) == 3 and {"usd_per_day_1M", "usd_per_day_10M", "usd_per_day_100M"} <= set(eng.columns)
+    for _, row in eng.iterrows():  # $ per 1K at $3.60/h = $0.001/s: 1 / tok/s
+        assert row["usd_per_1k_tokens"] == pytest.approx(0.001 / row["output_tok_s"] * 1000)
+        assert row["usd_per_day_100M"] == pytest.approx(row["usd_per_1k_tokens"] * 100_000)
+    peak_b = max(lv.output_tok_s or 0 for lv in q.get_run(b).levels if lv.status == "completed")
+    assert eng.loc[eng["run"] == b, "output_tok_s"].iloc[0] == pytest.approx(peak_b)
+    sim_row = eng.loc[eng["run"] == c].iloc[0]
+    assert bool(sim_row["simulated"]) and sim_row["configuration"].endswith("(SIMULATED)")
+    pick = next(m.value for m in at.markdown if m.value.startswith("**Best pick"))
+    assert "per 1K output tokens" in pick
+    assert any("SIMULATED" in w.value for w in at.warning)
+    at.selectbox(key="c_eng_at").set_value(4).run()
+    eng = next(df.value for df in at.dataframe if "usd_per_1k_tokens" in df.value.columns)
+    assert set(eng["concurrency"]) == {4}
 
 
 def test_compare_says_which_runs_are_missing(app_db):

