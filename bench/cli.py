@@ -264,6 +264,8 @@ def _add_sweep(sub) -> None:
     p.add_argument("--name")
     p.add_argument("--tag", action="append")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (logs go to stderr)")
+    p.add_argument("--agent", metavar="NAME", help="do not run here: queue the run for the agent NAME (`melt agent` "
+                   "on a GPU host sharing this --db) and return")
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
@@ -277,6 +279,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     from storage.recorder import Recorder
 
     cfg = build_config(a)
+    if getattr(a, "agent", None):
+        return _queue_for_agent(cfg, a)
     preflight(cfg, a.db)
     _reap(a.db)
     out = sys.stderr if a.json else sys.stdout
@@ -319,6 +323,30 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     if any(lv.get("status") == "failed" for lv in doc["levels"]):
         return 1  # finished, but not every level did (on_level_failure=continue)
     return {"completed": 0, "cancelled": 130}.get(status.value, 1)
+
+
+def _queue_for_agent(cfg, a: argparse.Namespace) -> int:
+    """`sweep --agent NAME`: queue the run for that remote agent and return (the agent runs it; watch it live in the
+    dashboard or with `show`). The preflight (memory fit, engine found) is the agent host's job."""
+    from bench.runs import start_run
+
+    try:
+        run_id = start_run(cfg, a.db, agent=a.agent)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if a.json:
+        print(json.dumps({"run_id": run_id, "status": "queued", "agent": a.agent}))
+    else:
+        print(f"run {run_id} queued for agent {a.agent!r}")
+    return 0
+
+
+def cmd_agent(a: argparse.Namespace) -> int:
+    from bench.agent import main as agent_main
+
+    if not a.db and not os.environ.get("MELT_DB"):
+        raise UsageError("an agent serves a shared history: give --db postgresql+psycopg://... (or MELT_DB)")
+    return agent_main(a.db, a.name, a.poll)
 
 
 def _reap(db: str | None) -> None:
@@ -493,6 +521,9 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="show one run")
     p.add_argument("run_id", type=int)
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("agent", help="take the runs queued for this host from a shared (PostgreSQL) history")
+    p.add_argument("--name", help="the agent's name runs are addressed to (default: this host's name)")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the queue (default 1)")
     p = sub.add_parser("cancel", help="cancel a running run (SIGTERM to its worker)")
     p.add_argument("run_id", type=int)
     p = sub.add_parser("engines", help="list engines; `engines install NAME` creates an engine venv")
@@ -516,7 +547,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"sweep": cmd_sweep, "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "engines": cmd_engines,
             "gpus": cmd_gpus, "plan": cmd_plan, "export": cmd_export, "import": cmd_import,
-            "report": cmd_report}
+            "report": cmd_report, "agent": cmd_agent}
 
 
 def main(argv: list[str] | None = None) -> int:
