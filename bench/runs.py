@@ -130,6 +130,16 @@ def start_run(config: RunConfig, db: str | Path | None = None, agent: str | None
     return run_id
 
 
+THIS_MACHINE = "This machine"
+
+
+def run_targets(db: str | Path | None = None) -> list[str]:
+    """Where the Launch page can send a run: this machine first, then every live agent of the history by name."""
+    from storage.agents import live_agents
+
+    return [THIS_MACHINE, *(a.name for a in live_agents(open_db(db)))]
+
+
 def _pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -270,5 +280,5 @@ def reap_stale(db: str | Path | None = None) -> list[int]:
     return reaped
 
 
-__all__ = ["create_run", "stored_config", "secret_engine_parts", "spawn_worker", "start_run", "cancel_run",
+__all__ = ["run_targets", "THIS_MACHINE", "create_run", "stored_config", "secret_engine_parts", "spawn_worker", "start_run", "cancel_run",
            "reap_stale", "worker_gone", "to_url"]
