@@ -538,3 +538,4 @@ def test_launch_can_send_a_run_to_a_live_agent(app_db, monkeypatch):
 
     with open_db(app_db[0])() as s:
         assert s.get(Run, d.id).target_agent == "gpu-box-1"
+    assert "Queued for agent **gpu\\-box\\-1**" in texts(at)  # Live says who will run it (name escaped)
