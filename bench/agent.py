@@ -23,12 +23,20 @@ from typing import Callable
 from bench import __version__
 from bench.runs import launch_worker, reap_stale
 from bench.sweep import host_info
-from storage.agents import agent_heartbeat, agent_stopped, cancels_for, claim_next, register_agent
-from storage.db import check_writable, open_db
+import psutil
+from sqlalchemy.exc import DBAPIError
+
+from storage.agents import agent_alive, agent_heartbeat, agent_stopped, cancels_for, claim_next, register_agent
+from storage.db import StorageError, check_writable, open_db, storage_fault
+from storage.models import Agent as AgentRow
 
 HEARTBEAT_S = 2.0
 POLL_S = 1.0
 STOP_WAIT_S = 120.0  # how long a stopping agent waits for its worker to stop its engine
+
+
+class AgentNameTaken(StorageError):
+    """Another live agent has this name."""
 
 
 @dataclass
@@ -47,6 +55,7 @@ class Agent:
         self.host = host_info() | {"agent": self.name, "agent_pid": self.pid}
 
     def run(self, stop: threading.Event) -> int:
+        self._check_name_free()
         register_agent(self.factory, self.name, socket.gethostname(), self.pid, __version__)
         hb = threading.Thread(target=self._beat, args=(stop,), daemon=True, name="agent-heartbeat")
         hb.start()
@@ -56,13 +65,34 @@ class Agent:
             self.log(f"reaped runs left by a dead worker or agent: {', '.join(f'#{r}' for r in reaped)}")
         try:
             while not stop.is_set():
-                self._step()
+                try:
+                    self._step()
+                except DBAPIError as e:  # the history is away for a while: keep the workers, try again
+                    fault = storage_fault(e, str(self.db))
+                    self.log(f"the history database failed ({fault or e.__class__.__name__}); trying again")
+                    stop.wait(5.0)
                 stop.wait(self.poll_s)
         finally:
             self._stop_workers()
-            agent_stopped(self.factory, self.name, self.pid)
+            try:
+                agent_stopped(self.factory, self.name, self.pid)
+            except DBAPIError:
+                pass  # its heartbeat goes stale instead
             self.log(f"agent {self.name!r} stopped")
         return 0
+
+    def _check_name_free(self) -> None:
+        """Two live agents of one name would split its runs and reap each other's: refuse. A dead agent's name (no
+        heartbeat, or its pid gone on this host) is taken over."""
+        with self.factory() as s:
+            other = s.get(AgentRow, self.name)
+        if other is None or not agent_alive(other) or other.pid == self.pid:
+            return
+        if other.hostname == socket.gethostname() and not psutil.pid_exists(other.pid or 0):
+            return
+        raise AgentNameTaken(f"an agent named {self.name!r} is already running (pid {other.pid} on "
+                             f"{other.hostname}, last heartbeat {other.heartbeat_at:%H:%M:%S} UTC); give another "
+                             f"--name, or stop that one first")
 
     def _beat(self, stop: threading.Event) -> None:
         while not stop.wait(HEARTBEAT_S):

@@ -83,12 +83,14 @@ def spawn_worker(run_id: int, db: str | Path | None = None, api_key: str | None 
 AGENT_PID_ENV = "MELT_AGENT_PID"  # set for a worker an agent started: that worker ends with its agent
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent (the agent) dies, so a killed agent's worker stops its
-    engine and ends its run instead of running on unseen (Linux prctl PR_SET_PDEATHSIG)."""
+def _die_with_parent():
+    """A preexec_fn: in the child before exec, ask for SIGTERM when the parent (the agent) dies, so a killed agent's
+    worker stops its engine and ends its run instead of running on unseen (Linux prctl PR_SET_PDEATHSIG). libc is
+    looked up here, in the parent: the child of a threaded process should do as little as possible."""
     import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
 
 
 def launch_worker(run_id: int, db: str | Path | None = None, api_key: str | None = None,
@@ -111,7 +113,7 @@ def launch_worker(run_id: int, db: str | Path | None = None, api_key: str | None
             env[AGENT_PID_ENV] = str(agent_pid)
         p = subprocess.Popen([sys.executable, "-m", "bench.worker", str(run_id), "--db", url], cwd=ROOT, env=env,
                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                             preexec_fn=_die_with_parent if agent_pid else None)
+                             preexec_fn=_die_with_parent() if agent_pid else None)
     # heartbeat_at now: the worker process is older than this mark, so a reaper can tell it from a recycled pid
     Recorder(run_id, db).update_run(worker_pid=p.pid, heartbeat_at=utcnow())
     return p

@@ -174,3 +174,14 @@ def test_a_dead_agent_on_another_host_is_reaped_here_and_a_waiting_run_is_not(db
 def test_a_run_with_secrets_is_not_sent_to_an_agent(db):
     with pytest.raises(ValueError, match="agent"):
         start_run(_cfg(*SHORT, "--api-key", "s3cret"), db, agent="gpu-a")
+
+
+def test_a_second_live_agent_of_one_name_is_refused(db, tmp_path):
+    from bench.agent import Agent as AgentProc, AgentNameTaken
+
+    register_agent(open_db(db), "solo", "another-host", 777)  # alive: it just beat
+    with pytest.raises(AgentNameTaken, match="already running"):
+        AgentProc(db=db, name="solo").run(threading.Event())
+    r = subprocess.run([sys.executable, "-m", "bench", "--db", str(db), "agent", "--name", "solo"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "already running" in r.stderr and "Traceback" not in r.stderr, r.stderr
