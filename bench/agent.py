@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from bench import __version__
-from bench.runs import launch_worker, reap_stale
-from bench.sweep import host_info
 import psutil
 from sqlalchemy.exc import DBAPIError
 
+from bench import __version__
+from bench.runs import launch_worker, reap_stale
+from bench.sweep import host_info
 from storage.agents import agent_alive, agent_heartbeat, agent_stopped, cancels_for, claim_next, register_agent
 from storage.db import StorageError, check_writable, open_db, storage_fault
 from storage.models import Agent as AgentRow
@@ -102,10 +102,11 @@ class Agent:
                 self.log(f"heartbeat failed: {e}")
 
     def _step(self) -> None:
-        for rid, p in list(self.workers.items()):
-            if p.poll() is not None:
-                self.log(f"run #{rid} ended (worker exit {p.returncode})")
-                del self.workers[rid]
+        ended = [rid for rid, p in self.workers.items() if p.poll() is not None]
+        for rid in ended:
+            self.log(f"run #{rid} ended (worker exit {self.workers.pop(rid).returncode})")
+        if ended:  # a worker killed outright left its run looking alive, and maybe its engine: end both now
+            reap_stale(self.db)
         for rid in cancels_for(self.factory, list(self.workers)):
             if self.workers[rid].poll() is None:
                 self.log(f"run #{rid}: cancel requested, stopping its worker")

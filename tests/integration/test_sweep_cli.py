@@ -209,10 +209,10 @@ def _sweep_with_a_long_second_level(db_path: Path) -> subprocess.Popen:
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_ctrl_c_keeps_finished_levels_and_stops_engine(db):
-    p = _sweep_with_a_long_second_level(db)
+def test_ctrl_c_keeps_finished_levels_and_stops_engine(db_path):
+    p = _sweep_with_a_long_second_level(db_path)
     try:
-        engine_pid = _wait_until_level2_is_in_flight(p, db)
+        engine_pid = _wait_until_level2_is_in_flight(p, db_path)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=120)
         assert p.returncode == 130, err
@@ -225,7 +225,7 @@ def test_ctrl_c_keeps_finished_levels_and_stops_engine(db):
         assert second["n_sent"] == second["n_ok"] + second["n_err"] and second["n_err"] > 0
         assert not _alive(engine_pid), "engine still running after Ctrl-C"
     finally:
-        _end_sweep(p, db)
+        _end_sweep(p, db_path)
 
 
 def test_background_worker_and_cancel(db):
@@ -281,10 +281,10 @@ def _end_worker(run_id: int, db_path: Path) -> None:
         kill_tagged(tag or "")
 
 
-def test_engine_killed_mid_level_fails_the_run_and_keeps_finished_levels(db):
-    p = _sweep_with_a_long_second_level(db)
+def test_engine_killed_mid_level_fails_the_run_and_keeps_finished_levels(db_path):
+    p = _sweep_with_a_long_second_level(db_path)
     try:
-        engine_pid = _wait_until_level2_is_in_flight(p, db)
+        engine_pid = _wait_until_level2_is_in_flight(p, db_path)
         os.kill(engine_pid, signal.SIGKILL)
         out, err = p.communicate(timeout=120)
         assert p.returncode == 1, err
@@ -295,7 +295,7 @@ def test_engine_killed_mid_level_fails_the_run_and_keeps_finished_levels(db):
         second = doc["levels"][1]
         assert second["n_sent"] == second["n_ok"] + second["n_err"] and second["n_err"] > 0
     finally:
-        _end_sweep(p, db)
+        _end_sweep(p, db_path)
 
 
 def test_api_key_reaches_the_server_and_is_never_stored(db_path):
