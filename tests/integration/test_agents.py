@@ -102,6 +102,15 @@ def test_two_agents_run_what_is_addressed_to_them_and_a_killed_agent_is_aborted(
         run = _wait(pg_url, rid, lambda r: r.status.finished, 120)
         assert run.status is RunStatus.cancelled, run.error
 
+        # A worker killed outright (OOM killer): its agent notices the exit and the run is aborted at once.
+        rid = start_run(_cfg(*LONG, name="oom"), pg_url, agent="gpu-b")
+        run = _wait(pg_url, rid, lambda r: r.status is RunStatus.running, 180)
+        assert run.status is RunStatus.running, run.error
+        os.kill(run.worker_pid, signal.SIGKILL)
+        run = _wait(pg_url, rid, lambda r: r.status.finished, 60)
+        assert run.status is RunStatus.aborted and "worker process" in run.error, (run.status, run.error)
+        assert _gone_within([i.pid for i in run.instances if i.pid], 60) == []
+
         # SIGKILL agent a mid-run: its worker stops the engine and the run ends aborted, saying why.
         rid = start_run(_cfg(*LONG, name="doomed"), pg_url, agent="gpu-a")
         run = _wait(pg_url, rid, lambda r: r.status is RunStatus.running, 180)
