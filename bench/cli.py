@@ -349,6 +349,21 @@ def cmd_agent(a: argparse.Namespace) -> int:
     return agent_main(a.db, a.name, a.poll)
 
 
+def cmd_agents(a: argparse.Namespace) -> int:
+    from bench.report import terminal_safe
+    from storage.agents import agent_alive, agents
+    from storage.db import open_db
+
+    rows = agents(open_db(a.db))
+    if not rows:
+        print("no agents have used this history (start one on a GPU host: melt agent --db URL)")
+    for ag in rows:
+        state = "alive" if agent_alive(ag) else ("stopped" if ag.stopped_at else "gone (no heartbeat)")
+        print(terminal_safe(f"{ag.name:<20} {state:<20} host {ag.hostname} pid {ag.pid} "
+                            f"last heartbeat {ag.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC"))
+    return 0
+
+
 def _reap(db: str | None) -> None:
     """Runs whose worker died (e.g. a sweep killed with SIGKILL): mark them aborted, end their engines."""
     from bench.runs import reap_stale
@@ -524,6 +539,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("agent", help="take the runs queued for this host from a shared (PostgreSQL) history")
     p.add_argument("--name", help="the agent's name runs are addressed to (default: this host's name)")
     p.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the queue (default 1)")
+    sub.add_parser("agents", help="list the agents of this history and whether each is alive")
     p = sub.add_parser("cancel", help="cancel a running run (SIGTERM to its worker)")
     p.add_argument("run_id", type=int)
     p = sub.add_parser("engines", help="list engines; `engines install NAME` creates an engine venv")
@@ -547,7 +563,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"sweep": cmd_sweep, "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "engines": cmd_engines,
             "gpus": cmd_gpus, "plan": cmd_plan, "export": cmd_export, "import": cmd_import,
-            "report": cmd_report, "agent": cmd_agent}
+            "report": cmd_report, "agent": cmd_agent, "agents": cmd_agents}
 
 
 def main(argv: list[str] | None = None) -> int:

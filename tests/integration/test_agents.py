@@ -50,6 +50,11 @@ def _wait(url: str, run_id: int, done, timeout: float) -> Run:
         time.sleep(0.3)
 
 
+def _sending(run: Run) -> bool:
+    """Running, with its first level under load (not while the load generator is still starting)."""
+    return run.status is RunStatus.running and bool(run.levels) and run.levels[-1].n_sent > 0
+
+
 def _alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -96,16 +101,16 @@ def test_two_agents_run_what_is_addressed_to_them_and_a_killed_agent_is_aborted(
 
         # A cancel from "another host" goes through the agent (runs.cancel_requested -> SIGTERM to the worker).
         rid = start_run(_cfg(*LONG, name="cancel me"), pg_url, agent="gpu-b")
-        run = _wait(pg_url, rid, lambda r: r.status is RunStatus.running, 180)
-        assert run.status is RunStatus.running, run.error
+        run = _wait(pg_url, rid, _sending, 180)
+        assert _sending(run), (run.status, run.error)
         assert cancel_run(rid, pg_url)
         run = _wait(pg_url, rid, lambda r: r.status.finished, 120)
         assert run.status is RunStatus.cancelled, run.error
 
         # A worker killed outright (OOM killer): its agent notices the exit and the run is aborted at once.
         rid = start_run(_cfg(*LONG, name="oom"), pg_url, agent="gpu-b")
-        run = _wait(pg_url, rid, lambda r: r.status is RunStatus.running, 180)
-        assert run.status is RunStatus.running, run.error
+        run = _wait(pg_url, rid, _sending, 180)
+        assert _sending(run), (run.status, run.error)
         os.kill(run.worker_pid, signal.SIGKILL)
         run = _wait(pg_url, rid, lambda r: r.status.finished, 60)
         assert run.status is RunStatus.aborted and "worker process" in run.error, (run.status, run.error)
@@ -113,8 +118,8 @@ def test_two_agents_run_what_is_addressed_to_them_and_a_killed_agent_is_aborted(
 
         # SIGKILL agent a mid-run: its worker stops the engine and the run ends aborted, saying why.
         rid = start_run(_cfg(*LONG, name="doomed"), pg_url, agent="gpu-a")
-        run = _wait(pg_url, rid, lambda r: r.status is RunStatus.running, 180)
-        assert run.status is RunStatus.running, run.error
+        run = _wait(pg_url, rid, _sending, 180)
+        assert _sending(run), (run.status, run.error)
         worker, engines = run.worker_pid, [i.pid for i in run.instances if i.pid]
         assert _alive(worker) and engines and all(_alive(p) for p in engines)
         os.kill(a.pid, signal.SIGKILL)
@@ -129,6 +134,10 @@ def test_two_agents_run_what_is_addressed_to_them_and_a_killed_agent_is_aborted(
                       .values(heartbeat_at=utcnow() - AGENT_STALE_AFTER - timedelta(seconds=1)))
             s.commit()
         assert {x.name for x in live_agents(open_db(pg_url))} == {"gpu-b"}
+        listing = subprocess.run([sys.executable, "-m", "bench", "--db", pg_url, "agents"], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=120).stdout
+        states = {ln.split()[0]: ln.split()[1] for ln in listing.splitlines()}
+        assert states == {"gpu-a": "gone", "gpu-b": "alive"}, listing
     finally:
         _end(a)
         _end(b)
