@@ -290,6 +290,8 @@ def _sweep_arguments(p) -> None:
     p.add_argument("--name")
     p.add_argument("--tag", action="append")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (logs go to stderr)")
+    p.add_argument("--agent", metavar="NAME", help="do not run here: queue the run for the agent NAME (`melt agent` "
+                   "on a GPU host sharing this --db) and return")
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
@@ -308,6 +310,8 @@ def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
     from bench.worker import Heartbeat, install_stop_signals
     from storage.recorder import Recorder
 
+    if getattr(a, "agent", None):
+        return _queue_for_agent(cfg, a)
     preflight(cfg, a.db)
     _reap(a.db)
     _gpu_holder_check(cfg, a.db, getattr(a, "end_orphans", False))
@@ -428,6 +432,45 @@ def cmd_blitz(a: argparse.Namespace) -> int:
                 log(headline(res))
 
     return _execute(a, cfg, after)
+
+
+def _queue_for_agent(cfg, a: argparse.Namespace) -> int:
+    """`sweep --agent NAME`: queue the run for that remote agent and return (the agent runs it; watch it live in the
+    dashboard or with `show`). The preflight (memory fit, engine found) is the agent host's job."""
+    from bench.runs import start_run
+
+    try:
+        run_id = start_run(cfg, a.db, agent=a.agent)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if a.json:
+        print(json.dumps({"run_id": run_id, "status": "queued", "agent": a.agent}))
+    else:
+        print(f"run {run_id} queued for agent {a.agent!r}")
+    return 0
+
+
+def cmd_agent(a: argparse.Namespace) -> int:
+    from bench.agent import main as agent_main
+
+    if not a.db and not os.environ.get("MELT_DB"):
+        raise UsageError("an agent serves a shared history: give --db postgresql+psycopg://... (or MELT_DB)")
+    return agent_main(a.db, a.name, a.poll)
+
+
+def cmd_agents(a: argparse.Namespace) -> int:
+    from bench.report import terminal_safe
+    from storage.agents import agent_alive, agents
+    from storage.db import open_db
+
+    rows = agents(open_db(a.db))
+    if not rows:
+        print("no agents have used this history (start one on a GPU host: melt agent --db URL)")
+    for ag in rows:
+        state = "alive" if agent_alive(ag) else ("stopped" if ag.stopped_at else "gone (no heartbeat)")
+        print(terminal_safe(f"{ag.name:<20} {state:<20} host {ag.hostname} pid {ag.pid} "
+                            f"last heartbeat {ag.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC"))
+    return 0
 
 
 def _reap(db: str | None) -> None:
@@ -645,6 +688,10 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="show one run")
     p.add_argument("run_id", type=int)
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("agent", help="take the runs queued for this host from a shared (PostgreSQL) history")
+    p.add_argument("--name", help="the agent's name runs are addressed to (default: this host's name)")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between looks at the queue (default 1)")
+    sub.add_parser("agents", help="list the agents of this history and whether each is alive")
     p = sub.add_parser("cancel", help="cancel a running run (SIGTERM to its worker)")
     p.add_argument("run_id", type=int)
     p = sub.add_parser("engines", help="list engines; `engines install NAME` creates an engine venv")
@@ -679,7 +726,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"sweep": cmd_sweep, "blitz": cmd_blitz, "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "engines": cmd_engines,
             "gpus": cmd_gpus, "plan": cmd_plan, "export": cmd_export, "import": cmd_import,
-            "report": cmd_report, "compare-engines": cmd_compare_engines}
+            "report": cmd_report, "compare-engines": cmd_compare_engines, "agent": cmd_agent, "agents": cmd_agents}
 
 
 def main(argv: list[str] | None = None) -> int:

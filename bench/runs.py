@@ -1,9 +1,15 @@
 """Starting, cancelling and reaping runs — what the UI (and the CLI) ask of the benchmark core.
 
+Runs addressed to a remote agent (bench/agent.py) are created `queued` with a target and no worker here; the agent
+of that name takes them from the shared history. Cancelling such a run asks its agent (storage.agents).
+
 Reaping: a run whose worker died (SIGKILL, out-of-memory kill, crash) is marked `aborted` and its engines are ended.
 When it is certain (`worker_gone`: the run was made on this host and its worker pid is not running, or is running a
 process started after the worker's last sign of life, i.e. a recycled pid) that happens at once, on the next Melt
 command or dashboard page; otherwise (another host, a paused process) only once the heartbeat is STALE_AFTER old.
+A run taken by an agent is also reaped, from any host, once that agent is gone (its heartbeat in `agents` stale, a
+clean stop, or its name taken over by a new agent process): a dead agent's run is never left to look alive. Pids
+are only ever looked at, or signalled, on the host the run's worker runs on.
 """
 from __future__ import annotations
 
@@ -52,15 +58,16 @@ def secret_engine_parts(config: RunConfig) -> dict | None:
     return parts or None
 
 
-def create_run(config: RunConfig, db: str | Path | None = None) -> int:
-    """Insert a `queued` run holding the full config (secrets left out); nothing starts."""
+def create_run(config: RunConfig, db: str | Path | None = None, agent: str | None = None) -> int:
+    """Insert a `queued` run holding the full config (secrets left out); nothing starts. With `agent`, the run is
+    addressed to that remote agent, which takes it from the shared history (bench/agent.py)."""
     factory = open_db(db)
     spec = config.engine
     return Recorder.create_run(
         factory, config=stored_config(config), name=config.name,
         engine_kind=spec.kind, model=spec.name_for_requests, gpu=config.gpu or spec.sim_gpu,
         gpu_count=config.gpu_count, simulated=spec.simulated, tags=config.tags,
-        price_per_gpu_hour=config.price_per_gpu_hour, versions=base_versions(), host=host_info())
+        price_per_gpu_hour=config.price_per_gpu_hour, versions=base_versions(), host=host_info(), target_agent=agent)
 
 
 API_KEY_ENV = "MELT_ENGINE_API_KEY"  # how a run's API key reaches its worker: env, never argv or the database
@@ -70,6 +77,26 @@ ENGINE_PARTS_ENV = "MELT_ENGINE_SECRET_PARTS"  # ... and engine arguments holdin
 def spawn_worker(run_id: int, db: str | Path | None = None, api_key: str | None = None,
                  engine_parts: dict | None = None) -> int:
     """Start `python -m bench.worker RUN_ID` in its own session (survives the UI); returns its pid."""
+    return launch_worker(run_id, db, api_key, engine_parts).pid
+
+
+AGENT_PID_ENV = "MELT_AGENT_PID"  # set for a worker an agent started: that worker ends with its agent
+
+
+def _die_with_parent():
+    """A preexec_fn: in the child before exec, ask for SIGTERM when the parent (the agent) dies, so a killed agent's
+    worker stops its engine and ends its run instead of running on unseen (Linux prctl PR_SET_PDEATHSIG). libc is
+    looked up here, in the parent: the child of a threaded process should do as little as possible."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
+def launch_worker(run_id: int, db: str | Path | None = None, api_key: str | None = None,
+                  engine_parts: dict | None = None, agent_pid: int | None = None) -> subprocess.Popen:
+    """spawn_worker, returning the Popen. With `agent_pid` (an agent starting it), the worker gets SIGTERM when
+    that process dies, and knows (AGENT_PID_ENV) that it then ends its run as aborted."""
     url = check_writable(db)
     logs = data_dir() / "runs" / str(run_id)
     logs.mkdir(parents=True, exist_ok=True)
@@ -81,17 +108,38 @@ def spawn_worker(run_id: int, db: str | Path | None = None, api_key: str | None 
             env[API_KEY_ENV] = api_key
         if engine_parts:
             env[ENGINE_PARTS_ENV] = json.dumps(engine_parts)
+        env.pop(AGENT_PID_ENV, None)
+        if agent_pid:
+            env[AGENT_PID_ENV] = str(agent_pid)
         p = subprocess.Popen([sys.executable, "-m", "bench.worker", str(run_id), "--db", url], cwd=ROOT, env=env,
-                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                             preexec_fn=_die_with_parent() if agent_pid else None)
     # heartbeat_at now: the worker process is older than this mark, so a reaper can tell it from a recycled pid
     Recorder(run_id, db).update_run(worker_pid=p.pid, heartbeat_at=utcnow())
-    return p.pid
+    return p
 
 
-def start_run(config: RunConfig, db: str | Path | None = None) -> int:
+def start_run(config: RunConfig, db: str | Path | None = None, agent: str | None = None) -> int:
+    """Queue the run and start its worker here; with `agent`, only queue it for that remote agent (which cannot be
+    handed secrets outside the database, so a run with an API key or secret engine flags is refused for it)."""
+    if agent:
+        if config.engine.api_key or secret_engine_parts(config):
+            raise ValueError("a run with an API key or secret engine arguments cannot be sent to an agent: those are "
+                             "never stored, and an agent only reads the history")
+        return create_run(config, db, agent=agent)
     run_id = create_run(config, db)
     spawn_worker(run_id, db, api_key=config.engine.api_key, engine_parts=secret_engine_parts(config))
     return run_id
+
+
+THIS_MACHINE = "This machine"
+
+
+def run_targets(db: str | Path | None = None) -> list[str]:
+    """Where the Launch page can send a run: this machine first, then every live agent of the history by name."""
+    from storage.agents import live_agents
+
+    return [THIS_MACHINE, *(a.name for a in live_agents(open_db(db)))]
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -134,6 +182,11 @@ def cancel_run(run_id: int, db: str | Path | None = None) -> bool:
         if run.status.finished:
             return False
         pid = run.worker_pid
+        remote = run.agent is not None or run.target_agent is not None
+    if remote:  # the worker is an agent's (maybe on another host): the agent delivers the SIGTERM
+        from storage.agents import request_cancel
+
+        return request_cancel(factory, run_id)
     if _pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         return True
@@ -147,7 +200,7 @@ def worker_gone(run: Run) -> bool:
     (heartbeat_at, set right after the spawn too): a recycled pid. Anything else is uncertain."""
     import psutil
 
-    if not run.worker_pid or (run.host or {}).get("hostname") != socket.gethostname():
+    if not run.worker_pid or not _on_this_host(run):
         return False
     try:
         p = psutil.Process(run.worker_pid)
@@ -162,18 +215,55 @@ def worker_gone(run: Run) -> bool:
     return alive_at is not None and started > alive_at.timestamp() + CLOCK_SLACK_S
 
 
+def _on_this_host(run: Run) -> bool:
+    return (run.host or {}).get("hostname") == socket.gethostname()
+
+
+def _agent_gone(run: Run, by_name: dict) -> str | None:
+    """Why the agent that took `run` is certainly gone, or None (not an agent's run, or its agent is alive)."""
+    from storage.agents import agent_alive
+
+    if run.agent is None:
+        return None
+    agent = by_name.get(run.agent)
+    took_pid = (run.host or {}).get("agent_pid")
+    if agent is None or (took_pid is not None and agent.pid != took_pid):
+        return f"its agent {run.agent!r} (pid {took_pid}) is gone: another process took the name over"
+    if agent.stopped_at is not None and took_pid == agent.pid:
+        return f"its agent {run.agent!r} stopped without finishing the run"
+    if not agent_alive(agent):
+        return (f"its agent {run.agent!r} on {agent.hostname} stopped heartbeating (last at "
+                f"{agent.heartbeat_at:%H:%M:%S} UTC): the agent or its host died")
+    return None
+
+
 def reap_stale(db: str | Path | None = None) -> list[int]:
     """Runs whose worker died become `aborted` and their engines are ended: at once when `worker_gone` is certain,
-    else once the heartbeat is stale and the pid is not alive."""
+    or when the agent that took the run is gone; else once the heartbeat is stale (and, on this host, the pid is not
+    alive). A queued run addressed to an agent waits for it and is left alone."""
+    from storage.agents import agents
+
     factory = open_db(db)
     reaped = []
     stale_before = utcnow() - STALE_AFTER
-    for run in active_runs(factory):
+    active = active_runs(factory)
+    by_name = {a.name: a for a in agents(factory)} if any(r.agent for r in active) else {}
+    for run in active:
+        if run.status is RunStatus.queued and run.target_agent and run.agent is None:
+            continue
+        here = _on_this_host(run)
         if worker_gone(run):
             why = f"worker process {run.worker_pid} ended without finishing the run (killed, crashed or out of memory)"
-        elif (run.heartbeat_at or run.started_at or run.created_at) < stale_before and not _pid_alive(run.worker_pid):
+        elif (gone := _agent_gone(run, by_name)) is not None:
+            why = gone
+        elif (run.heartbeat_at or run.started_at or run.created_at) < stale_before and not (
+                here and _pid_alive(run.worker_pid)):
             why = "worker stopped without finishing (stale heartbeat)"
         else:
+            continue
+        if not here:  # its engines are on another host: their pids mean nothing here (that host's agent reaps)
+            Recorder(run.id, db, factory).set_status(RunStatus.aborted, why)
+            reaped.append(run.id)
             continue
         rec = Recorder(run.id, db, factory)
         with factory() as s:
@@ -192,7 +282,7 @@ def reap_stale(db: str | Path | None = None) -> list[int]:
     return reaped
 
 
-__all__ = ["create_run", "stored_config", "secret_engine_parts", "spawn_worker", "start_run", "cancel_run",
+__all__ = ["run_targets", "THIS_MACHINE", "create_run", "stored_config", "secret_engine_parts", "spawn_worker", "start_run", "cancel_run",
            "reap_stale", "worker_gone", "to_url"]
 
 

@@ -72,7 +72,27 @@ def main(argv: list[str] | None = None) -> int:
                            engine_parts=json.loads(parts) if parts else None)
     finally:
         hb.stop()
+    status = _ended_with_agent(rec, status)
     return 0 if status.value in ("completed", "cancelled") else 1
+
+
+def _ended_with_agent(rec: Recorder, status):
+    """A worker started by an agent (bench/agent.py) gets SIGTERM when that agent dies: it has stopped load and its
+    engine like a cancel, but nobody cancelled, so the run is `aborted` with the reason. Otherwise `status`."""
+    from bench.runs import AGENT_PID_ENV
+    from storage.models import RunStatus
+
+    agent_pid = os.environ.get(AGENT_PID_ENV)
+    if not agent_pid or os.getppid() == int(agent_pid) or status is not RunStatus.cancelled:
+        return status
+    why = (f"its agent (pid {agent_pid}) died mid-run; the worker stopped load and the engine, and kept the "
+           f"finished levels")
+    try:
+        rec.set_status(RunStatus.aborted, why)
+    except Exception as e:  # noqa: BLE001 - the history may be what failed; the reaper marks it then
+        print(f"could not mark the run aborted: {e}", flush=True)
+    print(why, flush=True)
+    return RunStatus.aborted
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 #   scripts/test.sh                 everything that can run on this machine (unit, integration, real vLLM on CPU, e2e)
 #   MELT_SKIP_VLLM=1 / MELT_SKIP_E2E=1 / MELT_SKIP_LLAMACPP=1   skip installing the vLLM CPU venv / Chromium /
 #                                   llama.cpp (a ~20 min source build on 2 cores, once per machine); those tests skip
+#   MELT_SKIP_PG=1                       skip installing PostgreSQL (the PostgreSQL half of the storage tests skips)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -39,5 +40,14 @@ if [ "${MELT_SKIP_LLAMACPP:-0}" != 1 ]; then
 fi
 if [ "${MELT_SKIP_E2E:-0}" != 1 ] && [ -f scripts/install_browser.sh ]; then
   bash scripts/install_browser.sh || echo "warning: chromium install failed; e2e tests will skip" >&2
+fi
+if [ "${MELT_SKIP_PG:-0}" != 1 ]; then
+  # A real PostgreSQL server for the storage, CLI, dashboard and agent tests (tests/pgserver.py starts one per
+  # session); with it installed, a missing server is an error, not a skip.
+  if bash scripts/install_postgres.sh; then
+    export MELT_REQUIRE_PG=1
+  else
+    echo "warning: postgresql install failed; the PostgreSQL tests will skip" >&2
+  fi
 fi
 exec .venv/bin/python -m pytest "$@"

@@ -47,8 +47,10 @@ MAX_COMPRESSED_BYTES = 128 << 20      # the file as given
 MAX_EXPANDED_BYTES = 512 << 20        # its JSON after decompression: ~1M request rows (46 MiB per 100k)
 MAX_TEXT = 4 << 20                    # one Text field (log tails, errors, notes)
 
-# Columns never exported: ids (remapped) and what names processes or files on the exporting machine.
-_LOCAL = {"id", "run_id", "level_id", "instance_id", "worker_pid", "heartbeat_at", "pid", "proc_tag", "log_path"}
+# Columns never exported: ids (remapped), what names processes or files on the exporting machine, and the run
+# queue's own state (which agent a run was addressed to / taken by, a pending cancel: bench/agent.py).
+_LOCAL = {"id", "run_id", "level_id", "instance_id", "worker_pid", "heartbeat_at", "pid", "proc_tag", "log_path",
+          "target_agent", "agent", "cancel_requested"}
 # Foreign keys travel as refs to the row's exported parent.
 _REFS = {Request: {"level_ref": int}, EngineMetricSample: {"instance_ref": Optional[int]},
          Event: {"level_ref": Optional[int]}, Level: {"ref": int}, EngineInstance: {"ref": int}}

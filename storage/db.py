@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -35,6 +36,12 @@ _FAULTS = (
      "check the database server, then run again"),
     ("connection refused", "the database server refused the connection", "check the database server"),
     ("terminating connection", "the database server ended the connection", "check the database server"),
+    ("the database system is shutting down", "the database server is shutting down", "check the database server"),
+    ("connection is lost", "the connection to the database server was lost", "check the database server"),
+    ("consuming input failed", "the connection to the database server was lost", "check the database server"),
+    ("could not receive data from server", "the connection to the database server was lost",
+     "check the database server"),
+    ("no space left on device", "the database server's disk is full", "free space on the database server"),
 )
 
 
@@ -83,11 +90,12 @@ def _free_space_note(path: str) -> str:
     return f" ({free / 2**20:.1f} MiB free there)" if free is not None else ""
 
 
-def default_db_path() -> Path:
-    """MELT_DB, else a per-user data directory (platformdirs)."""
+def default_db_path() -> Path | str:
+    """MELT_DB (a SQLite path, or a SQLAlchemy URL such as postgresql+psycopg://... kept as given), else a per-user
+    data directory (platformdirs)."""
     env = os.environ.get("MELT_DB")
     if env:
-        return Path(env).expanduser()
+        return env if "://" in env else Path(env).expanduser()
     import platformdirs
 
     return Path(platformdirs.user_data_dir("melt", appauthor=False)) / "melt.db"
@@ -140,11 +148,22 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql", "postgres://"))
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(eng, "connect", _sqlite_pragmas)
         return eng
+    if is_postgres(url):
+        # A lost server must fail a write within seconds, not hang the worker: a connect timeout, and TCP
+        # keepalives so a half-open connection is noticed.
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                             connect_args={"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
+                                           "keepalives_interval": 5, "keepalives_count": 3,
+                                           "application_name": "melt"})
     return create_engine(url, pool_pre_ping=True)
 
 
@@ -163,10 +182,28 @@ def migrate(url: str, revision: str = "head") -> None:
 
 @contextmanager
 def _migration_lock(url: str):
-    """One migrator per SQLite file at a time. SQLite runs Alembic's DDL outside one transaction, so two processes
+    """One migrator per database at a time. PostgreSQL: a transaction-level advisory lock is not enough (Alembic
+    commits per migration), so a session advisory lock held on its own connection for the whole upgrade; a second
+    process opening the same new history waits, then finds it at head. SQLite: one migrator per file. SQLite runs Alembic's DDL outside one transaction, so two processes
     opening a new file together (the dashboard and a CLI sweep, a worker and its UI) would both see an empty
     schema and both create the tables; the second fails with "table already exists". The lock sits in a sibling
     file (flock, released by the kernel if a process dies), not on the database file SQLite locks itself."""
+    if is_postgres(url):
+        from sqlalchemy import text
+
+        eng = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+        try:
+            with eng.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATE_LOCK})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATE_LOCK})
+                    conn.commit()
+        finally:
+            eng.dispose()
+        return
     if not url.startswith("sqlite:///") or url.endswith(":memory:"):
         yield
         return
@@ -181,11 +218,26 @@ def _migration_lock(url: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+_PG_MIGRATE_LOCK = 0x6D656C74  # "melt": the advisory lock key of Melt's migrations
+
+
 @lru_cache(maxsize=8)
 def _open(url: str) -> tuple[Engine, sessionmaker]:
     migrate(url)
     eng = make_engine(url)
+    _OPENED[url] = eng
     return eng, sessionmaker(eng, expire_on_commit=False)
+
+
+_OPENED: dict[str, Engine] = {}
+
+
+def forget(db: str | Path) -> None:
+    """Close the pooled connections of one history and drop it from the cache (tests drop their databases)."""
+    url = to_url(db)
+    for key in [k for k in list(_OPENED) if k == url]:
+        _OPENED.pop(key).dispose()
+    _open.cache_clear()
 
 
 def open_db(db: str | Path | None = None) -> sessionmaker:

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Enum, Float, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -99,6 +100,11 @@ class Run(Base):
     # Denormalised for the history table (kept up to date by the worker): no join per row.
     peak_output_tok_s: Mapped[float | None]
     best_goodput_req_s: Mapped[float | None]
+    # Remote agents (bench/agent.py): the agent a queued run is addressed to (None: a worker on the starting
+    # machine), the agent that took it, and a Cancel for a worker on another host (its agent delivers the SIGTERM).
+    target_agent: Mapped[str | None] = mapped_column(String(100), index=True)
+    agent: Mapped[str | None] = mapped_column(String(100))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     levels: Mapped[list["Level"]] = relationship(back_populates="run", cascade="all, delete-orphan", order_by="Level.idx")
     instances: Mapped[list["EngineInstance"]] = relationship(back_populates="run", cascade="all, delete-orphan")
@@ -266,3 +272,18 @@ class Event(Base):
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_events_run_id_t_ns", "run_id", "t_ns"),)
+
+
+class Agent(Base):
+    """One `melt agent` (bench/agent.py) by name: where it runs and when it last proved alive. A run taken by an
+    agent whose heartbeat went stale is reaped as `aborted` from any host."""
+
+    __tablename__ = "agents"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int | None]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None]   # set when the agent exits cleanly
+    version: Mapped[str | None] = mapped_column(String(50))

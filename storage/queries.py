@@ -47,6 +47,8 @@ class RunRow:
     best_goodput_req_s: float | None
     price_per_gpu_hour: float | None
     error: str | None
+    target_agent: str | None = None   # the remote agent the run is addressed to (bench/agent.py)
+    agent: str | None = None          # the agent that took it
 
     @property
     def active(self) -> bool:

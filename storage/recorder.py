@@ -70,11 +70,11 @@ class Recorder:
     @staticmethod
     def create_run(factory: sessionmaker, *, config: dict, name: str, engine_kind: str, model: str, gpu: str | None,
                    gpu_count: int, simulated: bool, tags: list[str], price_per_gpu_hour: float | None,
-                   versions: dict, host: dict) -> int:
+                   versions: dict, host: dict, target_agent: str | None = None) -> int:
         with factory.begin() as s:
             run = Run(config=config, name=name, engine_kind=engine_kind, model=model, gpu=gpu, gpu_count=gpu_count,
                       simulated=simulated, tags=tags, price_per_gpu_hour=price_per_gpu_hour, versions=versions,
-                      host=host, status=RunStatus.queued)
+                      host=host, status=RunStatus.queued, target_agent=target_agent)
             s.add(run)
             s.flush()
             return run.id

@@ -323,7 +323,12 @@ st.divider()
 for problem in problems:
     st.error(esc_md(problem))
 start_disabled = bool(problems) or engine_missing
-if engine in ("vllm", "sglang", "trtllm"):
+_api = worker_api()
+_targets = _api.run_targets() if _api is not None else ["This machine"]
+run_on = st.selectbox("Run on", _targets, key="l_run_on", disabled=len(_targets) == 1,
+                      help="This machine, or a `melt agent` on a GPU host sharing this history (a PostgreSQL team "
+                           "history): the run is queued for it and it runs there; watch it live here.")
+if engine in ("vllm", "sglang", "trtllm", "llamacpp"):
     # Melt engines that outlived their runs, still holding GPU memory: named here, ended on request (bench/gpu_holders)
     from bench.gpu_holders import end_orphans, holders, launch_warning
 
@@ -339,7 +344,7 @@ def _start() -> None:
     runs_api = worker_api()
     if runs_api is not None and config is not None:
         try:
-            run_id = runs_api.start_run(config)
+            run_id = runs_api.start_run(config, agent=None if run_on == runs_api.THIS_MACHINE else run_on)
         except Exception as e:  # noqa: BLE001 - show why (DB not writable, worker failed to spawn, ...)
             st.error(f"Could not start the run: {esc_md(e)}")
         else:

@@ -131,8 +131,12 @@ def _cancel(d: q.RunDetail) -> None:
 
 def _engine(d: q.RunDetail, now: datetime) -> None:
     if not d.instances:
-        if d.run.status == "queued":
+        if d.run.status == "queued" and d.run.target_agent:
+            st.info(f"Queued for agent **{esc_md(d.run.target_agent)}**: it starts when that agent takes it.")
+        elif d.run.status == "queued":
             st.info("Queued: waiting for the worker to start.")
+        elif d.run.agent:
+            st.info(f"Taken by agent **{esc_md(d.run.agent)}**: its worker is starting.")
         return
     inst = d.instances[-1]
     ready = inst.ready_at is not None

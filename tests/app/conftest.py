@@ -4,9 +4,10 @@ from tests.app.seed import seed_history
 
 
 @pytest.fixture
-def app_db(db_path, monkeypatch):
-    """A seeded history in a real SQLite file that the app opens as its default database (MELT_DB)."""
-    monkeypatch.setenv("MELT_DB", str(db_path))
+def app_db(db, monkeypatch):
+    """A seeded history that the app opens as its default database (MELT_DB), once in a real SQLite file and once in
+    a real PostgreSQL database (the `db` fixture)."""
+    monkeypatch.setenv("MELT_DB", str(db))
     monkeypatch.delenv("MELT_PASSWORD", raising=False)
-    ids = seed_history(db_path, 3, levels=(1, 4, 16), requests_per_level=60)
-    return db_path, ids
+    ids = seed_history(db, 3, levels=(1, 4, 16), requests_per_level=60)
+    return db, ids

@@ -550,3 +550,28 @@ def test_gpus_page_with_nvml_gpus(app_db, monkeypatch):
     assert shown["Utilization"] == "97 %" and shown["Memory"] == "68.4 / 80 GiB"
     assert "SIMULATED" not in "\n".join(m.value for m in at.markdown)
     assert any("name" in df.value.columns for df in at.dataframe)
+
+
+def test_launch_can_send_a_run_to_a_live_agent(app_db, monkeypatch):
+    """The Launch page lists the history's live agents; a run sent to one is queued for it (no local worker)."""
+    import bench.runs
+    from storage.agents import register_agent
+    from storage.db import open_db
+
+    spawned = []
+    monkeypatch.setattr(bench.runs, "spawn_worker", lambda run_id, db=None, **kw: spawned.append(run_id) or 0)
+    register_agent(open_db(app_db[0]), "gpu-box-1", "gpu-host", 4321)
+    at = ok(app())
+    assert at.selectbox(key="l_run_on").options == ["This machine", "gpu-box-1"]
+    at.selectbox(key="l_run_on").select("gpu-box-1").run()
+    at.text_input(key="l_name").input("remote one").run()
+    at.button(key="l_start").click().run()
+    ok(at)
+    assert spawned == []  # nothing started here
+    d = next(r for r in q.list_runs() if r.name == "remote one")
+    assert d.status == "queued"
+    from storage.models import Run
+
+    with open_db(app_db[0])() as s:
+        assert s.get(Run, d.id).target_agent == "gpu-box-1"
+    assert "Queued for agent **gpu\\-box\\-1**" in texts(at)  # Live says who will run it (name escaped)

@@ -43,9 +43,9 @@ def _app(monkeypatch, db, page: str, **query) -> AppTest:
     return at
 
 
-def test_live_levels_show_steady_columns_and_intervals(db_path, monkeypatch):
-    rid = _repeated_run(db_path, [100.0, 110.0, 120.0])
-    at = _app(monkeypatch, db_path, "live", run=str(rid))
+def test_live_levels_show_steady_columns_and_intervals(db, monkeypatch):
+    rid = _repeated_run(db, [100.0, 110.0, 120.0])
+    at = _app(monkeypatch, db, "live", run=str(rid))
     frames = [df.value for df in at.dataframe]
     levels = next(f for f in frames if "steady output tok/s" in f.columns)   # the readable table (bench.tables)
     assert list(levels["repeat"]) == ["1", "2", "3"]
@@ -56,9 +56,9 @@ def test_live_levels_show_steady_columns_and_intervals(db_path, monkeypatch):
     assert reps["out tok/s (steady)"].iloc[0].startswith("121.0 ± ")
 
 
-def test_compare_side_by_side_shows_intervals(db_path, monkeypatch):
-    a, b = _repeated_run(db_path, [100.0, 110.0, 120.0]), _repeated_run(db_path, [200.0, 200.0])
-    at = _app(monkeypatch, db_path, "compare", runs=f"{a},{b}")
+def test_compare_side_by_side_shows_intervals(db, monkeypatch):
+    a, b = _repeated_run(db, [100.0, 110.0, 120.0]), _repeated_run(db, [200.0, 200.0])
+    at = _app(monkeypatch, db, "compare", runs=f"{a},{b}")
     side = next(df.value for df in at.dataframe if "configuration" in df.value.columns)
     assert list(side["out tok/s (whole)"]) == ["110.0 ± 24.8", "200.0 ± 0.0"]
     assert list(side["repeats"]) == [3, 2]

@@ -22,8 +22,8 @@ def test_selected_runs_download_as_bundle_and_report(app_db, tmp_path):
     assert len(at.get("download_button")) >= 3                   # CSV, bundle, report
 
 
-def test_import_box_shows_on_an_empty_history(db_path, monkeypatch):
-    monkeypatch.setenv("MELT_DB", str(db_path))
+def test_import_box_shows_on_an_empty_history(db, monkeypatch):
+    monkeypatch.setenv("MELT_DB", str(db))
     monkeypatch.delenv("MELT_PASSWORD", raising=False)
     at = ok(app("runs"))
     assert any(e.label == "Import runs from a bundle" for e in at.expander)

@@ -1,4 +1,5 @@
-"""The whole core path on loopback: CLI -> worker code -> sim engine subprocess -> load generator -> SQLite."""
+"""The whole core path on loopback: CLI -> worker code -> sim engine subprocess -> load generator -> the history
+(SQLite, and a real PostgreSQL server for the tests taking the `db` fixture)."""
 import json
 import os
 import re
@@ -43,9 +44,9 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
 
 
-def test_sweep_json_accounts_for_every_request(db_path):
+def test_sweep_json_accounts_for_every_request(db):
     r = melt("sweep", *SIM, "--levels", "4,32", "--input-len", "64:256", "--output-len", "16", "--requests", "40",
-             "--json", db=db_path)
+             "--json", db=db)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["status"] == "completed" and doc["simulated"] is True and isinstance(doc["run_id"], int)
@@ -63,12 +64,12 @@ def test_sweep_json_accounts_for_every_request(db_path):
     inst = doc["engine_instances"][0]
     assert inst["kind"] == "sim" and "engines.sim" in " ".join(inst["argv"]) and inst["startup_s"] > 0
     # stored and shown the same way
-    assert melt("show", str(doc["run_id"]), "--json", db=db_path).stdout.strip() == json.dumps(
-        run_document(doc["run_id"], db_path), indent=2)
-    listing = melt("runs", db=db_path).stdout
+    assert melt("show", str(doc["run_id"]), "--json", db=db).stdout.strip() == json.dumps(
+        run_document(doc["run_id"], db), indent=2)
+    listing = melt("runs", db=db).stdout
     assert "SIMULATED" in listing and str(doc["run_id"]) in listing
     # human table mode labels simulation too
-    shown = melt("show", str(doc["run_id"]), db=db_path).stdout
+    shown = melt("show", str(doc["run_id"]), db=db).stdout
     assert "[SIMULATED]" in shown and "TTFT p50" in shown
 
 
@@ -227,25 +228,25 @@ def test_ctrl_c_keeps_finished_levels_and_stops_engine(db_path):
         _end_sweep(p, db_path)
 
 
-def test_background_worker_and_cancel(db_path):
+def test_background_worker_and_cancel(db):
     from bench.cli import build_config, make_parser
     from bench.runs import cancel_run, start_run
     from storage.models import RunStatus
 
     cfg = build_config(make_parser().parse_args(["sweep", *SIM, "--levels", "2", "--requests", "50",
                                                  "--output-len", "2000", "--input-len", "16"]))
-    run_id = start_run(cfg, db_path)
+    run_id = start_run(cfg, db)
     try:
-        _wait_run(db_path, run_id, lambda r: r.status is RunStatus.running, 120)
-        assert cancel_run(run_id, db_path)
-        run = _wait_run(db_path, run_id, lambda r: r.status.finished, 120)
+        _wait_run(db, run_id, lambda r: r.status is RunStatus.running, 120)
+        assert cancel_run(run_id, db)
+        run = _wait_run(db, run_id, lambda r: r.status.finished, 120)
         assert run.status is RunStatus.cancelled
         end = time.time() + 20  # the status is written just before the worker exits
         while _alive(run.worker_pid) and time.time() < end:
             time.sleep(0.2)
         assert not _alive(run.worker_pid)
     finally:
-        _end_worker(run_id, db_path)
+        _end_worker(run_id, db)
 
 
 def _wait_run(db_path: Path, run_id: int, done, timeout: float):

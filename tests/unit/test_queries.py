@@ -11,9 +11,9 @@ from tests.app.seed import seed_history, seed_run
 
 
 @pytest.fixture
-def history(db_path):
-    ids = seed_history(db_path, 4, levels=(1, 4, 16), requests_per_level=60)
-    return db_path, ids
+def history(db):
+    ids = seed_history(db, 4, levels=(1, 4, 16), requests_per_level=60)
+    return db, ids
 
 
 def test_list_runs_newest_first_and_filters(history):
@@ -76,15 +76,15 @@ def test_request_points_incremental_and_aggregates(history):
         assert agg[lv.id]["output_tokens"] == lv.summary["output_tokens"]
 
 
-def test_errors_are_counted_not_dropped(db_path):
-    rid = seed_run(db_path, levels=(2, 8), requests_per_level=200, error_rate=0.2, seed=3)
-    d = q.get_run(rid, db_path)
+def test_errors_are_counted_not_dropped(db):
+    rid = seed_run(db, levels=(2, 8), requests_per_level=200, error_rate=0.2, seed=3)
+    d = q.get_run(rid, db)
     n_err = sum(lv.n_err for lv in d.levels)
     assert n_err > 0
-    breakdown = q.error_breakdown(rid, db_path)
+    breakdown = q.error_breakdown(rid, db)
     assert sum(e["count"] for e in breakdown) == n_err
     assert breakdown[0]["status_code"] == 503
-    pts = q.request_points(rid, db_path)
+    pts = q.request_points(rid, db)
     assert sum(q.throughput_series(pts)["errors"]) == n_err
 
 
@@ -148,23 +148,23 @@ def test_counter_rate_skips_resets_and_short_gaps():
     assert out["t_ns"] == [500_000_000, 1_500_000_000]             # middle of each measured interval
 
 
-def test_run_series_reads_only_new_rows(db_path):
-    rid = seed_run(db_path, status="running", levels=(4, 8), requests_per_level=40)
+def test_run_series_reads_only_new_rows(db):
+    rid = seed_run(db, status="running", levels=(4, 8), requests_per_level=40)
     series = q.RunSeries(rid)
-    n1 = series.refresh(db_path)
+    n1 = series.refresh(db)
     assert n1 == len(series.requests["id"]) + len(series.telemetry["id"]) + len(series.engine["id"])
-    assert series.refresh(db_path) == 0
-    level_id = q.get_run(rid, db_path).levels[-1].id
-    with open_db(db_path).begin() as s:
+    assert series.refresh(db) == 0
+    level_id = q.get_run(rid, db).levels[-1].id
+    with open_db(db).begin() as s:
         s.execute(insert(Request), [{"run_id": rid, "level_id": level_id, "seq": 999, "send_ns": 1, "ok": True,
                                      "e2e_ms": 1.0, "output_tokens": 3}])
-    assert series.refresh(db_path) == 1
+    assert series.refresh(db) == 1
     assert series.requests["output_tokens"][-1] == 3 and series.requests["send_ns"][-1] == 1
 
 
-def test_sweep_progress(db_path):
-    rid = seed_run(db_path, status="running", levels=(1, 4, 16), requests_per_level=100)
-    d = q.get_run(rid, db_path)
+def test_sweep_progress(db):
+    rid = seed_run(db, status="running", levels=(1, 4, 16), requests_per_level=100)
+    d = q.get_run(rid, db)
     now = datetime.now(timezone.utc)
     p = q.sweep_progress(d, [(1, 100), (4, 100), (16, 100)], None, now)
     assert [lv.status for lv in p.levels] == ["completed", "completed", "running"]
@@ -175,18 +175,18 @@ def test_sweep_progress(db_path):
     assert p4.levels[3].status == "pending"
     assert p4.levels[3].eta_s == pytest.approx(100 / d.levels[1].req_s)
     assert p4.eta_s is not None and p4.eta_s > p4.levels[3].eta_s
-    starting = q.get_run(seed_run(db_path, status="starting"), db_path)
+    starting = q.get_run(seed_run(db, status="starting"), db)
     ps = q.sweep_progress(starting, [(1, 100)], None, now)
     assert ps.fraction == 0 and ps.levels[0].status == "pending"
 
 
-def test_sweep_progress_after_the_end(db_path):
+def test_sweep_progress_after_the_end(db):
     """Issue 11 item 4: a finished run's elapsed time stops at its end; a cancelled level is not 100%."""
     from dataclasses import replace
     from datetime import timedelta
 
-    rid = seed_run(db_path, status="completed", levels=(1, 4, 16), requests_per_level=100)
-    d = q.get_run(rid, db_path)
+    rid = seed_run(db, status="completed", levels=(1, 4, 16), requests_per_level=100)
+    d = q.get_run(rid, db)
     run_s = (d.run.finished_at - d.run.started_at).total_seconds()
     later = d.run.finished_at + timedelta(minutes=8)
     p = q.sweep_progress(d, [(1, 100), (4, 100), (16, 100)], None, later)
@@ -206,10 +206,10 @@ def test_sweep_progress_after_the_end(db_path):
     assert p.eta_s == 0.0 and p.levels[3].eta_s is None
 
 
-def test_level_table_steady_and_repeat_when_present(db_path):
+def test_level_table_steady_and_repeat_when_present(db):
     from dataclasses import replace
 
-    d = q.get_run(seed_run(db_path, levels=(1, 4), requests_per_level=20), db_path)
+    d = q.get_run(seed_run(db, levels=(1, 4), requests_per_level=20), db)
     steady = {"output_tok_s": 321.0, "req_s": 2.5, "ttft_ms": {"p50": 11.0}, "tpot_ms": {"p50": 4.0}}
     lv0 = replace(d.levels[0], summary={**d.levels[0].summary, "steady": steady}, repeat=1)
     rows = q.level_table(replace(d, levels=[lv0, d.levels[1]]))

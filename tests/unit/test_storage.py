@@ -11,7 +11,7 @@ from storage.db import get_engine, open_db
 from storage.models import Level, LevelStatus, Request, Run, RunStatus, utcnow
 from storage.recorder import Recorder
 
-HEAD = "0005"  # the newest migration
+HEAD = "0006"  # the newest migration
 
 
 def _config() -> RunConfig:
@@ -104,9 +104,9 @@ def test_processes_opening_a_new_database_together_migrate_it_once(tmp_path):
             assert s.execute(text("select version_num from alembic_version")).scalar() == HEAD
 
 
-def test_round_trip(db_path):
-    run_id = create_run(_config(), db_path)
-    rec = Recorder(run_id, db_path)
+def test_round_trip(db):
+    run_id = create_run(_config(), db)
+    rec = Recorder(run_id, db)
     rec.set_status(RunStatus.running)
     lid = rec.start_level(0, 10, 3, None)
     rows = [dict(seq=i, warmup=False, send_ns=1_000_000_000 * i, queue_ms=0.1, ttft_ms=10.0 + i, e2e_ms=100.0,
@@ -119,7 +119,7 @@ def test_round_trip(db_path):
     rec.finish_level(lid, LevelStatus.completed, summary)
     rec.set_status(RunStatus.completed)
 
-    factory = open_db(db_path)
+    factory = open_db(db)
     with factory() as s:
         run = s.get(Run, run_id)
         assert run.status is RunStatus.completed and run.simulated
@@ -130,41 +130,41 @@ def test_round_trip(db_path):
         lv = s.get(Level, lid)
         assert lv.ttft_p50_ms == 11.0 and lv.ttft_p99_ms == 11.98 and lv.n_ok == 3
 
-    doc = run_document(run_id, db_path)
+    doc = run_document(run_id, db)
     assert doc["run_id"] == run_id and doc["status"] == "completed" and doc["simulated"] is True
     assert doc["name"] == "round <trip>" and doc["tags"] == ["a", "b"]
     assert doc["levels"][0]["output_tok_s"] == 256.0 and doc["levels"][0]["status"] == "completed"
 
 
-def test_client_bound_levels_stay_out_of_headline(db_path):
-    run_id = create_run(_config(), db_path)
-    rec = Recorder(run_id, db_path)
+def test_client_bound_levels_stay_out_of_headline(db):
+    run_id = create_run(_config(), db)
+    rec = Recorder(run_id, db)
     lid = rec.start_level(0, 10, 3, None)
     rec.finish_level(lid, LevelStatus.completed, {"n_sent": 1, "output_tok_s": 999.0, "client_bound": True})
-    with open_db(db_path)() as s:
+    with open_db(db)() as s:
         assert s.get(Run, run_id).peak_output_tok_s is None
 
 
-def test_stale_runs_are_aborted(db_path):
-    run_id = create_run(_config(), db_path)
-    rec = Recorder(run_id, db_path)
+def test_stale_runs_are_aborted(db):
+    run_id = create_run(_config(), db)
+    rec = Recorder(run_id, db)
     rec.set_status(RunStatus.running)
     rec.update_run(worker_pid=None, heartbeat_at=utcnow() - timedelta(minutes=5))
-    fresh = create_run(_config(), db_path)
-    Recorder(fresh, db_path).update_run(status=RunStatus.running, heartbeat_at=utcnow())
-    assert reap_stale(db_path) == [run_id]
-    with open_db(db_path)() as s:
+    fresh = create_run(_config(), db)
+    Recorder(fresh, db).update_run(status=RunStatus.running, heartbeat_at=utcnow())
+    assert reap_stale(db) == [run_id]
+    with open_db(db)() as s:
         assert s.get(Run, run_id).status is RunStatus.aborted
         assert s.get(Run, fresh).status is RunStatus.running
 
 
-def test_reaping_kills_the_dead_workers_engine_but_not_a_recycled_pid(db_path):
+def test_reaping_kills_the_dead_workers_engine_but_not_a_recycled_pid(db):
     import subprocess
     import sys
 
     def stale_run_with_engine(launched_at):
-        run_id = create_run(_config(), db_path)
-        rec = Recorder(run_id, db_path)
+        run_id = create_run(_config(), db)
+        rec = Recorder(run_id, db)
         rec.update_run(status=RunStatus.running, worker_pid=None, heartbeat_at=utcnow() - timedelta(minutes=5))
         p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
         rec.add_instance(kind="sim", model="m", pid=p.pid, launched_at=launched_at(), state="ready")
@@ -173,7 +173,7 @@ def test_reaping_kills_the_dead_workers_engine_but_not_a_recycled_pid(db_path):
     ours = stale_run_with_engine(utcnow)
     other = stale_run_with_engine(lambda: utcnow() - timedelta(hours=1))  # pid "reused" by an unrelated process
     try:
-        assert len(reap_stale(db_path)) == 2
+        assert len(reap_stale(db)) == 2
         assert ours.wait(10) == -9
         assert other.poll() is None
     finally:
@@ -183,7 +183,7 @@ def test_reaping_kills_the_dead_workers_engine_but_not_a_recycled_pid(db_path):
                 p.wait()
 
 
-def test_reaping_finds_an_engine_child_that_outlived_its_group_leader(db_path, tmp_path):
+def test_reaping_finds_an_engine_child_that_outlived_its_group_leader(db, tmp_path):
     """vLLM's EngineCore can outlive a killed API server in another session; the launch's env tag finds it."""
     import os
     import subprocess
@@ -194,8 +194,8 @@ def test_reaping_finds_an_engine_child_that_outlived_its_group_leader(db_path, t
 
     from engines.supervisor import TAG_ENV
 
-    run_id = create_run(_config(), db_path)
-    rec = Recorder(run_id, db_path)
+    run_id = create_run(_config(), db)
+    rec = Recorder(run_id, db)
     rec.update_run(status=RunStatus.running, worker_pid=None, heartbeat_at=utcnow() - timedelta(minutes=5))
     pidfile = tmp_path / "child.pid"
     # The "engine" leader starts a child in a new session, then exits: the child re-parents to init.
@@ -211,7 +211,7 @@ def test_reaping_finds_an_engine_child_that_outlived_its_group_leader(db_path, t
                                  env=os.environ | {TAG_ENV: "another-launch"})
     try:
         assert child.is_running() and os.getsid(child.pid) == child.pid  # outside the leader's group and session
-        assert reap_stale(db_path) == [run_id]
+        assert reap_stale(db) == [run_id]
         deadline = time.time() + 10
         while child.is_running() and child.status() != psutil.STATUS_ZOMBIE and time.time() < deadline:
             time.sleep(0.1)
