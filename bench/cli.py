@@ -320,7 +320,7 @@ def _add_sweep(sub) -> None:
 def cmd_sweep(a: argparse.Namespace) -> int:
     from sqlalchemy.exc import DBAPIError
 
-    from bench.report import levels_table, prompt_label, repeats_table, run_document, terminal_safe
+    from bench.report import instances_table, levels_table, prompt_label, repeats_table, run_document, terminal_safe
     from bench.runs import create_run, secret_engine_parts
     from bench.sweep import SweepHooks, run_sweep
     from storage.db import StorageError
@@ -344,6 +344,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     def on_level(summary: dict) -> None:
         done.append(summary)
         log(levels_table([summary]) + "\n")
+        if summary.get("instances"):
+            log(instances_table([summary], cfg.gpu_count, cfg.price_per_gpu_hour) + "\n")
 
     stop = threading.Event()
     install_stop_signals(stop)
@@ -368,6 +370,8 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         log(f"run {run_id}{sim} {status.value}" + (f": {error}" if error else ""))
         if done:
             log(levels_table(doc["levels"]))
+            if mix := instances_table(doc["levels"], cfg.gpu_count, cfg.price_per_gpu_hour):
+                log("per instance and whole box:\n" + mix)
             if reps := repeats_table(doc["levels"]):
                 log(reps)
     if any(lv.get("status") == "failed" for lv in doc["levels"]):
@@ -407,7 +411,7 @@ def cmd_runs(a: argparse.Namespace) -> int:
 
 
 def cmd_show(a: argparse.Namespace) -> int:
-    from bench.report import levels_table, prompt_label, repeats_table, run_document, terminal_safe
+    from bench.report import instances_table, levels_table, prompt_label, repeats_table, run_document, terminal_safe
 
     _reap(a.db)
     try:
@@ -422,10 +426,13 @@ def cmd_show(a: argparse.Namespace) -> int:
     say(f"run {doc['run_id']}{sim} {doc['name'] or ''}  status={doc['status']}  engine={doc['engine']}  "
         f"model={doc['model']}  gpu={doc['gpu']}  prompts={prompt_label(doc['config'])}")
     for inst in doc["engine_instances"]:
-        say(f"  engine {inst['kind']} {inst.get('version') or ''}: {' '.join(inst['argv'] or [])}")
+        who = f"{inst['name']} (weight {inst['weight']:g}) " if inst.get("name") else ""
+        say(f"  engine {who}{inst['kind']} {inst.get('version') or ''}: {' '.join(inst['argv'] or [])}")
     if doc.get("error"):
         say(f"  error: {doc['error']}")
     print(levels_table(doc["levels"]))
+    if mix := instances_table(doc["levels"], doc["gpu_count"] or 1, (doc["config"] or {}).get("price_per_gpu_hour")):
+        print("per instance and whole box:\n" + mix)
     if reps := repeats_table(doc["levels"]):
         print(terminal_safe(reps))
     return 0

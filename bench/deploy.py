@@ -30,6 +30,7 @@ class DeployPlan:
     count: int                # GPUs on the box
     plan: object | None       # bench.plan.Plan, when planned
     note: str = ""            # what the caller should tell the user (e.g. "not planned: no GPU named")
+    recipe: str = ""          # the recipe's name
 
 
 def _spec(inst: Instance, *, sim_gpu: str | None, memory: float | None, engine_cmd: list[str] | None,
@@ -77,7 +78,8 @@ def deployment_from_recipe(recipe: Recipe, *, gpu: str | None = None, count: int
         gpu_id = spec.id
         planned = make_plan(recipe, spec, load_models(), count=n, memory_gb=memory_gb)
         if not planned.fits:
-            hint = f" (what would help: {'; '.join(planned.suggestions)})" if planned.suggestions else ""
+            hint = (" (what would help: " + " / ".join(x.strip() for x in planned.suggestions) + ")"
+                    if planned.suggestions else "")
             raise DeployRefused(f"refused before launch: {planned.verdict()}{hint}")
         for ip in planned.instances:
             memory[ip.name] = round(min(1.0, max(1e-4, ip.engine_setting()[1])), 4)
@@ -91,4 +93,4 @@ def deployment_from_recipe(recipe: Recipe, *, gpu: str | None = None, count: int
         out.append(DeployedInstance(name=inst.name, engine=spec, weight=inst.weight))
     if not sum(d.weight for d in out) > 0:
         raise DeployRefused(f"recipe {recipe.name}: instances[*].weight: all 0, no instance would get traffic")
-    return DeployPlan(out, gpu_id, n, planned, note)
+    return DeployPlan(out, gpu_id, n, planned, note, recipe.name)

@@ -147,7 +147,7 @@ def parse_recipe(raw: object, where: str = "recipe") -> Recipe:
 def load_recipe(path: str | Path) -> Recipe:
     """A recipe file by path, or by name under assets/recipes/ ("dwani" -> assets/recipes/dwani.yaml)."""
     p = Path(path)
-    if not p.exists() and not p.suffix and (RECIPES_DIR / f"{p}.yaml").exists():
+    if not p.exists() and p.suffix not in (".yaml", ".yml") and (RECIPES_DIR / f"{p}.yaml").exists():
         p = RECIPES_DIR / f"{p}.yaml"
     try:
         raw = yaml.safe_load(p.read_text())

@@ -6,7 +6,9 @@ import streamlit as st
 from app.ui import charts
 from app.ui.common import (detected_engines, detected_gpus, esc_md, gpu_catalog, model_catalog, page_header,
                            show_chart, worker_api)
-from app.ui.launch_form import LaunchValues, build_run_config, form_problems, match_catalog_gpu, values_from_config
+from app.ui.launch_form import (LaunchValues, build_run_config, form_problems, match_catalog_gpu, recipe_rows,
+                                values_from_config)
+from catalog.recipes import list_recipes
 from bench.workload import ENDPOINT_HELP, PROMPT_FORMAT_HELP
 
 ENGINES = {"sim": "Simulator (built-in, no GPU: SIMULATED)", "vllm": "vLLM", "sglang": "SGLang",
@@ -66,6 +68,12 @@ left, right = st.columns(2, gap="large")
 with left:
     st.subheader("Engine and model")
     _default("l_engine", "sim")
+    _default("l_recipe", "")
+    recipe = st.selectbox("Deployment", ["", *list_recipes()], key="l_recipe",
+                          format_func=lambda r: r or "one engine (set below)",
+                          help="A recipe (assets/recipes/*.yaml) deploys several instances, started one after "
+                               "another, with weighted traffic; the memory planner refuses one that does not fit. "
+                               "Its engines come from the recipe: below, only engine command and dummy weights apply.")
 
     def _engine_label(kind: str) -> str:
         if kind in ("sim", "openai"):
@@ -243,7 +251,7 @@ with right:
 def _values() -> LaunchValues:
     g = lambda k, default=None: ss.get(f"l_{k}", default)  # noqa: E731
     return LaunchValues(
-        engine=engine, model=model or "", dummy_weights=bool(g("dummy_weights", False)) if real else False,
+        recipe=recipe or "", engine=engine, model=model or "", dummy_weights=bool(g("dummy_weights", False)) if real else False,
         gpu=g("gpu"), gpu_indices=gpu_indices, gpu_count=int(g("gpu_count", 1)),
         mem_fraction=g("mem_fraction") if engine != "openai" else None, max_seqs=g("max_seqs", 0),
         max_model_len=g("max_model_len", 0), dtype=g("dtype", "auto"), quantization=g("quantization", "none"),
@@ -268,7 +276,13 @@ config = build_run_config(values) if not problems else None
 # ------------------------------------------------------------------------------------------------- memory fit
 st.subheader("Memory fit")
 mspec = model_cat.get(values.model)
-if engine == "openai":
+if recipe:
+    if config is not None:
+        st.dataframe(recipe_rows(config), hide_index=True)
+        st.caption(f"Planned on {esc_md(config.gpu or 'no GPU named: not planned')} × {config.gpu_count} "
+                   "(the Planner page shows the memory of each GPU)."
+                   + (" :orange-badge[SIMULATED] instances" if config.simulated else ""))
+elif engine == "openai":
     st.caption("The server is already running: its memory is its own business.")
 elif mspec is None or not gpu_mem_gb:
     st.caption("Memory fit needs a catalog model and a GPU with known memory."
@@ -331,7 +345,9 @@ def _start() -> None:
 with top_bar:
     a, b = st.columns([5, 1], vertical_alignment="center")
     if config is not None:
-        a.caption(f"Ready: {esc_md(ENGINES[engine])} · {esc_md(config.engine.model)} · {len(config.levels)} level(s) "
+        what = (f"recipe {config.recipe} ({len(config.instances)} instances)" if config.instances
+                else f"{ENGINES[engine]} · {config.engine.model}")
+        a.caption(f"Ready: {esc_md(what)} · {len(config.levels)} level(s) "
                   f"up to C = {max(config.levels):,}. Start here or at the bottom of the form.")
     else:
         a.caption(f"{len(problems)} setting(s) to fix, listed above the Start button at the bottom.")
