@@ -59,3 +59,15 @@ def readable(rows: Sequence[Mapping]) -> list[dict[str, str]]:
             return f"{v:,.{nd}f}"
         return f"{v:,}" if isinstance(v, int) else str(v)
     return [{k: f(k, v) for k, v in r.items()} for r in rows]
+
+
+def instance_rows(instances: Sequence) -> list[dict[str, str]]:
+    """The instances of a run (storage.queries.InstanceRow or anything alike) as display rows: name, engine, model,
+    state / startup phase, startup seconds, URL, traffic weight."""
+    out = []
+    for i in instances:
+        state = i.state if i.ready_at is not None or i.stopped_at is not None else (i.phase or i.state)
+        out.append({"instance": i.name or "engine", "engine": i.kind, "model": i.model, "state": state,
+                    "startup s": "-" if i.startup_s is None else f"{i.startup_s:.1f}", "URL": i.base_url or "-",
+                    "weight": "-" if i.weight is None else f"{i.weight:g}", "error": (i.error or "")[:200]})
+    return out

@@ -10,7 +10,8 @@ import streamlit as st
 from app.ui import charts
 from app.ui.common import esc_md, gpu_catalog, page_header, show_chart, show_table
 from bench.compare import figures, partner_for, picker_labels, run_labels, verdict, with_cost
-from bench.repeats import interval_for
+from bench.mix import breakdown
+from bench.repeats import interval_for, summaries_of
 from bench.report import prompt_label
 from storage import queries as q
 
@@ -140,6 +141,15 @@ if rows:
                               "J / token": st.column_config.NumberColumn(format="%.4f")})
 else:
     st.caption("No run has a completed level at that concurrency.")
+
+mixes = [(d, breakdown(summaries_of([lv for lv in d.levels if lv.status == "completed"]), d.run.gpu_count or 1,
+                      prices[d.run.id])) for d in details]
+for d, mix in mixes:  # deployments of several instances: each instance and the whole box, per level
+    if mix:
+        st.markdown(f"**{esc_md(legend[d.run.id])}: per instance and whole box**"
+                    + (" — SIMULATED" if d.run.simulated else ""))
+        show_table(pd.DataFrame(mix), key=f"c-mix-{d.run.id}", filename=f"run{d.run.id}_instances",
+                   column_config={"$/1M out tok": st.column_config.NumberColumn(format="$%.4f")})
 
 # ------------------------------------------------------------------------------------------------ config diff
 st.subheader("Config differences")
