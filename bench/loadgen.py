@@ -260,8 +260,8 @@ class LevelPlan:
             raise LoadGenError(f"prompt_format must be 'text' or 'token-ids', not {self.prompt_format!r}")
         if self.endpoint == "chat" and self.prompt_format == "token-ids":
             raise LoadGenError("the chat endpoint sends text: use prompt_format 'text'")
-        if self.targets:
-            route_table(tuple(t.weight for t in self.targets))
+        if len(self.targets) > 1:
+            route_table(tuple(t.weight for t in self.targets))  # bad weights fail here, before any shard
         try:
             from bench.prompts import PromptMaker
 

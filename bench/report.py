@@ -128,11 +128,11 @@ def run_document(run_id: int, db: str | Path | None = None) -> dict:
             "engine": run.engine_kind, "model": run.model, "gpu": run.gpu, "gpu_count": run.gpu_count,
             "created_at": run.created_at.isoformat(), "finished_at": run.finished_at.isoformat() if run.finished_at else None,
             "error": run.error, "tags": run.tags, "versions": run.versions, "config": run.config,
-            "engine_instances": [{"id": i.id, "name": i.name, "weight": i.weight, "kind": i.kind, "model": i.model,
+            "engine_instances": [{"name": i.name, "weight": i.weight, "kind": i.kind, "model": i.model,
                                   "argv": i.argv, "env": i.env, "version": i.version,
                                   "base_url": i.base_url, "startup_s": i.startup_s, "state": i.state,
-                                  "exit_code": i.exit_code, "gpus": i.gpus, "log_path": i.log_path,
-                                  "error": i.error} for i in insts],
+                                  "exit_code": i.exit_code, "gpus": i.gpus, "error": i.error}
+                                 for i in insts],
             "gpu_health": verdicts[-1].payload if verdicts else None,
             "levels": level_docs,
         }
