@@ -84,10 +84,11 @@ with left:
         return f"{ENGINES[kind]} ({info['version'] or 'installed'})" if info["installed"] else \
             f"{ENGINES[kind]} (not installed)"
 
-    engine = st.selectbox("Engine", list(ENGINES), format_func=_engine_label, key="l_engine")
-    real = engine not in ("sim", "openai")
-    engine_missing = real and not (eng_info.get(engine) or {}).get("installed")
-    if engine == "sim":
+    engine = st.selectbox("Engine", list(ENGINES), format_func=_engine_label, key="l_engine", disabled=bool(recipe))
+    # a recipe names its own engines: only the engine command (its vLLM instances) and dummy weights apply from here
+    real = engine not in ("sim", "openai") or bool(recipe)
+    engine_missing = not recipe and real and not (eng_info.get(engine) or {}).get("installed")
+    if engine == "sim" and not recipe:
         st.caption(":orange-badge[SIMULATED] A roofline model of the chosen GPU; every number it produces is "
                    "labelled simulated.")
     if real:
@@ -108,7 +109,7 @@ with left:
 
     model_options = list(model_cat) + [OTHER_MODEL]
     _default("l_model_pick", D.model if D.model in model_cat else OTHER_MODEL)
-    pick = st.selectbox("Model", model_options, key="l_model_pick")
+    pick = st.selectbox("Model", model_options, key="l_model_pick", disabled=bool(recipe))
     if pick == OTHER_MODEL:
         _default("l_model_other", "")
         model = st.text_input("Model id or path", key="l_model_other", placeholder="org/model or /path/to/model")

@@ -81,3 +81,7 @@ def test_launch_loads_a_recipe(db_path, monkeypatch):
     rows = next(df.value for df in at.dataframe if "traffic %" in df.value.columns)
     assert list(rows["instance"]) == ["gemma", "qwen3"] and list(rows["traffic %"]) == ["70", "30"]
     assert "Planned on H200" in texts(at)
+    assert "2 instances" in texts(at)  # the Ready line above the form
+    at.toggle(key="l_dummy_weights").set_value(True).run()  # shown for a recipe: applies to its real instances
+    ok(at)
+    assert not at.error

