@@ -28,6 +28,12 @@ whichever shard has a free user. Phases:
            there stops taking at go + max_level_s (the shards' own deadline, so it holds even without the
            parent), and LevelOutcome.stop_reason says which it was.
 
+Deployments: a plan with several `targets` (one per engine instance) spreads its requests over them with a
+client-side balancer: request seq goes to route_table(weights)[seq % ROUTE_CYCLE] (by weight, or round robin for
+equal weights), so the shared counter that makes the total exact also makes each target's share exact to within 2.
+Each target has its own URL, served model name and prompt maker (its own tokenizer), and every result carries its
+instance id. A plan without targets is the one server at base_url.
+
 Results come back in batches about every 200 ms and are handed to `on_results` in the calling thread,
 which is where the worker writes SQLite: the shards never wait on the database (a sender thread in each
 shard owns the pipe, so a slow reader cannot stall an event loop either). Every request that took a slot
