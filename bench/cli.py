@@ -126,8 +126,6 @@ def build_config(a: argparse.Namespace) -> RunConfig:
             gpus = [int(x) for x in a.gpus.split(",") if x.strip()]
         except ValueError:
             raise UsageError(f"--gpus: expected GPU indices like 0,1, got {a.gpus!r}") from None
-    if recipe is not None and a.engine == "openai":
-        raise UsageError("--recipe launches its instances: it does not take --engine openai")
     try:
         deployed = _recipe_deployment(a, recipe, gpu) if recipe is not None else None
         spec = deployed.instances[0].engine if deployed else EngineSpec(
@@ -176,7 +174,8 @@ def _load_recipe_arg(a: argparse.Namespace):
                             ("--max-model-len", a.max_model_len), ("--dtype", a.dtype),
                             ("--quantization", a.quantization), ("--kv-cache-dtype", a.kv_cache_dtype),
                             ("--port", a.port), ("--engine-arg", a.engine_arg), ("--base-url", a.base_url))
-             if v] + [f for f, v, d in (("--tp", a.tp, 1), ("--dp", a.dp, 1)) if v != d]
+             if v] + [f for f, v, d in (("--tp", a.tp, 1), ("--dp", a.dp, 1), ("--engine", a.engine, "sim"))
+                      if v != d]
     if clash:
         raise UsageError(f"--recipe describes every instance: drop {', '.join(clash)} (set it in the recipe)")
     try:

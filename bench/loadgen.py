@@ -179,11 +179,16 @@ def route_table(weights: tuple[float, ...]) -> bytes:
         raise LoadGenError("route weights: 1..255 targets, each >= 0, not all 0")
     share = [w / total for w in weights]
     got = [0] * len(weights)
+    rest = range(1, len(weights))
     out = bytearray(ROUTE_CYCLE)
-    for k in range(ROUTE_CYCLE):
-        i = max(range(len(share)), key=lambda j: ((k + 1) * share[j] - got[j], -j))
-        got[i] += 1
-        out[k] = i
+    for k in range(1, ROUTE_CYCLE + 1):
+        best, lag = 0, k * share[0] - got[0]
+        for j in rest:  # the furthest behind; a tie goes to the first
+            v = k * share[j] - got[j]
+            if v > lag:
+                best, lag = j, v
+        got[best] += 1
+        out[k - 1] = best
     return bytes(out)
 
 
@@ -224,6 +229,7 @@ class LevelPlan:
     # at base_url / model, its requests recorded under instance_id.
     targets: list[Target] = field(default_factory=list)
     instance_id: int | None = None
+    route: bytes | None = None         # route_table of the targets, made once by run_level and shipped to the shards
 
     @property
     def steady_rule(self) -> bool:
@@ -390,6 +396,8 @@ def run_level(plan: LevelPlan, *, procs: int | None = None,
               stop: threading.Event | None = None) -> LevelOutcome:
     """Run one level (blocking). See the module docstring; every sent request ends in exactly one result."""
     plan.validate()
+    if len(plan.targets) > 1 and plan.route is None:  # made once here (cached), not in every shard of every level
+        plan = replace(plan, route=route_table(tuple(t.weight for t in plan.targets)))
     n = auto_procs(plan.concurrency) if procs is None else procs
     n = max(1, min(n, plan.concurrency))
     users = split_even(plan.concurrency, n)
@@ -760,7 +768,7 @@ class _Shard:
         # One target per engine instance (one for a single-engine run); a prompt maker per distinct tokenizer, each
         # loaded once per shard. self.prompts (the first) answers the level-wide questions (trace arrivals).
         targets = p.routes()
-        self.route = route_table(tuple(t.weight for t in targets)) if len(targets) > 1 else None
+        self.route = (p.route or route_table(tuple(t.weight for t in targets))) if len(targets) > 1 else None
         path = "/v1/completions" if p.endpoint == "completions" else "/v1/chat/completions"
         self.urls = [yarl.URL(t.base_url.rstrip("/") + path) for t in targets]
         self.models = [t.model for t in targets]
