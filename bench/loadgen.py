@@ -173,7 +173,8 @@ def route_table(weights: tuple[float, ...]) -> bytes:
     """Request seq -> target index, as a table of ROUTE_CYCLE bytes used as table[seq % ROUTE_CYCLE]: the
     client-side balancer. Each next slot goes to the target furthest behind its share (a deficit round robin), so
     over ANY run of consecutive requests each target's count is within 2 of weight/sum x the run's length (within 1
-    from request 0), and equal weights are plain round robin. Made once per process (cached), shipped to shards in LevelPlan.route; the hot path is one index."""
+    from request 0), and equal weights are plain round robin. Made once per process (cached) and shipped to the
+    shards in LevelPlan.route; the hot path is one index."""
     total = float(sum(weights))
     if len(weights) > 255 or not total > 0 or any(w < 0 for w in weights):
         raise LoadGenError("route weights: 1..255 targets, each >= 0, not all 0")
@@ -790,7 +791,8 @@ class _Shard:
         if p.api_key:
             self.headers["Authorization"] = f"Bearer {p.api_key}"
         # ssl=False for plain http skips building a default SSL context (~50 ms of CPU per shard).
-        connector = _paced_connector(aiohttp)(limit=self.n_users + 8 + len(targets), limit_per_host=0, force_close=False,
+        connector = _paced_connector(aiohttp)(limit=self.n_users + 8 + len(targets), limit_per_host=0,
+                                              force_close=False,
                                               keepalive_timeout=120, ttl_dns_cache=None,
                                               ssl=False if self.url.scheme == "http" else True)
         self.session = aiohttp.ClientSession(

@@ -32,12 +32,15 @@ def breakdown(summaries: Sequence[Mapping], gpu_count: int = 1, price_per_gpu_ho
         insts = s.get("instances") or {}
         if not insts:
             continue
-        head = {"concurrency": s.get("concurrency"), "rate": s.get("request_rate"), "repeat": (s.get("repeat") or 0) + 1}
+        head = {"concurrency": s.get("concurrency"), "rate": s.get("request_rate"),
+                "repeat": (s.get("repeat") or 0) + 1}
         for name, i in insts.items():
-            rows.append({**head, "instance": name, "model": i.get("model"), "weight %": 100 * (i.get("weight_share") or 0),
+            rows.append({**head, "instance": name, "model": i.get("model"),
+                         "weight %": 100 * (i.get("weight_share") or 0),
                          "requests %": 100 * (i.get("request_share") or 0), "sent": i.get("n_sent"),
                          "ok": i.get("n_ok"), "err": i.get("n_err"), "out tok/s": i.get("output_tok_s"),
-                         "req/s": i.get("req_s"), "TTFT p50 ms": _p(i, "ttft_ms"), "TTFT p99 ms": _p(i, "ttft_ms", "p99"),
+                         "req/s": i.get("req_s"), "TTFT p50 ms": _p(i, "ttft_ms"),
+                         "TTFT p99 ms": _p(i, "ttft_ms", "p99"),
                          "TPOT p50 ms": _p(i, "tpot_ms"), "E2E p50 ms": _p(i, "e2e_ms"), "$/1M out tok": None})
         usd = (usd_per_million_tokens(s.get("output_tok_s"), gpu_count, price_per_gpu_hour)
                if price_per_gpu_hour is not None else None)

@@ -212,7 +212,8 @@ def values_from_config(cfg: dict) -> LaunchValues:
     c = RunConfig.model_validate(cfg)
     e, w = c.engine, c.workload
     return LaunchValues(
-        recipe=c.recipe or "" if c.instances else "", engine=e.kind, model=e.model, dummy_weights=e.dummy_weights, gpu=c.gpu or e.sim_gpu, gpu_indices=e.gpus,
+        recipe=c.recipe or "" if c.instances else "",
+        engine=e.kind, model=e.model, dummy_weights=e.dummy_weights, gpu=c.gpu or e.sim_gpu, gpu_indices=e.gpus,
         gpu_count=c.gpu_count, mem_fraction=e.mem_fraction, max_seqs=e.max_seqs, max_model_len=e.max_model_len,
         dtype=e.dtype or "auto", quantization=e.quantization or "none", kv_cache_dtype=e.kv_cache_dtype or "auto",
         tp=e.tp, dp=e.dp, extra_args=shlex.join(e.extra_args), engine_cmd=shlex.join(e.engine_cmd or []),

@@ -49,6 +49,10 @@ if src and ss.get("_l_prefilled") != src:
             for k, val in v.__dict__.items():
                 if k not in ("extra", "gpu_indices"):
                     ss[f"l_{k}"] = widget_none.get(k, val) if val is None else val
+            if v.recipe and v.recipe not in list_recipes():  # a recipe file of its own: not one the picker has
+                ss["l_recipe"] = ""
+                st.warning(f"Run #{int(src)} deployed recipe {esc_md(v.recipe)}, which is not a bundled recipe: "
+                           "run it again with ./melt sweep --recipe FILE.")
             ss["l_model_pick"] = v.model if v.model in model_cat else OTHER_MODEL
             ss["l_model_other"] = v.model
             ss["l_name"] = (v.name + " (again)").strip() if v.name else ""
@@ -252,7 +256,8 @@ with right:
 def _values() -> LaunchValues:
     g = lambda k, default=None: ss.get(f"l_{k}", default)  # noqa: E731
     return LaunchValues(
-        recipe=recipe or "", engine=engine, model=model or "", dummy_weights=bool(g("dummy_weights", False)) if real else False,
+        recipe=recipe or "",
+        engine=engine, model=model or "", dummy_weights=bool(g("dummy_weights", False)) if real else False,
         gpu=g("gpu"), gpu_indices=gpu_indices, gpu_count=int(g("gpu_count", 1)),
         mem_fraction=g("mem_fraction") if engine != "openai" else None, max_seqs=g("max_seqs", 0),
         max_model_len=g("max_model_len", 0), dtype=g("dtype", "auto"), quantization=g("quantization", "none"),

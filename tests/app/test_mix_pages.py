@@ -85,3 +85,10 @@ def test_launch_loads_a_recipe(db_path, monkeypatch):
     at.toggle(key="l_dummy_weights").set_value(True).run()  # shown for a recipe: applies to its real instances
     ok(at)
     assert not at.error
+
+
+def test_open_in_launch_of_a_mix_run_from_a_recipe_file_says_so(mix_db):
+    _, rid = mix_db  # "two-sim" came from a file, not a bundled recipe
+    at = ok(app(**{"from": rid}))
+    assert "not a bundled recipe" in texts(at)
+    assert at.selectbox(key="l_recipe").value == ""

@@ -137,7 +137,8 @@ def test_sweep_recipe_builds_one_run_config():
 class _R:
     def __init__(self, iid, ok=True, out=10, warm=False):
         self.instance_id, self.ok, self.warmup, self.output_tokens, self.input_tokens = iid, ok, warm, out, 5
-        self.ttft_ms, self.e2e_ms, self.queue_ms, self.error, self.max_tokens = 10.0, 100.0, 0.0, None if ok else "x", out
+        self.ttft_ms, self.e2e_ms, self.queue_ms, self.max_tokens = 10.0, 100.0, 0.0, out
+        self.error = None if ok else "x"
 
 
 class _Outcome:
