@@ -73,18 +73,21 @@ def build_config(a: argparse.Namespace) -> RunConfig:
                     ("--repeat", a.repeat)):
         if v is not None and (v < 0 if flag == "--ramp-up" else v <= 0):
             raise UsageError(f"{flag} must be {'>= 0' if flag == '--ramp-up' else 'positive'}, got {v:g}")
-    if not a.model:
-        raise UsageError("--model is required")
+    recipe = _load_recipe_arg(a)
+    if not a.model and recipe is None:
+        raise UsageError("--model (or --recipe) is required")
     gpu = a.gpu
     try:
-        if a.engine == "sim":
+        if recipe is not None:
+            gpu = get_gpu(gpu).id if gpu else None
+        elif a.engine == "sim":
             if not gpu:
                 raise UsageError("--gpu is required with --engine sim (the GPU to simulate, e.g. H100-SXM-80GB)")
             gpu = get_gpu(gpu).id
             get_model(a.model)
         elif gpu:
             gpu = get_gpu(gpu).id
-        if a.dummy_weights:
+        if a.dummy_weights and recipe is None:
             _dummy_model_ok(a.model)
     except CatalogError as e:
         raise UsageError(str(e)) from None
@@ -125,7 +128,8 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         except ValueError:
             raise UsageError(f"--gpus: expected GPU indices like 0,1, got {a.gpus!r}") from None
     try:
-        spec = EngineSpec(
+        deployed = _recipe_deployment(a, recipe, gpu) if recipe is not None else None
+        spec = deployed.instances[0].engine if deployed else EngineSpec(
             kind=a.engine, model=a.model, served_model_name=a.served_model_name,
             sim_gpu=gpu if a.engine == "sim" else None, base_url=a.base_url,
             api_key=a.api_key or (os.environ.get("OPENAI_API_KEY") if a.engine == "openai" else None),
@@ -142,16 +146,58 @@ def build_config(a: argparse.Namespace) -> RunConfig:
             min_steady_s=a.min_steady, min_requests_per_user=a.min_requests_per_user, max_level_s=a.level_cap,
             seed=a.seed, request_timeout_s=a.request_timeout, stall_timeout_s=a.stall_timeout or None,
             slo=SLO(ttft_ms=a.slo_ttft_ms, tpot_ms=a.slo_tpot_ms, e2e_ms=a.slo_e2e_ms))
+        if deployed:
+            gpu = deployed.gpu
         price = a.price
         if price is None and gpu:
             price = get_gpu(gpu).price_per_hour
-        return RunConfig(name=a.name or "", tags=a.tag or [], engine=spec, workload=workload, levels=levels, gpu=gpu,
-                         gpu_count=len(gpus) if gpus else max(a.tp * a.dp, 1), price_per_gpu_hour=price,
+        count = deployed.count if deployed else len(gpus) if gpus else max(a.tp * a.dp, 1)
+        return RunConfig(name=a.name or (recipe.name if recipe else ""), tags=a.tag or [], engine=spec,
+                         instances=deployed.instances if deployed else [],
+                         recipe=recipe.name if recipe else None, workload=workload, levels=levels, gpu=gpu,
+                         gpu_count=count, price_per_gpu_hour=price,
                          telemetry_hz=a.telemetry_hz, client_procs=a.client_procs, repeat=a.repeat,
                          on_level_failure=a.on_level_failure)
     except ValidationError as e:
         msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise UsageError(f"invalid settings: {msgs}") from None
+
+
+def _load_recipe_arg(a: argparse.Namespace):
+    """--recipe FILE_OR_NAME loaded (RecipeError names the file and the field), or None without it. The flags that
+    describe one engine are the recipe's business then: giving them too is an error, not a silent override."""
+    if not getattr(a, "recipe", None):
+        return None
+    from catalog.recipes import RecipeError, load_recipe
+
+    clash = [f for f, v in (("--model", a.model), ("--served-model-name", a.served_model_name), ("--gpus", a.gpus),
+                            ("--mem-fraction", a.mem_fraction), ("--max-seqs", a.max_seqs),
+                            ("--max-model-len", a.max_model_len), ("--dtype", a.dtype),
+                            ("--quantization", a.quantization), ("--kv-cache-dtype", a.kv_cache_dtype),
+                            ("--port", a.port), ("--engine-arg", a.engine_arg), ("--base-url", a.base_url))
+             if v] + [f for f, v, d in (("--tp", a.tp, 1), ("--dp", a.dp, 1), ("--engine", a.engine, "sim"))
+                      if v != d]
+    if clash:
+        raise UsageError(f"--recipe describes every instance: drop {', '.join(clash)} (set it in the recipe)")
+    try:
+        return load_recipe(a.recipe)
+    except RecipeError as e:
+        raise UsageError(str(e)) from None
+
+
+def _recipe_deployment(a: argparse.Namespace, recipe, gpu: str | None):
+    """The recipe's instances as a deployment (bench.deploy), refused here with the planner's reason."""
+    from bench.deploy import DeployRefused, deployment_from_recipe
+
+    try:
+        d = deployment_from_recipe(recipe, gpu=gpu, count=a.count, memory_gb=a.memory_gb,
+                                   engine_cmd=shlex.split(a.engine_cmd) if a.engine_cmd else None,
+                                   dummy_weights=a.dummy_weights, startup_timeout_s=a.startup_timeout)
+    except DeployRefused as e:
+        raise UsageError(str(e)) from None
+    if d.note:
+        print(f"note: {d.note}", file=sys.stderr)
+    return d
 
 
 def _dummy_model_ok(model: str) -> None:
@@ -206,8 +252,12 @@ def _gpu_holder_check(cfg: RunConfig, db: str | None, end: bool) -> None:
 
 
 def _add_sweep(sub) -> None:
-    _sweep_arguments(sub.add_parser("sweep", help="launch an engine (or use a running one) and sweep concurrency "
-                                                  "levels"))
+    p = sub.add_parser("sweep", help="launch an engine (or use a running one) and sweep concurrency levels")
+    p.add_argument("--recipe", help="a deployment of several instances: a recipe file or a bundled recipe's name "
+                                    "(assets/recipes/*.yaml; see ./melt plan); replaces --engine/--model/--gpus")
+    p.add_argument("--count", type=int, help="--recipe: GPUs on the box (default: the recipe's)")
+    p.add_argument("--memory-gb", type=float, help="--recipe: plan with this much memory per GPU (a scenario)")
+    _sweep_arguments(p)
 
 
 def _sweep_arguments(p) -> None:
@@ -303,7 +353,7 @@ def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
     the sweep (Blitz: the single-stream method and the result)."""
     from sqlalchemy.exc import DBAPIError
 
-    from bench.report import levels_table, prompt_label, repeats_table, run_document, terminal_safe
+    from bench.report import instances_table, levels_table, prompt_label, repeats_table, run_document, terminal_safe
     from bench.runs import create_run, secret_engine_parts
     from bench.sweep import SweepHooks, run_sweep
     from storage.db import StorageError
@@ -318,14 +368,19 @@ def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
     out = sys.stderr if a.json else sys.stdout
     log = lambda m: print(terminal_safe(m), file=out, flush=True)  # noqa: E731
     run_id = create_run(cfg, a.db)
-    sim = " [SIMULATED]" if cfg.engine.simulated else ""
-    log(f"run {run_id}{sim}: {cfg.engine.kind} / {cfg.engine.model}" + (f" on {cfg.gpu}" if cfg.gpu else "")
+    sim = " [SIMULATED]" if cfg.simulated else ""
+    what = (f"{cfg.engine.kind} / {cfg.engine.model}" if not cfg.instances else f"recipe {cfg.recipe or '?'}: "
+            + ", ".join(f"{d.name} ({d.engine.kind} / {d.engine.name_for_requests}, weight {d.weight:g})"
+                        for d in cfg.instances))
+    log(f"run {run_id}{sim}: {what}" + (f" on {cfg.gpu}" if cfg.gpu else "")
         + f" · prompts: {prompt_label(cfg.model_dump())}")
     done: list[dict] = []
 
     def on_level(summary: dict) -> None:
         done.append(summary)
         log(levels_table([summary]) + "\n")
+        if summary.get("instances"):
+            log(instances_table([summary], cfg.gpu_count, cfg.price_per_gpu_hour) + "\n")
 
     stop = threading.Event()
     install_stop_signals(stop)
@@ -352,6 +407,8 @@ def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
         log(f"run {run_id}{sim} {status.value}" + (f": {error}" if error else ""))
         if done:
             log(levels_table(doc["levels"]))
+            if mix := instances_table(doc["levels"], cfg.gpu_count, cfg.price_per_gpu_hour):
+                log("per instance and whole box:\n" + mix)
             if not cfg.blitz and (reps := repeats_table(doc["levels"])):  # Blitz: its result has the agreement
                 log(reps)
     if any(lv.get("status") == "failed" for lv in doc["levels"]):
@@ -505,7 +562,7 @@ def cmd_runs(a: argparse.Namespace) -> int:
 
 
 def cmd_show(a: argparse.Namespace) -> int:
-    from bench.report import levels_table, prompt_label, repeats_table, run_document, terminal_safe
+    from bench.report import instances_table, levels_table, prompt_label, repeats_table, run_document, terminal_safe
 
     _reap(a.db)
     try:
@@ -520,10 +577,13 @@ def cmd_show(a: argparse.Namespace) -> int:
     say(f"run {doc['run_id']}{sim} {doc['name'] or ''}  status={doc['status']}  engine={doc['engine']}  "
         f"model={doc['model']}  gpu={doc['gpu']}  prompts={prompt_label(doc['config'])}")
     for inst in doc["engine_instances"]:
-        say(f"  engine {inst['kind']} {inst.get('version') or ''}: {' '.join(inst['argv'] or [])}")
+        who = f"{inst['name']} (weight {inst['weight']:g}) " if inst.get("name") else ""
+        say(f"  engine {who}{inst['kind']} {inst.get('version') or ''}: {' '.join(inst['argv'] or [])}")
     if doc.get("error"):
         say(f"  error: {doc['error']}")
     print(levels_table(doc["levels"]))
+    if mix := instances_table(doc["levels"], doc["gpu_count"] or 1, (doc["config"] or {}).get("price_per_gpu_hour")):
+        print("per instance and whole box:\n" + mix)
     if reps := repeats_table(doc["levels"]):
         print(terminal_safe(reps))
     return 0

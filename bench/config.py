@@ -276,10 +276,23 @@ class BlitzSpec(_Strict):
         return self
 
 
+class DeployedInstance(_Strict):
+    """One engine instance of a run's deployment: its engine spec, a name unique in the run, and its share of the
+    traffic (relative to the other instances; equal weights = round robin over replicas)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    engine: EngineSpec
+    weight: float = Field(default=1.0, ge=0)
+
+
 class RunConfig(_Strict):
     name: str = ""
     tags: list[str] = Field(default_factory=list)
+    # The deployment: `instances` when the run deploys several (a recipe); else the one `engine`. With instances,
+    # `engine` is the first instance's spec (what the history table and the pages show for the run).
     engine: EngineSpec
+    instances: list[DeployedInstance] = Field(default_factory=list)
+    recipe: str | None = Field(default=None, description="name of the recipe the deployment came from")
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     levels: list[int] = Field(min_length=1)
     gpu: str | None = Field(default=None, description="Catalog GPU id (sim GPU, or the detected/declared GPU)")
@@ -290,6 +303,40 @@ class RunConfig(_Strict):
     client_procs: int | None = Field(default=None, ge=1, description="Load-generator processes; None = auto")
     repeat: int = Field(default=1, ge=1, le=100, description="Times each level runs (mean and 95% CI across them)")
     blitz: BlitzSpec | None = Field(default=None, description="A Blitz run: levels are chosen as it goes")
+
+    def deployment(self) -> list[DeployedInstance]:
+        """Every instance the run deploys, in start order: a single-engine run is the deployment of one instance
+        (the sweep has one code path for both)."""
+        return list(self.instances) or [DeployedInstance(name="engine", engine=self.engine)]
+
+    @property
+    def simulated(self) -> bool:
+        """Any simulated instance makes the run's numbers (partly) simulated: it is labelled so everywhere."""
+        return any(d.engine.simulated for d in self.deployment())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_from_instances(cls, data):
+        if isinstance(data, dict) and data.get("instances") and not data.get("engine"):
+            first = data["instances"][0]
+            data = {**data, "engine": first["engine"] if isinstance(first, dict) else first.engine}
+        return data
+
+    @model_validator(mode="after")
+    def _deployment_ok(self) -> "RunConfig":
+        if self.instances:
+            names = [d.name for d in self.instances]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"instance names must be unique: {', '.join(dup)} repeated")
+            if not sum(d.weight for d in self.instances) > 0:
+                raise ValueError("instance weights are all 0: give at least one instance a share of the traffic")
+            if any(d.engine.kind == "openai" for d in self.instances) and len(self.instances) > 1:
+                raise ValueError("a deployment of several instances launches them: 'openai' (a running server) "
+                                 "is only for a single-engine run")
+            if self.engine != self.instances[0].engine:
+                raise ValueError("engine must be the first instance's spec when instances are given")
+        return self
 
     def planned_levels(self) -> list[PlannedLevel]:
         """Every level of the run in order: the whole sweep (concurrency x rate) once per repeat. Repeats go round

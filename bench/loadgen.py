@@ -28,6 +28,12 @@ whichever shard has a free user. Phases:
            there stops taking at go + max_level_s (the shards' own deadline, so it holds even without the
            parent), and LevelOutcome.stop_reason says which it was.
 
+Deployments: a plan with several `targets` (one per engine instance) spreads its requests over them with a
+client-side balancer: request seq goes to route_table(weights)[seq % ROUTE_CYCLE] (by weight, or round robin for
+equal weights), so the shared counter that makes the total exact also makes each target's share exact to within 2.
+Each target has its own URL, served model name and prompt maker (its own tokenizer), and every result carries its
+instance id. A plan without targets is the one server at base_url.
+
 Results come back in batches about every 200 ms and are handed to `on_results` in the calling thread,
 which is where the worker writes SQLite: the shards never wait on the database (a sender thread in each
 shard owns the pipe, so a slow reader cannot stall an event loop either). Every request that took a slot
@@ -71,7 +77,7 @@ import threading
 import time
 import traceback
 from array import array
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from multiprocessing.connection import Connection, wait
 from typing import Callable, Literal
 
@@ -141,6 +147,50 @@ class RequestResult:
     error: str | None
     max_tokens: int | None = None   # requested output length (not a storage column)
     user: int | None = None         # global user index 0..C-1 (None: a lost result whose user is unknown)
+    instance_id: int | None = None  # the engine instance (storage row id) the request was sent to
+
+
+ROUTE_CYCLE = 1 << 16     # length of a deployment's routing table (request seq -> target), repeated
+
+
+@dataclass(frozen=True)
+class Target:
+    """One engine instance of a deployment that a level sends to: where, under which served model name, its share of
+    the requests, the instance row its requests are recorded under, and what its prompts are made with (each
+    instance may serve a different model, so each has its own tokenizer)."""
+
+    base_url: str
+    model: str
+    weight: float = 1.0
+    instance_id: int | None = None
+    tokenizer_path: str | None = None
+    vocab_size: int | None = None
+    name: str = ""
+
+
+@functools.lru_cache(maxsize=16)
+def route_table(weights: tuple[float, ...]) -> bytes:
+    """Request seq -> target index, as a table of ROUTE_CYCLE bytes used as table[seq % ROUTE_CYCLE]: the
+    client-side balancer. Each next slot goes to the target furthest behind its share (a deficit round robin), so
+    over ANY run of consecutive requests each target's count is within 2 of weight/sum x the run's length (within 1
+    from request 0), and equal weights are plain round robin. Made once per process (cached) and shipped to the
+    shards in LevelPlan.route; the hot path is one index."""
+    total = float(sum(weights))
+    if len(weights) > 255 or not total > 0 or any(w < 0 for w in weights):
+        raise LoadGenError("route weights: 1..255 targets, each >= 0, not all 0")
+    share = [w / total for w in weights]
+    got = [0] * len(weights)
+    rest = range(1, len(weights))
+    out = bytearray(ROUTE_CYCLE)
+    for k in range(1, ROUTE_CYCLE + 1):
+        best, lag = 0, k * share[0] - got[0]
+        for j in rest:  # the furthest behind; a tie goes to the first
+            v = k * share[j] - got[j]
+            if v > lag:
+                best, lag = j, v
+        got[best] += 1
+        out[k - 1] = best
+    return bytes(out)
 
 
 # RequestResult fields that are columns of storage.models.Request (for bulk inserts).
@@ -182,10 +232,29 @@ class LevelPlan:
     # its prompt tokens are the exact length the prompt was made to (None when it is not exact); any other ending is
     # an error. Levels record which (summary["usage_source"]).
     stream_usage: Literal["server", "finish-length"] = "server"
+    # A deployment of several instances: the targets requests are spread over (route_table); empty = the one server
+    # at base_url / model, its requests recorded under instance_id.
+    targets: list[Target] = field(default_factory=list)
+    instance_id: int | None = None
+    route: bytes | None = None         # route_table of the targets, made once by run_level and shipped to the shards
 
     @property
     def steady_rule(self) -> bool:
         return self.n_requests is None and self.duration_s is None
+
+    def routes(self) -> list[Target]:
+        """Every target of the level (one for a single-engine run)."""
+        return list(self.targets) or [Target(self.base_url, self.model, 1.0, self.instance_id, self.tokenizer_path,
+                                             self.vocab_size)]
+
+    def target_of(self, seq: int) -> int:
+        """Index (into routes()) of the target request `seq` goes to."""
+        return route_table(tuple(t.weight for t in self.targets))[seq % ROUTE_CYCLE] if len(self.targets) > 1 else 0
+
+    def for_target(self, t: Target) -> "LevelPlan":
+        """This plan as seen by one target (its prompts: tokenizer and vocabulary)."""
+        return replace(self, base_url=t.base_url, model=t.model, tokenizer_path=t.tokenizer_path,
+                       vocab_size=t.vocab_size, targets=[], instance_id=t.instance_id)
 
     def validate(self) -> None:
         if self.endpoint not in ("completions", "chat"):
@@ -210,10 +279,15 @@ class LevelPlan:
             raise LoadGenError(f"prompt_format must be 'text' or 'token-ids', not {self.prompt_format!r}")
         if self.endpoint == "chat" and self.prompt_format == "token-ids":
             raise LoadGenError("the chat endpoint sends text: use prompt_format 'text'")
+        if len(self.targets) > 1:
+            route_table(tuple(t.weight for t in self.targets))  # bad weights fail here, before any shard
         try:
             from bench.prompts import PromptMaker
 
-            maker = PromptMaker.for_plan(self)  # a missing tokenizer or a bad prompt file fails here, before any shard
+            # a missing tokenizer or a bad prompt file fails here, before any shard
+            maker = None
+            for t in self.routes():
+                maker = PromptMaker.for_plan(self.for_target(t) if self.targets else self)
         except (ValueError, OSError) as e:
             raise LoadGenError(str(e)) from None
         if maker.arrivals is not None and self.request_rate is not None:
@@ -225,7 +299,8 @@ class LevelPlan:
     def from_workload(cls, wl: WorkloadSpec, *, base_url: str, model: str, concurrency: int,
                       request_rate: float | None, seed: int | None = None,
                       api_key: str | None = None, vocab_size: int | None = None,
-                      tokenizer_path: str | None = None) -> "LevelPlan":
+                      tokenizer_path: str | None = None, targets: list[Target] | None = None,
+                      instance_id: int | None = None) -> "LevelPlan":
         """The plan of one level of `wl`. `request_rate`: this level's rate (one of wl.level_rates(): a rate sweep has
         several), None = closed loop; always given, so a rate sweep's level never silently becomes closed loop.
         `tokenizer_path`: what text prompts are made with (bench.sweep resolves it once per run)."""
@@ -238,7 +313,7 @@ class LevelPlan:
                    min_steady_s=wl.min_steady_s, min_requests_per_user=wl.min_requests_per_user,
                    max_level_s=wl.max_level_s, prompt_format=wl.prompt_format, tokenizer_path=tokenizer_path,
                    prefix_len=wl.prefix_len, prefix_seed=wl.seed, prompt_file=wl.prompt_file,
-                   stall_timeout_s=wl.stall_timeout_s)
+                   stall_timeout_s=wl.stall_timeout_s, targets=list(targets or []), instance_id=instance_id)
 
 
 @dataclass
@@ -328,6 +403,8 @@ def run_level(plan: LevelPlan, *, procs: int | None = None,
               stop: threading.Event | None = None) -> LevelOutcome:
     """Run one level (blocking). See the module docstring; every sent request ends in exactly one result."""
     plan.validate()
+    if len(plan.targets) > 1 and plan.route is None:  # made once here (cached), not in every shard of every level
+        plan = replace(plan, route=route_table(tuple(t.weight for t in plan.targets)))
     n = auto_procs(plan.concurrency) if procs is None else procs
     n = max(1, min(n, plan.concurrency))
     users = split_even(plan.concurrency, n)
@@ -524,10 +601,12 @@ class _Coordinator:
             return
         why = "; ".join(self.errors) or "load-generator shard lost"
         now = time.time_ns()
+        routes = self.plan.routes()
         lost = [RequestResult(seq=q, warmup=q < self.plan.warmup_requests, send_ns=now, queue_ms=None,
                               ttft_ms=None, e2e_ms=None, input_tokens=None, output_tokens=None, chunks=0,
                               itl_mean_ms=None, itl_max_ms=None, ok=False, status_code=None,
-                              error=f"result lost: {why}") for q in missing]
+                              error=f"result lost: {why}", instance_id=routes[self.plan.target_of(q)].instance_id)
+                for q in missing]
         for r in lost:
             self._mark(r.seq)
             self._count(r)
@@ -692,18 +771,34 @@ class _Shard:
         from bench.prompts import PromptMaker
 
         self.np, self.aiohttp = np, aiohttp
-        self.prompts = PromptMaker.for_plan(self.plan)  # loads the tokenizer / prompt file once per shard
+        p = self.plan
+        # One target per engine instance (one for a single-engine run); a prompt maker per distinct tokenizer, each
+        # loaded once per shard. self.prompts (the first) answers the level-wide questions (trace arrivals).
+        targets = p.routes()
+        self.route = (p.route or route_table(tuple(t.weight for t in targets))) if len(targets) > 1 else None
+        path = "/v1/completions" if p.endpoint == "completions" else "/v1/chat/completions"
+        self.urls = [yarl.URL(t.base_url.rstrip("/") + path) for t in targets]
+        self.models = [t.model for t in targets]
+        self.iids = [t.instance_id for t in targets]
+        self.shares = [t.weight / sum(x.weight for x in targets) for t in targets]
+        by_tok: dict[tuple, PromptMaker] = {}
+        for t in targets:
+            key = (t.tokenizer_path, t.vocab_size)
+            if key not in by_tok:
+                by_tok[key] = PromptMaker.for_plan(p.for_target(t) if p.targets else p)
+        self.makers = [by_tok[(t.tokenizer_path, t.vocab_size)] for t in targets]
+        self.distinct_makers = list(by_tok.values())
+        self.prompts = self.makers[0]
+        self.url = self.urls[0]
         loop = asyncio.get_running_loop()
         self.go: asyncio.Future = loop.create_future()
         loop.add_reader(self.cmd.fileno(), self._on_cmd)
-        p = self.plan
-        path = "/v1/completions" if p.endpoint == "completions" else "/v1/chat/completions"
-        self.url = yarl.URL(p.base_url.rstrip("/") + path)
         self.headers = {"Content-Type": "application/json"}
         if p.api_key:
             self.headers["Authorization"] = f"Bearer {p.api_key}"
         # ssl=False for plain http skips building a default SSL context (~50 ms of CPU per shard).
-        connector = _paced_connector(aiohttp)(limit=self.n_users + 8, limit_per_host=0, force_close=False,
+        connector = _paced_connector(aiohttp)(limit=self.n_users + 8 + len(targets), limit_per_host=0,
+                                              force_close=False,
                                               keepalive_timeout=120, ttl_dns_cache=None,
                                               ssl=False if self.url.scheme == "http" else True)
         self.session = aiohttp.ClientSession(
@@ -724,9 +819,11 @@ class _Shard:
             total = p.warmup_requests + p.n_requests if p.n_requests is not None else None
             cap = max(p.concurrency, min(PREFETCH_MAX, PREFETCH_BYTES // (8 * (p.input_len.max + p.prefix_len))))
             first = min(total if total is not None else p.warmup_requests + p.concurrency, cap)
-            await loop.run_in_executor(None, self.prompts.prefetch, range(first))
-            if total is None or total > first:
-                self.prompts.run_ahead(lambda: self.counter.value, max(p.concurrency, 64))
+            for m in self.distinct_makers:  # each maker makes only the prompts of the requests routed to it
+                mine = self._mine(m)
+                await loop.run_in_executor(None, m.prefetch, [q for q in range(first) if mine is None or mine(q)])
+                if total is None or total > first:
+                    m.run_ahead(lambda: self.counter.value, max(p.concurrency, 64), mine)
             await self._phase(p.warmup_requests, warm=True)
             await self._preconnect()
             self.out.put(("warm",))
@@ -765,11 +862,12 @@ class _Shard:
                 stats.stale_retries = self.stale_retries
                 stats.new_connections = (self.session.connector.opened - opened0
                                          + (self.retry_session.connector.opened if self.retry_session else 0))
-                stats.prompts_inexact = self.prompts.n_inexact
-                stats.prompts_inline = self.prompts.n_inline
+                stats.prompts_inexact = sum(m.n_inexact for m in self.distinct_makers)
+                stats.prompts_inline = sum(m.n_inline for m in self.distinct_makers)
         finally:
             flusher.cancel()
-            self.prompts.close()
+            for m in self.distinct_makers:
+                m.close()
             watchdog.cancel()
             loop.remove_reader(self.cmd.fileno())
             self._flush()
@@ -777,6 +875,14 @@ class _Shard:
             if self.retry_session is not None:
                 await self.retry_session.close()
         self.out.put(("done", stats, self.itl, self.t_last_end))
+
+    def _mine(self, maker) -> Callable[[int], bool] | None:
+        """Which request seqs `maker` makes prompts for (None: all of them, the one-tokenizer case)."""
+        if len(self.distinct_makers) == 1:
+            return None
+        idx = {i for i, m in enumerate(self.makers) if m is maker}
+        route = self.route
+        return lambda q: route[q % ROUTE_CYCLE] in idx
 
     async def _preconnect(self) -> None:
         """Open one keep-alive connection per user before the measured phase.
@@ -790,13 +896,16 @@ class _Shard:
         queue (somaxconn; uvicorn's backlog is 2048), and dropped SYNs are retried after 1, 3, 7 s.
         Failures are ignored here: the measured requests report any real problem.
         """
-        url = self.url.with_path("/v1/models")
+        # one connection per user, shared out over the targets by their weights (at least one each)
+        urls = [u.with_path("/v1/models") for u in self.urls]
+        per = [max(1, math.ceil(self.n_users * sh)) if sh > 0 else 0 for sh in self.shares]
+        plan_urls = [u for u, n in zip(urls, per) for _ in range(n)]
         headers = {k: v for k, v in self.headers.items() if k == "Authorization"}
         # a server that accepts and never answers costs at most the stall timeout here, as it would a request
         timeout = self.aiohttp.ClientTimeout(total=min(PRECONNECT_TIMEOUT_S, self.plan.stall_timeout_s or 1e9))
         failed = False  # best effort: after one failure nobody tries again (a dead server costs one timeout)
 
-        async def one() -> None:
+        async def one(url) -> None:
             nonlocal failed
             if failed or self.stopping:
                 return
@@ -807,7 +916,7 @@ class _Shard:
                 failed = True
 
         # Registered as user tasks so that a stop cancels them like any request.
-        await self._run_users([one() for _ in range(self.n_users)])
+        await self._run_users([one(u) for u in plan_urls])
 
     async def _run_users(self, coros: list) -> None:
         if self.stopping:
@@ -877,18 +986,20 @@ class _Shard:
                         await asyncio.sleep(delay / 1e9)
                     except asyncio.CancelledError:  # stopped while it waited: taken, so it gets its result
                         now = time.perf_counter_ns()
-                        self._record(seq, warm, now, now, None, "cancelled", SSEStream(), None, user)
+                        self._record(seq, warm, now, now, None, "cancelled", SSEStream(), None, user,
+                                     self.route[seq % ROUTE_CYCLE] if self.route else 0)
                         raise
             due = await self._request(seq, warm, due, user)
 
     # -- the hot path --------------------------------------------------------------------------------
     async def _request(self, seq: int, warm: bool, due_ns: int, user: int) -> int:
         p = self.plan
-        prompt, max_tokens = self.prompts.request(seq)  # text, or token ids as an int32 array
+        tgt = self.route[seq % ROUTE_CYCLE] if self.route is not None else 0  # the client-side balancer
+        prompt, max_tokens = self.makers[tgt].request(seq)  # text, or token ids as an int32 array
         if p.endpoint == "completions":
-            payload = {"model": p.model, "prompt": prompt, "max_tokens": max_tokens}
+            payload = {"model": self.models[tgt], "prompt": prompt, "max_tokens": max_tokens}
         else:
-            payload = {"model": p.model, "messages": [{"role": "user", "content": prompt}],
+            payload = {"model": self.models[tgt], "messages": [{"role": "user", "content": prompt}],
                        "max_completion_tokens": max_tokens}
         # Fixed output length: max_tokens + ignore_eos, exactly what `vllm bench serve` sends. Not min_tokens: with
         # ignore_eos it changes nothing about the length, but vLLM then runs a min-tokens logits processor every step,
@@ -915,7 +1026,7 @@ class _Shard:
                     # a redirect is an answer (counted as HTTP 3xx), never a reason to send load elsewhere; the
                     # re-send goes over a new connection (another pooled one may be just as stale)
                     session = self.session if not attempt else self._fresh_session()
-                    async with session.post(self.url, data=body, headers=self.headers,
+                    async with session.post(self.urls[tgt], data=body, headers=self.headers,
                                             allow_redirects=False) as resp:
                         self.last_rx = time.perf_counter_ns()  # the status line and headers are bytes too
                         status = resp.status
@@ -946,12 +1057,12 @@ class _Shard:
                     self.stale_retries += 1
         except asyncio.CancelledError:
             if task not in self.expired:
-                self._record(seq, warm, due_ns, t_send, status, "cancelled", sse, max_tokens, user)
+                self._record(seq, warm, due_ns, t_send, status, "cancelled", sse, max_tokens, user, tgt)
                 raise
             err = self.expired.pop(task)
             task.uncancel()  # our own timeout, not a stop: the user goes on (after a stall the stop ends it)
             if self.stopping:
-                return self._record(seq, warm, due_ns, t_send, status, err, sse, max_tokens, user)
+                return self._record(seq, warm, due_ns, t_send, status, err, sse, max_tokens, user, tgt)
         except asyncio.TimeoutError:
             err = f"timeout after {p.timeout_s:g}s"
         except orjson.JSONDecodeError as e:
@@ -963,7 +1074,7 @@ class _Shard:
             err = f"{type(e).__name__}: {e}"[:500]
         finally:
             self.inflight.pop(task, None)
-        return self._record(seq, warm, due_ns, t_send, status, err, sse, max_tokens, user)
+        return self._record(seq, warm, due_ns, t_send, status, err, sse, max_tokens, user, tgt)
 
     def _fresh_session(self):
         """A session whose every request opens its own connection (force_close), for the one re-send of a request
@@ -978,7 +1089,7 @@ class _Shard:
         return self.retry_session
 
     def _record(self, seq: int, warm: bool, due_ns: int, t_send: int, status: int | None, err: str | None,
-                sse: "SSEStream", max_tokens: int, user: int) -> int:
+                sse: "SSEStream", max_tokens: int, user: int, tgt: int = 0) -> int:
         chunks, t_first, t_last = sse.chunks, sse.t_first, sse.t_last
         # a request that failed ends when it failed (a stream that stalled and timed out included), not at its
         # last chunk: the level lasts until every request is done, as in vllm bench serve
@@ -1000,7 +1111,7 @@ class _Shard:
             in_tok, out_tok, chunks,
             (t_last - t_first) / (chunks - 1) / 1e6 if chunks > 1 else None,
             sse.itl_max / 1e6 if chunks > 1 else None,
-            ok, status, err, max_tokens, user,
+            ok, status, err, max_tokens, user, self.iids[tgt],
         ))
         if not warm:
             if ok:

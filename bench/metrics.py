@@ -135,3 +135,40 @@ def summarize(results: Sequence[Any], outcome: Any, slo: SLO) -> dict[str, Any]:
         "error": getattr(outcome, "error", None),
         "itl_hist": itl.to_dict(),
     }
+
+
+# The per-instance figures kept beside the whole-box summary of a deployment's level (summary["instances"]).
+INSTANCE_KEYS = ("n_sent", "n_ok", "n_err", "input_tokens", "output_tokens", "output_tok_s", "total_tok_s", "req_s",
+                 "goodput_req_s", "ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "errors")
+
+
+class _NoItl:
+    """ITL is pooled in the load generator's one histogram per level: per instance there is none to report."""
+
+    def summary_ms(self, _percentiles) -> dict:
+        return {}
+
+    def to_dict(self) -> dict:
+        return {}
+
+
+def per_instance(results: Sequence[Any], outcome: Any, slo: SLO, targets: Sequence[Any]) -> dict[str, dict]:
+    """Per instance of a deployment (targets: bench.loadgen.Target), the level's figures over the requests it served
+    (rates over the same level wall time as the box's, so the instances' throughputs add up to the box's), with its
+    weight and the share of the measured requests it really got. Requests with no instance (a result lost before
+    routing was known) stay in the box's figures only."""
+    class _View:  # the outcome, minus the pooled ITL histogram
+        def __getattr__(self, k):
+            return _NoItl() if k == "itl" else getattr(outcome, k)
+
+    total_w = sum(t.weight for t in targets) or 1.0
+    n_measured = sum(1 for r in results if not r.warmup) or 1
+    out: dict[str, dict] = {}
+    for t in targets:
+        mine = [r for r in results if r.instance_id == t.instance_id]
+        full = summarize(mine, _View(), slo)
+        row = {k: full[k] for k in INSTANCE_KEYS}
+        row.update(instance_id=t.instance_id, model=t.model, weight=t.weight, weight_share=t.weight / total_w,
+                   request_share=full["n_sent"] / n_measured)
+        out[t.name or str(t.instance_id)] = row
+    return out

@@ -192,11 +192,12 @@ class PromptMaker:
                 if q not in self._ready:
                     self._ready[q] = self._make(q)
 
-    def run_ahead(self, taken, lookahead: int) -> None:
+    def run_ahead(self, taken, lookahead: int, mine=None) -> None:
         """For levels of unknown length (duration, steady rule): a thread keeps the prompts of the next `lookahead`
         requests after `taken()` (the level's shared request counter) ready. The tokenizer releases the GIL while it
         works, so the event loop keeps its core; every shard makes every request's prompt (any shard may take any
-        request), which costs client CPU, never measured time."""
+        request), which costs client CPU, never measured time. `mine(seq)`: only those requests (a deployment's
+        targets each have their own maker)."""
         if not self.costly or self._ahead is not None:
             return
 
@@ -215,7 +216,7 @@ class PromptMaker:
                     continue
                 if len(self._ready) > 2 * lookahead:  # falling behind: still hold no more than the window
                     prune(v)
-                if nxt not in self._ready:
+                if nxt not in self._ready and (mine is None or mine(nxt)):
                     self._ready[nxt] = self._make(nxt)
                 nxt += 1
 

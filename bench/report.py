@@ -85,6 +85,17 @@ def levels_table(summaries: list[dict]) -> str:
     return table(LEVEL_COLUMNS, [level_row(s) for s in summaries])
 
 
+def instances_table(summaries: list[dict], gpu_count: int = 1, price_per_gpu_hour: float | None = None) -> str:
+    """Per instance and whole box, per level, of a deployment of several instances ("" for a single engine)."""
+    from bench.mix import breakdown, readable
+
+    rows = readable(breakdown(summaries, gpu_count, price_per_gpu_hour))
+    if not rows:
+        return ""
+    header = [k for k in rows[0] if k != "repeat" or any(r["repeat"] != "1" for r in rows)]
+    return table(header, [[r[k] for k in header] for r in rows])
+
+
 def repeats_table(summaries: list[dict]) -> str:
     """Mean ± 95% CI across repeats per (concurrency, rate), whole-level and steady; "" when nothing repeats."""
     from bench.repeats import has_repeats, interval_rows
@@ -126,9 +137,11 @@ def run_document(run_id: int, db: str | Path | None = None) -> dict:
             "engine": run.engine_kind, "model": run.model, "gpu": run.gpu, "gpu_count": run.gpu_count,
             "created_at": run.created_at.isoformat(), "finished_at": run.finished_at.isoformat() if run.finished_at else None,
             "error": run.error, "tags": run.tags, "versions": run.versions, "config": run.config,
-            "engine_instances": [{"kind": i.kind, "argv": i.argv, "env": i.env, "version": i.version,
+            "engine_instances": [{"name": i.name, "weight": i.weight, "kind": i.kind, "model": i.model,
+                                  "argv": i.argv, "env": i.env, "version": i.version,
                                   "base_url": i.base_url, "startup_s": i.startup_s, "state": i.state,
-                                  "exit_code": i.exit_code} for i in insts],
+                                  "exit_code": i.exit_code, "gpus": i.gpus, "error": i.error}
+                                 for i in insts],
             "gpu_health": verdicts[-1].payload if verdicts else None,
             "blitz": blitz.payload if blitz is not None else None,   # a Blitz run's result (bench/blitz.py)
             "levels": level_docs,

@@ -39,10 +39,11 @@ def stored_config(config: RunConfig) -> dict:
     """The config as the run row keeps it: no API key, and the value of every secret-named engine flag
     (`--engine-arg=--api-key=...`, a token in the engine command) redacted, as in the stored argv."""
     doc = config.model_dump(mode="json", exclude={"engine": {"api_key"}})
-    eng = doc["engine"]
-    eng["extra_args"] = redact_argv(eng.get("extra_args") or [])
-    if eng.get("engine_cmd"):
-        eng["engine_cmd"] = redact_argv(eng["engine_cmd"])
+    for eng in [doc["engine"], *(d["engine"] for d in doc.get("instances") or [])]:
+        eng.pop("api_key", None)
+        eng["extra_args"] = redact_argv(eng.get("extra_args") or [])
+        if eng.get("engine_cmd"):
+            eng["engine_cmd"] = redact_argv(eng["engine_cmd"])
     return doc
 
 
@@ -63,10 +64,14 @@ def create_run(config: RunConfig, db: str | Path | None = None, agent: str | Non
     addressed to that remote agent, which takes it from the shared history (bench/agent.py)."""
     factory = open_db(db)
     spec = config.engine
+    deployed = config.deployment()
+    kinds = {d.engine.kind for d in deployed}
+    # a deployment of several instances: the history row names them all ("gemma+qwen3"); engine "mix" when they differ
+    model = spec.name_for_requests if len(deployed) == 1 else "+".join(d.name for d in deployed)[:300]
     return Recorder.create_run(
         factory, config=stored_config(config), name=config.name,
-        engine_kind=spec.kind, model=spec.name_for_requests, gpu=config.gpu or spec.sim_gpu,
-        gpu_count=config.gpu_count, simulated=spec.simulated, tags=config.tags,
+        engine_kind=spec.kind if len(kinds) == 1 else "mix", model=model, gpu=config.gpu or spec.sim_gpu,
+        gpu_count=config.gpu_count, simulated=config.simulated, tags=config.tags,
         price_per_gpu_hour=config.price_per_gpu_hour, versions=base_versions(), host=host_info(), target_agent=agent)
 
 

@@ -103,39 +103,47 @@ class _Telemetry:
     samples: list[dict] = field(default_factory=list)
     xids: list[tuple] = field(default_factory=list)
     sampler: object | None = None
-    scraper: object | None = None
+    scrapers: list = field(default_factory=list)
     xid_watch: object | None = None
     note: str = ""
     facts_start: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self, cfg: RunConfig, base_url: str, instance_id: int | None, metrics: bool = True) -> None:
+    def start(self, cfg: RunConfig, ups: list["_Up"]) -> None:
+        """One GPU sampler for the box (the GPUs of every instance), one /metrics scraper per instance."""
         if cfg.telemetry_hz == 0:
             self.note = "GPU telemetry off (telemetry_hz 0): no power, energy or GPU health for this run"
             self.log(self.note)
             self.rec.event("info", self.note)
         else:
-            self._start_gpu(cfg, base_url)
-        if not metrics:
-            self.rec.event("info", f"no engine metrics: the {cfg.engine.kind} server has no /metrics endpoint")
-            return
-        try:
-            from telemetry.engine_metrics import MetricsScraper
+            # a simulated instance brings the simulated GPU's telemetry; real ones NVML over all their GPUs
+            first = next((u for u in ups if u.spec.simulated), ups[0])
+            gpus = sorted({g for u in ups for g in (u.spec.gpus or [])}) or None
+            self._start_gpu(cfg, first.base_url, first.spec.kind, gpus)
+        for u in ups:
+            if u.proc is not None and not u.proc.plan.metrics:
+                self.rec.event("info", f"no engine metrics: the {u.spec.kind} server of {u.name} has no /metrics "
+                                       "endpoint")
+                continue
+            try:
+                from telemetry.engine_metrics import MetricsScraper
 
-            self.scraper = MetricsScraper(base_url, cfg.engine.kind,
-                                          on_sample=lambda row: self.rec.insert_engine_metrics([row], instance_id))
-            self.scraper.start()
-        except Exception as e:  # noqa: BLE001
-            self.rec.event("info", f"engine metrics scraper not started: {e!r}")
+                scraper = MetricsScraper(u.base_url, u.spec.kind,
+                                         on_sample=lambda row, _i=u.instance_id: self.rec.insert_engine_metrics(
+                                             [row], _i))
+                scraper.start()
+                self.scrapers.append(scraper)
+            except Exception as e:  # noqa: BLE001
+                self.rec.event("info", f"engine metrics scraper of {u.name} not started: {e!r}")
 
-    def _start_gpu(self, cfg: RunConfig, base_url: str) -> None:
+    def _start_gpu(self, cfg: RunConfig, base_url: str, kind: str, gpus: list[int] | None) -> None:
         try:
             from telemetry.sampler import TelemetrySampler, make_source
         except ImportError as e:
             self.rec.event("info", f"telemetry unavailable: {e}")
             return
         try:
-            source, self.note = make_source(cfg.engine.kind, base_url, cfg.engine.gpus)
+            source, self.note = make_source(kind, base_url, gpus)
             if type(source).__name__ == "NvmlSource":
                 # shown, not hidden: on an H100 and an H200 NVML sampling in the client lowered vLLM's decode speed by
                 # 6-8% at 1-16 concurrent requests (docs/PERFORMANCE.md, "Session C"); telemetry_hz 0 turns it off
@@ -152,7 +160,7 @@ class _Telemetry:
             if type(source).__name__ == "NvmlSource":
                 from telemetry.nvml import XidWatcher
 
-                watch = XidWatcher(self._on_xid, gpus=cfg.engine.gpus)
+                watch = XidWatcher(self._on_xid, gpus=gpus)
                 if watch.start():
                     self.xid_watch = watch
                 else:
@@ -198,7 +206,8 @@ class _Telemetry:
 
     def stop(self, load_windows: list[tuple[int, int]]) -> None:
         stats = {}
-        for name, part in (("scraper", self.scraper), ("xid", self.xid_watch), ("sampler", self.sampler)):
+        parts = [(f"scraper{i or ''}", sc) for i, sc in enumerate(self.scrapers)]
+        for name, part in (*parts, ("xid", self.xid_watch), ("sampler", self.sampler)):
             try:
                 if part is not None:
                     stats[name] = part.stop()
@@ -223,17 +232,37 @@ class _Telemetry:
             self.rec.event("error", f"health verdict failed: {e!r}")
 
 
-class _EngineWatch(threading.Thread):
-    """Sets `stop` if the engine process dies mid-level, so the level ends promptly and is marked failed."""
+@dataclass
+class _Up:
+    """One instance of the run's deployment once it exists: its row, its process (None: a running server), where
+    it listens and what its prompts are made with."""
 
-    def __init__(self, proc, stop: threading.Event):
+    name: str
+    spec: "object"            # engines.spec.EngineSpec
+    weight: float
+    instance_id: int | None = None
+    proc: object | None = None
+    base_url: str = ""
+    model_dir: str | None = None
+    tokenizer: str | None = None
+
+
+def _dead(ups: list[_Up]) -> _Up | None:
+    """The first launched instance whose process has died, if any."""
+    return next((u for u in ups if u.proc is not None and not u.proc.alive()), None)
+
+
+class _EngineWatch(threading.Thread):
+    """Sets `stop` if an engine process dies mid-level, so the level ends promptly and is marked failed."""
+
+    def __init__(self, ups: list[_Up], stop: threading.Event):
         super().__init__(daemon=True, name="engine-watch")
-        self.proc, self.stop_evt, self.died = proc, stop, False
+        self.ups, self.stop_evt, self.died = ups, stop, False
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.wait(0.5):
-            if not self.proc.alive():
+            if _dead(self.ups) is not None:
                 self.died = True
                 self.stop_evt.set()
                 return
@@ -254,26 +283,27 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         cfg.engine = cfg.engine.model_copy(update={"api_key": api_key})
     if engine_parts:
         cfg.engine = cfg.engine.model_copy(update=engine_parts)
-    spec = cfg.engine
+        if cfg.instances:  # the parts are the first instance's (bench.runs.secret_engine_parts reads cfg.engine)
+            cfg.instances[0] = cfg.instances[0].model_copy(update={"engine": cfg.engine})
     rec.update_run(worker_pid=os.getpid(), heartbeat_at=utcnow())
     rec.set_status(RunStatus.starting)
     room = disk_space_warning(cfg, db)
     if room:
         hooks.log(room)
         rec.event("warning", room)
-    held: dict = {}  # the engine process and its row, as soon as they exist: `finally` always stops it
+    held: list[_Up] = []  # every instance as soon as it exists: `finally` always stops each
     telem = _Telemetry(rec, hooks.log)
     load_windows: list[tuple[int, int]] = []
     status, error = RunStatus.failed, None
     try:
-        base_url = _bring_up_engine(cfg, rec, hooks.log, stop, held)
+        _bring_up(cfg, rec, hooks.log, stop, held)
         if stop.is_set():
             raise KeyboardInterrupt
-        tokenizer = _prompt_tokenizer(cfg, held, base_url, rec, hooks.log)
-        telem.start(cfg, base_url, held.get("instance_id"),
-                    metrics=held["proc"].plan.metrics if held.get("proc") is not None else True)
+        for u in held:
+            u.tokenizer = _prompt_tokenizer(cfg, u, rec, hooks.log)
+        telem.start(cfg, held)
         rec.set_status(RunStatus.running)
-        status, error = _run_levels(cfg, rec, base_url, held.get("proc"), stop, telem, load_windows, hooks, tokenizer)
+        status, error = _run_levels(cfg, rec, held, stop, telem, load_windows, hooks)
     except SweepAborted as e:
         status, error = RunStatus.failed, str(e)
         hooks.log(f"error: {e}")
@@ -288,8 +318,9 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
     finally:
         # Each step on its own: a step that fails (the database among them) must not skip stopping the engine.
         _quietly(lambda: telem.stop(load_windows), hooks.log)
-        if held.get("proc") is not None:
-            _stop_engine(held["proc"], rec, held.get("instance_id"), hooks.log)
+        for u in reversed(held):  # the last started first; every one, whatever the others did
+            if u.proc is not None:
+                _stop_engine(u.proc, rec, u.instance_id, hooks.log)
         if cfg.blitz is not None and rec.fault is None:
             _quietly(lambda: _blitz_result(run_id, db, hooks.log), hooks.log)
         if rec.fault is not None:
@@ -319,20 +350,46 @@ def _quietly(step: Callable[[], None], log: Log) -> None:
         log(f"warning: clean-up step failed: {e!r}")
 
 
-def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Event, held: dict) -> str:
-    """Launch (or attach to) the engine; returns its base URL. Puts the process into `held` the moment it exists."""
-    spec = cfg.engine
+def _bring_up(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Event, held: list[_Up]) -> None:
+    """Launch (or attach to) every instance of the deployment, one after another, each ready before the next: two
+    vLLMs starting together on one GPU each count the other's memory as their own (vLLM issue #55827), and a
+    deployment that cannot start should fail before it occupies more GPUs. One that fails raises SweepAborted naming
+    it; the caller's `finally` then stops the ones already up (and the failed one's remains)."""
+    deployed = cfg.deployment()
+    many = len(deployed) > 1
+    for n, d in enumerate(deployed):
+        if stop.is_set():
+            return
+        up = _Up(d.name, d.engine, d.weight)
+        held.append(up)
+        if many:
+            log(f"instance {n + 1}/{len(deployed)}: {d.name} ({d.engine.kind} / {d.engine.name_for_requests})")
+        try:
+            _bring_up_engine(d.engine, rec, log, stop, up, sub=d.name if many else None)
+        except SweepAborted as e:
+            if many:
+                rest = [x.name for x in deployed[n + 1:]]
+                raise SweepAborted(f"instance {d.name} did not start: {e}" + (
+                    f" (the others were stopped; not started: {', '.join(rest)})" if rest
+                    else " (the others were stopped)")) from None
+            raise
+
+
+def _bring_up_engine(spec, rec: Recorder, log: Log, stop: threading.Event, up: _Up, sub: str | None = None) -> None:
+    """Launch (or attach to) one engine instance: fills `up` (its process the moment it exists, its base URL).
+    `sub`: the instance's name in a deployment of several (its files go to runs/ID/NAME/)."""
+    name_cols = {"name": up.name, "weight": up.weight} if sub else {}
     if spec.kind == "openai":
         assert spec.base_url
         instance_id = rec.add_instance(kind="openai", model=spec.name_for_requests, base_url=spec.base_url,
-                                       state="external", launched_at=utcnow())
-        held["instance_id"] = instance_id
+                                       state="external", launched_at=utcnow(), **name_cols)
+        up.instance_id, up.base_url = instance_id, spec.base_url
         probe_openai(spec.base_url, spec.name_for_requests, spec.api_key)
         info = _http_json(f"{spec.base_url}/version") or {}
         rec.update_instance(instance_id, version=info.get("version"), ready_at=utcnow(), state="ready")
         rec.merge_versions({"engine": info.get("version")})
         log(f"using running server {spec.base_url}")
-        return spec.base_url
+        return
 
     from engines.registry import build_plan, engine_version
     from engines.supervisor import EngineProcess, EngineStartError, ensure_port_free, free_port
@@ -342,6 +399,8 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
         raise SweepAborted(f"engine argument {hidden[0]!r} held a secret that is not stored with the run: "
                            f"give it again (--engine-arg, or the Launch form's extra arguments)")
     workdir = data_dir() / "runs" / str(rec.run_id)
+    if sub:
+        workdir = workdir / "".join(c if c.isalnum() or c in "-_." else "_" for c in sub)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         if spec.port:
@@ -353,7 +412,9 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
     argv_shown, env_shown = redact_argv(plan.argv), redact_env(plan.env)
     instance_id = rec.add_instance(kind=spec.kind, model=spec.name_for_requests, argv=argv_shown, env=env_shown,
                                    base_url=plan.base_url, gpus=spec.gpus or [], log_path=str(workdir / "engine.log"),
-                                   state="created")
+                                   state="created", **name_cols)
+    up.instance_id, up.base_url = instance_id, plan.base_url
+    who = f"{sub}: " if sub else ""
 
     last_log = [0.0]
 
@@ -368,25 +429,25 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
             rec.update_instance(instance_id, state=message)
         elif kind == "phase":
             rec.update_instance(instance_id, phase=message)
-            rec.event("phase", message)
-            log(f"engine: {message}")
+            rec.event("phase", who + message)
+            log(f"engine: {who}{message}")
         elif kind == "log" and time.monotonic() - last_log[0] >= 1.0:  # a rolling tail for the UI, <= 1 write/s
             last_log[0] = time.monotonic()
             rec.update_instance(instance_id, log_tail=proc.log_tail(60))
 
     proc = EngineProcess(plan, workdir / "engine.log", on_event=on_event)
-    held.update(proc=proc, instance_id=instance_id)
+    up.proc = proc
     # the directory the engine serves (its tokenizer makes the text prompts): the dummy dir Melt wrote or a local one
     written = workdir / "dummy-model"
-    held["model_dir"] = str(written) if spec.dummy_weights and written.is_dir() else (
+    up.model_dir = str(written) if spec.dummy_weights and written.is_dir() else (
         spec.model if Path(spec.model).expanduser().is_dir() else None)
     version = None
     try:
         version = engine_version(spec.kind, spec.engine_cmd)
     except Exception:  # noqa: BLE001
         pass
-    rec.merge_versions({"engine": version})
-    log(f"launching {spec.kind} engine: {' '.join(argv_shown)}")
+    rec.merge_versions({f"engine.{sub}" if sub else "engine": version})
+    log(f"launching {who}{spec.kind} engine: {' '.join(argv_shown)}")
     try:
         proc.start()
         rec.update_instance(instance_id, pid=proc.pid, proc_tag=proc.tag, launched_at=utcnow(), version=version)
@@ -399,19 +460,20 @@ def _bring_up_engine(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Ev
         raise SweepAborted(str(e)) from None
     if version is None:
         version = (_http_json(f"{plan.base_url}/version") or {}).get("version")
-        rec.merge_versions({"engine": version})
+        rec.merge_versions({f"engine.{sub}" if sub else "engine": version})
     rec.update_instance(instance_id, ready_at=utcnow(), startup_s=startup, log_tail=proc.log_tail(), version=version)
-    log(f"engine ready in {startup:.1f}s at {plan.base_url}")
-    return plan.base_url
+    log(f"engine {who}ready in {startup:.1f}s at {plan.base_url}")
 
 
-def _prompt_tokenizer(cfg: RunConfig, held: dict, base_url: str, rec: Recorder, log: Log) -> str | None:
-    """The tokenizer.json the run's text prompts are made with (None for token-id prompts), recorded with its
-    fingerprint; SweepAborted saying what to pass when there is none."""
+def _prompt_tokenizer(cfg: RunConfig, up: _Up, rec: Recorder, log: Log) -> str | None:
+    """The tokenizer.json the text prompts to instance `up` are made with (None for token-id prompts), recorded with
+    its fingerprint; SweepAborted saying what to pass when there is none. Each instance of a deployment may serve
+    another model: each has its own."""
     from bench.prompts import PromptError, load_prompt_file, resolve_tokenizer
     from catalog.tokenizer import fingerprint
 
-    wl, spec = cfg.workload, cfg.engine
+    wl, spec, base_url = cfg.workload, up.spec, up.base_url
+    who = f" of {up.name}" if len(cfg.deployment()) > 1 else ""
     if wl.prompt_file:
         try:
             rows = load_prompt_file(wl.prompt_file)
@@ -431,13 +493,13 @@ def _prompt_tokenizer(cfg: RunConfig, held: dict, base_url: str, rec: Recorder, 
         simulated_server = bool(card.get("simulated"))
     try:
         path, how = resolve_tokenizer(explicit=wl.tokenizer, model=spec.model, engine_kind=spec.kind,
-                                      model_dir=held.get("model_dir"), catalog_vocab=vocab_for(spec.model),
+                                      model_dir=up.model_dir, catalog_vocab=vocab_for(spec.model),
                                       simulated_server=simulated_server)
     except PromptError as e:
-        raise SweepAborted(str(e)) from None
+        raise SweepAborted(f"prompts{who}: {e}" if who else str(e)) from None
     fp = fingerprint(path)
-    rec.merge_versions({"tokenizer": fp})
-    msg = f"prompts: text through the tokenizer of {how} (sha256 {fp})"
+    rec.merge_versions({f"tokenizer{'.' + up.name if who else ''}": fp})
+    msg = f"prompts{who}: text through the tokenizer of {how} (sha256 {fp})"
     rec.event("info", msg, payload={"tokenizer": str(path), "fingerprint": fp})
     log(msg)
     return str(path)
@@ -457,20 +519,28 @@ def _stop_engine(proc, rec: Recorder, instance_id: int | None, log: Log) -> None
         _quietly(lambda: rec.event("error", f"engine processes left after stop: {leftovers}", payload=report), log)
 
 
-def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: threading.Event, telem: _Telemetry,
-                load_windows: list[tuple[int, int]], hooks: SweepHooks,
-                tokenizer: str | None = None) -> tuple[RunStatus, str | None]:
-    from bench.loadgen import LevelPlan, LoadGenError, run_level
-    from bench.metrics import summarize
+def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.Event, telem: _Telemetry,
+                load_windows: list[tuple[int, int]], hooks: SweepHooks) -> tuple[RunStatus, str | None]:
+    from bench.loadgen import LevelPlan, LoadGenError, Target, run_level
+    from bench.metrics import per_instance, summarize
     from bench.steady import steady_summary
 
     from bench.blitz import level_workload, next_step, plan_after, search_point
 
     base_wl, spec = cfg.workload, cfg.engine
     wl = base_wl
-    vocab = vocab_for(spec.model)
+    # Where requests go: every instance by its weight (one instance: all of them), each with its own served model
+    # name and tokenizer. The load generator routes; nothing sits in between.
+    targets = [Target(u.base_url, u.spec.name_for_requests, u.weight, u.instance_id, u.tokenizer,
+                      vocab_for(u.spec.model), u.name) for u in ups]
+    first = targets[0]
+    many = len(ups) > 1
     planned = cfg.planned_levels()  # a Blitz run appends to it as its search goes
     blitz_search: list[dict] = []
+    proc = ups[0].proc  # where token counts come from is the engine adapter's word (LaunchPlan.stream_usage)
+    if many and any(u.proc is not None and u.proc.plan.stream_usage != "server" for u in ups):
+        raise SweepAborted("an instance whose streams carry no usage (llama.cpp) cannot be part of a deployment of "
+                           "several instances yet: run it on its own")
     trace = None
     if wl.prompt_file:
         from bench.prompts import load_prompt_file, trace_arrivals
@@ -501,9 +571,10 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         wl = level_workload(base_wl, cfg.blitz, lvl.phase) if cfg.blitz else base_wl
         n_req = wl.requests_for(conc)
         level_id = rec.start_level(idx, conc, n_req, rate, repeat=lvl.repeat)
-        plan = LevelPlan.from_workload(wl, base_url=base_url, model=spec.name_for_requests, concurrency=conc,
-                                       request_rate=rate, seed=wl.seed + idx, api_key=spec.api_key, vocab_size=vocab,
-                                       tokenizer_path=tokenizer)
+        plan = LevelPlan.from_workload(wl, base_url=first.base_url, model=first.model, concurrency=conc,
+                                       request_rate=rate, seed=wl.seed + idx, api_key=cfg.engine.api_key,
+                                       vocab_size=first.vocab_size, tokenizer_path=first.tokenizer_path,
+                                       targets=targets, instance_id=first.instance_id)
         if trace is not None and plan.steady_rule:  # a trace is replayed once per level, not to a steady state
             plan.n_requests = n_req = len(trace)
         if proc is not None:
@@ -518,9 +589,8 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         hooks.log(f"level {idx + 1}/{len(planned)}: concurrency {conc}{extra}, {what}")
         level_stop = threading.Event()
         relay = _relay(stop, level_stop)
-        watch = _EngineWatch(proc, level_stop) if proc is not None else None
-        if watch:
-            watch.start()
+        watch = _EngineWatch(ups, level_stop)
+        watch.start()
         results: list = []
 
         def on_results(batch, _level_id=level_id) -> None:
@@ -560,8 +630,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
             raise
         finally:
             relay.close()
-            if watch:
-                watch.close()
+            watch.close()
         if rec.fault is not None:  # keep what the database still takes, then end the run with the fault
             _quietly(lambda: rec.finish_level(level_id, LevelStatus.failed, None, error=str(rec.fault)), hooks.log)
             raise rec.fault
@@ -575,6 +644,8 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
             summary["blitz"] = {"phase": lvl.phase}
         if plan.stream_usage != "server":
             summary["usage_source"] = plan.stream_usage
+        if many:  # per instance beside the whole box (the top-level figures are the box's)
+            summary["instances"] = per_instance(results, outcome, wl.slo, targets)
         if outcome.stop_reason:
             hooks.log(f"level {idx + 1}: {outcome.stop_reason}")
             if outcome.stop_reason.startswith("hard cap"):
@@ -588,10 +659,12 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         if tele:
             summary["telemetry"] = tele
         # The load generator may see the dead engine (connection refused/reset) before the watch's next poll.
-        if proc is not None and (watch.died or not proc.alive()):
+        dead = _dead(ups)
+        if dead is not None:
+            proc = dead.proc
             code = proc.exit_code
             how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-            cause = f"engine {how} during level {idx + 1} (concurrency {conc})"
+            cause = f"engine {dead.name + ' ' if many else ''}{how} during level {idx + 1} (concurrency {conc})"
             tail = proc.log_tail(20)
             rec.finish_level(level_id, LevelStatus.failed, summary, error=cause, telemetry=tele)
             rec.event("error", cause, level_id=level_id, payload={"log_tail": tail})

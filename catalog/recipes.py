@@ -52,6 +52,13 @@ class Instance(_Strict):
     max_model_len: int | None = Field(default=None, ge=1)
     max_seqs: int | None = Field(default=None, ge=1)
     weight: float = Field(default=1.0, ge=0, description="share of the traffic (relative to the other instances)")
+    # How it is launched (bench/deploy.py turns an instance into an engines.spec.EngineSpec); the planner ignores these.
+    engine_cmd: list[str] | None = Field(default=None, description="argv prefix that starts the engine, no shell")
+    dummy_weights: bool = Field(default=False, description="serve random weights of the catalog architecture")
+    extra_args: list[str] = Field(default_factory=list, description="extra engine flags, one word each")
+    sim_gpu: str | None = Field(default=None, description="engine sim: the catalog GPU it emulates "
+                                                         "(default: the recipe's gpu)")
+    served_model_name: str | None = Field(default=None, description="name requests carry (default: the model)")
 
     @model_validator(mode="after")
     def _placement(self) -> "Instance":
@@ -140,7 +147,7 @@ def parse_recipe(raw: object, where: str = "recipe") -> Recipe:
 def load_recipe(path: str | Path) -> Recipe:
     """A recipe file by path, or by name under assets/recipes/ ("dwani" -> assets/recipes/dwani.yaml)."""
     p = Path(path)
-    if not p.exists() and not p.suffix and (RECIPES_DIR / f"{p}.yaml").exists():
+    if not p.exists() and p.suffix not in (".yaml", ".yml") and (RECIPES_DIR / f"{p}.yaml").exists():
         p = RECIPES_DIR / f"{p}.yaml"
     try:
         raw = yaml.safe_load(p.read_text())

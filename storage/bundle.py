@@ -52,7 +52,7 @@ MAX_TEXT = 4 << 20                    # one Text field (log tails, errors, notes
 _LOCAL = {"id", "run_id", "level_id", "instance_id", "worker_pid", "heartbeat_at", "pid", "proc_tag", "log_path",
           "target_agent", "agent", "cancel_requested"}
 # Foreign keys travel as refs to the row's exported parent.
-_REFS = {Request: {"level_ref": int}, EngineMetricSample: {"instance_ref": Optional[int]},
+_REFS = {Request: {"level_ref": int, "instance_ref": Optional[int]}, EngineMetricSample: {"instance_ref": Optional[int]},
          Event: {"level_ref": Optional[int]}, Level: {"ref": int}, EngineInstance: {"ref": int}}
 
 
@@ -245,7 +245,7 @@ def _run_bundle(s: Session, run: Run) -> dict:
         row["ref"] = inst.id
         instances.append(row)
     return {"run": d, "instances": instances, "levels": levels,
-            "requests": _bulk(s, Request, run.id, {"level_id": "level_ref"}),
+            "requests": _bulk(s, Request, run.id, {"level_id": "level_ref", "instance_id": "instance_ref"}),
             "telemetry": _bulk(s, TelemetrySample, run.id, {}),
             "engine_metrics": _bulk(s, EngineMetricSample, run.id, {"instance_id": "instance_ref"}),
             "events": _bulk(s, Event, run.id, {"level_id": "level_ref"})}
@@ -374,6 +374,7 @@ def _check_links(bundle: Bundle) -> None:
         levels = {lv.ref for lv in rb.levels}
         insts = {x.ref for x in rb.instances}
         for name, rows, attr, known in (("requests", rb.requests, "level_ref", levels),
+                                        ("requests", rb.requests, "instance_ref", insts),
                                         ("events", rb.events, "level_ref", levels),
                                         ("engine_metrics", rb.engine_metrics, "instance_ref", insts)):
             for j, r in enumerate(rows):
@@ -435,6 +436,8 @@ def import_bundle(data: bytes, db=None, **limits) -> ImportResult:
             for r in rb.requests:
                 row = r.model_dump()
                 row["level_id"] = level_ids[row.pop("level_ref")]
+                ref = row.pop("instance_ref")
+                row["instance_id"] = inst_ids[ref] if ref is not None else None
                 reqs.append(row | {"run_id": run.id})
             events = []
             for r in rb.events:

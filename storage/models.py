@@ -117,6 +117,8 @@ class EngineInstance(Base):
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(20))
     model: Mapped[str] = mapped_column(String(300))
+    name: Mapped[str | None] = mapped_column(String(100))   # its name in the run's deployment (a recipe instance)
+    weight: Mapped[float | None]                             # its share of the traffic (relative to the others)
     argv: Mapped[list[Any]] = mapped_column(JSON, default=list)
     env: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)   # additions only, secrets redacted
     version: Mapped[str | None] = mapped_column(String(100))
@@ -199,6 +201,8 @@ class Request(Base):
     ok: Mapped[bool] = mapped_column(Boolean)
     status_code: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # The engine instance that served it (a deployment of several; see migration 0006 for why no foreign key).
+    instance_id: Mapped[int | None]
 
     __table_args__ = (Index("ix_requests_run_id_level_id", "run_id", "level_id"),)
 

@@ -112,6 +112,8 @@ class InstanceRow:
     startup_s: float | None
     exit_code: int | None
     error: str | None
+    name: str | None = None        # its name in a deployment of several instances
+    weight: float | None = None    # its share of the traffic
 
 
 @dataclass(frozen=True)

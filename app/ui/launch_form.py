@@ -22,6 +22,7 @@ class LaunchError(ValueError):
 
 @dataclass
 class LaunchValues:
+    recipe: str = ""                       # a recipe (file or bundled name): a deployment of several instances
     engine: str = "sim"
     model: str = "Qwen/Qwen3-0.6B"
     dummy_weights: bool = False
@@ -129,11 +130,12 @@ def _none_if(v, *empty):
 def build_run_config(v: LaunchValues) -> RunConfig:
     """Form values -> validated RunConfig, or LaunchError with a message for the person at the form."""
     levels = parse_levels(v.levels)
-    if not v.model.strip():
+    deployed = recipe_deployment(v) if v.recipe.strip() else None
+    if deployed is None and not v.model.strip():
         raise LaunchError("Model: pick a catalog model or type an id/path")
-    if v.engine == "sim" and not v.gpu:
+    if deployed is None and v.engine == "sim" and not v.gpu:
         raise LaunchError("GPU: the simulator needs a catalog GPU to emulate")
-    if v.engine == "openai" and not v.base_url.strip():
+    if deployed is None and v.engine == "openai" and not v.base_url.strip():
         raise LaunchError("Server URL: give the running server's base URL, e.g. http://127.0.0.1:8000")
     try:
         extra = shlex.split(v.extra_args) if v.extra_args.strip() else []
@@ -144,14 +146,14 @@ def build_run_config(v: LaunchValues) -> RunConfig:
     except ValueError as e:
         raise LaunchError(f"Engine command: {e}") from None
     gpus = list(v.gpu_indices) if v.gpu_indices else None
-    if gpus and v.engine not in ("sim", "openai") and v.tp * v.dp != len(gpus):
+    if deployed is None and gpus and v.engine not in ("sim", "openai") and v.tp * v.dp != len(gpus):
         raise LaunchError(f"TP {v.tp} × DP {v.dp} = {v.tp * v.dp} GPUs, but {len(gpus)} selected")
     by_requests = v.stop_by == "requests"
     by_duration = v.stop_by == "duration"
     rate, rates = _rates(v)
     ramp = parse_ramp(v.ramp_up)
     try:
-        spec = EngineSpec(
+        spec = deployed.instances[0].engine if deployed else EngineSpec(
             kind=v.engine, model=v.model.strip(), sim_gpu=v.gpu if v.engine == "sim" else None,
             base_url=v.base_url.strip() or None if v.engine == "openai" else None,
             engine_cmd=cmd if v.engine not in ("sim", "openai") else None,
@@ -170,6 +172,10 @@ def build_run_config(v: LaunchValues) -> RunConfig:
             rates=rates, burstiness=v.burstiness if v.arrivals == "rate" else 1.0, ramp_up_s=ramp,
             slo=SLO(ttft_ms=v.slo_ttft_ms or None, tpot_ms=v.slo_tpot_ms or None, e2e_ms=v.slo_e2e_ms or None))
         count = len(gpus) if gpus else (v.gpu_count if v.engine in ("sim", "openai") else max(v.tp * v.dp, v.gpu_count))
+        if deployed:
+            return RunConfig(name=v.name.strip() or deployed.recipe, tags=parse_tags(v.tags), engine=spec,
+                             instances=deployed.instances, recipe=deployed.recipe, workload=workload, levels=levels,
+                             gpu=deployed.gpu, gpu_count=deployed.count, price_per_gpu_hour=v.price, repeat=v.repeat)
         return RunConfig(name=v.name.strip(), tags=parse_tags(v.tags), engine=spec, workload=workload, levels=levels,
                          gpu=v.gpu or None, gpu_count=count, price_per_gpu_hour=v.price, repeat=v.repeat)
     except ValidationError as e:
@@ -177,11 +183,36 @@ def build_run_config(v: LaunchValues) -> RunConfig:
         raise LaunchError(f"Invalid settings: {msgs}") from None
 
 
+def recipe_deployment(v: LaunchValues):
+    """The form's recipe as a deployment (bench.deploy.DeployPlan plus .recipe, its name), planned on the form's GPU
+    kind when the recipe names none; LaunchError with the recipe's bad field or the planner's refusal."""
+    from bench.deploy import DeployRefused, deployment_from_recipe
+    from catalog.recipes import RecipeError, load_recipe
+
+    try:
+        recipe = load_recipe(v.recipe.strip())
+        cmd = shlex.split(v.engine_cmd) if v.engine_cmd.strip() else None
+        d = deployment_from_recipe(recipe, gpu=recipe.gpu or v.gpu, engine_cmd=cmd, dummy_weights=v.dummy_weights)
+    except (RecipeError, DeployRefused, ValueError) as e:
+        raise LaunchError(f"Recipe: {e}") from None
+    return d
+
+
+def recipe_rows(config: RunConfig) -> list[dict]:
+    """One row per instance of a deployment, for the Launch page's table."""
+    return [{"instance": d.name, "engine": d.engine.kind, "model": d.engine.name_for_requests,
+             "GPUs": ",".join(map(str, d.engine.gpus or [])) or "-", "TP×DP": f"{d.engine.tp}×{d.engine.dp}",
+             "memory setting": "-" if d.engine.mem_fraction is None else f"{d.engine.mem_fraction:g}",
+             "traffic %": f"{100 * d.weight / sum(x.weight for x in config.instances):.0f}"}
+            for d in config.instances]
+
+
 def values_from_config(cfg: dict) -> LaunchValues:
     """A stored run's config -> form values ('open in Launch' / run again with changes). Unknown keys are ignored."""
     c = RunConfig.model_validate(cfg)
     e, w = c.engine, c.workload
     return LaunchValues(
+        recipe=c.recipe or "" if c.instances else "",
         engine=e.kind, model=e.model, dummy_weights=e.dummy_weights, gpu=c.gpu or e.sim_gpu, gpu_indices=e.gpus,
         gpu_count=c.gpu_count, mem_fraction=e.mem_fraction, max_seqs=e.max_seqs, max_model_len=e.max_model_len,
         dtype=e.dtype or "auto", quantization=e.quantization or "none", kv_cache_dtype=e.kv_cache_dtype or "auto",

@@ -11,7 +11,8 @@ from app.ui import charts
 from app.ui.common import esc_md, gpu_catalog, page_header, show_chart, show_table
 from bench.compare import figures, partner_for, picker_labels, run_labels, verdict, with_cost
 from bench.engine_report import build_report, table_rows, to_markdown
-from bench.repeats import interval_for
+from bench.mix import breakdown
+from bench.repeats import interval_for, summaries_of
 from bench.report import prompt_label
 from storage import queries as q
 
@@ -159,6 +160,14 @@ if report.rows:
     show_table(pd.DataFrame(table_rows(report)), key="c-eng", filename="engine_comparison")
     st.download_button("Download markdown", to_markdown(report), file_name="engine_comparison.md",
                        mime="text/markdown", key="c-eng-md", icon=":material/download:", on_click="ignore")
+mixes = [(d, breakdown(summaries_of([lv for lv in d.levels if lv.status == "completed"]), d.run.gpu_count or 1,
+                      prices[d.run.id])) for d in details]
+for d, mix in mixes:  # deployments of several instances: each instance and the whole box, per level
+    if mix:
+        st.markdown(f"**{esc_md(legend[d.run.id])}: per instance and whole box**"
+                    + (" — SIMULATED" if d.run.simulated else ""))
+        show_table(pd.DataFrame(mix), key=f"c-mix-{d.run.id}", filename=f"run{d.run.id}_instances",
+                   column_config={"$/1M out tok": st.column_config.NumberColumn(format="$%.4f")})
 
 # ------------------------------------------------------------------------------------------------ config diff
 st.subheader("Config differences")

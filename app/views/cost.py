@@ -11,6 +11,8 @@ from app.ui.common import esc_md, gpu_catalog, page_header, show_chart, show_tab
 from bench.compare import cost_line, picker_labels, run_labels
 from bench.cost import (SLO_PRESETS, LevelPerf, cheapest_meeting_slo, daily_cost, gpus_needed, latency_break,
                         level_costs)
+from bench.mix import breakdown
+from bench.repeats import summaries_of
 from storage import queries as q
 
 page_header("Cost", "Measured throughput × your price per GPU-hour. Pick several runs to see which is cheaper per "
@@ -157,6 +159,11 @@ if len(details) == 1:
     show_chart(charts.cost_bars(df, simulated=r.simulated, cheapest=best_r.concurrency if best_r else None),
                key="cost-bars", filename=f"run{run_id}_cost_per_level")
 show_table(df, key=f"cost-levels-{run_id}", filename=f"run{run_id}_cost_per_level", column_config=money)
+mix = breakdown(summaries_of([lv for lv in d.levels if lv.status == "completed"]), gpus[run_id], float(price[run_id]))
+if mix:  # a deployment of several instances: the box's $ above, each instance's share of the box's traffic here
+    st.markdown(f"**Per instance and whole box{sim}**: the $ is the whole box's (all its GPUs over all its tokens)")
+    show_table(pd.DataFrame(mix), key=f"cost-mix-{run_id}", filename=f"run{run_id}_cost_per_instance",
+               column_config={"$/1M out tok": st.column_config.NumberColumn(format="$%.4f")})
 brk = latency_break(costs[run_id])
 if brk is not None:
     st.caption(f"Latency breaks at C = {brk.concurrency:,}: {esc_md('; '.join(brk.reasons))}.")

@@ -6,7 +6,9 @@ import streamlit as st
 from app.ui import charts
 from app.ui.common import (detected_engines, detected_gpus, esc_md, gpu_catalog, model_catalog, page_header,
                            show_chart, worker_api)
-from app.ui.launch_form import LaunchValues, build_run_config, form_problems, match_catalog_gpu, values_from_config
+from app.ui.launch_form import (LaunchValues, build_run_config, form_problems, match_catalog_gpu, recipe_rows,
+                                values_from_config)
+from catalog.recipes import list_recipes
 from bench.workload import ENDPOINT_HELP, PROMPT_FORMAT_HELP
 
 ENGINES = {"sim": "Simulator (built-in, no GPU: SIMULATED)", "vllm": "vLLM", "sglang": "SGLang",
@@ -47,6 +49,10 @@ if src and ss.get("_l_prefilled") != src:
             for k, val in v.__dict__.items():
                 if k not in ("extra", "gpu_indices"):
                     ss[f"l_{k}"] = widget_none.get(k, val) if val is None else val
+            if v.recipe and v.recipe not in list_recipes():  # a recipe file of its own: not one the picker has
+                ss["l_recipe"] = ""
+                st.warning(f"Run #{int(src)} deployed recipe {esc_md(v.recipe)}, which is not a bundled recipe: "
+                           "run it again with ./melt sweep --recipe FILE.")
             ss["l_model_pick"] = v.model if v.model in model_cat else OTHER_MODEL
             ss["l_model_other"] = v.model
             ss["l_name"] = (v.name + " (again)").strip() if v.name else ""
@@ -66,6 +72,12 @@ left, right = st.columns(2, gap="large")
 with left:
     st.subheader("Engine and model")
     _default("l_engine", "sim")
+    _default("l_recipe", "")
+    recipe = st.selectbox("Deployment", ["", *list_recipes()], key="l_recipe",
+                          format_func=lambda r: r or "one engine (set below)",
+                          help="A recipe (assets/recipes/*.yaml) deploys several instances, started one after "
+                               "another, with weighted traffic; the memory planner refuses one that does not fit. "
+                               "Its engines come from the recipe: below, only engine command and dummy weights apply.")
 
     def _engine_label(kind: str) -> str:
         if kind in ("sim", "openai"):
@@ -76,10 +88,11 @@ with left:
         return f"{ENGINES[kind]} ({info['version'] or 'installed'})" if info["installed"] else \
             f"{ENGINES[kind]} (not installed)"
 
-    engine = st.selectbox("Engine", list(ENGINES), format_func=_engine_label, key="l_engine")
-    real = engine not in ("sim", "openai")
-    engine_missing = real and not (eng_info.get(engine) or {}).get("installed")
-    if engine == "sim":
+    engine = st.selectbox("Engine", list(ENGINES), format_func=_engine_label, key="l_engine", disabled=bool(recipe))
+    # a recipe names its own engines: only the engine command (its vLLM instances) and dummy weights apply from here
+    real = engine not in ("sim", "openai") or bool(recipe)
+    engine_missing = not recipe and real and not (eng_info.get(engine) or {}).get("installed")
+    if engine == "sim" and not recipe:
         st.caption(":orange-badge[SIMULATED] A roofline model of the chosen GPU; every number it produces is "
                    "labelled simulated.")
     if engine == "trtllm":
@@ -109,7 +122,7 @@ with left:
 
     model_options = list(model_cat) + [OTHER_MODEL]
     _default("l_model_pick", D.model if D.model in model_cat else OTHER_MODEL)
-    pick = st.selectbox("Model", model_options, key="l_model_pick")
+    pick = st.selectbox("Model", model_options, key="l_model_pick", disabled=bool(recipe))
     if pick == OTHER_MODEL:
         _default("l_model_other", "")
         model = st.text_input("Model id or path", key="l_model_other", placeholder="org/model or /path/to/model")
@@ -252,6 +265,7 @@ with right:
 def _values() -> LaunchValues:
     g = lambda k, default=None: ss.get(f"l_{k}", default)  # noqa: E731
     return LaunchValues(
+        recipe=recipe or "",
         engine=engine, model=model or "", dummy_weights=bool(g("dummy_weights", False)) if real else False,
         gpu=g("gpu"), gpu_indices=gpu_indices, gpu_count=int(g("gpu_count", 1)),
         mem_fraction=g("mem_fraction") if engine != "openai" else None, max_seqs=g("max_seqs", 0),
@@ -277,7 +291,13 @@ config = build_run_config(values) if not problems else None
 # ------------------------------------------------------------------------------------------------- memory fit
 st.subheader("Memory fit")
 mspec = model_cat.get(values.model)
-if engine == "openai":
+if recipe:
+    if config is not None:
+        st.dataframe(recipe_rows(config), hide_index=True)
+        st.caption(f"Planned on {esc_md(config.gpu or 'no GPU named: not planned')} × {config.gpu_count} "
+                   "(the Planner page shows the memory of each GPU)."
+                   + (" :orange-badge[SIMULATED] instances" if config.simulated else ""))
+elif engine == "openai":
     st.caption("The server is already running: its memory is its own business.")
 elif mspec is None or not gpu_mem_gb:
     st.caption("Memory fit needs a catalog model and a GPU with known memory."
@@ -355,7 +375,9 @@ def _start() -> None:
 with top_bar:
     a, b = st.columns([5, 1], vertical_alignment="center")
     if config is not None:
-        a.caption(f"Ready: {esc_md(ENGINES[engine])} · {esc_md(config.engine.model)} · {len(config.levels)} level(s) "
+        what = (f"recipe {config.recipe} ({len(config.instances)} instances)" if config.instances
+                else f"{ENGINES[engine]} · {config.engine.model}")
+        a.caption(f"Ready: {esc_md(what)} · {len(config.levels)} level(s) "
                   f"up to C = {max(config.levels):,}. Start here or at the bottom of the form.")
     else:
         a.caption(f"{len(problems)} setting(s) to fix, listed above the Start button at the bottom.")

@@ -16,6 +16,8 @@ from app.ui.common import (download_csv, esc_md, fmt_dt, fmt_num, fmt_secs, show
 from bench.compare import picker_labels, run_labels
 from bench.repeats import interval_rows, summaries_of
 from bench.report import prompt_label
+from bench.mix import breakdown, instance_rows
+from bench.mix import readable as readable_mix
 from bench.tables import readable_levels
 from storage import queries as q
 from storage.db import to_url
@@ -138,6 +140,8 @@ def _engine(d: q.RunDetail, now: datetime) -> None:
         elif d.run.agent:
             st.info(f"Taken by agent **{esc_md(d.run.agent)}**: its worker is starting.")
         return
+    if len(d.instances) > 1 or d.instances[0].name:  # a deployment: one row per instance, then the starting one
+        st.dataframe(pd.DataFrame(instance_rows(d.instances)), hide_index=True, key=f"live-inst-{d.run.id}")
     inst = d.instances[-1]
     ready = inst.ready_at is not None
     if ready and not d.run.active:
@@ -149,7 +153,8 @@ def _engine(d: q.RunDetail, now: datetime) -> None:
         st.info(f"Engine starting: **{esc_md(inst.phase or inst.state)}** · {fmt_secs(elapsed)} elapsed")
         st.code(inst.log_tail[-4000:] or "(no output yet)", language="log")
     else:
-        st.caption(f"Engine ready in {fmt_secs(inst.startup_s)} · {esc_md(inst.base_url or '')}")
+        st.caption(f"Engine{' ' + esc_md(inst.name) if inst.name else ''} ready in {fmt_secs(inst.startup_s)} · "
+                   f"{esc_md(inst.base_url or '')}")
 
 
 def _progress(d: q.RunDetail, now: datetime) -> None:
@@ -343,6 +348,13 @@ def _levels(d: q.RunDetail) -> None:
         download_csv(df, f"run{d.run.id}_levels.csv", key=f"live-levels-{d.run.id}-csv")
     st.caption("Whole-level figures follow vllm bench serve; the steady columns are the steady-state window's (every user "
                "busy: ramp-up and drain left out).")
+    mix = breakdown(summaries_of(d.levels), d.run.gpu_count or 1, d.run.price_per_gpu_hour)
+    if mix:
+        st.markdown("**Per instance and whole box**" + (" — SIMULATED" if d.run.simulated else ""))
+        st.dataframe(pd.DataFrame(readable_mix(mix)), hide_index=True, key=f"live-mix-{d.run.id}")
+        download_csv(pd.DataFrame(mix), f"run{d.run.id}_instances.csv", key=f"live-mix-{d.run.id}-csv")
+        st.caption("Instance rates are over the level's wall time, so they add up to the box's; $ per 1M output "
+                   "tokens is the whole box's (every GPU at the run's price).")
     reps = interval_rows(summaries_of(d.levels))
     if reps and any(r["repeats"] > 1 for r in reps):
         st.markdown("**Across repeats: mean ± 95% confidence interval (Student t)**")

@@ -13,6 +13,12 @@
 #                      generate, batch 1) for SINGLE_MIN (0.5; 0 = skip); result JSON, log and DB to $OUT. Fits one
 #                      600 s call with the defaults. BLITZ_START (32) and BLITZ_SEARCH_S (6): first search level and its
 #                      seconds of steady state. The log goes to $OUT as it is written (a call cut short still has it).
+#   recipe NAME LEVELS [TIMEOUT_S] [SWEEP FLAGS...]
+#                      after serve + stop (vLLM installed, no server left): ./melt sweep --recipe NAME (a deployment of
+#                      several instances, started one after another, weighted / round-robin traffic) with dummy weights
+#                      through `python3 -m vllm.entrypoints.cli.main`; the DB, the JSON run document and every
+#                      instance's engine log land in $OUT. E.g. recipe h200-qwen3-0.6b-two-replicas 512,1024 540 --duration 30
+#                      or recipe dwani-llm-pair 10,100 540 --duration 30
 # Server on CPUs 0-9, clients on 10-15: the two never compete for a core.
 set -uo pipefail
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 PYTHONUNBUFFERED=1
@@ -61,6 +67,16 @@ case "$step" in
     python3 -c "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('vacuum into ?', (sys.argv[2],))" \
       "$res/melt.db" /tmp/res/blitz.db && gzip -c /tmp/res/blitz.db > "$OUT/melt_blitz.db.gz"
     cp ~/.local/share/melt/runs/1/engine.log "$OUT/blitz_engine.log" 2>/dev/null; nvidia-smi ;;
+  recipe)
+    res=/tmp/res/recipe_$2; mkdir -p "$res"; nvidia-smi --query-gpu=name,memory.used --format=csv
+    MELT_HOME="$res/home" timeout "${4:-540}" python3 -m bench --db "$res/melt.db" sweep --recipe "$2" --dummy-weights \
+      --engine-cmd "python3 -m vllm.entrypoints.cli.main" --levels "$3" --input-len 512 --output-len 128 --json \
+      --name "recipe $2" "${@:5}" > "$res/sweep.json" 2> "$res/sweep.log"
+    echo "sweep rc=$?"; tail -60 "$res/sweep.log"
+    cp "$res/sweep.json" "$res/sweep.log" "$OUT"/
+    [ -f "$res/melt.db" ] && python3 -c "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('vacuum into ?', (sys.argv[2],))" "$res/melt.db" "/tmp/res/recipe_$2.db" && gzip -c "/tmp/res/recipe_$2.db" > "$OUT/melt_recipe_$2.db.gz"
+    (cd "$res/home" && find . -name engine.log | tar -czf "$OUT/engine_logs_recipe_$2.tgz" -T -)
+    nvidia-smi --query-gpu=name,memory.used --format=csv ;;
   stop)
     python3 scripts/gpu/vllm_compare.py stop --out "$OUT"
     cp /tmp/melt_vllm_server/engine.log "$OUT"/ ; nvidia-smi ;;

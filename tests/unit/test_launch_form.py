@@ -43,3 +43,17 @@ def test_rates_burstiness_ramp_and_repeats_round_trip():
 def test_bad_values_name_the_field(kw, match):
     with pytest.raises(LaunchError, match=match):
         build_run_config(sim(**kw))
+
+
+def test_launch_form_loads_a_recipe_and_refuses_one_that_does_not_fit():
+    from app.ui.launch_form import LaunchValues, build_run_config, form_problems, recipe_rows
+
+    cfg = build_run_config(LaunchValues(recipe="dwani-llm-pair", levels="10,100", dummy_weights=True,
+                                        engine_cmd="python3 -m vllm.entrypoints.cli.main"))
+    assert [d.name for d in cfg.deployment()] == ["gemma", "qwen3"] and cfg.recipe == "dwani-llm-pair"
+    assert cfg.gpu == "H200-141GB" and all(d.engine.dummy_weights for d in cfg.instances)
+    assert [r["traffic %"] for r in recipe_rows(cfg)] == ["70", "30"]
+    bad = form_problems(LaunchValues(recipe="h200x8-tp8", levels="1"))  # fits only on 8 GPUs: planned on its own
+    assert bad == []
+    problems = form_problems(LaunchValues(recipe="no-such-recipe", levels="1"))
+    assert problems and problems[0].startswith("Recipe: recipe no-such-recipe: no such file")

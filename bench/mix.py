@@ -1,0 +1,76 @@
+"""Per-instance and whole-box figures of a deployment's levels, for the CLI tables and the pages (pure, no I/O).
+
+A level of a deployment of several instances keeps the box's figures at the top of its summary and each instance's
+in summary["instances"] (bench.metrics.per_instance: rates over the level's wall time, so the instances add up to
+the box). `breakdown` turns summaries into rows: one per instance and one "whole box" per level, the box's row with
+its $ per 1M output tokens (all the box's GPUs at the run's price over the box's output throughput; one instance's
+share of a shared GPU has no price of its own, so the instance rows carry none).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from bench.cost import usd_per_million_tokens
+
+BOX = "whole box"
+
+
+def _p(summary: Mapping, key: str, stat: str = "p50"):
+    return (summary.get(key) or {}).get(stat)
+
+
+def is_mix(summaries: Sequence[Mapping]) -> bool:
+    """Any level with per-instance figures (a deployment of several instances)."""
+    return any((s or {}).get("instances") for s in summaries)
+
+
+def breakdown(summaries: Sequence[Mapping], gpu_count: int = 1, price_per_gpu_hour: float | None = None) -> list[dict]:
+    """Rows (dicts of plain values) per level: each instance, then the whole box."""
+    rows: list[dict] = []
+    for s in summaries:
+        s = s or {}
+        insts = s.get("instances") or {}
+        if not insts:
+            continue
+        head = {"concurrency": s.get("concurrency"), "rate": s.get("request_rate"),
+                "repeat": (s.get("repeat") or 0) + 1}
+        for name, i in insts.items():
+            rows.append({**head, "instance": name, "model": i.get("model"),
+                         "weight %": 100 * (i.get("weight_share") or 0),
+                         "requests %": 100 * (i.get("request_share") or 0), "sent": i.get("n_sent"),
+                         "ok": i.get("n_ok"), "err": i.get("n_err"), "out tok/s": i.get("output_tok_s"),
+                         "req/s": i.get("req_s"), "TTFT p50 ms": _p(i, "ttft_ms"),
+                         "TTFT p99 ms": _p(i, "ttft_ms", "p99"),
+                         "TPOT p50 ms": _p(i, "tpot_ms"), "E2E p50 ms": _p(i, "e2e_ms"), "$/1M out tok": None})
+        usd = (usd_per_million_tokens(s.get("output_tok_s"), gpu_count, price_per_gpu_hour)
+               if price_per_gpu_hour is not None else None)
+        rows.append({**head, "instance": BOX, "model": "", "weight %": 100.0, "requests %": 100.0,
+                     "sent": s.get("n_sent"), "ok": s.get("n_ok"), "err": s.get("n_err"),
+                     "out tok/s": s.get("output_tok_s"), "req/s": s.get("req_s"), "TTFT p50 ms": _p(s, "ttft_ms"),
+                     "TTFT p99 ms": _p(s, "ttft_ms", "p99"), "TPOT p50 ms": _p(s, "tpot_ms"),
+                     "E2E p50 ms": _p(s, "e2e_ms"), "$/1M out tok": usd})
+    return rows
+
+
+def readable(rows: Sequence[Mapping]) -> list[dict[str, str]]:
+    """The same rows as display strings ("-" for missing)."""
+    def f(k: str, v) -> str:
+        if v is None or v == "":
+            return "-" if v is None else ""
+        if isinstance(v, float):
+            nd = 2 if k in ("req/s", "TPOT p50 ms", "$/1M out tok") else 1
+            return f"{v:,.{nd}f}"
+        return f"{v:,}" if isinstance(v, int) else str(v)
+    return [{k: f(k, v) for k, v in r.items()} for r in rows]
+
+
+def instance_rows(instances: Sequence) -> list[dict[str, str]]:
+    """The instances of a run (storage.queries.InstanceRow or anything alike) as display rows: name, engine, model,
+    state / startup phase, startup seconds, URL, traffic weight."""
+    out = []
+    for i in instances:
+        state = i.state if i.ready_at is not None or i.stopped_at is not None else (i.phase or i.state)
+        out.append({"instance": i.name or "engine", "engine": i.kind, "model": i.model, "state": state,
+                    "startup s": "-" if i.startup_s is None else f"{i.startup_s:.1f}", "URL": i.base_url or "-",
+                    "weight": "-" if i.weight is None else f"{i.weight:g}", "error": (i.error or "")[:200]})
+    return out
