@@ -188,11 +188,16 @@ def cancel_run(run_id: int, db: str | Path | None = None) -> bool:
             return False
         pid = run.worker_pid
         remote = run.agent is not None or run.target_agent is not None
+        here, gone, hostname = _on_this_host(run), worker_gone(run), (run.host or {}).get("hostname")
     if remote:  # the worker is an agent's (maybe on another host): the agent delivers the SIGTERM
         from storage.agents import request_cancel
 
         return request_cancel(factory, run_id)
-    if _pid_alive(pid):
+    if pid and not here:
+        raise LookupError(f"run {run_id}'s worker runs on another host ({hostname}): "
+                          "cancel it there")
+    # the pid must still be the worker: a recycled pid (started after the worker's last heartbeat) is left alone
+    if not gone and _pid_alive(pid):
         os.kill(pid, signal.SIGTERM)
         return True
     Recorder(run_id, db).set_status(RunStatus.cancelled, "cancelled (no live worker)")
