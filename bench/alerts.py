@@ -126,8 +126,9 @@ def evaluate(values: dict[str, float | None], th: AlertThresholds) -> list[dict]
         sev, limit = hit
         rel = ">" if getattr(th, rule).direction == "above" else "<"
         u = f" {unit}" if unit and unit != "%" else unit
+        shown = f"{value:,.1f}" if unit == "%" else f"{value:,.4g}"
         out.append({"rule": rule, "severity": sev, "value": value, "limit": limit,
-                    "message": f"{label} {value:,.4g}{u} {rel} {limit:,.4g}{u}"})
+                    "message": f"{label} {shown}{u} {rel} {limit:,.4g}{u}"})
     out.sort(key=lambda a: a["severity"] != "critical")
     return out
 

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bench.alerts import AlertThresholds
+from bench.slo_search import SloSearchSpec
 from engines.spec import EngineSpec
 
 
@@ -266,11 +268,25 @@ class RunConfig(_Strict):
                                 description="GPU samples per second; 0 = no GPU sampling (engine /metrics still scraped)")
     client_procs: int | None = Field(default=None, ge=1, description="Load-generator processes; None = auto")
     repeat: int = Field(default=1, ge=1, le=100, description="Times each level runs (mean and 95% CI across them)")
+    slo_search: SloSearchSpec | None = Field(
+        default=None, description="Instead of the fixed levels: bisect for the highest concurrency (or rate) meeting "
+                                  "latency limits (bench/slo_search.py); each probe is a normal stored level")
+    alerts: AlertThresholds = Field(default_factory=AlertThresholds,
+                                    description="warning / critical thresholds, evaluated live and per level")
+    metrics_port: int | None = Field(default=None, ge=0, le=65535,
+                                     description="serve the run's live numbers for Prometheus on 127.0.0.1:PORT")
+    gpu_metrics_url: str | None = Field(default=None, description="a DCGM exporter / Prometheus endpoint of the "
+                                        "engine's host: its GPUs' telemetry (for a remote --engine openai)")
 
     def planned_levels(self) -> list[PlannedLevel]:
         """Every level of the run in order: the whole sweep (concurrency x rate) once per repeat. Repeats go round
         the sweep rather than back to back, so a slow drift (clocks, temperature, a cache filling) spreads over all
         levels instead of biasing one level's repeats."""
+        if self.slo_search is not None:  # probes are chosen as the search goes: the first one is known
+            first = self.slo_search.start
+            if self.slo_search.mode == "rate":
+                return [PlannedLevel(concurrency=self.slo_search.concurrency_cap, request_rate=first)]
+            return [PlannedLevel(concurrency=int(first))]
         return [PlannedLevel(concurrency=c, request_rate=r, repeat=k) for k in range(self.repeat)
                 for c in self.levels for r in self.workload.level_rates()]
 

@@ -104,7 +104,8 @@ class LiveMonitor:
             "running": (eng or {}).get("running"),
             "kv_cache_usage": (eng or {}).get("kv_cache_usage"),
         }
-        vals.update(gpu_values(tele))
+        # GPU samples of this level only (the idle seconds before it would read as low utilisation)
+        vals.update(gpu_values([t for t in tele if start is None or (t.get("t_ns") or 0) >= start]))
         return vals
 
     def tick(self) -> list[dict]:

@@ -70,6 +70,7 @@ class SloSearchSpec(_Strict):
     tolerance: float = Field(default=0.0, ge=0, lt=1,
                              description="stop bisecting when hi - lo <= tolerance * lo (and, for concurrency, 1)")
     max_levels: int = Field(default=12, ge=1, le=100)
+    max_error_rate: float = Field(default=0.0, ge=0, le=1, description="share of failed requests a level may have")
     concurrency_cap: int = Field(default=1024, ge=1, description="rate mode: the users that carry the arrivals")
     preset: str | None = Field(default=None, description="where the limits came from, e.g. 'mlperf-interactive'")
 

@@ -108,6 +108,15 @@ class _Telemetry:
     note: str = ""
     facts_start: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    engine_rows: list[dict] = field(default_factory=list)
+    monitor: object | None = None  # bench.live_monitor.LiveMonitor, fed every batch
+
+    def _on_engine(self, row: dict, instance_id: int | None) -> None:
+        with self.lock:
+            self.engine_rows.append(row)
+        if self.monitor is not None:
+            self.monitor.feed_engine(row)
+        self.rec.insert_engine_metrics([row], instance_id)
 
     def start(self, cfg: RunConfig, base_url: str, instance_id: int | None) -> None:
         if cfg.telemetry_hz == 0:
@@ -120,7 +129,7 @@ class _Telemetry:
             from telemetry.engine_metrics import MetricsScraper
 
             self.scraper = MetricsScraper(base_url, cfg.engine.kind,
-                                          on_sample=lambda row: self.rec.insert_engine_metrics([row], instance_id))
+                                          on_sample=lambda row: self._on_engine(row, instance_id))
             self.scraper.start()
         except Exception as e:  # noqa: BLE001
             self.rec.event("info", f"engine metrics scraper not started: {e!r}")
@@ -132,7 +141,8 @@ class _Telemetry:
             self.rec.event("info", f"telemetry unavailable: {e}")
             return
         try:
-            source, self.note = make_source(cfg.engine.kind, base_url, cfg.engine.gpus)
+            source, self.note = make_source(cfg.engine.kind, base_url, cfg.engine.gpus,
+                                            gpu_metrics_url=cfg.gpu_metrics_url)
             if self.note:
                 self.log(self.note)
                 self.rec.event("info", self.note)
@@ -163,6 +173,8 @@ class _Telemetry:
     def _on_batch(self, rows: list[dict]) -> None:
         with self.lock:
             self.samples.extend(rows)
+        if self.monitor is not None:
+            self.monitor.feed_telemetry(rows)
         self.rec.insert_telemetry(rows)
 
     def _on_xid(self, gpu: int | None, xid: int, t_ns: int) -> None:
@@ -187,6 +199,13 @@ class _Telemetry:
             return level_telemetry(rows, start_ns, end_ns, output_tokens, xids, self.note) if rows else {}
         except Exception as e:  # noqa: BLE001
             return {"error": repr(e)}
+
+    def window(self, start_ns: int, end_ns: int) -> tuple[list[dict], list[dict]]:
+        """Telemetry and engine-metric rows taken inside [start_ns, end_ns]."""
+        from bench.alerts import in_window
+
+        with self.lock:
+            return in_window(self.samples, start_ns, end_ns), in_window(self.engine_rows, start_ns, end_ns)
 
     def stop(self, load_windows: list[tuple[int, int]]) -> None:
         stats = {}
@@ -255,6 +274,7 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         rec.event("warning", room)
     held: dict = {}  # the engine process and its row, as soon as they exist: `finally` always stops it
     telem = _Telemetry(rec, hooks.log)
+    telem.monitor, exporter = _live_parts(cfg, run_id, rec, hooks.log)
     load_windows: list[tuple[int, int]] = []
     status, error = RunStatus.failed, None
     try:
@@ -263,6 +283,7 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
             raise KeyboardInterrupt
         tokenizer = _prompt_tokenizer(cfg, held, base_url, rec, hooks.log)
         telem.start(cfg, base_url, held.get("instance_id"))
+        telem.monitor.start()
         rec.set_status(RunStatus.running)
         status, error = _run_levels(cfg, rec, base_url, held.get("proc"), stop, telem, load_windows, hooks, tokenizer)
     except SweepAborted as e:
@@ -279,6 +300,9 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
     finally:
         # Each step on its own: a step that fails (the database among them) must not skip stopping the engine.
         _quietly(lambda: telem.stop(load_windows), hooks.log)
+        _quietly(telem.monitor.stop, hooks.log)
+        if exporter is not None:
+            _quietly(exporter.stop, hooks.log)
         if held.get("proc") is not None:
             _stop_engine(held["proc"], rec, held.get("instance_id"), hooks.log)
         if rec.fault is not None:
@@ -287,6 +311,42 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         hooks.result.update(status=status, error=error)
         _quietly(lambda: rec.set_status(status, error), hooks.log)
     return status
+
+
+def _live_parts(cfg: RunConfig, run_id: int, rec: Recorder, log: Log):
+    """The live monitor (alerts, stored as "alerts" events when the firing set changes) and, with metrics_port, the
+    Prometheus exporter serving its snapshot."""
+    from bench.alerts import summary_line
+    from bench.live_monitor import LiveMonitor
+
+    def on_change(alerts: list[dict], values: dict) -> None:
+        level = monitor.level or {}
+        try:
+            rec.event("alerts", summary_line(alerts), payload={"alerts": alerts, "values": values,
+                                                                "level_index": level.get("index"),
+                                                                "concurrency": level.get("concurrency")})
+        except StorageFault:
+            pass
+        if alerts:
+            log(f"alerts: {summary_line(alerts)}")
+
+    monitor = LiveMonitor(cfg.alerts, on_change=on_change,
+                          info={"run_id": run_id, "engine": cfg.engine.kind, "model": cfg.engine.model,
+                                "gpu": cfg.gpu, "simulated": cfg.engine.simulated})
+    exporter = None
+    if cfg.metrics_port is not None:
+        from bench.prom_export import MetricsServer
+
+        try:
+            exporter = MetricsServer(cfg.metrics_port, monitor.snapshot).start()
+            msg = f"Prometheus metrics of this run at http://127.0.0.1:{exporter.port}/metrics"
+            log(msg)
+            rec.event("info", msg, payload={"metrics_port": exporter.port})
+        except OSError as e:
+            msg = f"Prometheus exporter not started on 127.0.0.1:{cfg.metrics_port}: {e.strerror or e}"
+            log(f"warning: {msg}")
+            rec.event("warning", msg)
+    return monitor, exporter
 
 
 def _quietly(step: Callable[[], None], log: Log) -> None:
@@ -446,7 +506,8 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
 
     wl, spec = cfg.workload, cfg.engine
     vocab = vocab_for(spec.model)
-    planned = cfg.planned_levels()
+    search = _Search(cfg, hooks, rec, telem.monitor) if cfg.slo_search is not None else None
+    planned = cfg.planned_levels() if search is None else []
     trace = None
     if wl.prompt_file:
         from bench.prompts import load_prompt_file, trace_arrivals
@@ -464,7 +525,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         failed.append(cause)
         return None
 
-    for idx, lvl in enumerate(planned):
+    for idx, lvl in enumerate(planned if search is None else search.levels(planned)):
         if stop.is_set():
             return RunStatus.cancelled, "cancelled"
         conc, rate = lvl.concurrency, lvl.request_rate
@@ -483,6 +544,8 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         extra += f", repeat {lvl.repeat + 1}/{cfg.repeat}" if cfg.repeat > 1 else ""
         hooks.log(f"level {idx + 1}/{len(planned)}: concurrency {conc}{extra}, {what}")
         level_stop = threading.Event()
+        monitor = telem.monitor
+        monitor.start_level(idx, conc, rate)
         relay = _relay(stop, level_stop)
         watch = _EngineWatch(proc, level_stop) if proc is not None else None
         if watch:
@@ -491,6 +554,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
 
         def on_results(batch, _level_id=level_id) -> None:
             results.extend(batch)
+            monitor.feed_results(batch)
             if rec.fault is None:  # after a failed write, none more: the stop is on its way to the shards
                 try:
                     rec.insert_requests(_level_id, batch)
@@ -516,6 +580,9 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         except LoadGenError as e:  # the level never ran (open-file limit, client start-up failure)
             cause = f"load generator failed at level {idx + 1} (concurrency {conc}): {e}"
             rec.finish_level(level_id, LevelStatus.failed, None, error=cause)
+            monitor.end_level({"concurrency": conc, "request_rate": rate}, "failed")
+            if search is not None:
+                search.judge(lvl, None, level_id)
             end = level_failed(cause)
             if end:
                 return end
@@ -548,12 +615,16 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
         tele = telem.level_summary(outcome.start_ns, outcome.end_ns, summary.get("output_tokens"))
         if tele:
             summary["telemetry"] = tele
+        _level_alerts(cfg, summary, telem, outcome, rec, level_id, hooks.log, idx)
+        if search is not None:
+            search.judge(lvl, summary, level_id)
         # The load generator may see the dead engine (connection refused/reset) before the watch's next poll.
         if proc is not None and (watch.died or not proc.alive()):
             code = proc.exit_code
             how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
             cause = f"engine {how} during level {idx + 1} (concurrency {conc})"
             tail = proc.log_tail(20)
+            monitor.end_level(summary, "failed")
             rec.finish_level(level_id, LevelStatus.failed, summary, error=cause, telemetry=tele)
             rec.event("error", cause, level_id=level_id, payload={"log_tail": tail})
             hooks.log(f"error: {cause}\n{tail}")
@@ -564,6 +635,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
             n_stalled = sum(1 for r in results if (r.error or "").startswith("stalled"))
             cause = (f"engine stalled during level {idx + 1} (concurrency {conc}): "
                      f"{outcome.stalled.removeprefix('stalled: ')}; {n_stalled} request(s) failed as stalled")
+            monitor.end_level(summary, "failed")
             rec.finish_level(level_id, LevelStatus.failed, summary, error=cause, telemetry=tele)
             rec.event("error", cause, level_id=level_id)
             hooks.on_level(summary | {"status": "failed"})
@@ -572,14 +644,92 @@ def _run_levels(cfg: RunConfig, rec: Recorder, base_url: str, proc, stop: thread
                 return end
             continue
         if stop.is_set():
+            monitor.end_level(summary, "cancelled")
             rec.finish_level(level_id, LevelStatus.cancelled, summary, error="cancelled", telemetry=tele)
             hooks.on_level(summary | {"status": "cancelled"})
             return RunStatus.cancelled, f"cancelled during level {idx + 1} (concurrency {conc})"
+        monitor.end_level(summary, "completed")
         rec.finish_level(level_id, LevelStatus.completed, summary, telemetry=tele)
         hooks.on_level(summary | {"status": "completed"})
+    if search is not None:
+        search.finish()
     if failed:  # on_level_failure=continue: the run finished, and says which levels did not
         return RunStatus.completed, f"{len(failed)} of {len(cfg.levels)} level(s) failed: " + "; ".join(failed)
     return RunStatus.completed, None
+
+
+def _level_alerts(cfg: RunConfig, summary: dict, telem: _Telemetry, outcome, rec: Recorder, level_id: int,
+                  log: Log, idx: int) -> None:
+    """summary["alerts"]: the thresholds evaluated on the finished level (its p99s, tok/s, errors, the GPU and engine
+    rows of its window), logged and stored with the level."""
+    from bench.alerts import evaluate, level_values, summary_line
+
+    try:
+        tele_rows, eng_rows = telem.window(outcome.start_ns, outcome.end_ns)
+        values = level_values(summary, tele_rows, eng_rows)
+        summary["alerts"] = evaluate(values, cfg.alerts)
+        summary["alert_values"] = values
+    except Exception as e:  # noqa: BLE001 - an alert bug must not lose a level
+        summary["alerts"] = []
+        rec.event("error", f"alert evaluation failed: {e!r}", level_id=level_id)
+        return
+    if summary["alerts"]:
+        log(f"level {idx + 1} alerts: {summary_line(summary['alerts'])}")
+
+
+class _Search:
+    """The SLO search driving a sweep: yields probes as PlannedLevels, judges each finished level, stores the
+    verdict on the level (summary["slo_search"]) and the answer as an "slo_search" event."""
+
+    def __init__(self, cfg: RunConfig, hooks: SweepHooks, rec: Recorder, monitor):
+        from bench.slo_search import SloSearch
+
+        self.spec, self.hooks, self.rec, self.monitor = cfg.slo_search, hooks, rec, monitor
+        self.state = SloSearch(cfg.slo_search)
+        self.by_value: dict[float, dict] = {}
+        hooks.log(f"SLO search: {self.spec.describe()}" + (f" (preset {self.spec.preset})" if self.spec.preset
+                                                            else ""))
+
+    def levels(self, planned: list):
+        from bench.config import PlannedLevel
+
+        while (v := self.state.next_value()) is not None:
+            lvl = (PlannedLevel(concurrency=int(v)) if self.spec.mode == "concurrency"
+                   else PlannedLevel(concurrency=self.spec.concurrency_cap, request_rate=v))
+            planned.append(lvl)
+            yield lvl
+
+    def judge(self, lvl, summary: dict | None, level_id: int) -> None:
+        from bench.slo_search import level_meets
+
+        value = float(lvl.concurrency if self.spec.mode == "concurrency" else lvl.request_rate)
+        if summary is None:
+            meets, checks = False, [{"what": "level failed", "ok": False}]
+        else:
+            meets, checks = level_meets(summary, self.spec.limits, self.spec.max_error_rate)
+            summary["slo_search"] = {"probe": len(self.state.probes), "value": value, "meets": meets,
+                                     "checks": checks}
+            self.by_value[value] = summary
+        self.state.record(value, meets)
+        self.monitor.search = self.state.result()
+        failed = [c["what"] for c in checks if not c["ok"]]
+        self.hooks.log(f"SLO search probe {len(self.state.probes)}: {value:g} "
+                       + ("meets the limits" if meets else "misses: " + ", ".join(failed)))
+
+    def finish(self) -> dict:
+        res = self.state.result()
+        best = self.by_value.get(res["best"]) if res["best"] is not None else None
+        res["goodput_req_s"] = best.get("goodput_req_s") if best else None
+        res["output_tok_s"] = best.get("output_tok_s") if best else None
+        what = "concurrency" if self.spec.mode == "concurrency" else "request rate"
+        msg = (f"SLO search: highest {what} meeting the limits = {res['best']:g}, goodput "
+               f"{res['goodput_req_s'] or 0:.3g} req/s there ({res['levels']} levels; {res['reason']})"
+               if res["best"] is not None else f"SLO search: {res['reason']} ({res['levels']} levels)")
+        self.hooks.log(msg)
+        self.hooks.result["slo_search"] = res
+        self.monitor.search = res
+        self.rec.event("slo_search", msg, payload=res)
+        return res
 
 
 class _relay:
