@@ -12,8 +12,9 @@ probe, always one that was measured) sits right below a measured failure even wh
 monotone: the search finds *a* boundary, not necessarily the highest passing point anywhere (a level far above a
 failure is never probed). A start that fails bisects down towards `min_value`; if that fails too, nothing meets.
 
-Levels needed (concurrency, factor 2, tolerance 0 = exact integer): at most ceil(log2(max/start)) + 1 probes up and
-ceil(log2(gap)) to bisect, i.e. <= 2*ceil(log2(max/start)) + 1; `max_levels` caps it (default 12).
+Levels needed (`level_budget`): at most ceil(log_factor(max/start)) + 1 probes up, then ceil(log2(gap / unit)) to
+bisect the last bracket (unit 1 for exact integer concurrency, else tolerance x its lower end): 20 for 1..1024 exact,
+9 for 4..256 at tolerance 0.25; `max_levels` caps it (default 12).
 
 Presets follow MLPerf Inference's Server-scenario latency limits (99th percentile TTFT and TPOT), from
 mlcommons/inference loadgen/mlperf.conf (commit 001712e9daf80386e0dda43f97b8f36981d792c4):
@@ -202,10 +203,11 @@ class SloSearch:
 
 
 def level_budget(spec: SloSearchSpec) -> int:
-    """The most levels the search can take before max_levels (the stated bound of the tests): probes up to the max
-    plus the bisection of the widest bracket the exponential probe can leave."""
+    """The most levels the search can take (the bound the tests state): the probes up to the max, plus bisecting
+    the widest bracket the exponential probe can leave down to the tolerance (or to 1 for concurrency)."""
     ups = max(0, math.ceil(math.log(spec.max_value / spec.start, spec.factor) - 1e-9)) + 1
-    gap = spec.start * spec.factor ** (ups - 1) * (1 - 1 / spec.factor) if ups > 1 else spec.start - spec.min_value
-    unit = 1.0 if spec.integer else max(spec.tolerance, 1e-3) * spec.start
-    down = max(0, math.ceil(math.log2(max(gap / unit, 1.0)))) + 1
+    lo = spec.start * spec.factor ** max(ups - 2, 0)
+    gap = min(lo * (spec.factor - 1), spec.max_value - lo) if ups > 1 else spec.start - spec.min_value
+    unit = max(1.0 if spec.integer else 1e-3 * spec.min_value, spec.tolerance * lo)
+    down = max(0, math.ceil(math.log2(max(gap / unit, 1.0)) - 1e-9))
     return min(spec.max_levels, ups + down)
