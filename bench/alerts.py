@@ -179,3 +179,21 @@ def summary_line(alerts: list[dict]) -> str:
     if not alerts:
         return "no alerts"
     return "; ".join(f"{a['severity'].upper()}: {a['message']}" for a in alerts)
+
+
+def level_alert_rows(levels: list[tuple[int, int | None, dict | None]]) -> list[dict]:
+    """Table rows (level #, concurrency, severity, alert) from (index, concurrency, summary) of finished levels;
+    worst first within each level."""
+    rows = []
+    for idx, conc, summary in levels:
+        for a in (summary or {}).get("alerts") or []:
+            rows.append({"level": idx + 1, "concurrency": conc, "severity": a.get("severity", ""),
+                         "alert": a.get("message", "")})
+    return rows
+
+
+def alert_counts(rows: list[dict]) -> str:
+    """'2 critical, 1 warning' (or '' when nothing fired)."""
+    n_crit = sum(1 for r in rows if r.get("severity") == "critical")
+    n_warn = sum(1 for r in rows if r.get("severity") == "warning")
+    return ", ".join(p for p in (f"{n_crit} critical" if n_crit else "", f"{n_warn} warning" if n_warn else "") if p)

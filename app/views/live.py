@@ -13,6 +13,7 @@ import streamlit as st
 from app.ui import charts
 from app.ui.common import (download_csv, esc_md, fmt_dt, fmt_num, fmt_secs, show_chart, show_table, sim_badge,
                            status_badge, worker_api)
+from bench.alerts import alert_counts, level_alert_rows
 from bench.compare import picker_labels, run_labels
 from bench.repeats import interval_rows, summaries_of
 from bench.report import prompt_label
@@ -362,6 +363,36 @@ def _levels(d: q.RunDetail) -> None:
                        key=f"live-lvl-ttft-{d.run.id}", filename=f"run{d.run.id}_ttft_vs_conc")
 
 
+def _alerts(d: q.RunDetail) -> None:
+    """Alerts firing now (the worker's latest "alerts" event, while the run is active), the finished levels' alert
+    count, and the SLO search's state when the run is one."""
+    evs = q.events(d.run.id, kinds=("alerts", "slo_search"), limit=50)
+    latest = next((e for e in reversed(evs) if e.kind == "alerts"), None)
+    search = next((e for e in reversed(evs) if e.kind == "slo_search"), None)
+    if d.run.active and latest is not None and (latest.payload or {}).get("alerts"):
+        for a in latest.payload["alerts"]:
+            text = f"**{esc_md(a.get('severity', '').upper())}** · {esc_md(a.get('message', ''))} (live, last 10 s)"
+            (st.error if a.get("severity") == "critical" else st.warning)(text, icon=":material/notifications_active:")
+    rows = level_alert_rows([(lv.idx, lv.concurrency, lv.summary) for lv in d.levels if lv.summary])
+    if rows:
+        st.caption(f"Level alerts: {esc_md(alert_counts(rows))} (thresholds stored with the run; see Levels)")
+    if search is not None:
+        st.info(esc_md(search.message), icon=":material/target:")
+    elif (d.config or {}).get("slo_search"):
+        probes = [(lv.concurrency if lv.request_rate is None else lv.request_rate, lv.summary["slo_search"]["meets"])
+                  for lv in d.levels if (lv.summary or {}).get("slo_search")]
+        passed = [v for v, ok in probes if ok]
+        st.info(f"SLO search: {len(probes)} probe(s) so far"
+                + (f", highest meeting the limits {max(passed):g}" if passed else ""), icon=":material/target:")
+
+
+def _level_alerts(d: q.RunDetail) -> None:
+    rows = level_alert_rows([(lv.idx, lv.concurrency, lv.summary) for lv in d.levels if lv.summary])
+    if rows:
+        st.markdown("**Alerts per level**")
+        show_table(pd.DataFrame(rows), key=f"live-alerts-{d.run.id}", filename=f"run{d.run.id}_alerts")
+
+
 def _events(d: q.RunDetail) -> None:
     for inst in d.instances:
         st.markdown(f"**Engine {esc_md(inst.kind)}** {esc_md(inst.version or '')} · state {esc_md(inst.state)}"
@@ -393,6 +424,7 @@ def live_view(run_id: int) -> None:
     _cancel(d)
     _engine(d, now)
     _progress(d, now)
+    _alerts(d)
     tabs = ["Throughput & latency", "GPUs", "Levels", "Engine log & events"]
     if d.run.active:
         frames = _series_frames(d)
@@ -416,6 +448,7 @@ def live_view(run_id: int) -> None:
     if levels.open:
         with levels:
             _levels(d)
+            _level_alerts(d)
     if log.open:
         with log:
             _events(d)
