@@ -50,3 +50,19 @@ def test_live_finished_run_lists_alerts_per_level_and_the_search(app_db):
     assert list(table["severity"])[:2] == ["warning", "warning"]
     assert set(table["concurrency"]) == {1, 4, 16}
     assert any("TTFT p99 220 ms > 200 ms" in a for a in table["alert"])
+
+
+def test_launch_slo_search_mode_and_alert_overrides(app_db):
+    from tests.app.test_pages import app as open_app
+
+    at = ok(open_app())
+    at.radio(key="l_mode").set_value("slo").run()
+    ok(at)
+    assert not [t for t in at.text_input if t.key == "l_levels"]       # no level list to type in this mode
+    assert at.selectbox(key="l_slo_preset").value == "interactive"
+    ready = " ".join(c.value for c in at.caption).replace("\\", "")
+    assert "SLO search: highest concurrency with TTFT p99 <= 500 ms, TPOT p99 <= 30 ms" in ready  # 0.6B: 8B row
+    at.text_area(key="l_alerts").input("ttft_p99_ms=oops").run()
+    assert any("Alerts:" in e.value.replace("\\", "") for e in at.error) and at.button(key="l_start").disabled
+    at.text_area(key="l_alerts").input("ttft_p99_ms=150,300").run()
+    assert not [e for e in at.error if "Alerts" in e.value] and not at.button(key="l_start").disabled
