@@ -52,6 +52,8 @@ class LiveMonitor:
                 end = r.send_ns + int((r.e2e_ms or 0) * 1e6)
                 self._results.append((end, bool(r.ok), r.ttft_ms, r.e2e_ms, r.output_tokens or 0))
                 if lvl is not None:
+                    first = lvl.get("first_send_ns")
+                    lvl["first_send_ns"] = r.send_ns if first is None else min(first, r.send_ns)
                     lvl["sent"] += 1
                     lvl["ok" if r.ok else "err"] += 1
                     lvl["output_tokens"] += (r.output_tokens or 0) if r.ok else 0
@@ -88,6 +90,7 @@ class LiveMonitor:
             tele = list(self._telemetry)
             eng = self._engine
             start = self.level["start_ns"] if self.level else None
+            load_from = self.level.get("first_send_ns") if self.level else None
         ok = [r for r in rows if r[1]]
         span_s = min(self.window_s, (now_ns - start) / 1e9) if start else self.window_s
 
@@ -104,8 +107,9 @@ class LiveMonitor:
             "running": (eng or {}).get("running"),
             "kv_cache_usage": (eng or {}).get("kv_cache_usage"),
         }
-        # GPU samples of this level only (the idle seconds before it would read as low utilisation)
-        vals.update(gpu_values([t for t in tele if start is None or (t.get("t_ns") or 0) >= start]))
+        # GPU samples since this level's load began (its first request's send, known once one has finished): the
+        # seconds before it (prompts being made, connections opened) are idle and would read as low utilisation
+        vals.update(gpu_values([t for t in tele if load_from is not None and (t.get("t_ns") or 0) >= load_from]))
         return vals
 
     def tick(self) -> list[dict]:

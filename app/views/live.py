@@ -86,6 +86,10 @@ def _planned(d: q.RunDetail) -> tuple[list[tuple[int, int | None]], float | None
         from bench.config import RunConfig
 
         cfg = RunConfig.model_validate(d.config)
+        if cfg.slo_search is not None:  # probes are chosen as it goes: the ones so far (or the first)
+            seen = [(lv.concurrency, lv.n_requested) for lv in d.levels] or [
+                (p.concurrency, cfg.workload.requests_for(p.concurrency)) for p in cfg.planned_levels()]
+            return seen, cfg.workload.planned_seconds()
         return ([(p.concurrency, cfg.workload.requests_for(p.concurrency)) for p in cfg.planned_levels()],
                 cfg.workload.planned_seconds())
     except Exception:  # noqa: BLE001 - older/foreign config: fall back to what the levels say
@@ -159,8 +163,16 @@ def _progress(d: q.RunDetail, now: datetime) -> None:
     p = q.sweep_progress(d, planned, dur, now)
     if not p.levels:
         return
-    eta = "" if p.eta_s is None else f" · ETA ~{fmt_secs(p.eta_s)}"
-    st.progress(min(1.0, p.fraction), text=f"Sweep: {p.fraction:.0%} · {fmt_secs(p.elapsed_s)} elapsed{eta}")
+    search = (d.config or {}).get("slo_search")
+    if search is not None and d.run.active:  # no known end: the probes so far against the most it can take
+        from bench.slo_search import SloSearchSpec, level_budget
+
+        most = level_budget(SloSearchSpec.model_validate(search))
+        st.progress(min(1.0, len(d.levels) / most), text=f"SLO search: probe {len(d.levels)} of at most {most} · "
+                                                         f"{fmt_secs(p.elapsed_s)} elapsed")
+    else:
+        eta = "" if p.eta_s is None else f" · ETA ~{fmt_secs(p.eta_s)}"
+        st.progress(min(1.0, p.fraction), text=f"Sweep: {p.fraction:.0%} · {fmt_secs(p.elapsed_s)} elapsed{eta}")
     if not d.run.active and all(lv.status == "completed" for lv in p.levels):
         return  # every level done: one bar says it; per-level bars matter while running or when one stopped short
     cols = st.columns(min(len(p.levels), 6))

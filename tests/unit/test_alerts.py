@@ -104,3 +104,14 @@ def test_live_monitor_rolling_window_and_change_events():
     assert mon.snapshot()["finished"][0]["status"] == "completed"
     mon.stop()
     assert changes[-1] == set()  # the run is over: the alerts are cleared
+
+
+def test_live_gpu_values_only_after_the_levels_load_began():
+    mon = LiveMonitor(AlertThresholds(), window_s=10, gpu_window_s=60)
+    mon.start_level(0, 4, None)
+    now = time.time_ns()
+    mon.feed_telemetry([{"t_ns": now - int(8e9), "gpu_index": 0, "util_gpu": 0.0},    # prompts being made: idle
+                        {"t_ns": now - int(2e9), "gpu_index": 0, "util_gpu": 90.0}])
+    assert mon.current_values(now)["gpu_util_min_pct"] is None   # no request finished yet: load start unknown
+    mon.feed_results([_res(now - int(5e9))])
+    assert mon.current_values(now)["gpu_util_min_pct"] == 90.0
