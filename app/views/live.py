@@ -362,6 +362,8 @@ def _levels(d: q.RunDetail) -> None:
         st.markdown("**Across repeats: mean ± 95% confidence interval (Student t)**")
         show_table(pd.DataFrame(reps), key=f"live-repeats-{d.run.id}", filename=f"run{d.run.id}_repeats")
     done = df[df["status"] == "completed"]
+    if (d.config or {}).get("slo_search"):  # probes run out of order (2, 4, 8, 6, 7): draw them by concurrency
+        done = done.sort_values("concurrency", kind="stable")
     if len(done) >= 2:
         a, b = st.columns(2)
         label = run_labels([d.run], {d.run.id: d.config})[d.run.id]

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import ROOT, SHOTS
+from tests.e2e.test_glance_e2e import _settle
 
 pytestmark = [pytest.mark.e2e]
 
@@ -39,6 +40,7 @@ def test_live_alerts_and_slo_search_in_chromium(dashboard, browser_page):
         page.goto(f"{base}/live?run={rid}")
         crit = page.get_by_text(re.compile(r"CRITICAL · TTFT p99 [\d,.]+ ms > 600 ms")).first
         crit.wait_for(timeout=120_000)   # the live monitor's event, drawn by the 1 s refresh
+        page.locator("[data-testid=stMetricValue]").first.wait_for()
         page.screenshot(path=str(SHOTS / "alerts_live.png"))
         assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
         page.reload()
@@ -46,9 +48,12 @@ def test_live_alerts_and_slo_search_in_chromium(dashboard, browser_page):
             timeout=60_000)
         page.get_by_text(re.compile(r"Level alerts: \d+ critical")).wait_for()
         assert page.get_by_text(re.compile("CRITICAL ·")).count() == 0   # finished: nothing fires any more
+        page.locator("[data-testid=stMetricValue]").first.wait_for()
+        _settle(page)
         page.screenshot(path=str(SHOTS / "alerts_done.png"))
         page.get_by_text("Alerts per level").wait_for()                 # a finished run opens on its Levels tab
         page.get_by_text("Alerts per level").scroll_into_view_if_needed()
+        _settle(page)
         page.screenshot(path=str(SHOTS / "alerts_levels.png"), full_page=True)
     finally:
         if proc.poll() is None:
