@@ -9,6 +9,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
@@ -36,6 +37,7 @@ def _scrape(port: int) -> dict | None:
     return out
 
 
+@pytest.mark.slow
 def test_slo_search_converges_on_sim_and_exporter_serves_live_numbers(db_path):
     port = free_port("127.0.0.1")
     # An 8B model on a simulated L40S with 2048-token prompts: TTFT p99 roughly doubles per doubling of users (about

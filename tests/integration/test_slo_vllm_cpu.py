@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.report import slo_search_report
 from bench.slo_search import Limit, SloSearchSpec, level_budget
 from tests.integration.test_vllm_cpu import vllm_python
 
@@ -32,6 +33,7 @@ def test_slo_search_converges_on_vllm_cpu(db_path):
     assert r.returncode == 0, r.stderr[-3000:]
     doc = json.loads(r.stdout)
     res = doc["slo_search"]
+    print(slo_search_report(res))  # pytest -s shows where it ended
     budget = level_budget(SloSearchSpec(limits=[Limit(metric="ttft", max_ms=LIMIT_MS)], start=1, max_value=16))
     assert budget == 8
     assert res["levels"] == len(doc["levels"]) <= budget
