@@ -294,6 +294,13 @@ class RunConfig(_Strict):
         default="stop", description="After a level fails (server stalled, load generator could not run it): go on "
                                     "with the next level, or end the run there")
 
+    @model_validator(mode="after")
+    def _search_alone(self) -> "RunConfig":
+        if self.slo_search is not None and (self.workload.rates or self.workload.request_rate or self.repeat > 1):
+            raise ValueError("the SLO search chooses its own levels: drop the request rate(s) and repeats (a search "
+                             "over request rates is its mode 'rate')")
+        return self
+
     @field_validator("levels")
     @classmethod
     def _positive(cls, v: list[int]) -> list[int]:

@@ -134,3 +134,25 @@ def test_level_meets():
     assert level_meets(_summary(50, 10, n_err=1), lims, max_error_rate=0.1)[0]
     assert not level_meets(_summary(50, 10, n_ok=0), lims)[0]
     assert not level_meets(_summary(50, 10), [Limit(metric="e2e", max_ms=1)])[0]  # no value: not met
+
+
+def test_cli_builds_the_search_and_refuses_what_it_cannot_do():
+    from bench.cli import UsageError, build_config, make_parser
+
+    sim = ["--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B"]
+    cfg = build_config(make_parser().parse_args(["slo", *sim, "--preset", "interactive", "--max", "64"]))
+    assert [(x.metric, x.max_ms) for x in cfg.slo_search.limits] == [("ttft", 500), ("tpot", 30)]
+    assert cfg.workload.slo.ttft_ms == 500 and cfg.workload.slo.tpot_ms == 30  # goodput at the limits
+    assert cfg.planned_levels()[0].concurrency == 1 and cfg.slo_search.max_value == 64
+    cfg = build_config(make_parser().parse_args(["slo", *sim, "--e2e-ms", "9000", "--percentile", "90",
+                                                 "--mode", "rate", "--start", "2"]))
+    assert cfg.slo_search.limits[0].percentile == 90 and cfg.planned_levels()[0].request_rate == 2
+    for bad in (["slo", *sim], ["slo", *sim, "--ttft-ms", "100", "--repeat", "2"],
+                ["slo", *sim, "--ttft-ms", "100", "--start", "2000"]):
+        with pytest.raises(UsageError):
+            build_config(make_parser().parse_args(bad))
+    cfg = build_config(make_parser().parse_args(["sweep", *sim, "--alert", "ttft_p99_ms=150,300",
+                                                 "--metrics-port", "0", "--gpu-metrics-url", "http://h:9400"]))
+    assert cfg.slo_search is None and cfg.alerts.ttft_p99_ms.critical == 300 and cfg.metrics_port == 0
+    with pytest.raises(UsageError):
+        build_config(make_parser().parse_args(["sweep", *sim, "--gpu-metrics-url", "ftp://x"]))
