@@ -339,13 +339,16 @@ def _live_parts(cfg: RunConfig, run_id: int, rec: Recorder, log: Log):
 
         try:
             exporter = MetricsServer(cfg.metrics_port, monitor.snapshot).start()
-            msg = f"Prometheus metrics of this run at http://127.0.0.1:{exporter.port}/metrics"
-            log(msg)
-            rec.event("info", msg, payload={"metrics_port": exporter.port})
+            kind, msg, payload = ("info", f"Prometheus metrics of this run at http://127.0.0.1:{exporter.port}/metrics",
+                                  {"metrics_port": exporter.port})
         except OSError as e:
-            msg = f"Prometheus exporter not started on 127.0.0.1:{cfg.metrics_port}: {e.strerror or e}"
-            log(f"warning: {msg}")
-            rec.event("warning", msg)
+            kind, msg, payload = ("warning", f"Prometheus exporter not started on 127.0.0.1:{cfg.metrics_port}: "
+                                             f"{e.strerror or e}", None)
+        log(msg if kind == "info" else f"warning: {msg}")
+        try:
+            rec.event(kind, msg, payload=payload)
+        except StorageFault:
+            pass  # recorded as rec.fault: the run stops at its first step
     return monitor, exporter
 
 
