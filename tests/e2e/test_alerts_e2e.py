@@ -49,9 +49,9 @@ def test_live_alerts_and_slo_search_in_chromium(dashboard, browser_page):
         page.get_by_text(re.compile(r"Level alerts: \d+ critical")).wait_for()
         assert page.get_by_text(re.compile("CRITICAL ·")).count() == 0   # finished: nothing fires any more
         page.locator("[data-testid=stMetricValue]").first.wait_for()
+        page.get_by_text("Alerts per level").wait_for()                 # a finished run opens on its Levels tab
         _settle(page)
         page.screenshot(path=str(SHOTS / "alerts_done.png"))
-        page.get_by_text("Alerts per level").wait_for()                 # a finished run opens on its Levels tab
         page.get_by_text("Alerts per level").scroll_into_view_if_needed()
         _settle(page)
         page.screenshot(path=str(SHOTS / "alerts_levels.png"), full_page=True)
