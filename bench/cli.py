@@ -113,6 +113,12 @@ def build_config(a: argparse.Namespace) -> RunConfig:
 
         if _tokenizer_in(Path(a.tokenizer).expanduser()) is None:
             raise UsageError(f"--tokenizer {a.tokenizer}: not a tokenizer.json file or a directory holding one")
+    if a.gpu_metrics_url:
+        gu = urlparse(a.gpu_metrics_url)
+        if gu.scheme not in ("http", "https") or not gu.hostname:
+            raise UsageError(f"--gpu-metrics-url {a.gpu_metrics_url!r} is not an http(s) URL")
+    if a.metrics_port is not None and not 0 <= a.metrics_port <= 65535:
+        raise UsageError(f"--metrics-port must be 0..65535, got {a.metrics_port}")
     if a.engine == "openai":
         if not a.base_url:
             raise UsageError("--base-url is required with --engine openai (e.g. http://127.0.0.1:8000)")
@@ -151,13 +157,19 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         price = a.price
         if price is None and gpu:
             price = get_gpu(gpu).price_per_hour
+        search = _slo_search(a, workload) if getattr(a, "cmd", None) == "slo" else None
+        if search is not None and not any(workload.slo.model_dump().values()):
+            # goodput there as vllm bench serve's --goodput: requests meeting each limit (per request)
+            per = {f"{x.metric}_ms": x.max_ms for x in search.limits}
+            workload = workload.model_copy(update={"slo": SLO(**per)})
         count = deployed.count if deployed else len(gpus) if gpus else max(a.tp * a.dp, 1)
         return RunConfig(name=a.name or (recipe.name if recipe else ""), tags=a.tag or [], engine=spec,
                          instances=deployed.instances if deployed else [],
                          recipe=recipe.name if recipe else None, workload=workload, levels=levels, gpu=gpu,
                          gpu_count=count, price_per_gpu_hour=price,
                          telemetry_hz=a.telemetry_hz, client_procs=a.client_procs, repeat=a.repeat,
-                         on_level_failure=a.on_level_failure)
+                         on_level_failure=a.on_level_failure, slo_search=search, alerts=_alerts(a),
+                         metrics_port=a.metrics_port, gpu_metrics_url=a.gpu_metrics_url)
     except ValidationError as e:
         msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise UsageError(f"invalid settings: {msgs}") from None
@@ -198,6 +210,55 @@ def _recipe_deployment(a: argparse.Namespace, recipe, gpu: str | None):
     if d.note:
         print(f"note: {d.note}", file=sys.stderr)
     return d
+
+
+def _alerts(a: argparse.Namespace):
+    """--alerts-file (YAML over the defaults), then each --alert RULE=WARN,CRIT."""
+    from bench.alerts import AlertThresholds, load_thresholds
+
+    try:
+        th = load_thresholds(a.alerts_file) if a.alerts_file else AlertThresholds()
+        for text in a.alert or []:
+            th = th.with_override(text)
+    except (OSError, ValueError) as e:  # pydantic's ValidationError is a ValueError
+        raise UsageError(f"--alert/--alerts-file: {e}") from None
+    return th
+
+
+def _slo_search(a: argparse.Namespace, workload: WorkloadSpec):
+    """`slo` flags -> SloSearchSpec: a --preset's MLPerf limits for the model's size, then --ttft-ms/--tpot-ms/
+    --e2e-ms (at --percentile) over them."""
+    from bench.slo_search import Limit, SloSearchSpec, mlperf_preset
+    from catalog import CatalogError, get_model
+
+    limits: dict[str, Limit] = {}
+    preset = None
+    if a.preset:
+        try:
+            size = get_model(a.model).total_params_b
+        except CatalogError:
+            size = None
+        lims, row = mlperf_preset(a.preset, size)
+        limits = {x.metric: x for x in lims}
+        preset = f"mlperf-{a.preset} ({row} limits" + ("" if size is not None else ", model size unknown") + ")"
+    for metric in ("ttft", "tpot", "e2e"):
+        v = getattr(a, f"{metric}_ms")
+        if v is not None:
+            if v <= 0:
+                raise UsageError(f"--{metric}-ms must be positive, got {v:g}")
+            limits[metric] = Limit(metric=metric, percentile=a.percentile, max_ms=v)
+    if not limits:
+        raise UsageError("slo: give --preset interactive|standard or at least one of --ttft-ms/--tpot-ms/--e2e-ms")
+    rate = a.mode == "rate"
+    try:
+        return SloSearchSpec(limits=list(limits.values()), mode=a.mode, start=a.start or (1.0 if rate else 1),
+                             min_value=a.min or (0.1 if rate else 1), max_value=a.max or (256.0 if rate else 1024),
+                             tolerance=a.tolerance if a.tolerance is not None else (0.05 if rate else 0.0),
+                             max_levels=a.max_levels, max_error_rate=a.max_error_rate,
+                             concurrency_cap=a.concurrency_cap, preset=preset)
+    except ValidationError as e:
+        msgs = "; ".join(err["msg"] for err in e.errors())
+        raise UsageError(f"slo: {msgs}") from None
 
 
 def _dummy_model_ok(model: str) -> None:
@@ -249,6 +310,29 @@ def _gpu_holder_check(cfg: RunConfig, db: str | None, end: bool) -> None:
         print(f"ended orphaned Melt engine processes: {', '.join(map(str, pids)) or 'none left'}", file=sys.stderr)
     elif (msg := launch_warning(found)) is not None:
         print(f"warning: {msg}", file=sys.stderr)
+
+
+def _add_slo(sub) -> None:
+    p = sub.add_parser("slo", help="bisect for the highest concurrency (or request rate) whose latency percentiles "
+                                   "meet their limits, with goodput there")
+    _sweep_arguments(p)
+    g = p.add_argument_group("SLO search")
+    g.add_argument("--preset", choices=["interactive", "standard"],
+                   help="MLPerf Inference Server-scenario limits (p99 TTFT and TPOT) for the model's size")
+    g.add_argument("--ttft-ms", type=float, help="TTFT limit (ms) at --percentile")
+    g.add_argument("--tpot-ms", type=float, help="TPOT limit (ms) at --percentile")
+    g.add_argument("--e2e-ms", type=float, help="E2E latency limit (ms) at --percentile")
+    g.add_argument("--percentile", type=int, choices=[50, 90, 95, 99], default=99)
+    g.add_argument("--mode", choices=["concurrency", "rate"], default="concurrency",
+                   help="search the closed-loop concurrency, or the Poisson request rate (req/s)")
+    g.add_argument("--start", type=float, help="first probe (default 1)")
+    g.add_argument("--min", type=float, help="lowest value tried when the start misses (default 1; rate 0.1)")
+    g.add_argument("--max", type=float, help="highest value tried (default 1024; rate 256)")
+    g.add_argument("--tolerance", type=float,
+                   help="stop when the bracket is within this share of the answer (default 0 = exact; rate 0.05)")
+    g.add_argument("--max-levels", type=int, default=12, help="at most this many probes (default 12)")
+    g.add_argument("--max-error-rate", type=float, default=0.0, help="share of failed requests a probe may have")
+    g.add_argument("--concurrency-cap", type=int, default=1024, help="rate mode: users carrying the arrivals")
 
 
 def _add_sweep(sub) -> None:
@@ -342,6 +426,16 @@ def _sweep_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout (logs go to stderr)")
     p.add_argument("--agent", metavar="NAME", help="do not run here: queue the run for the agent NAME (`melt agent` "
                    "on a GPU host sharing this --db) and return")
+    p.add_argument("--alert", action="append", metavar="RULE=WARN,CRIT",
+                   help="alert threshold, repeatable (e.g. ttft_p99_ms=150,300; output_tok_s=1000,500; 'off' turns "
+                        "one limit off); rules: ttft_p99_ms e2e_p99_ms output_tok_s gpu_util_low_pct gpu_util_high_pct "
+                        "gpu_mem_pct queue_depth error_rate_pct")
+    p.add_argument("--alerts-file", help="YAML {rule: {warning: X, critical: Y}} over the default thresholds")
+    p.add_argument("--metrics-port", type=int,
+                   help="serve this run's live numbers for Prometheus at http://127.0.0.1:PORT/metrics (0 = any)")
+    p.add_argument("--gpu-metrics-url",
+                   help="GPU telemetry from the engine host's DCGM exporter (e.g. http://gpu-host:9400/metrics)")
+    return p
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
@@ -353,7 +447,8 @@ def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
     the sweep (Blitz: the single-stream method and the result)."""
     from sqlalchemy.exc import DBAPIError
 
-    from bench.report import instances_table, levels_table, prompt_label, repeats_table, run_document, terminal_safe
+    from bench.report import (instances_table, levels_table, prompt_label, repeats_table, run_document,
+                              slo_search_report, terminal_safe)
     from bench.runs import create_run, secret_engine_parts
     from bench.sweep import SweepHooks, run_sweep
     from storage.db import StorageError
@@ -399,6 +494,8 @@ def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
         doc = run_document(run_id, a.db)
     except (StorageError, DBAPIError):  # a database that went away: say what the run did from memory
         doc = {"run_id": run_id, "status": status.value, "error": error, "levels": done}
+    if hooks.result.get("slo_search") is not None:
+        doc["slo_search"] = hooks.result["slo_search"]
     if a.json:
         print(json.dumps(doc, indent=2))
         if error and status.value == "failed":
@@ -411,6 +508,8 @@ def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
                 log("per instance and whole box:\n" + mix)
             if not cfg.blitz and (reps := repeats_table(doc["levels"])):  # Blitz: its result has the agreement
                 log(reps)
+        if doc.get("slo_search"):
+            log(slo_search_report(doc["slo_search"]))
     if any(lv.get("status") == "failed" for lv in doc["levels"]):
         return 1  # finished, but not every level did (on_level_failure=continue)
     return {"completed": 0, "cancelled": 130}.get(status.value, 1)
@@ -743,6 +842,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     _add_sweep(sub)
     _add_blitz(sub)
+    _add_slo(sub)
     p = sub.add_parser("runs", help="list stored runs")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("show", help="show one run")
@@ -784,7 +884,8 @@ def make_parser() -> argparse.ArgumentParser:
     return ap
 
 
-COMMANDS = {"sweep": cmd_sweep, "blitz": cmd_blitz, "runs": cmd_runs, "show": cmd_show, "cancel": cmd_cancel, "engines": cmd_engines,
+COMMANDS = {"sweep": cmd_sweep, "blitz": cmd_blitz, "slo": cmd_sweep, "runs": cmd_runs, "show": cmd_show,
+            "cancel": cmd_cancel, "engines": cmd_engines,
             "gpus": cmd_gpus, "plan": cmd_plan, "export": cmd_export, "import": cmd_import,
             "report": cmd_report, "compare-engines": cmd_compare_engines, "agent": cmd_agent, "agents": cmd_agents}
 

@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bench.alerts import AlertThresholds
+from bench.slo_search import SloSearchSpec
 from engines.spec import EngineSpec
 
 
@@ -303,6 +305,15 @@ class RunConfig(_Strict):
     client_procs: int | None = Field(default=None, ge=1, description="Load-generator processes; None = auto")
     repeat: int = Field(default=1, ge=1, le=100, description="Times each level runs (mean and 95% CI across them)")
     blitz: BlitzSpec | None = Field(default=None, description="A Blitz run: levels are chosen as it goes")
+    slo_search: SloSearchSpec | None = Field(
+        default=None, description="Instead of the fixed levels: bisect for the highest concurrency (or rate) meeting "
+                                  "latency limits (bench/slo_search.py); each probe is a normal stored level")
+    alerts: AlertThresholds = Field(default_factory=AlertThresholds,
+                                    description="warning / critical thresholds, evaluated live and per level")
+    metrics_port: int | None = Field(default=None, ge=0, le=65535,
+                                     description="serve the run's live numbers for Prometheus on 127.0.0.1:PORT")
+    gpu_metrics_url: str | None = Field(default=None, description="a DCGM exporter / Prometheus endpoint of the "
+                                        "engine's host: its GPUs' telemetry (for a remote --engine openai)")
 
     def deployment(self) -> list[DeployedInstance]:
         """Every instance the run deploys, in start order: a single-engine run is the deployment of one instance
@@ -341,16 +352,28 @@ class RunConfig(_Strict):
     def planned_levels(self) -> list[PlannedLevel]:
         """Every level of the run in order: the whole sweep (concurrency x rate) once per repeat. Repeats go round
         the sweep rather than back to back, so a slow drift (clocks, temperature, a cache filling) spreads over all
-        levels instead of biasing one level's repeats. A Blitz run plans only its first search level; the rest
-        follow from the results (bench.blitz.next_step)."""
+        levels instead of biasing one level's repeats. A Blitz run plans only its first search level, and an SLO search
+        only its first probe; the rest follow from the results (bench.blitz.next_step, bench.slo_search)."""
         if self.blitz is not None:
             return [PlannedLevel(concurrency=self.blitz.start_concurrency, phase="search")]
+        if self.slo_search is not None:  # probes are chosen as the search goes: the first one is known
+            first = self.slo_search.start
+            if self.slo_search.mode == "rate":
+                return [PlannedLevel(concurrency=self.slo_search.concurrency_cap, request_rate=first)]
+            return [PlannedLevel(concurrency=int(first))]
         return [PlannedLevel(concurrency=c, request_rate=r, repeat=k) for k in range(self.repeat)
                 for c in self.levels for r in self.workload.level_rates()]
 
     on_level_failure: Literal["continue", "stop"] = Field(
         default="stop", description="After a level fails (server stalled, load generator could not run it): go on "
                                     "with the next level, or end the run there")
+
+    @model_validator(mode="after")
+    def _search_alone(self) -> "RunConfig":
+        if self.slo_search is not None and (self.workload.rates or self.workload.request_rate or self.repeat > 1):
+            raise ValueError("the SLO search chooses its own levels: drop the request rate(s) and repeats (a search "
+                             "over request rates is its mode 'rate')")
+        return self
 
     @field_validator("levels")
     @classmethod

@@ -121,6 +121,7 @@ def run_document(run_id: int, db: str | Path | None = None) -> dict:
         verdicts = s.scalars(select(Event).where(Event.run_id == run_id, Event.kind == "verdict")).all()
         blitz = s.scalars(select(Event).where(Event.run_id == run_id, Event.kind == "blitz")
                           .order_by(Event.id.desc()).limit(1)).first()
+        searches = s.scalars(select(Event).where(Event.run_id == run_id, Event.kind == "slo_search")).all()
         level_docs = []
         for lv in levels:
             doc = dict(lv.summary or {})
@@ -144,6 +145,7 @@ def run_document(run_id: int, db: str | Path | None = None) -> dict:
                                  for i in insts],
             "gpu_health": verdicts[-1].payload if verdicts else None,
             "blitz": blitz.payload if blitz is not None else None,   # a Blitz run's result (bench/blitz.py)
+            "slo_search": searches[-1].payload if searches else None,
             "levels": level_docs,
         }
 
@@ -182,3 +184,21 @@ def plan_report(p) -> str:
     if p.suggestions:
         out += ["", "what to change:", *p.suggestions]
     return "\n".join(out)
+
+
+def slo_search_report(res: dict) -> str:
+    """The SLO search's answer and its probes, for the terminal."""
+    what = "concurrency" if res.get("mode") == "concurrency" else "request rate (req/s)"
+    lims = ", ".join(f"{x['metric'].upper()} p{x['percentile']} <= {x['max_ms']:g} ms" for x in res.get("limits", []))
+    head = f"SLO search ({lims}" + (f"; {res['preset']}" if res.get("preset") else "") + ")"
+    probes = " -> ".join(f"{p['value']:g}{'+' if p['meets'] else 'x'}" for p in res.get("probes", []))
+    if res.get("best") is None:
+        body = f"no {what} met the limits: {res.get('reason')}"
+    else:
+        gp = res.get("goodput_req_s")
+        tok = res.get("output_tok_s")
+        body = (f"highest {what} meeting them: {res['best']:g}"
+                + (f" · goodput {gp:.3g} req/s" if gp is not None else "")
+                + (f" · {tok:,.0f} output tok/s" if tok is not None else "")
+                + f" · {res.get('levels')} levels ({res.get('reason')})")
+    return terminal_safe(f"{head}\n  {body}\n  probes (+ meets, x misses): {probes}")

@@ -298,13 +298,16 @@ __all__ = ["run_targets", "THIS_MACHINE", "create_run", "stored_config", "secret
 
 def planned_for(config: dict, levels: list[tuple[int, int | None]]) -> tuple[list[tuple[int, int | None]], float | None]:
     """(planned levels as (concurrency, requests or None), seconds per level or None) for progress bars, from a stored
-    config and the (concurrency, n_requested) of the levels that ran. A Blitz chooses its levels as it goes, so its
-    plan is what ran so far; an older or foreign config falls back to the levels too."""
+    config and the (concurrency, n_requested) of the levels that ran. A Blitz and an SLO search choose their levels as
+    they go, so their plan is what ran so far; an older or foreign config falls back to the levels too."""
     try:
         cfg = RunConfig.model_validate(config)
     except Exception:  # noqa: BLE001
         return list(levels), None
     if cfg.blitz is not None and levels:
         return list(levels), None
+    if cfg.slo_search is not None:  # probes are chosen as it goes: the ones so far (or the first)
+        seen = list(levels) or [(p.concurrency, cfg.workload.requests_for(p.concurrency)) for p in cfg.planned_levels()]
+        return seen, cfg.workload.planned_seconds()
     return ([(p.concurrency, cfg.workload.requests_for(p.concurrency)) for p in cfg.planned_levels()],
             cfg.workload.planned_seconds())

@@ -108,6 +108,15 @@ class _Telemetry:
     note: str = ""
     facts_start: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    engine_rows: list[dict] = field(default_factory=list)
+    monitor: object | None = None  # bench.live_monitor.LiveMonitor, fed every batch
+
+    def _on_engine(self, row: dict, instance_id: int | None) -> None:
+        with self.lock:
+            self.engine_rows.append(row)
+        if self.monitor is not None:
+            self.monitor.feed_engine(row)
+        self.rec.insert_engine_metrics([row], instance_id)
 
     def start(self, cfg: RunConfig, ups: list["_Up"]) -> None:
         """One GPU sampler for the box (the GPUs of every instance), one /metrics scraper per instance."""
@@ -129,8 +138,7 @@ class _Telemetry:
                 from telemetry.engine_metrics import MetricsScraper
 
                 scraper = MetricsScraper(u.base_url, u.spec.kind,
-                                         on_sample=lambda row, _i=u.instance_id: self.rec.insert_engine_metrics(
-                                             [row], _i))
+                                         on_sample=lambda row, _i=u.instance_id: self._on_engine(row, _i))
                 scraper.start()
                 self.scrapers.append(scraper)
             except Exception as e:  # noqa: BLE001
@@ -143,7 +151,7 @@ class _Telemetry:
             self.rec.event("info", f"telemetry unavailable: {e}")
             return
         try:
-            source, self.note = make_source(kind, base_url, gpus)
+            source, self.note = make_source(kind, base_url, gpus, gpu_metrics_url=cfg.gpu_metrics_url)
             if type(source).__name__ == "NvmlSource":
                 # shown, not hidden: on an H100 and an H200 NVML sampling in the client lowered vLLM's decode speed by
                 # 6-8% at 1-16 concurrent requests (docs/PERFORMANCE.md, "Session C"); telemetry_hz 0 turns it off
@@ -179,6 +187,8 @@ class _Telemetry:
     def _on_batch(self, rows: list[dict]) -> None:
         with self.lock:
             self.samples.extend(rows)
+        if self.monitor is not None:
+            self.monitor.feed_telemetry(rows)
         self.rec.insert_telemetry(rows)
 
     def _on_xid(self, gpu: int | None, xid: int, t_ns: int) -> None:
@@ -203,6 +213,13 @@ class _Telemetry:
             return level_telemetry(rows, start_ns, end_ns, output_tokens, xids, self.note) if rows else {}
         except Exception as e:  # noqa: BLE001
             return {"error": repr(e)}
+
+    def window(self, start_ns: int, end_ns: int) -> tuple[list[dict], list[dict]]:
+        """Telemetry and engine-metric rows taken inside [start_ns, end_ns]."""
+        from bench.alerts import in_window
+
+        with self.lock:
+            return in_window(self.samples, start_ns, end_ns), in_window(self.engine_rows, start_ns, end_ns)
 
     def stop(self, load_windows: list[tuple[int, int]]) -> None:
         stats = {}
@@ -293,6 +310,7 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         rec.event("warning", room)
     held: list[_Up] = []  # every instance as soon as it exists: `finally` always stops each
     telem = _Telemetry(rec, hooks.log)
+    telem.monitor, exporter = _live_parts(cfg, run_id, rec, hooks.log)
     load_windows: list[tuple[int, int]] = []
     status, error = RunStatus.failed, None
     try:
@@ -302,6 +320,7 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         for u in held:
             u.tokenizer = _prompt_tokenizer(cfg, u, rec, hooks.log)
         telem.start(cfg, held)
+        telem.monitor.start()
         rec.set_status(RunStatus.running)
         status, error = _run_levels(cfg, rec, held, stop, telem, load_windows, hooks)
     except SweepAborted as e:
@@ -318,6 +337,9 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
     finally:
         # Each step on its own: a step that fails (the database among them) must not skip stopping the engine.
         _quietly(lambda: telem.stop(load_windows), hooks.log)
+        _quietly(telem.monitor.stop, hooks.log)
+        if exporter is not None:
+            _quietly(exporter.stop, hooks.log)
         for u in reversed(held):  # the last started first; every one, whatever the others did
             if u.proc is not None:
                 _stop_engine(u.proc, rec, u.instance_id, hooks.log)
@@ -338,6 +360,45 @@ def _blitz_result(run_id: int, db, log: Log) -> None:
     res = store_result(run_id, db)
     if res is not None:
         log(headline(res))
+
+
+def _live_parts(cfg: RunConfig, run_id: int, rec: Recorder, log: Log):
+    """The live monitor (alerts, stored as "alerts" events when the firing set changes) and, with metrics_port, the
+    Prometheus exporter serving its snapshot."""
+    from bench.alerts import summary_line
+    from bench.live_monitor import LiveMonitor
+
+    def on_change(alerts: list[dict], values: dict) -> None:
+        level = monitor.level or {}
+        try:
+            rec.event("alerts", summary_line(alerts), payload={"alerts": alerts, "values": values,
+                                                                "level_index": level.get("index"),
+                                                                "concurrency": level.get("concurrency")})
+        except StorageFault:
+            pass
+        if alerts:
+            log(f"alerts: {summary_line(alerts)}")
+
+    monitor = LiveMonitor(cfg.alerts, on_change=on_change,
+                          info={"run_id": run_id, "engine": cfg.engine.kind, "model": cfg.engine.model,
+                                "gpu": cfg.gpu, "simulated": cfg.engine.simulated})
+    exporter = None
+    if cfg.metrics_port is not None:
+        from bench.prom_export import MetricsServer
+
+        try:
+            exporter = MetricsServer(cfg.metrics_port, monitor.snapshot).start()
+            kind, msg, payload = ("info", f"Prometheus metrics of this run at http://127.0.0.1:{exporter.port}/metrics",
+                                  {"metrics_port": exporter.port})
+        except OSError as e:
+            kind, msg, payload = ("warning", f"Prometheus exporter not started on 127.0.0.1:{cfg.metrics_port}: "
+                                             f"{e.strerror or e}", None)
+        log(msg if kind == "info" else f"warning: {msg}")
+        try:
+            rec.event(kind, msg, payload=payload)
+        except StorageFault:
+            pass  # recorded as rec.fault: the run stops at its first step
+    return monitor, exporter
 
 
 def _quietly(step: Callable[[], None], log: Log) -> None:
@@ -535,7 +596,9 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
                       vocab_for(u.spec.model), u.name) for u in ups]
     first = targets[0]
     many = len(ups) > 1
-    planned = cfg.planned_levels()  # a Blitz run appends to it as its search goes
+    search = _Search(cfg, hooks, rec, telem.monitor) if cfg.slo_search is not None else None
+    # a Blitz run appends to `planned` as its search goes; an SLO search yields its probes into it
+    planned = cfg.planned_levels() if search is None else []
     blitz_search: list[dict] = []
     proc = ups[0].proc  # where token counts come from is the engine adapter's word (LaunchPlan.stream_usage)
     if many and any(u.proc is not None and u.proc.plan.stream_usage != "server" for u in ups):
@@ -564,7 +627,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
         failed.append(cause)
         return None
 
-    for idx, lvl in enumerate(planned):
+    for idx, lvl in enumerate(planned if search is None else search.levels(planned)):
         if stop.is_set():
             return RunStatus.cancelled, "cancelled"
         conc, rate = lvl.concurrency, lvl.request_rate
@@ -588,6 +651,8 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
         extra += f", Blitz {lvl.phase}" if lvl.phase else ""
         hooks.log(f"level {idx + 1}/{len(planned)}: concurrency {conc}{extra}, {what}")
         level_stop = threading.Event()
+        monitor = telem.monitor
+        monitor.start_level(idx, conc, rate)
         relay = _relay(stop, level_stop)
         watch = _EngineWatch(ups, level_stop)
         watch.start()
@@ -595,6 +660,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
 
         def on_results(batch, _level_id=level_id) -> None:
             results.extend(batch)
+            monitor.feed_results(batch)
             if rec.fault is None:  # after a failed write, none more: the stop is on its way to the shards
                 try:
                     rec.insert_requests(_level_id, batch)
@@ -620,6 +686,9 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
         except LoadGenError as e:  # the level never ran (open-file limit, client start-up failure)
             cause = f"load generator failed at level {idx + 1} (concurrency {conc}): {e}"
             rec.finish_level(level_id, LevelStatus.failed, None, error=cause)
+            monitor.end_level({"concurrency": conc, "request_rate": rate}, "failed")
+            if search is not None:
+                search.judge(lvl, None, level_id)
             end = level_failed(cause)
             if end:
                 return end
@@ -658,6 +727,9 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
         tele = telem.level_summary(outcome.start_ns, outcome.end_ns, summary.get("output_tokens"))
         if tele:
             summary["telemetry"] = tele
+        _level_alerts(cfg, summary, telem, outcome, rec, level_id, hooks.log, idx)
+        if search is not None:
+            search.judge(lvl, summary, level_id)
         # The load generator may see the dead engine (connection refused/reset) before the watch's next poll.
         dead = _dead(ups)
         if dead is not None:
@@ -666,6 +738,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
             how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
             cause = f"engine {dead.name + ' ' if many else ''}{how} during level {idx + 1} (concurrency {conc})"
             tail = proc.log_tail(20)
+            monitor.end_level(summary, "failed")
             rec.finish_level(level_id, LevelStatus.failed, summary, error=cause, telemetry=tele)
             rec.event("error", cause, level_id=level_id, payload={"log_tail": tail})
             hooks.log(f"error: {cause}\n{tail}")
@@ -676,6 +749,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
             n_stalled = sum(1 for r in results if (r.error or "").startswith("stalled"))
             cause = (f"engine stalled during level {idx + 1} (concurrency {conc}): "
                      f"{outcome.stalled.removeprefix('stalled: ')}; {n_stalled} request(s) failed as stalled")
+            monitor.end_level(summary, "failed")
             rec.finish_level(level_id, LevelStatus.failed, summary, error=cause, telemetry=tele)
             rec.event("error", cause, level_id=level_id)
             hooks.on_level(summary | {"status": "failed"})
@@ -684,9 +758,11 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
                 return end
             continue
         if stop.is_set():
+            monitor.end_level(summary, "cancelled")
             rec.finish_level(level_id, LevelStatus.cancelled, summary, error="cancelled", telemetry=tele)
             hooks.on_level(summary | {"status": "cancelled"})
             return RunStatus.cancelled, f"cancelled during level {idx + 1} (concurrency {conc})"
+        monitor.end_level(summary, "completed")
         rec.finish_level(level_id, LevelStatus.completed, summary, telemetry=tele)
         hooks.on_level(summary | {"status": "completed"})
         if cfg.blitz and lvl.phase == "search":
@@ -698,6 +774,8 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
             rec.event("blitz_search", step["reason"], level_id=level_id, payload=step)
             if step["action"] == "fail":
                 return RunStatus.failed, f"Blitz: {step['reason']}"
+    if search is not None:
+        search.finish()
     if failed:  # on_level_failure=continue: the run finished, and says which levels did not
         return RunStatus.completed, f"{len(failed)} of {len(cfg.levels)} level(s) failed: " + "; ".join(failed)
     return RunStatus.completed, None
@@ -712,6 +790,80 @@ def _roofline(summary: dict, cfg: RunConfig) -> dict | None:
         return level_roofline(summary, cfg.gpu, cfg.engine.model, gpus=cfg.gpu_count)
     except Exception:  # noqa: BLE001
         return None
+
+
+def _level_alerts(cfg: RunConfig, summary: dict, telem: _Telemetry, outcome, rec: Recorder, level_id: int,
+                  log: Log, idx: int) -> None:
+    """summary["alerts"]: the thresholds evaluated on the finished level (its p99s, tok/s, errors, the GPU and engine
+    rows of its window), logged and stored with the level."""
+    from bench.alerts import evaluate, level_values, summary_line
+
+    try:
+        tele_rows, eng_rows = telem.window(outcome.start_ns, outcome.end_ns)
+        values = level_values(summary, tele_rows, eng_rows)
+        summary["alerts"] = evaluate(values, cfg.alerts)
+        summary["alert_values"] = values
+    except Exception as e:  # noqa: BLE001 - an alert bug must not lose a level
+        summary["alerts"] = []
+        rec.event("error", f"alert evaluation failed: {e!r}", level_id=level_id)
+        return
+    if summary["alerts"]:
+        log(f"level {idx + 1} alerts: {summary_line(summary['alerts'])}")
+
+
+class _Search:
+    """The SLO search driving a sweep: yields probes as PlannedLevels, judges each finished level, stores the
+    verdict on the level (summary["slo_search"]) and the answer as an "slo_search" event."""
+
+    def __init__(self, cfg: RunConfig, hooks: SweepHooks, rec: Recorder, monitor):
+        from bench.slo_search import SloSearch
+
+        self.spec, self.hooks, self.rec, self.monitor = cfg.slo_search, hooks, rec, monitor
+        self.state = SloSearch(cfg.slo_search)
+        self.by_value: dict[float, dict] = {}
+        hooks.log(f"SLO search: {self.spec.describe()}" + (f" (preset {self.spec.preset})" if self.spec.preset
+                                                            else ""))
+
+    def levels(self, planned: list):
+        from bench.config import PlannedLevel
+
+        while (v := self.state.next_value()) is not None:
+            lvl = (PlannedLevel(concurrency=int(v)) if self.spec.mode == "concurrency"
+                   else PlannedLevel(concurrency=self.spec.concurrency_cap, request_rate=v))
+            planned.append(lvl)
+            yield lvl
+
+    def judge(self, lvl, summary: dict | None, level_id: int) -> None:
+        from bench.slo_search import level_meets
+
+        value = float(lvl.concurrency if self.spec.mode == "concurrency" else lvl.request_rate)
+        if summary is None:
+            meets, checks = False, [{"what": "level failed", "ok": False}]
+        else:
+            meets, checks = level_meets(summary, self.spec.limits, self.spec.max_error_rate)
+            summary["slo_search"] = {"probe": len(self.state.probes), "value": value, "meets": meets,
+                                     "checks": checks}
+            self.by_value[value] = summary
+        self.state.record(value, meets)
+        self.monitor.search = self.state.result()
+        failed = [c["what"] for c in checks if not c["ok"]]
+        self.hooks.log(f"SLO search probe {len(self.state.probes)}: {value:g} "
+                       + ("meets the limits" if meets else "misses: " + ", ".join(failed)))
+
+    def finish(self) -> dict:
+        res = self.state.result()
+        best = self.by_value.get(res["best"]) if res["best"] is not None else None
+        res["goodput_req_s"] = best.get("goodput_req_s") if best else None
+        res["output_tok_s"] = best.get("output_tok_s") if best else None
+        what = "concurrency" if self.spec.mode == "concurrency" else "request rate"
+        msg = (f"SLO search: highest {what} meeting the limits = {res['best']:g}, goodput "
+               f"{res['goodput_req_s'] or 0:.3g} req/s there ({res['levels']} levels; {res['reason']})"
+               if res["best"] is not None else f"SLO search: {res['reason']} ({res['levels']} levels)")
+        self.hooks.log(msg)
+        self.hooks.result["slo_search"] = res
+        self.monitor.search = res
+        self.rec.event("slo_search", msg, payload=res)
+        return res
 
 
 class _relay:

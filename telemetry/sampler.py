@@ -7,6 +7,7 @@ does that itself, so a slow disk never stalls sampling.
 Sources (all with `kind`, `simulated`, `reason`, `read() -> list[dict]`, `close()`):
 - NvmlSource(gpus): real GPUs through telemetry.nvml.
 - SimSource(base_url): the sim engine's modelled GPUs, GET {base_url}/sim/telemetry -> {"simulated": true, "gpus": [..]}.
+- DcgmSource(url) (telemetry/dcgm.py): a remote host's GPUs from its DCGM exporter's Prometheus page.
 - NullSource(reason): nothing to sample; the sampler does not even start a thread, and the run carries on.
 """
 from __future__ import annotations
@@ -151,9 +152,18 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def make_source(engine_kind: str, base_url: str | None, gpus: list[int] | None):
-    """-> (source, message). "sim" -> SimSource; NVML available -> NvmlSource; else NullSource. Never raises:
-    without telemetry Melt carries on and says why ("no GPU telemetry available: <reason>")."""
+def make_source(engine_kind: str, base_url: str | None, gpus: list[int] | None, gpu_metrics_url: str | None = None):
+    """-> (source, message). A gpu_metrics_url -> DcgmSource (the engine host's DCGM exporter, whatever the engine);
+    "sim" -> SimSource; NVML available -> NvmlSource; else NullSource. Never raises: without telemetry Melt carries
+    on and says why ("no GPU telemetry available: <reason>")."""
+    if gpu_metrics_url:
+        from telemetry.dcgm import DcgmSource
+
+        try:
+            src = DcgmSource(gpu_metrics_url)
+        except ValueError as e:
+            return NullSource(str(e)), f"no GPU telemetry available: {e}"
+        return src, f"GPU telemetry: {src.reason}"
     if engine_kind == "sim":
         if not base_url:
             src = NullSource("sim engine has no base URL yet")

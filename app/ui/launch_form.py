@@ -61,6 +61,13 @@ class LaunchValues:
     slo_ttft_ms: float = 0.0               # 0 = no SLO
     slo_tpot_ms: float = 0.0
     slo_e2e_ms: float = 0.0
+    mode: str = "sweep"                    # sweep (the levels above) | slo (bisect for the highest one meeting SLOs)
+    slo_preset: str = "interactive"        # slo mode: interactive | standard (MLPerf, by model size) | custom
+    slo_percentile: int = 99               # slo mode, custom: the percentile the TTFT/TPOT/E2E limits apply to
+    slo_start: int = 1
+    slo_max: int = 1024
+    alerts: str = ""                       # alert overrides, one RULE=WARN,CRIT per line (bench.alerts)
+    gpu_metrics_url: str = ""              # a DCGM exporter of the engine's host
     price: float | None = None
     name: str = ""
     tags: str = ""
@@ -127,9 +134,50 @@ def _none_if(v, *empty):
     return None if v in empty else v
 
 
+def parse_alerts(text: str):
+    """Alert overrides, one 'RULE=WARN,CRIT' per line (or ';'-separated), over the defaults."""
+    from bench.alerts import AlertThresholds
+
+    th = AlertThresholds()
+    for part in str(text).replace(";", "\n").splitlines():
+        if part.strip():
+            try:
+                th = th.with_override(part.strip())
+            except ValueError as e:
+                raise LaunchError(f"Alerts: {plain_errors(e) if isinstance(e, ValidationError) else e}") from None
+    return th
+
+
+def slo_search_spec(v: LaunchValues):
+    """The SLO search of the form (mode 'slo'): a preset's MLPerf limits for the model's size, or the SLO fields
+    at the chosen percentile."""
+    from bench.slo_search import Limit, SloSearchSpec, mlperf_preset
+
+    if v.slo_preset in ("interactive", "standard"):
+        from catalog import CatalogError, get_model
+
+        try:
+            size = get_model(v.model.strip()).total_params_b
+        except CatalogError:
+            size = None
+        limits, row = mlperf_preset(v.slo_preset, size)
+        preset = f"mlperf-{v.slo_preset} ({row} limits)"
+    else:
+        limits = [Limit(metric=m, percentile=v.slo_percentile, max_ms=ms)
+                  for m, ms in (("ttft", v.slo_ttft_ms), ("tpot", v.slo_tpot_ms), ("e2e", v.slo_e2e_ms)) if ms]
+        preset = None
+        if not limits:
+            raise LaunchError("SLO search: set at least one of the TTFT / TPOT / E2E limits (or pick a preset)")
+    try:
+        return SloSearchSpec(limits=limits, start=v.slo_start, max_value=v.slo_max, preset=preset)
+    except ValidationError as e:
+        raise LaunchError(f"SLO search: {plain_errors(e)}") from None
+
+
 def build_run_config(v: LaunchValues) -> RunConfig:
     """Form values -> validated RunConfig, or LaunchError with a message for the person at the form."""
-    levels = parse_levels(v.levels)
+    search = slo_search_spec(v) if v.mode == "slo" else None
+    levels = parse_levels(v.levels) if search is None else [int(search.start)]
     deployed = recipe_deployment(v) if v.recipe.strip() else None
     if deployed is None and not v.model.strip():
         raise LaunchError("Model: pick a catalog model or type an id/path")
@@ -162,6 +210,9 @@ def build_run_config(v: LaunchValues) -> RunConfig:
             mem_fraction=v.mem_fraction, max_seqs=_none_if(v.max_seqs, 0), max_model_len=_none_if(v.max_model_len, 0),
             dtype=_none_if(v.dtype, "auto", ""), quantization=_none_if(v.quantization, "none", ""),
             kv_cache_dtype=_none_if(v.kv_cache_dtype, "auto", ""), extra_args=extra)
+        slo = SLO(ttft_ms=v.slo_ttft_ms or None, tpot_ms=v.slo_tpot_ms or None, e2e_ms=v.slo_e2e_ms or None)
+        if search is not None:  # goodput there as vllm bench serve's --goodput: each limit per request
+            slo = SLO(**{f"{x.metric}_ms": x.max_ms for x in search.limits})
         workload = WorkloadSpec(
             input_len=_length("Input length", v.input_len),
             output_len=_length("Output length", v.output_len, "output"), endpoint=v.endpoint,
@@ -170,14 +221,16 @@ def build_run_config(v: LaunchValues) -> RunConfig:
             duration_s=v.duration_s if by_duration else None, warmup_requests=v.warmup,
             min_steady_s=v.min_steady_s, min_requests_per_user=v.min_requests_per_user, request_rate=rate,
             rates=rates, burstiness=v.burstiness if v.arrivals == "rate" else 1.0, ramp_up_s=ramp,
-            slo=SLO(ttft_ms=v.slo_ttft_ms or None, tpot_ms=v.slo_tpot_ms or None, e2e_ms=v.slo_e2e_ms or None))
+            slo=slo)
         count = len(gpus) if gpus else (v.gpu_count if v.engine in ("sim", "openai") else max(v.tp * v.dp, v.gpu_count))
         if deployed:
             return RunConfig(name=v.name.strip() or deployed.recipe, tags=parse_tags(v.tags), engine=spec,
                              instances=deployed.instances, recipe=deployed.recipe, workload=workload, levels=levels,
                              gpu=deployed.gpu, gpu_count=deployed.count, price_per_gpu_hour=v.price, repeat=v.repeat)
         return RunConfig(name=v.name.strip(), tags=parse_tags(v.tags), engine=spec, workload=workload, levels=levels,
-                         gpu=v.gpu or None, gpu_count=count, price_per_gpu_hour=v.price, repeat=v.repeat)
+                         gpu=v.gpu or None, gpu_count=count, price_per_gpu_hour=v.price, repeat=v.repeat,
+                         slo_search=search, alerts=parse_alerts(v.alerts),
+                         gpu_metrics_url=v.gpu_metrics_url.strip() or None)
     except ValidationError as e:
         msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'settings'}: {err['msg']}" for err in e.errors())
         raise LaunchError(f"Invalid settings: {msgs}") from None
@@ -228,7 +281,28 @@ def values_from_config(cfg: dict) -> LaunchValues:
         input_len=str(w.input_len), output_len=str(w.output_len), endpoint=w.endpoint,
         prompt_format=w.prompt_format, tokenizer=w.tokenizer or "", prefix_len=w.prefix_len,
         slo_ttft_ms=w.slo.ttft_ms or 0.0, slo_tpot_ms=w.slo.tpot_ms or 0.0, slo_e2e_ms=w.slo.e2e_ms or 0.0,
-        price=c.price_per_gpu_hour, name=c.name, tags=", ".join(c.tags))
+        price=c.price_per_gpu_hour, name=c.name, tags=", ".join(c.tags), **_search_values(c),
+        alerts=alert_lines(c.alerts), gpu_metrics_url=c.gpu_metrics_url or "")
+
+
+def _search_values(c: RunConfig) -> dict:
+    s = c.slo_search
+    if s is None:
+        return {}
+    preset = next((p for p in ("interactive", "standard") if (s.preset or "").startswith(f"mlperf-{p}")), "custom")
+    out = {"mode": "slo", "slo_preset": preset, "slo_start": int(s.start), "slo_max": int(s.max_value),
+           "slo_percentile": s.limits[0].percentile}
+    return out  # custom limits come back through workload.slo, which the search's limits set
+
+
+def alert_lines(th) -> str:
+    """The rules of `th` that differ from the defaults, one 'RULE=WARN,CRIT' per line."""
+    from bench.alerts import RULES, AlertThresholds
+
+    base = AlertThresholds()
+    fmt = lambda x: "off" if x is None else f"{x:g}"  # noqa: E731
+    return "\n".join(f"{r}={fmt(getattr(th, r).warning)},{fmt(getattr(th, r).critical)}" for r in RULES
+                     if getattr(th, r) != getattr(base, r))
 
 
 def as_dict(v: LaunchValues) -> dict:
@@ -246,7 +320,8 @@ def form_problems(v: LaunchValues) -> list[str]:
     """Every problem of the form at once (the fields people type are checked each on its own), then whatever
     build_run_config finds in the rest; [] when the form makes a valid run."""
     out: list[str] = []
-    for check in (lambda: parse_levels(v.levels), lambda: _length("Input length", v.input_len),
+    levels_check = (lambda: parse_levels(v.levels)) if v.mode != "slo" else (lambda: None)
+    for check in (levels_check, lambda: _length("Input length", v.input_len),
                   lambda: _length("Output length", v.output_len), lambda: build_run_config(v)):
         try:
             check()

@@ -197,10 +197,26 @@ with right:
     st.subheader("Workload")
     for k in ("levels", "stop_by", "requests", "duration_s", "warmup", "input_len", "output_len", "endpoint",
               "prompt_format", "tokenizer", "prefix_len", "slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms", "name", "tags",
-              "min_steady_s", "min_requests_per_user", "arrivals", "rates", "burstiness", "ramp_up", "repeat"):
+              "min_steady_s", "min_requests_per_user", "arrivals", "rates", "burstiness", "ramp_up", "repeat",
+              "mode", "slo_preset", "slo_percentile", "slo_start", "slo_max", "alerts", "gpu_metrics_url"):
         _default(f"l_{k}", getattr(D, k))
-    st.text_input("Concurrency levels", key="l_levels",
-                  help="Comma-separated, e.g. 1,8,64,256 (with request rates: the cap on requests in flight)")
+    st.radio("Mode", ["sweep", "slo"], key="l_mode", horizontal=True,
+             format_func=lambda x: "sweep these levels" if x == "sweep" else "SLO search (bisect)",
+             help="SLO search: the highest concurrency whose latency percentiles meet the limits, probing up x2 "
+                  "then bisecting; every probe is a normal stored level")
+    if ss["l_mode"] == "slo":
+        a, b, c = st.columns(3)
+        a.selectbox("Limits", ["interactive", "standard", "custom"], key="l_slo_preset",
+                    format_func=lambda x: {"interactive": "MLPerf interactive", "standard": "MLPerf standard",
+                                           "custom": "custom (the SLO fields below)"}[x],
+                    help="MLPerf Inference Server-scenario p99 TTFT/TPOT limits for the model's size")
+        b.number_input("Start at", min_value=1, step=1, key="l_slo_start")
+        c.number_input("Up to", min_value=1, step=64, key="l_slo_max")
+        if ss["l_slo_preset"] == "custom":
+            st.selectbox("Percentile of the limits", [50, 90, 95, 99], key="l_slo_percentile")
+    else:
+        st.text_input("Concurrency levels", key="l_levels",
+                      help="Comma-separated, e.g. 1,8,64,256 (with request rates: the cap on requests in flight)")
     st.radio("Arrivals", ["closed", "rate"], key="l_arrivals", horizontal=True,
              format_func=lambda x: "closed loop (users)" if x == "closed" else "request rate (Poisson / gamma)")
     a, b = st.columns(2)
@@ -246,6 +262,16 @@ with right:
     x.number_input("TTFT ms", min_value=0.0, step=50.0, key="l_slo_ttft_ms")
     y.number_input("TPOT ms", min_value=0.0, step=5.0, key="l_slo_tpot_ms")
     z.number_input("E2E ms", min_value=0.0, step=500.0, key="l_slo_e2e_ms")
+    with st.expander("Alerts & remote GPU telemetry", expanded=False):
+        st.text_area("Alert thresholds (one RULE=WARNING,CRITICAL per line; 'off' turns one off)", key="l_alerts",
+                     placeholder="ttft_p99_ms=150,300\noutput_tok_s=1000,500",
+                     help="Defaults: TTFT p99 > 100 / 200 ms, E2E p99 > 10 / 15 s, GPU util < 70% or > 95%, GPU "
+                          "memory > 90%, queue depth > 50 / 100, error rate > 1% / 5%, no tok/s floor. Rules: "
+                          "ttft_p99_ms e2e_p99_ms output_tok_s gpu_util_low_pct gpu_util_high_pct gpu_mem_pct "
+                          "queue_depth error_rate_pct")
+        st.text_input("DCGM exporter of the engine's host", key="l_gpu_metrics_url",
+                      placeholder="http://gpu-host:9400/metrics",
+                      help="GPU telemetry of a remote server (engine 'openai') from its dcgm-exporter")
 
     st.subheader("Run")
     gspec = gpu_cat.get(ss.get("l_gpu") or "")
@@ -282,7 +308,11 @@ def _values() -> LaunchValues:
         prompt_format=g("prompt_format", "text"), tokenizer=g("tokenizer", "") or "",
         prefix_len=int(g("prefix_len", 0) or 0),
         slo_ttft_ms=float(g("slo_ttft_ms", 0)), slo_tpot_ms=float(g("slo_tpot_ms", 0)),
-        slo_e2e_ms=float(g("slo_e2e_ms", 0)), price=g("price"), name=g("name", "") or "", tags=g("tags", "") or "")
+        slo_e2e_ms=float(g("slo_e2e_ms", 0)), price=g("price"), name=g("name", "") or "", tags=g("tags", "") or "",
+        mode=g("mode", "sweep"), slo_preset=g("slo_preset", D.slo_preset),
+        slo_percentile=int(g("slo_percentile", 99)), slo_start=int(g("slo_start", 1) or 1),
+        slo_max=int(g("slo_max", 1024) or 1024), alerts=g("alerts", "") or "",
+        gpu_metrics_url=g("gpu_metrics_url", "") or "")
 
 
 values = _values()
@@ -316,7 +346,8 @@ else:
             quantization=None if values.quantization == "none" else values.quantization,
             kv_cache_dtype=None if values.kv_cache_dtype == "auto" else values.kv_cache_dtype,
             max_model_len=values.max_model_len or None, max_seqs=values.max_seqs or None,
-            max_concurrency=max(config.levels) if config else None, tokens_per_request=tokens)
+            max_concurrency=(int(config.slo_search.max_value) if config.slo_search is not None
+                             else max(config.levels)) if config else None, tokens_per_request=tokens)
         need_gb = None
         if fit.need_kv_tokens:
             need_gb = fit.weights_gb + fit.overhead_gb + fit.need_kv_tokens * fit.kv_bytes_per_token / 1e9
@@ -374,7 +405,11 @@ def _start() -> None:
 
 with top_bar:
     a, b = st.columns([5, 1], vertical_alignment="center")
-    if config is not None:
+    if config is not None and config.slo_search is not None:
+        a.caption(f"Ready: {esc_md(ENGINES[engine])} · {esc_md(config.engine.model)} · SLO search: "
+                  f"{esc_md(config.slo_search.describe())}, C = {config.slo_search.start:g} to "
+                  f"{config.slo_search.max_value:g}. Start here or at the bottom of the form.")
+    elif config is not None:
         what = (f"recipe {config.recipe} ({len(config.instances)} instances)" if config.instances
                 else f"{ENGINES[engine]} · {config.engine.model}")
         a.caption(f"Ready: {esc_md(what)} · {len(config.levels)} level(s) "

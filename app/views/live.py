@@ -13,6 +13,7 @@ import streamlit as st
 from app.ui import charts
 from app.ui.common import (download_csv, esc_md, fmt_dt, fmt_num, fmt_secs, show_chart, show_table, sim_badge,
                            status_badge, worker_api)
+from bench.alerts import alert_counts, level_alert_rows
 from bench.compare import picker_labels, run_labels
 from bench.repeats import interval_rows, summaries_of
 from bench.report import prompt_label
@@ -162,8 +163,16 @@ def _progress(d: q.RunDetail, now: datetime) -> None:
     p = q.sweep_progress(d, planned, dur, now)
     if not p.levels:
         return
-    eta = "" if p.eta_s is None else f" · ETA ~{fmt_secs(p.eta_s)}"
-    st.progress(min(1.0, p.fraction), text=f"Sweep: {p.fraction:.0%} · {fmt_secs(p.elapsed_s)} elapsed{eta}")
+    search = (d.config or {}).get("slo_search")
+    if search is not None and d.run.active:  # no known end: the probes so far against the most it can take
+        from bench.slo_search import SloSearchSpec, level_budget
+
+        most = level_budget(SloSearchSpec.model_validate(search))
+        st.progress(min(1.0, len(d.levels) / most), text=f"SLO search: probe {len(d.levels)} of at most {most} · "
+                                                         f"{fmt_secs(p.elapsed_s)} elapsed")
+    else:
+        eta = "" if p.eta_s is None else f" · ETA ~{fmt_secs(p.eta_s)}"
+        st.progress(min(1.0, p.fraction), text=f"Sweep: {p.fraction:.0%} · {fmt_secs(p.elapsed_s)} elapsed{eta}")
     if not d.run.active and all(lv.status == "completed" for lv in p.levels):
         return  # every level done: one bar says it; per-level bars matter while running or when one stopped short
     cols = st.columns(min(len(p.levels), 6))
@@ -360,6 +369,8 @@ def _levels(d: q.RunDetail) -> None:
         st.markdown("**Across repeats: mean ± 95% confidence interval (Student t)**")
         show_table(pd.DataFrame(reps), key=f"live-repeats-{d.run.id}", filename=f"run{d.run.id}_repeats")
     done = df[df["status"] == "completed"]
+    if (d.config or {}).get("slo_search"):  # probes run out of order (2, 4, 8, 6, 7): draw them by concurrency
+        done = done.sort_values("concurrency", kind="stable")
     if len(done) >= 2:
         a, b = st.columns(2)
         label = run_labels([d.run], {d.run.id: d.config})[d.run.id]
@@ -371,6 +382,36 @@ def _levels(d: q.RunDetail) -> None:
             show_chart(charts.by_concurrency([(label, done)], "ttft_p50_ms", "TTFT p50 (solid) / p99 (dashed)", "ms",
                                              simulated=d.run.simulated, dash_col="ttft_p99_ms"),
                        key=f"live-lvl-ttft-{d.run.id}", filename=f"run{d.run.id}_ttft_vs_conc")
+
+
+def _alerts(d: q.RunDetail) -> None:
+    """Alerts firing now (the worker's latest "alerts" event, while the run is active), the finished levels' alert
+    count, and the SLO search's state when the run is one."""
+    evs = q.events(d.run.id, kinds=("alerts", "slo_search"), limit=50)
+    latest = next((e for e in reversed(evs) if e.kind == "alerts"), None)
+    search = next((e for e in reversed(evs) if e.kind == "slo_search"), None)
+    if d.run.active and latest is not None and (latest.payload or {}).get("alerts"):
+        for a in latest.payload["alerts"]:
+            text = f"**{esc_md(a.get('severity', '').upper())}** · {esc_md(a.get('message', ''))} (live, last 10 s)"
+            (st.error if a.get("severity") == "critical" else st.warning)(text, icon=":material/notifications_active:")
+    rows = level_alert_rows([(lv.idx, lv.concurrency, lv.summary) for lv in d.levels if lv.summary])
+    if rows:
+        st.caption(f"Level alerts: {esc_md(alert_counts(rows))} (thresholds stored with the run; see Levels)")
+    if search is not None:
+        st.info(esc_md(search.message), icon=":material/target:")
+    elif (d.config or {}).get("slo_search"):
+        probes = [(lv.concurrency if lv.request_rate is None else lv.request_rate, lv.summary["slo_search"]["meets"])
+                  for lv in d.levels if (lv.summary or {}).get("slo_search")]
+        passed = [v for v, ok in probes if ok]
+        st.info(f"SLO search: {len(probes)} probe(s) so far"
+                + (f", highest meeting the limits {max(passed):g}" if passed else ""), icon=":material/target:")
+
+
+def _level_alerts(d: q.RunDetail) -> None:
+    rows = level_alert_rows([(lv.idx, lv.concurrency, lv.summary) for lv in d.levels if lv.summary])
+    if rows:
+        st.markdown("**Alerts per level**")
+        show_table(pd.DataFrame(rows), key=f"live-alerts-{d.run.id}", filename=f"run{d.run.id}_alerts")
 
 
 def _events(d: q.RunDetail) -> None:
@@ -404,6 +445,7 @@ def live_view(run_id: int) -> None:
     _cancel(d)
     _engine(d, now)
     _progress(d, now)
+    _alerts(d)
     tabs = ["Throughput & latency", "GPUs", "Levels", "Engine log & events"]
     if d.run.active:
         frames = _series_frames(d)
@@ -427,6 +469,7 @@ def live_view(run_id: int) -> None:
     if levels.open:
         with levels:
             _levels(d)
+            _level_alerts(d)
     if log.open:
         with log:
             _events(d)

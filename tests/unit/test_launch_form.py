@@ -57,3 +57,24 @@ def test_launch_form_loads_a_recipe_and_refuses_one_that_does_not_fit():
     assert bad == []
     problems = form_problems(LaunchValues(recipe="no-such-recipe", levels="1"))
     assert problems and problems[0].startswith("Recipe: recipe no-such-recipe: no such file")
+def test_slo_search_mode_and_alerts_round_trip():
+    from app.ui.launch_form import LaunchValues, build_run_config, form_problems, values_from_config
+
+    v = LaunchValues(gpu="H100-SXM-80GB", mode="slo", slo_preset="custom", slo_ttft_ms=300, slo_percentile=95,
+                     slo_start=2, slo_max=128, levels="not used", alerts="ttft_p99_ms=150,300\noutput_tok_s=100,off")
+    assert form_problems(v) == []
+    c = build_run_config(v)
+    assert [(x.metric, x.percentile, x.max_ms) for x in c.slo_search.limits] == [("ttft", 95, 300)]
+    assert (c.slo_search.start, c.slo_search.max_value, c.levels) == (2, 128, [2])
+    assert c.workload.slo.ttft_ms == 300                    # goodput there counts requests within the limit
+    assert c.alerts.ttft_p99_ms.critical == 300 and c.alerts.output_tok_s.warning == 100
+    back = values_from_config(c.model_dump())
+    assert (back.mode, back.slo_preset, back.slo_ttft_ms, back.slo_percentile, back.slo_max) == (
+        "slo", "custom", 300, 95, 128)
+    assert back.alerts.splitlines() == ["ttft_p99_ms=150,300", "output_tok_s=100,off"]
+    assert build_run_config(back).model_dump() == c.model_dump()
+    preset = build_run_config(LaunchValues(gpu="H100-SXM-80GB", model="meta-llama/Meta-Llama-3-70B-Instruct",
+                                           mode="slo", slo_preset="standard"))
+    assert [x.max_ms for x in preset.slo_search.limits] == [2000, 200]   # MLPerf llama2-70b row
+    assert form_problems(LaunchValues(gpu="H100-SXM-80GB", mode="slo", slo_preset="custom"))
+    assert any("Alerts" in p for p in form_problems(LaunchValues(gpu="H100-SXM-80GB", alerts="nope=1")))

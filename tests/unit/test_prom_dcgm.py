@@ -1,0 +1,76 @@
+"""Prometheus text rendering of a run (bench/prom_export.py) checked by prometheus_client's own parser, and the DCGM
+exporter page -> telemetry rows mapping (telemetry/dcgm.py) on the fixture page."""
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from telemetry.dcgm import rows_from_text
+from telemetry.nvml import SAMPLE_KEYS
+from bench.prom_export import render
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "dcgm_exporter_h100x2.prom"
+
+
+def samples(text):
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def test_render_parses_and_carries_the_numbers():
+    snap = {"info": {"run_id": 7, "engine": "sim", "model": 'we"ird\nname', "gpu": "H100", "simulated": True},
+            "level": {"index": 1, "concurrency": 32, "request_rate": None, "sent": 10, "ok": 9, "err": 1},
+            "values": {"ttft_p99_ms": 250.0, "output_tok_s": 1234.5, "gpu_util_min_pct": 55.0, "queue_depth": 3},
+            "alerts": [{"rule": "ttft_p99_ms", "severity": "critical"}],
+            "finished": [{"index": 0, "concurrency": 4, "n_ok": 40, "n_err": 0, "output_tok_s": 800.0, "req_s": 6.0,
+                          "goodput_req_s": 5.5, "ttft_ms": {"p50": 20.0, "p90": 30.0, "p95": 35.0, "p99": 40.0},
+                          "tpot_ms": {"p50": 5.0, "p99": 6.0}, "e2e_ms": {}, "alerts": [{"severity": "warning"}]}],
+            "search": {"mode": "concurrency", "best": 4}}
+    got = samples(render(snap))
+    (labels, v), = got["melt_run_info"]
+    assert v == 1 and labels["model"] == 'we"ird\nname' and labels["simulated"] == "true"
+    reqs = {(s[0]["level"], s[0]["outcome"]): s[1] for s in got["melt_level_requests_total"]}
+    assert reqs[("1", "error")] == 1 and reqs[("0", "ok")] == 40
+    assert got["melt_level_output_tokens_per_second"] == [({"level": "0", "concurrency": "4"}, 800.0)]
+    q = {s[0]["quantile"]: s[1] for s in got["melt_level_ttft_seconds"]}
+    assert q == {"0.5": 0.02, "0.9": 0.03, "0.95": 0.035, "0.99": 0.04}
+    assert got["melt_live_ttft_p99_seconds"][0][1] == 0.25
+    assert got["melt_live_gpu_util_min_ratio"][0][1] == 0.55
+    assert got["melt_alert"] == [({"rule": "ttft_p99_ms", "severity": "critical"}, 1.0)]
+    assert ({"level": "0", "severity": "warning"}, 1.0) in got["melt_level_alerts"]
+    assert got["melt_slo_search_best"][0][1] == 4
+    assert "melt_live_e2e_p99_seconds" not in got  # no value: no sample (never a made-up 0)
+
+
+def test_render_of_an_empty_snapshot_is_valid():
+    got = samples(render({"info": {}, "level": None, "values": {}, "alerts": [], "finished": []}))
+    assert list(got) == ["melt_run_info"]
+
+
+def test_dcgm_page_maps_to_nvml_sample_keys():
+    rows = rows_from_text(FIXTURE.read_text())
+    assert [r["gpu_index"] for r in rows] == [0, 1]
+    for r in rows:
+        assert set(r) == set(SAMPLE_KEYS)
+    g0, g1 = rows
+    assert g0["gpu_uuid"] == "GPU-3f2c9a1e-7b44-4c1d-9e8f-0a1b2c3d4e5f"
+    assert g0["util_gpu"] == 97 and g0["util_mem"] == 61
+    assert g0["mem_used_mb"] == 72000 and g0["mem_total_mb"] == 81559 == g1["mem_total_mb"]  # used+free+reserved
+    assert g0["power_avg_w"] == g0["power_w"] == 512.337
+    assert abs(g0["energy_j"] - 8812345.678) < 1e-6                                      # mJ -> J
+    assert (g0["temp_gpu_c"], g0["temp_mem_c"], g0["sm_clock_mhz"], g0["mem_clock_mhz"]) == (58, 51, 1980, 2619)
+    assert abs(g0["sm_active"] - 90.125) < 1e-9 and abs(g0["tensor_active"] - 28.4512) < 1e-9  # ratio -> %
+    assert abs(g0["pcie_rx_kbs"] - 38225.174) < 1e-9                                       # B/s -> kB/s
+    assert g1["throttle_reasons"] == 4 and isinstance(g1["throttle_reasons"], int) and g1["pstate"] == 0
+    assert g0["extra"]["model"] == "NVIDIA H100 80GB HBM3" and g0["extra"]["source"] == "dcgm"
+
+
+def test_dcgm_newer_names_and_instant_power():
+    page = ('DCGM_FI_DEV_POWER_USAGE{gpu="0",UUID="GPU-a"} 300\n'
+            'DCGM_FI_DEV_POWER_USAGE_INSTANT{gpu="0",UUID="GPU-a"} 355.5\n'
+            'DCGM_FI_DEV_CLOCKS_EVENT_REASONS{gpu="0",UUID="GPU-a"} 1\n')
+    (r,) = rows_from_text(page)
+    assert r["power_avg_w"] == 300 and r["power_w"] == 355.5 and r["throttle_reasons"] == 1
+    assert rows_from_text("# nothing here\nnode_load1 0.5\n") == []
