@@ -12,10 +12,14 @@ from tests.e2e.conftest import SHOTS
 pytestmark = [pytest.mark.e2e]
 
 
-def _settle(page) -> None:
+def _settle(page, charts: int = 0) -> None:
+    """The script run is over and at least `charts` charts are drawn, axes and titles included (a loaded machine
+    draws the page top down, and a chart's svg before its text)."""
     page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget] button')", timeout=30_000)
-    page.wait_for_function("""() => Array.from(document.querySelectorAll('[data-testid=stPlotlyChart]'))
-        .every(el => el.querySelector('.main-svg'))""", timeout=30_000)
+    page.wait_for_function("""n => {
+        const all = Array.from(document.querySelectorAll('[data-testid=stPlotlyChart]'));
+        return all.length >= n && all.every(el => el.querySelector('.main-svg') && el.innerText.trim().length > 0);
+    }""", arg=charts, timeout=30_000)
 
 
 def _full(page, name: str) -> None:
@@ -45,7 +49,7 @@ def test_blitz_result_page(blitzes, browser_page):
     page.set_viewport_size({"width": 1500, "height": 1000})
     page.goto(f"{base}/blitz?run={ids[2]}")
     page.get_by_text("Blitz score", exact=True).first.wait_for()
-    _settle(page)
+    _settle(page, charts=1)
     body = page.inner_text("[data-testid=stMain]")
     assert "GPU health" in body and "WARN" in body and "thermal slowdown" in body
     assert "Roofline share" in body and "tok/s per W" in body
@@ -55,8 +59,9 @@ def test_blitz_result_page(blitzes, browser_page):
     _full(page, "blitz_result_full")
     page.goto(f"{base}/blitz?run={ids[3]}")
     page.get_by_text("Blitz score (SIMULATED)", exact=True).first.wait_for()
-    _settle(page)
-    assert "SIMULATED" in page.inner_text("[data-testid=stPlotlyChart]")  # the curves say it too
+    _settle(page, charts=1)
+    # the curves say it too (the previous run's chart may still be on screen for a moment after the switch)
+    page.locator("[data-testid=stPlotlyChart]", has_text="SIMULATED").first.wait_for(timeout=30_000)
     page.screenshot(path=str(SHOTS / "blitz_simulated.png"))
 
 
@@ -65,10 +70,10 @@ def test_leaderboard_page(blitzes, browser_page):
     page = browser_page
     page.goto(f"{base}/leaderboard")
     page.get_by_text("Measured GPUs").first.wait_for()
-    _settle(page)
+    charts = page.locator("[data-testid=stPlotlyChart]")
+    _settle(page, charts=2)  # both ranking charts
     body = page.inner_text("[data-testid=stMain]")
     assert "Simulated GPUs (SIMULATED" in body
-    charts = page.locator("[data-testid=stPlotlyChart]")
     assert charts.count() == 2
     real_chart = charts.nth(0).inner_text()
     assert "1. H200-141GB" in real_chart and "2. H100-SXM-80GB" in real_chart and "SIMULATED" not in real_chart
