@@ -59,6 +59,21 @@ def weight_bytes_per_param(model: ModelSpec, dtype: str | None = None, quantizat
     return _DTYPE_BYTES[d]
 
 
+def weight_gb(model: ModelSpec, dtype: str | None = None, quantization: str | None = None, tp: int = 1) -> float:
+    """Weight shard per GPU (GB). vLLM's fp8 / int8 / AWQ / GPTQ schemes quantize the linear layers only: the token
+    embedding and an untied LM head stay in the activation dtype (measured on the H200, vLLM 0.25.1 fp8 with dummy
+    weights: Gemma-3-27B 26.84 GiB = 28.8 GB, Qwen3-30B-A3B 29.06 GiB = 31.2 GB; 27.4 / 30.5 GB at 1 byte for all).
+    GGUF files quantize the embedding too, so there every parameter has the scheme's size."""
+    per = weight_bytes_per_param(model, dtype, quantization)
+    emb = model.embedding_params()
+    if quantization and not quantization.lower().startswith("gguf") and emb < model.total_params_b * 1e9:
+        act = _DTYPE_BYTES.get((dtype or model.dtype).lower(), 2.0)
+        total = (model.total_params_b * 1e9 - emb) * per + emb * act
+    else:
+        total = model.weight_bytes(per)
+    return total / GB / tp
+
+
 def kv_bytes_per_elem(model: ModelSpec, kv_cache_dtype: str | None = None, dtype: str | None = None) -> float:
     """KV cache element size: fp8 variants are 1 byte, 'auto' follows the activation dtype (never quantized)."""
     k = (kv_cache_dtype or "auto").lower()
@@ -166,17 +181,20 @@ def estimate_fit(
     if model.num_attention_heads % tp:
         warnings.append(f"{model.num_attention_heads} attention heads do not divide by TP {tp}: the engine will refuse")
 
-    weights_gb = model.weight_bytes(weight_bytes_per_param(model, dtype, quantization)) / GB / tp
+    weights_gb = weight_gb(model, dtype, quantization, tp)
     # TP splits KV heads across GPUs; with more GPUs than KV heads each GPU keeps one (replicated) head.
     kv_heads_per_gpu = math.ceil(model.num_kv_heads / tp)
     kv_elem = kv_bytes_per_elem(model, kv_cache_dtype, dtype)
-    kv_per_token = 2 * model.num_layers * kv_heads_per_gpu * model.head_dim * kv_elem
+    # Padded attention groups included (hybrid sliding-window models: ModelSpec.kv_alloc_layers).
+    kv_per_token = 2 * model.kv_alloc_layers() * kv_heads_per_gpu * model.head_dim * kv_elem
 
     seqs = max_seqs or default_max_seqs(total_gb)
     act_dtype_bytes = _DTYPE_BYTES.get((dtype or model.dtype).lower(), 2.0)
     # Activation peak of one step: hidden states + MLP intermediates for STEP_TOKENS, plus fp32 logits of
     # every running sequence (the sampler's peak). Rough, but scales the right way with model size.
-    act_gb = (STEP_TOKENS * (4 * model.hidden_size + 2 * model.intermediate_size / tp) * act_dtype_bytes
+    # A MoE layer's intermediates are per routed expert: experts_per_token x the per-expert width.
+    mlp_width = model.intermediate_size * ((model.experts_per_token or 1) if model.num_experts else 1)
+    act_gb = (STEP_TOKENS * (4 * model.hidden_size + 2 * mlp_width / tp) * act_dtype_bytes
               + seqs * model.vocab_size * 4 / tp) / GB
     overhead_gb = RUNTIME_OVERHEAD_GB + act_gb
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.memory import GB, MemoryFit, estimate_fit
+from bench.memory import GB, MemoryFit, estimate_fit, weight_gb
 from catalog.models import GPUSpec, ModelSpec
 from catalog.recipes import Instance, Recipe
 
@@ -258,11 +258,12 @@ def plan(recipe: Recipe, gpu: GPUSpec, models: dict[str, ModelSpec], count: int 
     reasons += [gp.reason for gp in gpus if gp.reason.startswith("GPU ")] + instance_reasons
     out = Plan(recipe.name, gpu.id, count, total, source, plans, gpus, reasons)
     if reasons:
-        out.suggestions = suggest(recipe, out, need, services_gb)
+        out.suggestions = suggest(recipe, out, need, services_gb, models)
     return out
 
 
-def suggest(recipe: Recipe, p: Plan, need: dict[str, float], services_gb: list[float]) -> list[str]:
+def suggest(recipe: Recipe, p: Plan, need: dict[str, float], services_gb: list[float],
+            models: dict[str, ModelSpec]) -> list[str]:
     """What to change, per GPU that does not fit: each line says what it saves and whether that alone is enough."""
     out: list[str] = []
     given = {r.name for r in recipe.instances if r.memory_fraction}
@@ -286,7 +287,7 @@ def suggest(recipe: Recipe, p: Plan, need: dict[str, float], services_gb: list[f
         for i in here:
             r = next(r for r in recipe.instances if r.name == i.name)
             if not r.quantization and (r.dtype or "auto") in ("auto", "bfloat16", "bf16", "float16", "fp16", "half"):
-                saved = i.fit.weights_gb / 2
+                saved = i.fit.weights_gb - weight_gb(_model(models, r.model), r.dtype, "fp8", i.tp)
                 out.append(f"  quantize {i.name} to fp8 (quantization: fp8): -{saved:.1f} GB of weights ({enough(saved)})")
             if i.tp * 2 * i.dp <= p.count:
                 saved = i.fit.weights_gb / 2

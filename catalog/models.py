@@ -48,12 +48,43 @@ class ModelSpec(_Strict):
     num_experts: int | None = None
     experts_per_token: int | None = None
     tie_word_embeddings: bool = False
+    sliding_window: int | None = Field(default=None, gt=0, description="Sliding-window attention span, tokens")
+    sliding_window_pattern: int | None = Field(
+        default=None, gt=1, description="Every Nth layer is full attention, the others sliding (Gemma 3: 6)")
     dtype: str = "bfloat16"
     sources: list[str] = Field(default_factory=list)
 
     def kv_bytes_per_token(self, bytes_per_elem: float = 2.0) -> float:
         """K and V for every layer: 2 * layers * kv_heads * head_dim * bytes."""
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * bytes_per_elem
+
+    def attention_layer_counts(self) -> tuple[int, int]:
+        """(full-attention layers, sliding-window layers): Gemma 3's pattern makes layer i full when (i + 1) % N == 0."""
+        if not self.sliding_window or not self.sliding_window_pattern:
+            return self.num_layers, 0
+        full = self.num_layers // self.sliding_window_pattern
+        return full, self.num_layers - full
+
+    def kv_alloc_layers(self) -> int:
+        """Layers vLLM allocates KV for per token (v1 KV-cache manager, kv_cache_utils
+        `_get_kv_cache_groups_uniform_page_size`): with two attention types the layers of each type are cut into
+        groups of one size (the smaller bucket's count, or the larger's when it is < 1.5x the smaller), the last
+        group of a type padded with empty layers, and every group takes a page per token block. Gemma-3-27B: 10 full
+        + 52 sliding -> groups of 10 -> 1 + 6 groups = 70 layers' worth (vLLM logs "Add 8 padding layers")."""
+        full, sliding = self.attention_layer_counts()
+        if not sliding or not full:
+            return self.num_layers
+        small, big = min(full, sliding), max(full, sliding)
+        group = big if big < small * 1.5 else small
+        return group * (-(-full // group) + -(-sliding // group))
+
+    def kv_alloc_bytes_per_token(self, bytes_per_elem: float = 2.0) -> float:
+        """KV-cache bytes an engine reserves per token of capacity (padded groups included)."""
+        return 2 * self.kv_alloc_layers() * self.num_kv_heads * self.head_dim * bytes_per_elem
+
+    def embedding_params(self) -> float:
+        """Token embedding + LM head parameters (one matrix when tied)."""
+        return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
 
     def weight_bytes(self, bytes_per_param: float = 2.0) -> float:
         return self.total_params_b * 1e9 * bytes_per_param

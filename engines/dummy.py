@@ -81,6 +81,8 @@ def model_config(model: ModelSpec) -> dict:
                     "moe_intermediate_size": model.intermediate_size})
     if mtype == "gemma3_text":
         cfg["query_pre_attn_scalar"] = model.head_dim
+    if model.sliding_window and model.sliding_window_pattern:  # the catalog's window wins over the family default
+        cfg.update({"sliding_window": model.sliding_window, "sliding_window_pattern": model.sliding_window_pattern})
     if mtype in ("qwen3", "qwen3_moe", "qwen2"):
         cfg.update({"use_sliding_window": False, "sliding_window": None, "max_window_layers": model.num_layers})
     cfg["melt_dummy"] = {"catalog_id": model.id, "note": "written by Melt for --load-format dummy; no weights"}

@@ -195,7 +195,9 @@ class PerfModel:
                 f"{m.id} does not fit on one {gpu.id}: weights {self.weight_bytes_total / GB:.1f} GB + reserve "
                 f"{self.reserve_bytes / GB:.1f} GB > {knobs.mem_fraction:.2f} x {gpu.memory_gb:g} GB "
                 f"= {budget / GB:.1f} GB (try a bigger GPU, fp8 weights or a higher --mem-fraction)")
-        self.num_blocks = int(self.kv_bytes_available // (self.kv_bytes_per_token * self.block_size))
+        # Capacity counts vLLM's padded attention groups (hybrid sliding-window models: ModelSpec.kv_alloc_layers).
+        self.kv_alloc_bytes_per_token = m.kv_alloc_bytes_per_token(kv_elem)
+        self.num_blocks = int(self.kv_bytes_available // (self.kv_alloc_bytes_per_token * self.block_size))
         self.kv_capacity_tokens = self.num_blocks * self.block_size
         self.max_model_len = knobs.max_model_len or m.max_position_embeddings
         if self.max_model_len > self.kv_capacity_tokens:
