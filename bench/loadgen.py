@@ -364,15 +364,25 @@ class LevelOutcome:
     stop_reason: str | None = None  # why a steady-rule level stopped taking requests (enough steady state, or the cap)
 
 
+# Users per shard on a big host. Measured (docs/PERFORMANCE.md, H200 Blitz, 2026-12-02): one shard driving 128
+# streaming users at 20-23k output tok/s used 70-81% of a core, close to CLIENT_BOUND_PCT; a busy client delays
+# its reads and shows the server slower than it is.
+USERS_PER_SHARD_BIG_HOST = 64
+BIG_HOST_CORES = 8
+
+
 def auto_procs(concurrency: int) -> int:
-    """Shard count: 1 below 200 users (one uvloop easily streams that), then ~1 per 1000 users, >= 2."""
+    """Shard count: 1 below 200 users (one uvloop streams that on a small host), then ~1 per 1000 users, >= 2.
+    On a host of >= 8 cores (a GPU server) also 1 per 64 users, up to a quarter of the cores (the rest stay with the
+    engine): the per-shard cost grows with the streamed token rate, which a fast GPU makes high at few users."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    if concurrency < 200 or cores < 2:
-        return 1
-    return max(1, min(cores, max(2, math.ceil(concurrency / 1000)), concurrency))
+    n = 1 if concurrency < 200 or cores < 2 else max(1, min(cores, max(2, math.ceil(concurrency / 1000)), concurrency))
+    if cores >= BIG_HOST_CORES:
+        n = max(n, min(cores // 4, math.ceil(concurrency / USERS_PER_SHARD_BIG_HOST)))
+    return n
 
 
 def split_even(total: int, parts: int) -> list[int]:

@@ -468,9 +468,12 @@ def test_request_rate_mode_follows_the_poisson_schedule(server):
 def test_shard_sizing_helpers(monkeypatch):
     from bench import loadgen
     assert loadgen.split_even(10, 3) == [4, 3, 3] and sum(loadgen.split_even(10_000, 7)) == 10_000
-    monkeypatch.setattr(loadgen.os, "sched_getaffinity", lambda pid: set(range(16)))
-    assert loadgen.auto_procs(1) == 1 and loadgen.auto_procs(199) == 1
-    assert loadgen.auto_procs(200) == 2 and loadgen.auto_procs(5000) == 5 and loadgen.auto_procs(100_000) == 16
+    monkeypatch.setattr(loadgen.os, "sched_getaffinity", lambda pid: set(range(2)))   # this CI machine
+    assert loadgen.auto_procs(1) == 1 and loadgen.auto_procs(199) == 1 and loadgen.auto_procs(200) == 2
+    monkeypatch.setattr(loadgen.os, "sched_getaffinity", lambda pid: set(range(16)))  # a GPU server
+    assert loadgen.auto_procs(1) == 1 and loadgen.auto_procs(64) == 1
+    assert loadgen.auto_procs(128) == 2 and loadgen.auto_procs(199) == 4           # 1 per 64 users, <= 16 / 4
+    assert loadgen.auto_procs(200) == 4 and loadgen.auto_procs(5000) == 5 and loadgen.auto_procs(100_000) == 16
     monkeypatch.setattr(loadgen.os, "sched_getaffinity", lambda pid: {0})
     assert loadgen.auto_procs(10_000) == 1
 
