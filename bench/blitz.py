@@ -173,6 +173,30 @@ def _facts_brief(facts: Mapping | None) -> list[dict]:
     return out
 
 
+def against_previous(entry: Mapping, entries: Sequence[Mapping]) -> dict | None:
+    """This Blitz against the one before it on the same GPU, GPU count, engine, model and kind (measured or
+    simulated): the run-to-run check of two Blitz runs agreeing within AGREEMENT. entry / entries: rows of
+    storage.queries.blitz_results. None when there is no earlier comparable run with a score."""
+    res = entry.get("result") or {}
+    score = res.get("score_output_tok_s")
+    if not score:
+        return None
+
+    def key(e: Mapping) -> tuple:
+        r = e.get("result") or {}
+        return (e.get("gpu"), e.get("gpu_count"), e.get("engine_kind"), r.get("model"), bool(e.get("simulated")))
+
+    earlier = [e for e in entries if e.get("run_id", 0) < entry.get("run_id", 0) and key(e) == key(entry)
+               and (e.get("result") or {}).get("score_output_tok_s")]
+    if not earlier:
+        return None
+    prev = max(earlier, key=lambda e: e["run_id"])
+    other = float(prev["result"]["score_output_tok_s"])
+    spread = abs(float(score) - other) / ((float(score) + other) / 2)
+    return {"run_id": prev["run_id"], "score_output_tok_s": other, "change": float(score) / other - 1,
+            "spread": spread, "agree": spread <= AGREEMENT}
+
+
 def headline(result: Mapping) -> str:
     """One line: 'Blitz score 12,345 output tok/s at concurrency 256 · 21.3 tok/s/W · 0.047 J/token · health PASS'."""
     from bench.tables import fmt_rate, fmt_small

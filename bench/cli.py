@@ -586,6 +586,15 @@ def cmd_blitz(a: argparse.Namespace) -> int:
             log(table(["Blitz", "value"], [[k, str(v)] for k, v in result_rows(res)]))
             if a.single_stream_python:
                 log(headline(res))
+            from bench.blitz import AGREEMENT, against_previous
+            from storage.queries import blitz_results
+
+            entries = blitz_results(a.db)
+            prev = against_previous(next((e for e in entries if e["run_id"] == run_id), {}), entries)
+            if prev:
+                log(f"against the previous Blitz of this GPU, engine and model (#{prev['run_id']}, "
+                    f"{prev['score_output_tok_s']:,.0f} tok/s): {100 * prev['change']:+.1f}%, "
+                    f"{'agrees' if prev['agree'] else 'DISAGREES'} within {100 * AGREEMENT:.0f}%")
 
     return _execute(a, cfg, after)
 

@@ -9,7 +9,7 @@ import streamlit as st
 from app.ui import charts
 from app.ui.common import (detected_engines, detected_gpus, esc_md, fmt_dt, gpu_catalog, page_header, show_chart,
                            show_table, sim_badge, status_badge, worker_api)
-from bench.blitz import TAG, result_rows
+from bench.blitz import AGREEMENT, TAG, against_previous, result_rows
 from bench.tables import fmt_rate, fmt_small
 from catalog.loader import match_nvml_name
 from storage import queries as q
@@ -114,7 +114,32 @@ def show(run_id: int) -> None:
                   if res.get("spread") is not None else "") + sim)
     if res.get("stable") is False:
         st.warning(f"The {res['measured_levels']} measured levels disagree by {100 * res['spread']:.1f}% (more than "
-                   "3%): not a stable score. Is something else loading this machine?")
+                   f"{100 * AGREEMENT:.0f}%): not a stable score. Is something else loading this machine? "
+                   "Run it again below.")
+    entries = q.blitz_results()
+    mine = next((e for e in entries if e["run_id"] == run_id), None)
+    prev = against_previous(mine, entries) if mine else None
+    if prev:
+        verdict = "agrees" if prev["agree"] else "DISAGREES"
+        st.caption(f"Against the previous Blitz of this GPU, engine and model (#{prev['run_id']}, "
+                   f"{fmt_rate(prev['score_output_tok_s'])} tok/s): {100 * prev['change']:+.1f}%, {verdict} within "
+                   f"{100 * AGREEMENT:.0f}%{sim}")
+    if not r.active and st.button("Run this Blitz again", key=f"b_again_{run_id}", icon=":material/replay:",
+                                  help="the same engine, GPU and minutes; the two runs are then compared"):
+        runs = worker_api()
+        if runs is not None:
+            from bench.blitz_run import blitz_config
+
+            try:
+                eng = d.config.get("engine") or {}
+                again = runs.start_run(blitz_config(r.engine_kind, res.get("gpu") or r.gpu,
+                                                    float(res.get("minutes") or 5.0), model=r.model,
+                                                    engine_cmd=eng.get("engine_cmd")))
+            except Exception as e:  # noqa: BLE001 - a bad setting or an unwritable history: say it, start nothing
+                st.error(f"Blitz not started: {esc_md(e)}")
+            else:
+                st.query_params["run"] = str(again)
+                st.rerun()
     reasons = (res.get("health") or {}).get("reasons") or []
     if reasons:
         st.caption("Health: " + esc_md("; ".join(reasons)))

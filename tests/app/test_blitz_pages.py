@@ -120,3 +120,23 @@ def test_live_shows_a_blitz_run_with_its_levels_as_the_plan(blitz_db):
     planned, dur = planned_for(d.config, [(lv.concurrency, lv.n_requested) for lv in d.levels])
     assert [c for c, _ in planned] == [lv.concurrency for lv in d.levels] and dur is None
     assert planned_for(d.config, []) == ([(8, None)], d.config["workload"]["min_steady_s"] + 5.0)
+
+
+def test_blitz_page_compares_with_the_previous_run_and_runs_it_again(blitz_db, monkeypatch):
+    import bench.runs
+
+    db, ids = blitz_db
+    at = page("blitz", run=ids["h200_b"])
+    scores = {e["run_id"]: e["result"]["score_output_tok_s"] for e in q.blitz_results(db)}
+    change = scores[ids["h200_b"]] / scores[ids["h200_a"]] - 1
+    assert f"Against the previous Blitz of this GPU, engine and model (#{ids['h200_a']}" in texts(at)
+    assert f"{100 * change:+.1f}%, DISAGREES within 3%" in texts(at)
+    at_first = page("blitz", run=ids["h200_a"])                      # nothing earlier on an H200 with vLLM
+    assert "Against the previous Blitz" not in texts(at_first)
+    started = []
+    monkeypatch.setattr(bench.runs, "spawn_worker", lambda run_id, db=None, **kw: started.append(run_id) or 1)
+    at.button(key=f"b_again_{ids['h200_b']}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(started) == 1
+    new = q.get_run(started[0], db)
+    assert new.run.gpu == "H200-141GB" and new.run.engine_kind == "vllm" and "blitz" in (new.run.tags or [])

@@ -86,3 +86,18 @@ def test_single_stream_beside_the_score(db_path):
     assert ss["weights"].startswith("dummy") and ss["device"] == "cpu" and ss["output_tokens"] % 16 == 0
     assert "single-stream" in ss["label"]
     assert get_run(run_id, db_path).config["blitz"]["minutes"] == 0.05
+
+
+def test_blitz_cli_compares_with_the_previous_blitz_of_the_same_kind(db_path):
+    from app.perf.seed import seed_blitz
+
+    prev = seed_blitz(db_path, gpu="H100-SXM-80GB", engine="sim", simulated=True, speed=1.0, seed=5)
+    seed_blitz(db_path, gpu="H200-141GB", engine="sim", simulated=True, speed=1.0, seed=6)   # another GPU: not it
+    r = melt("blitz", *QUICK, "--repeat", "1", db=db_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    rows = {x["run_id"]: x["result"]["score_output_tok_s"] for x in blitz_results(db_path)}
+    new = max(rows)
+    change = rows[new] / rows[prev] - 1
+    assert f"against the previous Blitz of this GPU, engine and model (#{prev}, {rows[prev]:,.0f} tok/s): " \
+           f"{100 * change:+.1f}%" in out

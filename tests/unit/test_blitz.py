@@ -115,3 +115,23 @@ def test_leaderboard_keeps_simulated_apart_and_ranks_by_best():
     assert real[1]["count"] == 1                     # the unscored run is not counted
     assert [r["best"] for r in board["simulated"]] == [99999] and board["simulated"][0]["simulated"] is True
     assert search_point(8, "completed", {"output_tok_s": 5.0, "steady": {"window": False}})["steady"] is False
+
+
+def test_against_previous_pairs_the_same_gpu_engine_model_and_kind():
+    from bench.blitz import against_previous
+
+    def e(rid, score, gpu="H200-141GB", kind="vllm", sim=False, model="Qwen/Qwen3-0.6B", count=1):
+        return {"run_id": rid, "gpu": gpu, "gpu_count": count, "engine_kind": kind, "simulated": sim,
+                "result": {"score_output_tok_s": score, "model": model}}
+
+    rows = [e(1, 20_000), e(2, 30_000, gpu="H100-SXM-80GB"), e(3, 9_000, kind="sim", sim=True), e(4, 20_400),
+            e(5, 23_326), e(6, 1.0, model="other")]
+    assert against_previous(rows[0], rows) is None                   # the first of its kind
+    got = against_previous(rows[3], rows)                             # 20,400 against #1's 20,000
+    assert got["run_id"] == 1 and got["agree"] and got["change"] == pytest.approx(0.02)
+    assert got["spread"] == pytest.approx(400 / 20_200)
+    got = against_previous(rows[4], rows)                             # the newest earlier one: #4, not #1
+    assert got["run_id"] == 4 and not got["agree"] and got["spread"] == pytest.approx(2926 / 21_863)
+    assert against_previous(rows[1], rows) is None and against_previous(rows[2], rows) is None
+    assert against_previous(rows[5], rows) is None
+    assert against_previous({"run_id": 9, "result": {}}, rows) is None
