@@ -258,12 +258,37 @@ def plan(recipe: Recipe, gpu: GPUSpec, models: dict[str, ModelSpec], count: int 
     reasons += [gp.reason for gp in gpus if gp.reason.startswith("GPU ")] + instance_reasons
     out = Plan(recipe.name, gpu.id, count, total, source, plans, gpus, reasons)
     if reasons:
-        out.suggestions = suggest(recipe, out, need, services_gb, models)
+        out.suggestions = suggest(recipe, out, need, services_gb, models, gpu)
     return out
 
 
+def mig_layout(tenants: dict[str, float], gpu: GPUSpec) -> tuple[list[tuple[str, str]], str]:
+    """Each tenant (name -> GB it needs) on its own MIG slice of `gpu`: the smallest profile whose nominal memory, 90%
+    of it planned like a whole card's, holds the tenant (fewer compute slices on a tie). Returns (assignment, why it
+    does not work or ""). The check is the necessary one (memory slices <= 8, compute slices <= 7, each profile's
+    instance limit); NVIDIA's placement rules can still refuse an order, so nvidia-smi mig -lgipp has the last word."""
+    if not gpu.mig_profiles:
+        return [], f"{gpu.id} has no MIG"
+    profs = sorted(gpu.mig_profiles, key=lambda m: (m.memory_gb, m.compute_slices))
+    layout, used = [], {}
+    for name, gb in sorted(tenants.items(), key=lambda kv: -kv[1]):
+        prof = next((m for m in profs if PLANNABLE * m.memory_gb >= gb), None)
+        if prof is None:
+            return [], f"{name} needs {gb:.1f} GB, more than 90% of the largest slice ({profs[-1].name})"
+        layout.append((name, prof.name))
+        used[prof.name] = used.get(prof.name, 0) + 1
+    by = {m.name: m for m in profs}
+    mem = sum(by[p].memory_slices for _, p in layout)
+    comp = sum(by[p].compute_slices for _, p in layout)
+    over = [f"{n} x {p} (at most {by[p].max_instances})" for p, n in used.items() if n > by[p].max_instances]
+    if mem > 8 or comp > 7 or over:
+        return layout, (f"needs {mem} of 8 memory slices and {comp} of 7 compute slices"
+                        + (f"; {', '.join(over)}" if over else ""))
+    return layout, ""
+
+
 def suggest(recipe: Recipe, p: Plan, need: dict[str, float], services_gb: list[float],
-            models: dict[str, ModelSpec]) -> list[str]:
+            models: dict[str, ModelSpec], gpu: GPUSpec | None = None) -> list[str]:
     """What to change, per GPU that does not fit: each line says what it saves and whether that alone is enough."""
     out: list[str] = []
     given = {r.name for r in recipe.instances if r.memory_fraction}
@@ -302,6 +327,15 @@ def suggest(recipe: Recipe, p: Plan, need: dict[str, float], services_gb: list[f
         for s in sorted((s for s in recipe.services if s.gpu == g and s.vram_gb > SMALL_SERVICE_GB),
                         key=lambda s: -s.vram_gb):
             out.append(f"  drop or move {s.name}: frees {s.vram_gb:.1f} GB ({enough(s.vram_gb)})")
+        if gpu is not None and gpu.mig_profiles:
+            tenants = {i.name: footprint[i.name] for i in here}
+            tenants |= {s.name: s.vram_gb for s in recipe.services if s.gpu == g}
+            layout, why = mig_layout(tenants, gpu)
+            if why:
+                out.append(f"  MIG slices ({gpu.id} profiles, one per tenant) do not help: {why}")
+            else:
+                out.append(f"  MIG slices, one per tenant (isolation, not more memory): "
+                           + ", ".join(f"{n} {pr}" for n, pr in layout))
         if p.count == 1:
             out.append("  use more GPUs (--count 2) and place the instances on different ones (gpus: [1])")
     return out

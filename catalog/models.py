@@ -11,6 +11,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class MigProfile(_Strict):
+    """One MIG GPU-instance profile of a card, from NVIDIA's MIG user guide ("Supported MIG Profiles")."""
+    name: str = Field(description="profile name as nvidia-smi prints it, e.g. 1g.18gb")
+    memory_gb: float = Field(gt=0, description="the nominal memory in the name, GB")
+    memory_slices: int = Field(ge=1, le=8, description="memory slices it takes, of the card's 8")
+    compute_slices: int = Field(ge=1, le=7, description="compute (SM) slices it takes, of the card's 7")
+    max_instances: int = Field(ge=1, le=7, description="how many of it one card holds")
+
+
 class GPUSpec(_Strict):
     id: str = Field(description="Melt's catalog id, e.g. H100-SXM-80GB")
     name: str = Field(description="Marketing name, e.g. NVIDIA H100 SXM5 80GB")
@@ -23,6 +32,7 @@ class GPUSpec(_Strict):
     tdp_w: float = Field(gt=0, description="Board power / TDP in watts")
     price_per_hour: float = Field(ge=0, description="Default $/GPU-hour (user can override)")
     nvml_names: list[str] = Field(default_factory=list, description="Substrings of NVML device names that map to this entry")
+    mig_profiles: list[MigProfile] = Field(default_factory=list, description="MIG profiles; empty = no MIG")
     sources: list[str] = Field(default_factory=list)
 
     @property

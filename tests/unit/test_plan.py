@@ -214,3 +214,25 @@ def test_engine_refusals_are_reasons():
     low = plan(_recipe({"name": "q", "model": QWEN06, "memory": 0.01, "max_model_len": 4096}), get_gpu("H200-141GB"),
                MODELS)
     assert not low.fits and low.suggestions == ["GPU 0: raise the memory setting of q (below what it needs: 3.5 GB)"]
+
+
+def test_mig_layout_uses_the_cards_real_profiles():
+    from bench.plan import mig_layout
+
+    h200, h100 = get_gpu("H200-141GB"), get_gpu("H100-SXM-80GB")
+    # 30 GB -> 1g.35gb (90% = 31.5 GB), 14 GB -> 1g.18gb (16.2): 3 of 8 memory slices, 2 of 7 compute
+    assert mig_layout({"a": 30.0, "b": 14.0}, h200) == ([("a", "1g.35gb"), ("b", "1g.18gb")], "")
+    # eight 5 GB tenants -> eight 1g.10gb: 8 memory slices fit, but 8 compute slices and 8 instances do not
+    layout, why = mig_layout({f"s{i}": 5.0 for i in range(8)}, h100)
+    assert [p for _, p in layout] == ["1g.10gb"] * 8
+    assert why == "needs 8 of 8 memory slices and 8 of 7 compute slices; 8 x 1g.10gb (at most 7)"
+    assert mig_layout({"x": 200.0}, h200)[1] == "x needs 200.0 GB, more than 90% of the largest slice (7g.141gb)"
+    assert mig_layout({"x": 1.0}, get_gpu("RTX-5090"))[1] == "RTX-5090 has no MIG"
+
+
+def test_dwani_on_h100_mig_is_named_and_does_not_help():
+    # gemma 23.24 GB and qwen3 35.17 GB -> 3g.40gb each (36 GB planned; 1g.20gb / 2g.20gb hold 18), the six services
+    # (<= 9 GB) -> 1g.10gb each: 4 + 4 + 6 = 14 memory slices of 8, 3 + 3 + 6 = 12 compute slices of 7
+    text = "\n".join(_dwani("H100-SXM-80GB").suggestions)
+    assert ("MIG slices (H100-SXM-80GB profiles, one per tenant) do not help: needs 14 of 8 memory slices and 12 of 7"
+            " compute slices") in text
