@@ -19,6 +19,12 @@
 #                      through `python3 -m vllm.entrypoints.cli.main`; the DB, the JSON run document and every
 #                      instance's engine log land in $OUT. E.g. recipe h200-qwen3-0.6b-two-replicas 512,1024 540 --duration 30
 #                      or recipe dwani-llm-pair 10,100 540 --duration 30
+#   sgstage NNN        SGLang (issue #16), calls 1..K: carry .gpu/sglang/pNNN (scripts/gpu/sglang_bundle.sh), copied to
+#                      /tmp/sgstage; K = the bundle's piece count (27 for 0.5.14: ~12 s a call, send them back to back)
+#   sglang LEVELS [TIMEOUT_S] [SWEEP FLAGS...]
+#                      carry .whl: unpack + install the staged SGLang into /tmp/sgsite (no vLLM on that path), then
+#                      ./melt sweep --engine sglang (dummy Qwen3-0.6B unless --model) at LEVELS, 512 in / 128 out;
+#                      DB, JSON, log and the engine log to $OUT; GPU memory checked back at 0 after
 # Server on CPUs 0-9, clients on 10-15: the two never compete for a core.
 set -uo pipefail
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 PYTHONUNBUFFERED=1
@@ -76,6 +82,25 @@ case "$step" in
     cp "$res/sweep.json" "$res/sweep.log" "$OUT"/
     [ -f "$res/melt.db" ] && python3 -c "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('vacuum into ?', (sys.argv[2],))" "$res/melt.db" "/tmp/res/recipe_$2.db" && gzip -c "/tmp/res/recipe_$2.db" > "$OUT/melt_recipe_$2.db.gz"
     (cd "$res/home" && find . -name engine.log | tar -czf "$OUT/engine_logs_recipe_$2.tgz" -T -)
+    nvidia-smi --query-gpu=name,memory.used --format=csv ;;
+  sgstage)
+    mkdir -p /tmp/sgstage && cp ".gpu/sglang/p$2"/* /tmp/sgstage/ && ls /tmp/sgstage | wc -l ;;
+  sglang)
+    export PYTHONPATH=/tmp/sgsite PATH=/tmp/sgsite/bin:$PATH
+    if ! python3 -c "import sglang" 2>/dev/null; then
+      mkdir -p /tmp/sg && cat /tmp/sgstage/part.* | tar -C /tmp/sg -x &&
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/sgsite /tmp/sg/wheels/*.whl .whl/*.whl \
+        || exit 1
+    fi
+    python3 -c "import sglang, torch; print('sglang', sglang.__version__, 'torch', torch.__version__)"
+    res=/tmp/res/sglang; mkdir -p "$res"; nvidia-smi --query-gpu=name,memory.used --format=csv
+    MELT_HOME="$res/home" timeout "${3:-540}" python3 -m bench --db "$res/melt.db" sweep --engine sglang \
+      --engine-cmd "python3 -m sglang.launch_server" --model Qwen/Qwen3-0.6B --dummy-weights --levels "$2" \
+      --input-len 512 --output-len 128 --json --name "sglang $2" "${@:4}" > "$res/sweep.json" 2> "$res/sweep.log"
+    echo "sweep rc=$?"; tail -40 "$res/sweep.log"
+    cp "$res/sweep.json" "$res/sweep.log" "$OUT"/
+    [ -f "$res/melt.db" ] && gzip -c "$res/melt.db" > "$OUT/melt_sglang.db.gz"
+    (cd "$res/home" && find . -name engine.log | tar -czf "$OUT/engine_logs_sglang.tgz" -T -)
     nvidia-smi --query-gpu=name,memory.used --format=csv ;;
   stop)
     python3 scripts/gpu/vllm_compare.py stop --out "$OUT"
