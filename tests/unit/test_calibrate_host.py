@@ -11,7 +11,7 @@ from catalog import get_gpu, get_model
 from catalog.tokenizer import fingerprint, tokenizer_file
 from engines.sim import calibrate_host as ch
 from engines.sim.adapter import build_plan
-from engines.sim.host import HostMicro, load_host_profile
+from engines.sim.host import HOSTS_DIR, HostMicro, load_host_profile
 from engines.sim.model import PerfModel
 from engines.sim.scheduler import simulate_closed_loop
 
@@ -151,7 +151,7 @@ def test_scaled_profile_is_the_reference_times_the_micro_ratio_and_slower_micro_
 
 def test_attach_makes_a_reference_and_then_profiles_are_scaled(tmp_path, capsys):
     ref = tmp_path / "ref.yaml"
-    shutil.copy(load_host_profile.__globals__["HOSTS_DIR"] / "typical-datacenter-core.yaml", ref)
+    shutil.copy(HOSTS_DIR / "typical-datacenter-core.yaml", ref)
     rc, out, _ = _run(capsys, "--attach", str(ref))
     assert rc == 0 and "reference" in out
     assert ref.read_text().startswith("# Default host profile")          # comments kept
