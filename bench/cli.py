@@ -127,6 +127,7 @@ def build_config(a: argparse.Namespace) -> RunConfig:
             raise UsageError(f"--base-url {a.base_url!r} is not an http(s) URL")
     elif a.base_url:
         raise UsageError("--base-url is only for --engine openai (an already running server)")
+    host_profile = _sim_host_profile(a, recipe)
     gpus = None
     if a.gpus:
         try:
@@ -137,7 +138,7 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         deployed = _recipe_deployment(a, recipe, gpu) if recipe is not None else None
         spec = deployed.instances[0].engine if deployed else EngineSpec(
             kind=a.engine, model=a.model, served_model_name=a.served_model_name,
-            sim_gpu=gpu if a.engine == "sim" else None, base_url=a.base_url,
+            sim_gpu=gpu if a.engine == "sim" else None, sim_host_profile=host_profile, base_url=a.base_url,
             api_key=a.api_key or (os.environ.get("OPENAI_API_KEY") if a.engine == "openai" else None),
             engine_cmd=shlex.split(a.engine_cmd) if a.engine_cmd else None, dummy_weights=a.dummy_weights,
             gpus=gpus, tp=a.tp, dp=a.dp, mem_fraction=a.mem_fraction, max_seqs=a.max_seqs,
@@ -173,6 +174,27 @@ def build_config(a: argparse.Namespace) -> RunConfig:
     except ValidationError as e:
         msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise UsageError(f"invalid settings: {msgs}") from None
+
+
+def _sim_host_profile(a: argparse.Namespace, recipe) -> str | None:
+    """--sim-host-profile checked now (a file the sim could not read would fail it minutes later) and made absolute
+    (the sim engine runs from the repository root)."""
+    v = getattr(a, "sim_host_profile", None)
+    if not v:
+        return None
+    if recipe is not None or a.engine != "sim":
+        raise UsageError("--sim-host-profile is for --engine sim (without --recipe)")
+    if v.lower() == "none":
+        return "none"
+    from catalog import CatalogError
+    from engines.sim.host import load_host_profile
+
+    try:
+        load_host_profile(v)
+    except CatalogError as e:
+        raise UsageError(f"--sim-host-profile: {str(e).splitlines()[0]}") from None
+    p = Path(v).expanduser()
+    return str(p.resolve()) if p.suffix else v
 
 
 def _load_recipe_arg(a: argparse.Namespace):
@@ -349,6 +371,9 @@ def _sweep_arguments(p) -> None:
     p.add_argument("--model", help="catalog id, HF id or local path (served model name)")
     p.add_argument("--served-model-name")
     p.add_argument("--gpu", help="catalog GPU id (required for sim; for others: price/labels)")
+    p.add_argument("--sim-host-profile", metavar="ID|FILE",
+                   help="sim: the API-server host profile, a bundled id (assets/hosts/) or a YAML file such as "
+                        "`calibrate-host` writes (default: typical-datacenter-core; 'none': no API-server model)")
     p.add_argument("--levels", default="10,100", help="comma-separated concurrency levels, e.g. 10,100,400,1000")
     lengths = ("N (fixed), MIN:MAX (uniform), normal:MEAN,STD[,MIN,MAX] or lognormal[:MEAN,SIGMA[,MIN,MAX]] "
                "(bare 'lognormal': LMSYS-Chat-1M's mean lengths, 69.5 in / 214.5 out, sigma 1.0 assumed)")
@@ -845,6 +870,82 @@ def cmd_compare_engines(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate_host(a: argparse.Namespace) -> int:
+    """Time the API-server frontend's CPU work here, write a host profile the sim can take (--sim-host-profile)."""
+    from catalog import CatalogError
+    from engines.sim import calibrate_host as ch
+    from engines.sim.host import load_host_profile
+
+    if a.seconds <= 0:
+        raise UsageError(f"--seconds must be positive, got {a.seconds:g}")
+    if a.prompt_len <= 0 or a.output_len <= 0:
+        raise UsageError("--prompt-len and --output-len must be positive")
+    try:
+        reference = load_host_profile(a.reference)
+        path, label = ch.resolve_tokenizer(a.tokenizer, a.model)
+        if a.output:
+            ch.check_writable(Path(a.output))
+        loaded = ch.load_tokenizer(path)
+        print(f"timing the API-server frontend's CPU work on this host (~{a.seconds:g} s, no GPU) with {label}",
+              file=sys.stderr, flush=True)
+        micro = ch.measure(path, label, seconds=a.seconds, prompt_len=a.prompt_len, output_len=a.output_len,
+                           loaded=loaded)
+        if a.attach:
+            ref = ch.attach_micro(micro, Path(a.attach))
+            print(ch.micro_table(micro))
+            print(f"attached the micro block to {a.attach}: {ref.id} is now a reference for scaled-micro profiles "
+                  "(only right if this is the host its real runs came from)")
+            return 0
+        pid = a.id or ch.default_profile_id(micro)
+        prof, notes = ch.build_profile(micro, reference, pid)
+        out = ch.write_profile(prof, Path(a.output) if a.output else ch.default_output(pid), notes)
+    except (ch.CalibrateError, CatalogError) as e:
+        raise UsageError(str(e)) from None
+    except ValueError as e:  # pydantic: an --id the profile model refuses, say
+        raise UsageError(f"invalid profile: {str(e).splitlines()[0]}") from None
+    if a.json:
+        print(json.dumps({"path": str(out), "profile": prof.model_dump(mode="json"), "notes": notes}, indent=2))
+        return 0
+    print(f"host: {micro.hostname} · {micro.cpu_model} · {micro.cpu_count} CPUs · load average {micro.load_avg} · "
+          f"{micro.date}")
+    print(f"tokenizer: {micro.tokenizer} (sha {micro.tokenizer_sha}, vocab {micro.vocab_size:,}); python "
+          f"{micro.python}, tokenizers {micro.tokenizers_version}")
+    print(ch.micro_table(micro))
+    print()
+    for line in notes:
+        print(line)
+    print()
+    print(ch.table(prof, [p for p in ch.bundled_profiles() if p.id != prof.id]))
+    print()
+    print(f"wrote {out}")
+    print(f"use it: ./melt sweep --engine sim --gpu H200-141GB --model {a.model} --sim-host-profile {out}")
+    return 0
+
+
+def _add_calibrate_host(sub) -> None:
+    from engines.sim.calibrate_host import DEFAULT_MODEL, DEFAULT_REFERENCE
+
+    p = sub.add_parser("calibrate-host", help="time the API-server frontend's CPU work on this machine (tokenize, "
+                                              "detokenize, SSE framing; seconds, no GPU) and write a host profile "
+                                              "for the sim (--sim-host-profile)")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"catalog model whose dummy tokenizer is timed (default {DEFAULT_MODEL})")
+    p.add_argument("--tokenizer", help="a tokenizer.json (or a directory holding one) instead of the model's")
+    p.add_argument("--reference", default=DEFAULT_REFERENCE,
+                   help="host profile (id or YAML) whose real-run costs are scaled by this host's micro time over "
+                        "its own; one without a micro block leaves raw micro-costs (said in the output) "
+                        f"(default {DEFAULT_REFERENCE})")
+    p.add_argument("-o", "--output", help="profile YAML to write (default: <data dir>/hosts/<id>.yaml)")
+    p.add_argument("--id", help="profile id (default: <hostname>-<date>)")
+    p.add_argument("--seconds", type=float, default=3.0, help="time budget of the benchmark (default 3)")
+    p.add_argument("--prompt-len", type=int, default=512, help="tokens per text prompt timed (default 512)")
+    p.add_argument("--output-len", type=int, default=128, help="output tokens per request timed (default 128)")
+    p.add_argument("--attach", metavar="PROFILE.yaml",
+                   help="instead: append this host's micro block to a real-runs profile fitted on THIS host "
+                        "(engines.sim.fit_host), making it a reference other hosts scale from")
+    p.add_argument("--json", action="store_true", help="print the profile as JSON")
+
+
 def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description="Melt: LLM serving benchmarks")
     ap.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $MELT_DB or the user data dir)")
@@ -887,6 +988,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
     p = sub.add_parser("import", help="add the runs of a bundle file to this history (runs it has are skipped)")
     p.add_argument("file")
+    _add_calibrate_host(sub)
     # --db is accepted after the subcommand too
     for name, sp in sub.choices.items():
         sp.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -896,7 +998,8 @@ def make_parser() -> argparse.ArgumentParser:
 COMMANDS = {"sweep": cmd_sweep, "blitz": cmd_blitz, "slo": cmd_sweep, "runs": cmd_runs, "show": cmd_show,
             "cancel": cmd_cancel, "engines": cmd_engines,
             "gpus": cmd_gpus, "plan": cmd_plan, "export": cmd_export, "import": cmd_import,
-            "report": cmd_report, "compare-engines": cmd_compare_engines, "agent": cmd_agent, "agents": cmd_agents}
+            "report": cmd_report, "compare-engines": cmd_compare_engines, "agent": cmd_agent, "agents": cmd_agents,
+            "calibrate-host": cmd_calibrate_host}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     nofile = raise_nofile_limit()
     print(f"melt-sim {perf.describe()} (open-files limit {nofile})", flush=True)
-    print(f"melt-sim host profile: {host.id if host else 'none'}", flush=True)
+    print(f"melt-sim host profile: {f'{host.id} ({host.derivation})' if host else 'none'}", flush=True)
 
     import uvloop
 

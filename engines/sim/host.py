@@ -15,13 +15,19 @@ past that point throughput falls and TTFT climbs while the GPU has room. So here
 from c=128 to c=512 and is flat to c=1024 on both hosts (cause not isolated; see fit_host's table). The profile
 stores the two measured points and interpolates linearly in n between them, clamped outside.
 
-HostProfile YAMLs live in assets/hosts/; `typical-datacenter-core.yaml` is the default.
+HostProfile YAMLs live in assets/hosts/; `typical-datacenter-core.yaml` is the default. The bundled ones are
+`derivation: real-runs` (fit_host on stored real vLLM runs). `melt calibrate-host` (engines/sim/calibrate_host.py)
+writes a profile of the machine it runs on: a `micro` block (its micro-benchmark: tokenize, incremental detokenize,
+SSE/JSON framing, CPU seconds per token) and cost fields that are either `scaled-micro` (a reference profile's
+real-run costs times this host's micro time over the reference's micro time: needs a reference that carries a
+`micro` block measured on its own host) or `raw-micro` (the micro-costs themselves: a floor of the API server's
+cost, since asyncio, HTTP, ZMQ and request bookkeeping are not in them). The sim uses the cost fields only.
 """
 from __future__ import annotations
 
 import heapq
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +36,36 @@ from catalog import ASSETS_DIR, CatalogError
 
 HOSTS_DIR = ASSETS_DIR / "hosts"
 DEFAULT_HOST = "typical-datacenter-core"
+
+
+class HostMicro(BaseModel):
+    """The frontend micro-benchmark of `melt calibrate-host` on one host (CPU seconds of one thread), with its
+    provenance. Not the whole API-server cost: see HostProfile.derivation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tokenize_per_prompt_token_s: float = Field(ge=0, description="Tokenizer.encode of a text prompt, per token")
+    detokenize_per_token_s: float = Field(ge=0, description="DecodeStream.step per output token")
+    frame_per_token_s: float = Field(ge=0, description="one completion chunk (pydantic) -> 'data: {json}\\n\\n'")
+    method: str = ""
+    tokenizer: str = ""
+    tokenizer_sha: str = ""
+    vocab_size: int = Field(default=0, ge=0)
+    prompt_len: int = Field(default=0, ge=0)
+    output_len: int = Field(default=0, ge=0)
+    rounds: int = Field(default=0, ge=0)
+    spread: float = Field(default=0.0, ge=0, description="max/min - 1 of the rounds' per-token times, worst phase")
+    hostname: str = ""
+    cpu_model: str = ""
+    cpu_count: int = Field(default=0, ge=0)
+    load_avg: str = ""
+    date: str = ""
+    python: str = ""
+    tokenizers_version: str = ""
+
+    @property
+    def per_token_s(self) -> float:
+        return self.detokenize_per_token_s + self.frame_per_token_s
 
 
 class HostProfile(BaseModel):
@@ -46,6 +82,10 @@ class HostProfile(BaseModel):
     per_token_heavy_s: float = Field(ge=0, description="the same with many streams open")
     light_streams: int = Field(default=128, ge=1)
     heavy_streams: int = Field(default=512, ge=1)
+    # How the cost fields above were obtained (module docstring); `reference`: the profile a scaled one is scaled from.
+    derivation: Literal["real-runs", "scaled-micro", "raw-micro"] = "real-runs"
+    reference: str | None = None
+    micro: HostMicro | None = None
 
     def per_token_s(self, open_streams: int) -> float:
         lo, hi = self.light_streams, self.heavy_streams
