@@ -108,3 +108,18 @@ def test_cli_engine_sim_with_a_recipe_simulates_every_instance():
     assert [i.engine.kind for i in real.instances] == ["vllm", "sglang", "vllm", "vllm"]   # as written
     with pytest.raises(UsageError, match="--engine"):
         build_config(make_parser().parse_args(["sweep", "--recipe", "h200x8-tp8", "--engine", "vllm"]))
+
+
+def test_layout_prediction_in_virtual_time_splits_users_and_refuses_what_does_not_fit():
+    from bench.sim_layout import predict
+
+    two = predict(load_recipe("h200x8-two-70b-tp4"), 64, requests_per_user=1)
+    assert [i.users for i in two.instances] == [32, 32]
+    assert [i.kv_tokens for i in two.instances] == [1_202_102, 1_202_102]
+    assert two.output_tok_s == pytest.approx(sum(i.output_tok_s for i in two.instances))
+    assert 8 * 70 < two.power_w <= 8 * 700 and two.idle_gpus == 0    # eight modelled GPUs, within idle..TDP
+    assert two.usd_per_million(3.79) == pytest.approx(8 * 3.79 / 3600 / two.output_tok_s * 1e6)
+    too_big = parse_recipe({"name": "too-big", "gpu": "H200-141GB", "count": 1, "instances": [
+        {"name": "llama70b", "model": "meta-llama/Meta-Llama-3-70B-Instruct", "max_model_len": 8192}]})
+    with pytest.raises(DeployRefused, match="DOES NOT FIT"):
+        predict(too_big, 10)
