@@ -74,6 +74,8 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         if v is not None and (v < 0 if flag == "--ramp-up" else v <= 0):
             raise UsageError(f"{flag} must be {'>= 0' if flag == '--ramp-up' else 'positive'}, got {v:g}")
     recipe = _load_recipe_arg(a)
+    simulate = recipe is not None and a.engine == "sim"  # given explicitly: every recipe instance on the simulator
+    a.engine = a.engine or "sim"
     if not a.model and recipe is None:
         raise UsageError("--model (or --recipe) is required")
     gpu = a.gpu
@@ -135,7 +137,7 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         except ValueError:
             raise UsageError(f"--gpus: expected GPU indices like 0,1, got {a.gpus!r}") from None
     try:
-        deployed = _recipe_deployment(a, recipe, gpu) if recipe is not None else None
+        deployed = _recipe_deployment(a, recipe, gpu, simulate) if recipe is not None else None
         spec = deployed.instances[0].engine if deployed else EngineSpec(
             kind=a.engine, model=a.model, served_model_name=a.served_model_name,
             sim_gpu=gpu if a.engine == "sim" else None, sim_host_profile=host_profile, base_url=a.base_url,
@@ -209,24 +211,29 @@ def _load_recipe_arg(a: argparse.Namespace):
                             ("--max-model-len", a.max_model_len), ("--dtype", a.dtype),
                             ("--quantization", a.quantization), ("--kv-cache-dtype", a.kv_cache_dtype),
                             ("--port", a.port), ("--engine-arg", a.engine_arg), ("--base-url", a.base_url))
-             if v] + [f for f, v, d in (("--tp", a.tp, 1), ("--dp", a.dp, 1), ("--engine", a.engine, "sim"))
-                      if v != d]
+             if v] + [f for f, v, d in (("--tp", a.tp, 1), ("--dp", a.dp, 1)) if v != d] + (
+                 ["--engine"] if a.engine not in (None, "sim") else [])
     if clash:
-        raise UsageError(f"--recipe describes every instance: drop {', '.join(clash)} (set it in the recipe)")
+        raise UsageError(f"--recipe describes every instance: drop {', '.join(clash)} (set it in the recipe; "
+                         "--engine sim is the one engine flag it takes: every instance on the simulator)")
     try:
         return load_recipe(a.recipe)
     except RecipeError as e:
         raise UsageError(str(e)) from None
 
 
-def _recipe_deployment(a: argparse.Namespace, recipe, gpu: str | None):
-    """The recipe's instances as a deployment (bench.deploy), refused here with the planner's reason."""
+def _recipe_deployment(a: argparse.Namespace, recipe, gpu: str | None, simulate: bool = False):
+    """The recipe's instances as a deployment (bench.deploy), refused here with the planner's reason. simulate
+    (`--engine sim`): every instance is served by the simulator, emulating the recipe's GPU (or --gpu)."""
     from bench.deploy import DeployRefused, deployment_from_recipe
 
+    if simulate and (a.engine_cmd or a.dummy_weights):
+        raise UsageError("--engine sim with --recipe simulates every instance: drop --engine-cmd/--dummy-weights")
     try:
         d = deployment_from_recipe(recipe, gpu=gpu, count=a.count, memory_gb=a.memory_gb,
                                    engine_cmd=shlex.split(a.engine_cmd) if a.engine_cmd else None,
-                                   dummy_weights=a.dummy_weights, startup_timeout_s=a.startup_timeout)
+                                   dummy_weights=a.dummy_weights, startup_timeout_s=a.startup_timeout,
+                                   simulate=simulate)
     except DeployRefused as e:
         raise UsageError(str(e)) from None
     if d.note:
@@ -367,7 +374,9 @@ def _add_sweep(sub) -> None:
 
 
 def _sweep_arguments(p) -> None:
-    p.add_argument("--engine", choices=ENGINES, default="sim")
+    p.add_argument("--engine", choices=ENGINES, default=None,
+                   help="default sim; with --recipe, sim serves every instance on the simulator (SIMULATED), "
+                        "otherwise the recipe's engines run")
     p.add_argument("--model", help="catalog id, HF id or local path (served model name)")
     p.add_argument("--served-model-name")
     p.add_argument("--gpu", help="catalog GPU id (required for sim; for others: price/labels)")
@@ -570,6 +579,7 @@ def build_blitz_config(a: argparse.Namespace) -> RunConfig:
     from bench.blitz_run import detect_gpu, real_weights_present
     from bench.config import BlitzSpec
 
+    a.engine = a.engine or "sim"
     if a.engine != "sim" and a.engine != "openai":
         a.dummy_weights = a.weights == "dummy" or (a.weights == "auto" and not real_weights_present(a.model))
     if not a.gpu and a.engine not in ("sim", "openai"):

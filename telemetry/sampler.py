@@ -7,6 +7,8 @@ does that itself, so a slow disk never stalls sampling.
 Sources (all with `kind`, `simulated`, `reason`, `read() -> list[dict]`, `close()`):
 - NvmlSource(gpus): real GPUs through telemetry.nvml.
 - SimSource(base_url): the sim engine's modelled GPUs, GET {base_url}/sim/telemetry -> {"simulated": true, "gpus": [..]}.
+- MultiSimSource(base_urls): several sim instances of one simulated deployment on disjoint GPUs (each labels its
+  GPUs with their box positions), read one after another into one tick: the node's power is their sum.
 - DcgmSource(url) (telemetry/dcgm.py): a remote host's GPUs from its DCGM exporter's Prometheus page.
 - NullSource(reason): nothing to sample; the sampler does not even start a thread, and the run carries on.
 """
@@ -134,6 +136,28 @@ class SimSource:
                 self._conn = None
 
 
+class MultiSimSource:
+    """The modelled GPUs of several sim instances (a simulated deployment on disjoint GPUs), side by side."""
+
+    kind = "sim"
+    simulated = True
+
+    def __init__(self, base_urls: list[str]):
+        self.parts = [SimSource(u) for u in base_urls]
+        self.reason = (f"simulated telemetry of {len(self.parts)} sim instances ("
+                       + ", ".join(p.reason.removeprefix("simulated telemetry from ") for p in self.parts) + ")")
+
+    def read(self) -> list[dict]:
+        return [row for p in self.parts for row in p.read()]
+
+    def health_facts(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.close()
+
+
 def _empty_row(gpu: Any, why: str) -> dict:
     row = {k: None for k in SAMPLE_KEYS}
     row["gpu_index"] = gpu if isinstance(gpu, int) else None
@@ -152,9 +176,10 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def make_source(engine_kind: str, base_url: str | None, gpus: list[int] | None, gpu_metrics_url: str | None = None):
+def make_source(engine_kind: str, base_url: str | list[str] | None, gpus: list[int] | None,
+                gpu_metrics_url: str | None = None):
     """-> (source, message). A gpu_metrics_url -> DcgmSource (the engine host's DCGM exporter, whatever the engine);
-    "sim" -> SimSource; NVML available -> NvmlSource; else NullSource. Never raises: without telemetry Melt carries
+    "sim" -> SimSource (MultiSimSource for a list of URLs); NVML available -> NvmlSource; else NullSource. Never raises: without telemetry Melt carries
     on and says why ("no GPU telemetry available: <reason>")."""
     if gpu_metrics_url:
         from telemetry.dcgm import DcgmSource
@@ -169,7 +194,7 @@ def make_source(engine_kind: str, base_url: str | None, gpus: list[int] | None, 
             src = NullSource("sim engine has no base URL yet")
             return src, f"no GPU telemetry available: {src.reason}"
         try:
-            src = SimSource(base_url)
+            src = MultiSimSource(base_url) if isinstance(base_url, list) else SimSource(base_url)
         except ValueError as e:
             return NullSource(str(e)), f"no GPU telemetry available: {e}"
         return src, f"SIMULATED telemetry ({src.reason})"

@@ -36,6 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", default="bfloat16", help="weight dtype: bfloat16 | float16 | fp8")
     p.add_argument("--quantization", default=None, help="fp8 = fp8 weights and fp8 tensor-core compute")
     p.add_argument("--kv-cache-dtype", default="auto", help="auto | fp8")
+    p.add_argument("--tensor-parallel-size", "--tp", dest="tp", type=int, default=1,
+                   help="GPUs the model is sharded over (modelled: engines/sim/model.py)")
+    p.add_argument("--kv-cache-tokens", type=int, default=None,
+                   help="KV capacity in tokens, as Melt's planner sized it (default: sized by the simulator)")
+    p.add_argument("--gpu-indices", default=None,
+                   help="box positions of the simulated GPUs, for telemetry (default 0..tp-1), e.g. 4,5,6,7")
     p.add_argument("--keepalive-timeout", type=float, default=75.0,
                    help="seconds an idle keep-alive connection stays open (vLLM's uvicorn default is 5)")
     p.add_argument("--host-profile", default=None,
@@ -43,6 +49,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "typical-datacenter-core; 'none': the engine's times go straight to the clients)")
     p.add_argument("--log-level", default="info")
     return p.parse_args(argv)
+
+
+def gpu_indices(text: str | None, tp: int) -> list[int]:
+    """--gpu-indices "4,5,6,7" -> [4, 5, 6, 7]; one per TP rank (default 0..tp-1)."""
+    if not text:
+        return list(range(tp))
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--gpu-indices: expected GPU indices like 0,1, got {text!r}") from None
+    if len(out) != tp or len(set(out)) != tp or min(out) < 0:
+        raise ValueError(f"--gpu-indices {text!r}: need {tp} distinct indices >= 0 (one per TP rank)")
+    return out
 
 
 def raise_nofile_limit() -> int:
@@ -76,12 +95,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 async def serve(perf: PerfModel, sock: socket.socket, served_name: str | None, keepalive_timeout: float = 75.0,
-                host_profile=None) -> None:
+                host_profile=None, gpu_indices: list[int] | None = None) -> None:
     from aiohttp import web
 
     from engines.sim.server import SimServer
 
-    server = SimServer(perf, served_name, host_profile)
+    server = SimServer(perf, served_name, host_profile, gpu_indices)
     # handler_cancellation: a client that disconnects cancels its handler, which aborts its request in the engine.
     runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True, keepalive_timeout=keepalive_timeout)
     await runner.setup()
@@ -92,7 +111,8 @@ async def serve(perf: PerfModel, sock: socket.socket, served_name: str | None, k
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     host, port = sock.getsockname()[:2]
-    print(f"melt-sim ready: SIMULATED {perf.model.id} on {perf.gpu.id} as '{server.name}' at http://{host}:{port} "
+    on = perf.gpu.id if perf.tp == 1 else f"{perf.tp}x {perf.gpu.id} (TP={perf.tp})"
+    print(f"melt-sim ready: SIMULATED {perf.model.id} on {on} as '{server.name}' at http://{host}:{port} "
           f"(kv capacity {perf.kv_capacity_tokens} tokens, max_num_seqs {perf.max_num_seqs}, "
           f"max_num_batched_tokens {perf.max_num_batched_tokens}, max_model_len {perf.max_model_len})", flush=True)
     try:
@@ -114,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         weight_dtype = "fp8" if quant == "fp8" else a.dtype
         knobs = SimKnobs(mem_fraction=a.mem_fraction, max_num_seqs=a.max_num_seqs,
                          max_num_batched_tokens=a.max_num_batched_tokens, max_model_len=a.max_model_len,
-                         weight_dtype=weight_dtype, kv_cache_dtype=a.kv_cache_dtype)
+                         weight_dtype=weight_dtype, kv_cache_dtype=a.kv_cache_dtype, tp=a.tp,
+                         kv_cache_tokens=a.kv_cache_tokens)
         perf = PerfModel(gpu, model, knobs)
+        indices = gpu_indices(a.gpu_indices, perf.tp)
         host = None if (a.host_profile or "").lower() == "none" else load_host_profile(a.host_profile)
     except (CatalogError, ValueError) as e:  # pydantic ValidationError is a ValueError
         print(f"melt-sim: error: {e}", file=sys.stderr)
@@ -133,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(perf, sock, a.served_model_name, a.keepalive_timeout, host))
+        runner.run(serve(perf, sock, a.served_model_name, a.keepalive_timeout, host, indices))
     return 0
 
 

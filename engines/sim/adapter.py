@@ -1,5 +1,8 @@
 """EngineSpec -> LaunchPlan for the simulator. Pure: no I/O besides reading the catalog (which fails early, with
-close matches, on an unknown GPU or model, instead of after a process start)."""
+close matches, on an unknown GPU or model, instead of after a process start).
+
+A sim instance is one engine over `tp` simulated GPUs (`gpus`, when given, are the box positions its telemetry is
+labelled with); DP replicas are separate instances (bench/deploy.py)."""
 from __future__ import annotations
 
 import sys
@@ -17,8 +20,12 @@ def build_plan(spec: EngineSpec, host: str, port: int, workdir: Path) -> LaunchP
         raise ValueError(f"sim adapter got an engine spec of kind {spec.kind!r}")
     if not spec.sim_gpu:
         raise ValueError("the sim engine needs sim_gpu: the catalog GPU to emulate (e.g. H100-SXM-80GB)")
-    if spec.tp != 1 or spec.dp != 1:
-        raise ValueError("the sim engine emulates a single GPU: tp and dp must be 1")
+    if spec.dp != 1:
+        raise ValueError("a sim instance is one engine: dp must be 1 (a recipe's DP replicas become separate sim "
+                         "instances, bench/deploy.py)")
+    if spec.gpus is not None and len(spec.gpus) != spec.tp:
+        raise ValueError(f"a sim instance at tp={spec.tp} models {spec.tp} GPU(s), {len(spec.gpus)} given "
+                         f"({spec.gpus})")
     gpu = get_gpu(spec.sim_gpu)
     model = get_model(spec.model)
     served = spec.served_model_name or spec.model
@@ -26,6 +33,10 @@ def build_plan(spec: EngineSpec, host: str, port: int, workdir: Path) -> LaunchP
     argv = list(spec.engine_cmd) if spec.engine_cmd else [sys.executable, "-m", "engines.sim"]
     argv += ["--gpu", gpu.id, "--model", model.id, "--host", host, "--port", str(port),
              "--served-model-name", served]
+    if spec.tp != 1:
+        argv += ["--tensor-parallel-size", str(spec.tp)]
+    if spec.gpus is not None:  # the box positions it models (telemetry labels); no real GPU is used
+        argv += ["--gpu-indices", ",".join(str(g) for g in spec.gpus)]
     if spec.max_seqs is not None:
         argv += ["--max-num-seqs", str(spec.max_seqs)]
     if spec.mem_fraction is not None:

@@ -17,6 +17,19 @@ What the simulator needs from hardware + architecture:
                  those run between the GEMMs, not overlapped with them, so they add rather than max
     step_overhead / per_seq_overhead = the engine's CPU work per step (scheduling, input prep, sampling)
 
+Tensor parallel (SimKnobs.tp = N GPUs, Megatron-style as vLLM shards): each GPU holds 1/N of the weights and
+ceil(kv_heads / N) KV heads, so t_mem and t_compute are one GPU's shard over one GPU's bandwidth / FLOPs, each
+divided by `tp_efficiency` (the stated share of linear scaling the shards reach: smaller GEMMs, imbalance, sync);
+and every layer adds two all-reduces of the step's hidden states (after attention, after the MLP), not overlapped:
+
+    t_comm = 2 * num_layers * (allreduce_latency + 2 (N-1)/N * tokens * hidden * 2 bytes / (link * link_efficiency))
+
+with `link` the catalog's interconnect_gbs (NVLink, per direction) or, where the catalog lists none, the stated
+PCIe figure `fallback_interconnect_gbs`. The layer floor and the CPU overheads are not divided (every GPU launches
+the same kernels; one scheduler). KV capacity is one GPU's KV budget over one GPU's bytes per token, or the figure
+Melt's planner gives (SimKnobs.kv_cache_tokens: bench/deploy.py passes bench.memory.estimate_fit's). A DP replica
+is a separate sim process (bench/deploy.py), not modelled here.
+
 Efficiency factors (EngineProfile) are documented where defined. The defaults are calibrated on ONE real
 measurement (vLLM, H100 SXM, Qwen3-0.6B, 512 in / 128 out, see engines/sim/calibrate.py), so treat absolute
 numbers for other GPU/model pairs as a first-order estimate, and trends (batching, saturation, queueing) as the
@@ -49,6 +62,9 @@ class SimKnobs(BaseModel):
     block_size: int = Field(default=16, ge=1)
     weight_dtype: str = Field(default="bfloat16", description="bfloat16 | float16 | fp8 (quantized weights)")
     kv_cache_dtype: str = Field(default="auto", description="auto (= weight activations, 2 bytes) | fp8")
+    tp: int = Field(default=1, ge=1, description="--tensor-parallel-size: GPUs the model is sharded over")
+    kv_cache_tokens: int | None = Field(default=None, ge=1, description="KV capacity given from outside (Melt's "
+                                        "planner); None: sized here from memory, weights and reserve")
 
 
 class EngineProfile(BaseModel):
@@ -78,6 +94,15 @@ class EngineProfile(BaseModel):
     frontend_latency_s: float = 0.0135
     # Memory vLLM keeps outside the KV cache besides weights: CUDA context, cuBLAS workspaces, CUDA graphs.
     non_torch_reserve_gb: float = 1.0
+    # Tensor parallel (stated, NOT calibrated: no multi-GPU measurement exists yet). Share of linear scaling that N
+    # shards reach on bandwidth and FLOPs: 0.9, the usual figure for TP within one NVLink node.
+    tp_efficiency: float = 0.90
+    # One all-reduce's fixed cost (vLLM's custom all-reduce / NCCL small-message latency inside a node: ~5-10 us).
+    allreduce_latency_s: float = 8e-6
+    # Share of the link's bandwidth an all-reduce reaches (NCCL bus bandwidth vs the NVLink figure).
+    link_efficiency: float = 0.80
+    # Interconnect assumed when the catalog lists none: PCIe Gen4 x16, per direction, GB/s.
+    fallback_interconnect_gbs: float = 32.0
 
 
 DEFAULT_PROFILE = EngineProfile()
@@ -100,6 +125,7 @@ class StepCost:
     t_floor_s: float
     t_elementwise_s: float
     t_overhead_s: float
+    t_comm_s: float
     bytes_moved: float
     flops: float
     tokens: int
@@ -141,11 +167,20 @@ class PerfModel:
         if self.fp8_compute and not gpu.fp8_tflops:
             raise CatalogError(f"{gpu.id} has no FP8 tensor cores; cannot serve fp8 weights")
         kv_elem = 1.0 if knobs.kv_cache_dtype.lower().startswith("fp8") else 2.0
-        self.kv_bytes_per_token = m.kv_bytes_per_token(kv_elem)
+        # Tensor parallel: N GPUs, each with ceil(kv_heads / N) KV heads (replicated when N > kv_heads).
+        self.tp = n = knobs.tp
+        self.kv_heads_per_gpu = math.ceil(m.num_kv_heads / n)
+        self.kv_bytes_per_token = m.kv_bytes_per_token(kv_elem) * self.kv_heads_per_gpu / m.num_kv_heads  # one GPU
+        self.tp_scale = 1.0 if n == 1 else p.tp_efficiency
+        if m.num_attention_heads % n:
+            raise CatalogError(f"{m.num_attention_heads} attention heads of {m.id} do not divide by TP {n} "
+                               "(vLLM refuses to start)")
 
         peak_tflops = gpu.fp8_tflops if self.fp8_compute else gpu.bf16_tflops
-        self.peak_flops = peak_tflops * 1e12
-        self.bandwidth = gpu.mem_bandwidth_gbs * GB * p.bw_efficiency
+        self.peak_flops = peak_tflops * 1e12                            # one GPU
+        self.bandwidth = gpu.mem_bandwidth_gbs * GB * p.bw_efficiency   # one GPU, achieved
+        self.link_gbs = gpu.interconnect_gbs or p.fallback_interconnect_gbs
+        self.link_source = "catalog interconnect_gbs" if gpu.interconnect_gbs else "stated PCIe fallback"
         self.gemm_efficiency = p.gemm_efficiency_max * m.hidden_size / (m.hidden_size + p.gemm_half_width)
 
         # Parameter split. `emb` = vocab x hidden: the lm_head always exists as a matrix product; an untied model
@@ -166,6 +201,7 @@ class PerfModel:
             self.dense_streamed_params = active - untied_extra
             self.expert_fraction = 1.0
         self.weight_bytes_total = m.total_params_b * 1e9 * self.weight_bpp
+        self.weight_bytes_per_gpu = self.weight_bytes_total / n
 
         # Activation traffic of the non-GEMM kernels, per token per layer, 2-byte activations:
         # 2 fused add+RMSNorm (read/write residual and hidden: 8h), q/k norm + rotary and attention in/out
@@ -173,9 +209,10 @@ class PerfModel:
         k = m.experts_per_token or 1
         moe_permute = 4 * m.hidden_size * k if m.num_experts else 0
         hd = m.head_dim
+        # Per GPU: the norms and the residual are replicated on every TP rank, attention and the MLP are sharded.
         self.act_bytes_per_token = 2.0 * m.num_layers * (
-            8 * m.hidden_size + 6 * (m.num_attention_heads + m.num_kv_heads) * hd + 3 * m.intermediate_size * k
-            + moe_permute)
+            8 * m.hidden_size + (6 * (m.num_attention_heads + m.num_kv_heads) * hd + 3 * m.intermediate_size * k
+                                 + moe_permute) / n)
         self.attn_flops_coeff = 4.0 * m.num_layers * m.num_attention_heads * hd  # x new tokens x mean context
         self.layer_floor_s = m.num_layers * (p.layer_floor_s + (p.moe_layer_floor_s if m.num_experts else 0.0))
 
@@ -185,19 +222,24 @@ class PerfModel:
         self.block_size = knobs.block_size
         self.reserve_bytes = (p.non_torch_reserve_gb * GB
                               # peak activations of the largest (budget-sized) forward pass
-                              + knobs.max_num_batched_tokens * 2.0 * (4 * m.hidden_size + 2 * m.intermediate_size * k)
+                              + knobs.max_num_batched_tokens * 2.0 * (4 * m.hidden_size
+                                                                      + 2 * m.intermediate_size * k / n)
                               # fp32 logits for a full batch of sampled sequences (vLLM profiles the sampler too)
-                              + self.max_num_seqs * m.vocab_size * 4.0)
+                              + self.max_num_seqs * m.vocab_size * 4.0 / n)
         budget = gpu.memory_gb * GB * knobs.mem_fraction
-        self.kv_bytes_available = budget - self.weight_bytes_total - self.reserve_bytes
+        self.kv_bytes_available = budget - self.weight_bytes_per_gpu - self.reserve_bytes  # per GPU
+        where = f"one {gpu.id}" if n == 1 else f"{n} x {gpu.id} (TP={n}, per GPU)"
         if self.kv_bytes_available <= 0:
             raise CatalogError(
-                f"{m.id} does not fit on one {gpu.id}: weights {self.weight_bytes_total / GB:.1f} GB + reserve "
+                f"{m.id} does not fit on {where}: weights {self.weight_bytes_per_gpu / GB:.1f} GB + reserve "
                 f"{self.reserve_bytes / GB:.1f} GB > {knobs.mem_fraction:.2f} x {gpu.memory_gb:g} GB "
-                f"= {budget / GB:.1f} GB (try a bigger GPU, fp8 weights or a higher --mem-fraction)")
+                f"= {budget / GB:.1f} GB (try a bigger GPU, fp8 weights, more TP or a higher --mem-fraction)")
         # Capacity counts vLLM's padded attention groups (hybrid sliding-window models: ModelSpec.kv_alloc_layers).
-        self.kv_alloc_bytes_per_token = m.kv_alloc_bytes_per_token(kv_elem)
-        self.num_blocks = int(self.kv_bytes_available // (self.kv_alloc_bytes_per_token * self.block_size))
+        self.kv_alloc_bytes_per_token = self.kv_bytes_per_token * m.kv_alloc_layers() / m.num_layers
+        if knobs.kv_cache_tokens is not None:  # the planner's figure (bench/memory.py), rounded down to blocks
+            self.num_blocks = knobs.kv_cache_tokens // self.block_size
+        else:
+            self.num_blocks = int(self.kv_bytes_available // (self.kv_alloc_bytes_per_token * self.block_size))
         self.kv_capacity_tokens = self.num_blocks * self.block_size
         self.max_model_len = knobs.max_model_len or m.max_position_embeddings
         if self.max_model_len > self.kv_capacity_tokens:
@@ -227,18 +269,32 @@ class PerfModel:
             tokens += new
             kv_tokens_read += cached + new
             attn_tok_ctx += new * (cached + (new + 1) / 2.0)
-        bytes_moved = self.weights_streamed_bytes(tokens) + kv_tokens_read * self.kv_bytes_per_token
+        n = self.tp
+        # One GPU's share: its weight shard and its KV heads; every GPU runs the same step at the same time.
+        gpu_bytes = self.weights_streamed_bytes(tokens) / n + kv_tokens_read * self.kv_bytes_per_token
         gemm_flops = 2.0 * self.body_active_params * tokens + 2.0 * self.lm_head_params * load.sampled
         attn_flops = self.attn_flops_coeff * attn_tok_ctx
-        t_mem = bytes_moved / self.bandwidth
-        t_compute = gemm_flops / (self.peak_flops * self.gemm_efficiency) + attn_flops / (
-            self.peak_flops * p.attn_efficiency)
+        bw, peak = self.bandwidth * self.tp_scale, self.peak_flops * n * self.tp_scale
+        t_mem = gpu_bytes / bw
+        t_compute = gemm_flops / (peak * self.gemm_efficiency) + attn_flops / (peak * p.attn_efficiency)
         t_floor = self.layer_floor_s
-        t_elem = tokens * self.act_bytes_per_token / self.bandwidth
+        t_elem = tokens * self.act_bytes_per_token / bw
+        t_comm = self.allreduce_time(tokens)
         t_over = p.step_overhead_s + p.per_seq_overhead_s * len(load.chunks)
-        duration = max(t_mem, t_compute, t_floor) + t_elem + t_over
-        return StepCost(duration, t_mem, t_compute, t_floor, t_elem, t_over,
-                        bytes_moved + tokens * self.act_bytes_per_token, gemm_flops + attn_flops, tokens)
+        duration = max(t_mem, t_compute, t_floor) + t_elem + t_comm + t_over
+        return StepCost(duration, t_mem, t_compute, t_floor, t_elem, t_over, t_comm,
+                        n * (gpu_bytes + tokens * self.act_bytes_per_token), gemm_flops + attn_flops, tokens)
+
+    def allreduce_time(self, tokens: int) -> float:
+        """TP's all-reduces of one step: two per layer, each a fixed latency plus a ring all-reduce of the step's
+        hidden states (2 (N-1)/N of tokens x hidden x 2 bytes per GPU) over the interconnect. 0 at TP=1."""
+        n = self.tp
+        if n == 1 or tokens <= 0:
+            return 0.0
+        p = self.profile
+        ring_bytes = 2.0 * (n - 1) / n * tokens * self.model.hidden_size * 2.0
+        one = p.allreduce_latency_s + ring_bytes / (self.link_gbs * GB * p.link_efficiency)
+        return 2 * self.model.num_layers * one
 
     def step_time(self, chunks: Iterable[tuple[int, int]], sampled: int) -> float:
         return self.step_cost(StepLoad(tuple(chunks), sampled)).duration_s
@@ -248,8 +304,9 @@ class PerfModel:
     def describe(self) -> dict:
         """Numbers worth printing at startup and exposing on /version."""
         return {
-            "gpu": self.gpu.id, "model": self.model.id,
+            "gpu": self.gpu.id, "model": self.model.id, "tp": self.tp,
             "weight_gb": round(self.weight_bytes_total / GB, 3),
+            "weight_gb_per_gpu": round(self.weight_bytes_per_gpu / GB, 3),
             "kv_bytes_per_token": self.kv_bytes_per_token,
             "kv_capacity_tokens": self.kv_capacity_tokens,
             "num_kv_blocks": self.num_blocks,
@@ -258,6 +315,8 @@ class PerfModel:
             "max_model_len": self.max_model_len,
             "gemm_efficiency": round(self.gemm_efficiency, 3),
             "decode_step_ms_batch1": round(1e3 * self.step_time([(1, 512)], 1), 3),
+            **({"interconnect_gbs": self.link_gbs, "interconnect_source": self.link_source,
+                "tp_efficiency": self.profile.tp_efficiency} if self.tp > 1 else {}),
         }
 
 

@@ -296,6 +296,8 @@ class LevelStats:
     preemptions: int
     output_tokens: int
     per_request_tokens: list[int] = field(default_factory=list, repr=False)
+    p50_ttft_ms: float = 0.0
+    engine: SchedulerStats | None = field(default=None, repr=False)   # busy time, bytes and FLOPs of the steps
 
 
 def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, input_len: int, output_len: int,
@@ -375,11 +377,11 @@ def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, i
     itl_count = sum(r.num_output - 1 for r in done)
     duration = max(lasts.values()) - min(r.arrival for r in done)
     return _level(concurrency, done, duration, total_out, ttfts, e2es, tpots, itl_total, itl_count, max_running,
-                  sched.stats.preemptions)
+                  sched.stats)
 
 
 def _level(concurrency, done, duration, total_out, ttfts, e2es, tpots, itl_total, itl_count, max_running,
-           preemptions) -> LevelStats:
+           stats: SchedulerStats) -> LevelStats:
     n = len(done)
     return LevelStats(
         concurrency=concurrency, requests=n, duration_s=duration,
@@ -389,8 +391,8 @@ def _level(concurrency, done, duration, total_out, ttfts, e2es, tpots, itl_total
         mean_tpot_ms=1e3 * sum(tpots) / len(tpots) if tpots else 0.0,
         mean_itl_ms=1e3 * itl_total / itl_count if itl_count else 0.0,
         mean_e2e_ms=1e3 * sum(e2es) / n,
-        max_running=max_running, preemptions=preemptions, output_tokens=total_out,
-        per_request_tokens=[r.num_output for r in done])
+        max_running=max_running, preemptions=stats.preemptions, output_tokens=total_out,
+        per_request_tokens=[r.num_output for r in done], p50_ttft_ms=1e3 * ttfts[n // 2], engine=stats)
 
 
 def _closed_loop_engine_only(perf: PerfModel, concurrency: int, num_requests: int, input_len: int, output_len: int,
@@ -433,4 +435,4 @@ def _closed_loop_engine_only(perf: PerfModel, concurrency: int, num_requests: in
     itl_count = sum(r.num_output - 1 for r in done)
     duration = max(r.finish_time for r in done) - min(r.arrival for r in done)
     return _level(concurrency, done, duration, total_out, ttfts, e2es, tpots, itl_total, itl_count, max_running,
-                  sched.stats.preemptions)
+                  sched.stats)

@@ -86,8 +86,11 @@ def _int_field(body: dict, name: str, minimum: int) -> int | None:
 
 
 class SimServer:
-    def __init__(self, perf: PerfModel, served_model_name: str | None = None, host: HostProfile | None = None):
+    def __init__(self, perf: PerfModel, served_model_name: str | None = None, host: HostProfile | None = None,
+                 gpu_indices: list[int] | None = None):
         self.perf = perf
+        # One modelled GPU per TP rank, labelled with its position on the box (all ranks run every step together).
+        self.gpu_indices = list(gpu_indices) if gpu_indices is not None else list(range(perf.tp))
         # The API server's single core (engines/sim/host.py); None: tokens reach clients at the engine's times.
         self.host = host
         self.api_free = 0.0          # loop time at which the modelled API core is next free
@@ -98,7 +101,7 @@ class SimServer:
         self.name = served_model_name or perf.model.id
         self.created = int(time.time())
         self.sched: Scheduler | None = None       # made in start(): its clock is the running loop's
-        self.telemetry: GpuTelemetryModel | None = None
+        self.telemetry: list[GpuTelemetryModel] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Future | None = None
         self._engine_task: asyncio.Task | None = None
@@ -126,9 +129,10 @@ class SimServer:
     async def start(self) -> None:
         self._loop = loop = asyncio.get_running_loop()
         self.sched = Scheduler(self.perf, clock=loop.time)
-        self.telemetry = GpuTelemetryModel(self.perf.gpu, loop.time(), self.perf.knobs.mem_fraction,
-                                           peak_flops=self.perf.peak_flops,
-                                           bandwidth_bytes_s=self.perf.gpu.mem_bandwidth_gbs * 1e9)
+        self.telemetry = [GpuTelemetryModel(self.perf.gpu, loop.time(), self.perf.knobs.mem_fraction, index=i,
+                                            peak_flops=self.perf.peak_flops,
+                                            bandwidth_bytes_s=self.perf.gpu.mem_bandwidth_gbs * 1e9)
+                          for i in self.gpu_indices]
         self._engine_task = asyncio.create_task(self._engine_loop(), name="sim-engine")
         if self.host is not None:
             self._outbox_task = asyncio.create_task(self._outbox_loop(), name="sim-api-out")
@@ -245,7 +249,9 @@ class SimServer:
 
     def _account(self, res: StepResult, lag: float) -> None:
         step = res.step
-        self.telemetry.on_step(step.start, step.end, step.cost.bytes_moved, step.cost.flops)
+        n = len(self.telemetry)
+        for gpu in self.telemetry:  # each TP rank moves and computes its share of the step
+            gpu.on_step(step.start, step.end, step.cost.bytes_moved / n, step.cost.flops / n)
         self.lag_last = lag
         if lag > self.lag_max:
             self.lag_max = lag
@@ -542,7 +548,7 @@ class SimServer:
     async def sim_telemetry(self, request: web.Request) -> web.Response:
         now = self._loop.time()
         return web.json_response({"simulated": True, "t_wall": time.time(), "gpu": self.perf.gpu.id,
-                                  "gpus": [self.telemetry.sample(now)]})
+                                  "gpus": [gpu.sample(now) for gpu in self.telemetry]})
 
     async def metrics(self, request: web.Request) -> web.Response:
         s = self.sched

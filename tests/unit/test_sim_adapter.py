@@ -38,7 +38,8 @@ def test_catalog_ids_are_normalised_and_checked(tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"sim_gpu": None}, "sim_gpu"),
-    ({"tp": 2}, "single GPU"),
+    ({"dp": 2}, "dp must be 1"),
+    ({"tp": 2, "gpus": [0]}, "models 2 GPU"),
     ({"kind": "vllm"}, "kind"),
 ])
 def test_bad_specs(tmp_path, kwargs, match):
