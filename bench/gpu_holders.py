@@ -47,19 +47,9 @@ class GpuHolder:
 
 def nvml_holders(gpus: list[int] | None = None) -> tuple[list[tuple[int, int | None]], str | None]:
     """(pid, used bytes) of the GPU processes on `gpus` (None = every GPU), and why none could be read (or None)."""
-    from telemetry.nvml import gpu_processes, nvml_status
+    from telemetry.nvml import memory_holders
 
-    ok, why = nvml_status()
-    if not ok:
-        return [], f"NVML unavailable ({why}): GPU memory holders cannot be listed"
-    if not gpus:
-        return gpu_processes(None), None
-    seen: dict[int, int | None] = {}
-    for g in gpus:
-        for pid, used in gpu_processes(g):
-            prev = seen.get(pid)
-            seen[pid] = used if prev is None else (prev + used if used is not None else prev)
-    return sorted(seen.items()), None
+    return memory_holders(gpus)
 
 
 def _tag_runs(db: str | Path | None) -> dict[str, tuple[int, bool]]:

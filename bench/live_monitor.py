@@ -24,7 +24,7 @@ class LiveMonitor:
         self.th, self.on_change, self.window_s, self.gpu_window_s = thresholds, on_change, window_s, gpu_window_s
         self.info = dict(info or {})
         self._lock = threading.Lock()
-        self._results: deque = deque()      # (end_ns, ok, ttft_ms, e2e_ms, output_tokens) of the running level
+        self._results: deque = deque()      # (end_ns, ok, ttft_ms, e2e_ms, output_tokens), last window only
         self._telemetry: deque = deque()
         self._engine: dict | None = None
         self.level: dict | None = None      # {index, concurrency, request_rate, start_ns, sent, ok, err}
@@ -86,6 +86,10 @@ class LiveMonitor:
         now_ns = now_ns or time.time_ns()
         with self._lock:
             cut = now_ns - int(self.window_s * 1e9)
+            # Results that ended before the window are never read again: dropped here (about in end order, so the
+            # deque holds the last window plus a batch's disorder, not every request of a long level).
+            while self._results and self._results[0][0] < cut:
+                self._results.popleft()
             rows = [r for r in self._results if r[0] >= cut]
             tele = list(self._telemetry)
             eng = self._engine

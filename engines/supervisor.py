@@ -118,25 +118,17 @@ def ensure_port_free(host: str, port: int) -> None:
 
 def _gpu_pids() -> set[int] | None:
     """Pids holding GPU memory, or None when NVML is unavailable (no driver, CPU machine). telemetry/nvml.py is
-    the one NVML choke point; this only adapts its answer."""
+    the one NVML choke point; its memory_holders is the adapter shared with bench.gpu_holders."""
     try:
-        from telemetry.nvml import gpu_processes, nvml_status
+        from telemetry.nvml import memory_holders
     except ImportError:
         return None
     try:
-        ok, _why = nvml_status()
-        if not ok:
-            return None
-        procs = gpu_processes()  # [(pid, used bytes | None)]
+        found, why = memory_holders()
     except Exception as e:  # a broken driver must not break stop()
-        log.debug("gpu_processes() failed: %s", e)
+        log.debug("memory_holders() failed: %s", e)
         return None
-    pids: set[int] = set()
-    for p in procs or []:
-        pid = p[0] if isinstance(p, tuple) else p
-        if isinstance(pid, int):
-            pids.add(pid)
-    return pids
+    return None if why else {pid for pid, _used in found}
 
 
 # --------------------------------------------------------------------------------------------- process

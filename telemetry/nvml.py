@@ -640,6 +640,24 @@ def gpu_processes(index_or_uuid: int | str | None = None) -> list[tuple[int, int
     return sorted(seen.items())
 
 
+def memory_holders(gpus: list[int] | None = None) -> tuple[list[tuple[int, int | None]], str | None]:
+    """(pid, used bytes or None) of the processes holding memory on `gpus` (None or [] = every GPU), pids sorted,
+    a pid's memory summed over the GPUs it holds; and why none could be read (None when NVML answered).
+    The one adapter of gpu_processes for bench.gpu_holders (who holds a GPU before a launch) and engines.supervisor
+    (which of an engine's pids still hold one after a stop)."""
+    ok, why = nvml_status()
+    if not ok:
+        return [], f"NVML unavailable ({why}): GPU memory holders cannot be listed"
+    if not gpus:
+        return gpu_processes(None), None
+    seen: dict[int, int | None] = {}
+    for g in gpus:
+        for pid, used in gpu_processes(g):
+            prev = seen.get(pid)
+            seen[pid] = used if prev is None else (prev + used if used is not None else prev)
+    return sorted(seen.items()), None
+
+
 # ----------------------------------------------------------------------------------------------------- XIDs
 
 class XidWatcher:

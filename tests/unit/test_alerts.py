@@ -115,3 +115,18 @@ def test_live_gpu_values_only_after_the_levels_load_began():
     assert mon.current_values(now)["gpu_util_min_pct"] is None   # no request finished yet: load start unknown
     mon.feed_results([_res(now - int(5e9))])
     assert mon.current_values(now)["gpu_util_min_pct"] == 90.0
+
+
+def test_live_monitor_keeps_only_the_window_of_a_long_level():
+    # A 10-minute soak level: the monitor used to keep every result of the level and scan them all once a second.
+    mon = LiveMonitor(AlertThresholds(), window_s=10)
+    mon.start_level(0, 10_000, None)
+    now = time.time_ns()
+    for s in range(600, 0, -1):   # one batch per second: 100 results that ended s seconds ago
+        mon.feed_results([_res(now - int(s * 1e9) - i, ttft=float(s)) for i in range(100)])
+        mon.current_values(now - int(s * 1e9))
+    assert len(mon._results) <= 11 * 100
+    v = mon.current_values(now)
+    assert len(mon._results) == 10 * 100                       # the last 10 s, nothing older
+    assert v["ttft_p99_ms"] <= 10.0 and v["error_rate_pct"] == 0.0
+    assert mon.snapshot()["level"]["sent"] == 60_000           # the level's counts still cover all of it

@@ -231,3 +231,39 @@ def test_facts_and_processes_through_the_wrapper(fake):
     # Unknown GPU: a value saying so, no exception.
     assert nvml.health_facts(3)["available"] is False
     assert nvml.read_sample(3)["extra"]["error"].startswith("GPU 3")
+
+
+def test_memory_holders_without_driver():
+    from engines.supervisor import _gpu_pids
+
+    found, why = nvml.memory_holders()
+    assert found == [] and why.startswith("NVML unavailable (NVML library not found")
+    assert why.endswith("GPU memory holders cannot be listed")
+    assert nvml.memory_holders([0, 1])[0] == []
+    assert _gpu_pids() is None          # the supervisor's reading of the same answer
+
+
+def test_memory_holders_through_the_wrapper(fake):
+    from engines.supervisor import _gpu_pids
+
+    assert nvml.memory_holders() == ([(77, None), (4242, 2**30)], None)
+    assert nvml.memory_holders([]) == nvml.memory_holders(None) == nvml.memory_holders([0])
+    assert _gpu_pids() == {77, 4242}
+
+
+def test_memory_holders_sums_a_pid_over_the_gpus_asked(fake, monkeypatch):
+    from engines.supervisor import _gpu_pids
+
+    per_gpu = {0: [(5, 10), (7, None), (9, None)], 1: [(5, 4), (7, 3), (9, None)], 2: [(11, 1)]}
+    monkeypatch.setattr(nvml, "gpu_processes", lambda g=None: per_gpu.get(g, [(1, 1)]))
+    assert nvml.memory_holders([1, 0]) == ([(5, 14), (7, 3), (9, None)], None)
+    assert nvml.memory_holders([2]) == ([(11, 1)], None)
+    assert nvml.memory_holders() == ([(1, 1)], None)     # every GPU: gpu_processes(None) as it answers
+    assert _gpu_pids() == {1}
+
+    def broken(g=None):
+        raise RuntimeError("driver hiccup")
+    monkeypatch.setattr(nvml, "gpu_processes", broken)
+    with pytest.raises(RuntimeError):
+        nvml.memory_holders()
+    assert _gpu_pids() is None          # a broken driver must not break stop()
