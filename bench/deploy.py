@@ -16,7 +16,7 @@ sim models the shards and the all-reduce, engines/sim/model.py), its GPU positio
 fraction and the planner's KV tokens (`--kv-cache-tokens`, bench.memory.estimate_fit's figure); an instance with
 dp = N becomes N sim replicas `NAME-dp0..` on its GPUs in TP-sized groups, its weight split evenly between them
 (Melt's client-side round robin, not vLLM's internal DP balancer). The recipe's engine flags (extra_args,
-engine_cmd) are not the sim's and are dropped; a quantization the sim does not model (only fp8) is refused.
+engine_cmd) are not the sim's and are dropped; a quantization the sim does not model (not in catalog/quant.py) is refused.
 A recipe that does not fit is refused with the planner's reason, as for real engines.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.config import DeployedInstance
+from catalog.quant import QUANT_BYTES
 from catalog.recipes import Instance, Recipe
 from engines.spec import EngineSpec
 
@@ -70,8 +71,8 @@ def _sim_specs(inst: Instance, ip, *, gpu_id: str, startup_timeout_s: float | No
                where: str) -> list[tuple[str, float, EngineSpec]]:
     """(name, weight, spec) of the sim replica(s) serving recipe instance `inst` as planned (`ip`: InstancePlan)."""
     quant = (inst.quantization or "").lower()
-    if quant not in ("", "fp8"):
-        raise DeployRefused(f"{where}.quantization: the simulator models fp8 only, not {inst.quantization!r}")
+    if quant and quant not in QUANT_BYTES:
+        raise DeployRefused(f"{where}.quantization: the simulator does not model {inst.quantization!r}")
     fraction = inst.memory_fraction if inst.memory_fraction is not None else ip.fraction
     gpus, out = inst.gpu_list, []
     for k in range(inst.dp):
@@ -89,6 +90,27 @@ def _sim_specs(inst: Instance, ip, *, gpu_id: str, startup_timeout_s: float | No
         except ValueError as e:
             raise DeployRefused(f"{where}: {e}") from None
     return out
+
+
+def _share_gpus(out: list[DeployedInstance]) -> tuple[list[DeployedInstance], str]:
+    """Sim instances on the same GPU split its bandwidth and FLOPs: each gets 1/k of the card (`--gpu-share`), k the
+    most instances on any of its GPUs. Equal time slices when all are busy (what two CUDA processes get without MPS);
+    an idle neighbour's share is not lent, so a lightly loaded mix is simulated slower than it would run."""
+    on: dict[int, int] = {}
+    for d in out:
+        for g in d.engine.gpus or [0]:
+            on[g] = on.get(g, 0) + 1
+    shared, res = [], []
+    for d in out:
+        k = max(on[g] for g in d.engine.gpus or [0])
+        if k > 1:
+            shared.append(d.name)
+            extra = [*d.engine.extra_args, "--gpu-share", f"{1 / k:.6g}"]
+            d = d.model_copy(update={"engine": d.engine.model_copy(update={"extra_args": extra})})
+        res.append(d)
+    why = (f"{', '.join(shared)} share their GPU: each gets an equal slice of its bandwidth and compute"
+           if shared else "")
+    return res, why
 
 
 def deployment_from_recipe(recipe: Recipe, *, gpu: str | None = None, count: int | None = None,
@@ -131,8 +153,9 @@ def deployment_from_recipe(recipe: Recipe, *, gpu: str | None = None, count: int
                                                  startup_timeout_s=startup_timeout_s,
                                                  where=f"recipe {recipe.name}: instances[{k}]"):
                 out.append(DeployedInstance(name=name, engine=spec, weight=weight))
+        out, shared = _share_gpus(out)
         note = (f"SIMULATED: every instance on Melt's simulator emulating {n}x {gpu_id} (TP modelled, KV tokens "
-                "from the planner); no GPU is used")
+                "from the planner)" + (f"; {shared}" if shared else "") + "; no GPU is used")
     for k, inst in enumerate([] if simulate else recipe.instances):
         mem = inst.memory_fraction if inst.memory_fraction is not None else memory.get(inst.name)
         spec = _spec(inst, sim_gpu=gpu_id, memory=mem, engine_cmd=engine_cmd, dummy_weights=dummy_weights,

@@ -14,28 +14,12 @@ import math
 from dataclasses import dataclass, field
 
 from catalog.models import GPUSpec, ModelSpec
+from catalog.quant import DTYPE_BYTES, KV_DTYPE_BYTES, QUANT_BYTES
 
 GB = 1e9
 
-# Bytes per weight parameter by --dtype. None / "auto" falls back to the model's own dtype.
-_DTYPE_BYTES = {
-    "float32": 4.0, "fp32": 4.0, "float": 4.0,
-    "float16": 2.0, "fp16": 2.0, "half": 2.0,
-    "bfloat16": 2.0, "bf16": 2.0,
-}
-# Bytes per parameter by --quantization. 4-bit schemes carry group scales/zeros (~0.5 bit per weight
-# at group size 128), hence 4.5 bits rather than 4.
-_QUANT_BYTES = {
-    "fp8": 1.0, "fbgemm_fp8": 1.0, "modelopt": 1.0, "int8": 1.0, "w8a8": 1.0, "w8a16": 1.0,
-    "smoothquant": 1.0, "compressed-tensors": 1.0, "experts_int8": 1.0,
-    "awq": 0.5625, "awq_marlin": 0.5625, "gptq": 0.5625, "gptq_marlin": 0.5625, "int4": 0.5625,
-    "w4a16": 0.5625, "marlin": 0.5625, "bitsandbytes": 0.5625, "nvfp4": 0.5625, "mxfp4": 0.5625,
-    "modelopt_fp4": 0.5625,
-    # GGUF (llama.cpp ggml-common.h): a Q4_0 block is 32 weights in 16 bytes + an fp16 scale = 18 bytes (4.5 bits);
-    # a Q8_0 block is 32 int8 + an fp16 scale = 34 bytes (8.5 bits). Qwen3-30B-A3B-Q8_0.gguf: 30.5 B x 1.0625 = 32.4 GB.
-    "gguf_q4_0": 0.5625, "gguf_q8_0": 1.0625,
-}
-_KV_DTYPE_BYTES = {"fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0, "fp8_inc": 1.0, "int8": 1.0}
+# Bytes per parameter / element: catalog/quant.py (shared with the simulator).
+_DTYPE_BYTES, _QUANT_BYTES, _KV_DTYPE_BYTES = DTYPE_BYTES, QUANT_BYTES, KV_DTYPE_BYTES
 
 # CUDA context, NCCL buffers, CUDA graphs: what nvidia-smi shows beyond torch's allocations. vLLM
 # on an H100 typically reports 0.5-1.5 GB here; 1.0 GB is the middle of that range.

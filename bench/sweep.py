@@ -797,9 +797,12 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
 
 def _roofline(summary: dict, cfg: RunConfig) -> dict | None:
     """The level's share of the GPU's roofline (bench/roofline.py); None when the GPU or model is not in the catalog
-    (say --gpu for a real engine) or the computation fails: it must never break a measurement."""
+    (say --gpu for a real engine), when the deployment serves several models, or when the computation fails: it must
+    never break a measurement."""
     from bench.roofline import level_roofline
 
+    if len({d.engine.model for d in cfg.deployment()}) > 1:
+        return None  # several models: one model's roofline against the box's tok/s would mean nothing
     try:
         return level_roofline(summary, cfg.gpu, cfg.engine.model, gpus=cfg.gpu_count)
     except Exception:  # noqa: BLE001

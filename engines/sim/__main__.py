@@ -15,6 +15,7 @@ import socket
 import sys
 
 from catalog import CatalogError, get_gpu, get_model
+from catalog.quant import QUANT_BYTES
 from engines.sim.host import load_host_profile
 from engines.sim.model import PerfModel, SimKnobs
 
@@ -34,12 +35,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-num-batched-tokens", type=int, default=8192)
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--dtype", default="bfloat16", help="weight dtype: bfloat16 | float16 | fp8")
-    p.add_argument("--quantization", default=None, help="fp8 = fp8 weights and fp8 tensor-core compute")
+    p.add_argument("--quantization", default=None, help="fp8 = fp8 weights and fp8 tensor-core compute; weight-only "
+                   "schemes (gguf_q4_0, gguf_q8_0, awq, gptq, ...) = small weights, bf16 compute")
     p.add_argument("--kv-cache-dtype", default="auto", help="auto | fp8")
     p.add_argument("--tensor-parallel-size", "--tp", dest="tp", type=int, default=1,
                    help="GPUs the model is sharded over (modelled: engines/sim/model.py)")
     p.add_argument("--kv-cache-tokens", type=int, default=None,
                    help="KV capacity in tokens, as Melt's planner sized it (default: sized by the simulator)")
+    p.add_argument("--gpu-share", type=float, default=1.0,
+                   help="share of the GPU's bandwidth and FLOPs this instance gets (co-located sim instances: 1/k)")
     p.add_argument("--gpu-indices", default=None,
                    help="box positions of the simulated GPUs, for telemetry (default 0..tp-1), e.g. 4,5,6,7")
     p.add_argument("--keepalive-timeout", type=float, default=75.0,
@@ -129,13 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         gpu = get_gpu(a.gpu)
         model = get_model(a.model)
         quant = (a.quantization or "").lower()
-        if quant not in ("", "fp8"):
-            raise ValueError(f"the simulator models --quantization fp8 only, not {a.quantization!r}")
-        weight_dtype = "fp8" if quant == "fp8" else a.dtype
+        if quant and quant not in QUANT_BYTES:
+            raise ValueError(f"the simulator does not know --quantization {a.quantization!r} "
+                             f"(known: {', '.join(sorted(QUANT_BYTES))})")
+        weight_dtype = quant or a.dtype
         knobs = SimKnobs(mem_fraction=a.mem_fraction, max_num_seqs=a.max_num_seqs,
                          max_num_batched_tokens=a.max_num_batched_tokens, max_model_len=a.max_model_len,
                          weight_dtype=weight_dtype, kv_cache_dtype=a.kv_cache_dtype, tp=a.tp,
-                         kv_cache_tokens=a.kv_cache_tokens)
+                         kv_cache_tokens=a.kv_cache_tokens, gpu_share=a.gpu_share)
         perf = PerfModel(gpu, model, knobs)
         indices = gpu_indices(a.gpu_indices, perf.tp)
         host = None if (a.host_profile or "").lower() == "none" else load_host_profile(a.host_profile)

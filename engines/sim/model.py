@@ -44,6 +44,7 @@ from typing import Iterable
 from pydantic import BaseModel, ConfigDict, Field
 
 from catalog import CatalogError, GPUSpec, ModelSpec
+from catalog.quant import FP8_COMPUTE, QUANT_BYTES
 
 GB = 1e9
 # vLLM V1 picks larger scheduler defaults on big GPUs (>= 70 GB); below that it stays conservative.
@@ -60,7 +61,10 @@ class SimKnobs(BaseModel):
     max_num_batched_tokens: int = Field(default=8192, ge=1, description="chunked-prefill token budget per step")
     max_model_len: int | None = Field(default=None, ge=16, description="None: the model's max_position_embeddings")
     block_size: int = Field(default=16, ge=1)
-    weight_dtype: str = Field(default="bfloat16", description="bfloat16 | float16 | fp8 (quantized weights)")
+    gpu_share: float = Field(default=1.0, gt=0, le=1, description="share of the GPU's bandwidth and FLOPs this "
+                             "instance gets (co-located instances: 1/k, bench/deploy.py)")
+    weight_dtype: str = Field(default="bfloat16", description="bfloat16 | float16 | fp8 | a weight-only quantization "
+                              "of catalog/quant.py (gguf_q4_0, awq, ...)")
     kv_cache_dtype: str = Field(default="auto", description="auto (= weight activations, 2 bytes) | fp8")
     tp: int = Field(default=1, ge=1, description="--tensor-parallel-size: GPUs the model is sharded over")
     kv_cache_tokens: int | None = Field(default=None, ge=1, description="KV capacity given from outside (Melt's "
@@ -142,6 +146,8 @@ class StepCost:
 
 
 def _bytes_per_param(dtype: str) -> float:
+    """Weight bytes per parameter: a dtype, fp8, or a weight-only scheme of catalog/quant.py (GGUF Q4_0 / Q8_0, AWQ,
+    GPTQ, ...: small weights, activation-dtype FLOPs)."""
     d = dtype.lower()
     if d in ("bfloat16", "bf16", "float16", "fp16", "half", "auto"):
         return 2.0
@@ -149,7 +155,14 @@ def _bytes_per_param(dtype: str) -> float:
         return 1.0
     if d in ("float32", "fp32"):
         return 4.0
-    raise ValueError(f"unsupported weight dtype {dtype!r} (bfloat16, float16, float32, fp8)")
+    if d in QUANT_BYTES:
+        return QUANT_BYTES[d]
+    raise ValueError(f"unsupported weight dtype {dtype!r} (bfloat16, float16, float32, fp8, or a quantization: "
+                     f"{', '.join(sorted(QUANT_BYTES))})")
+
+
+def _fp8_compute(dtype: str) -> bool:
+    return dtype.lower() in ("fp8", "float8", "fp8_e4m3", "fp8_e5m2") or dtype.lower() in FP8_COMPUTE
 
 
 class PerfModel:
@@ -163,7 +176,7 @@ class PerfModel:
         m = model
 
         self.weight_bpp = _bytes_per_param(knobs.weight_dtype)
-        self.fp8_compute = self.weight_bpp == 1.0
+        self.fp8_compute = _fp8_compute(knobs.weight_dtype)
         if self.fp8_compute and not gpu.fp8_tflops:
             raise CatalogError(f"{gpu.id} has no FP8 tensor cores; cannot serve fp8 weights")
         kv_elem = 1.0 if knobs.kv_cache_dtype.lower().startswith("fp8") else 2.0
@@ -177,8 +190,9 @@ class PerfModel:
                                "(vLLM refuses to start)")
 
         peak_tflops = gpu.fp8_tflops if self.fp8_compute else gpu.bf16_tflops
-        self.peak_flops = peak_tflops * 1e12                            # one GPU
-        self.bandwidth = gpu.mem_bandwidth_gbs * GB * p.bw_efficiency   # one GPU, achieved
+        # one GPU (or this instance's slice of one shared with other instances: knobs.gpu_share)
+        self.peak_flops = peak_tflops * 1e12 * knobs.gpu_share
+        self.bandwidth = gpu.mem_bandwidth_gbs * GB * p.bw_efficiency * knobs.gpu_share   # achieved
         self.link_gbs = gpu.interconnect_gbs or p.fallback_interconnect_gbs
         self.link_source = "catalog interconnect_gbs" if gpu.interconnect_gbs else "stated PCIe fallback"
         self.gemm_efficiency = p.gemm_efficiency_max * m.hidden_size / (m.hidden_size + p.gemm_half_width)

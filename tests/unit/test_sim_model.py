@@ -113,3 +113,19 @@ def test_mem_fraction_scales_cache():
     hi = PerfModel(H100, QWEN06, SimKnobs(mem_fraction=0.9))
     extra_tokens = 0.4 * 80e9 / QWEN06.kv_bytes_per_token()
     assert hi.kv_capacity_tokens - lo.kv_capacity_tokens == pytest.approx(extra_tokens, abs=32)
+
+
+def test_weight_only_quantization_streams_fewer_bytes_at_bf16_compute():
+    from catalog import get_gpu, get_model
+    from engines.sim.model import PerfModel, SimKnobs
+
+    gpu, model = get_gpu("H200-141GB"), get_model("Qwen/Qwen3-30B-A3B")
+    bf16 = PerfModel(gpu, model, SimKnobs())
+    q8 = PerfModel(gpu, model, SimKnobs(weight_dtype="gguf_q8_0"))
+    fp8 = PerfModel(gpu, model, SimKnobs(weight_dtype="fp8"))
+    assert q8.weight_bytes_total == pytest.approx(bf16.weight_bytes_total * 1.0625 / 2)
+    assert not q8.fp8_compute and q8.peak_flops == bf16.peak_flops          # dequantized: bf16 tensor cores
+    assert fp8.fp8_compute and fp8.peak_flops > bf16.peak_flops
+    assert q8.kv_capacity_tokens > bf16.kv_capacity_tokens                   # smaller weights leave more KV
+    with pytest.raises(ValueError, match="unsupported weight dtype 'q3'"):
+        PerfModel(gpu, model, SimKnobs(weight_dtype="q3"))

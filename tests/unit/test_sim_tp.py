@@ -123,3 +123,19 @@ def test_layout_prediction_in_virtual_time_splits_users_and_refuses_what_does_no
         {"name": "llama70b", "model": "meta-llama/Meta-Llama-3-70B-Instruct", "max_model_len": 8192}]})
     with pytest.raises(DeployRefused, match="DOES NOT FIT"):
         predict(too_big, 10)
+
+
+def test_instances_sharing_a_gpu_split_it_and_gguf_recipes_run_on_the_sim():
+    """The dwani.ai LLM pair on one H200: each sim instance gets half the card (--gpu-share 0.5), which halves its
+    bandwidth and FLOPs; the dwani mix's GGUF instances are simulated as weight-only quantization."""
+    d = deployment_from_recipe(load_recipe("dwani-llm-pair"), simulate=True)
+    assert [i.engine.extra_args[-2:] for i in d.instances] == [["--gpu-share", "0.5"]] * 2
+    assert "gemma, qwen3 share their GPU" in d.note
+    whole = PerfModel(H200, get_model("Qwen/Qwen3-30B-A3B"), SimKnobs(weight_dtype="fp8"))
+    half = PerfModel(H200, get_model("Qwen/Qwen3-30B-A3B"), SimKnobs(weight_dtype="fp8", gpu_share=0.5))
+    assert half.bandwidth == pytest.approx(whole.bandwidth / 2) and half.peak_flops == pytest.approx(whole.peak_flops / 2)
+    # one instance per GPU: no share flag
+    alone = deployment_from_recipe(load_recipe("h200x8-eight-8b"), simulate=True)
+    assert all("--gpu-share" not in i.engine.extra_args for i in alone.instances)
+    dwani = deployment_from_recipe(load_recipe("dwani"), gpu="H200-141GB", simulate=True)
+    assert [i.engine.quantization for i in dwani.instances] == ["gguf_q4_0", "gguf_q8_0"]
