@@ -168,6 +168,7 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         count = deployed.count if deployed else len(gpus) if gpus else max(a.tp * a.dp, 1)
         return RunConfig(name=a.name or (recipe.name if recipe else ""), tags=a.tag or [], engine=spec,
                          instances=deployed.instances if deployed else [],
+                         services=deployed.services if deployed else [],
                          recipe=recipe.name if recipe else None, workload=workload, levels=levels, gpu=gpu,
                          gpu_count=count, price_per_gpu_hour=price,
                          telemetry_hz=a.telemetry_hz, client_procs=a.client_procs, repeat=a.repeat,

@@ -295,6 +295,9 @@ class RunConfig(_Strict):
     engine: EngineSpec
     instances: list[DeployedInstance] = Field(default_factory=list)
     recipe: str | None = Field(default=None, description="name of the recipe the deployment came from")
+    # Non-LLM services Melt starts before the instances (a recipe's services with a command: engine kind "custom",
+    # engines/custom.py); they get no LLM traffic and are stopped after the instances.
+    services: list[DeployedInstance] = Field(default_factory=list)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     levels: list[int] = Field(min_length=1)
     gpu: str | None = Field(default=None, description="Catalog GPU id (sim GPU, or the detected/declared GPU)")

@@ -21,7 +21,7 @@ A recipe that does not fit is refused with the planner's reason, as for real eng
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.config import DeployedInstance
 from catalog.quant import QUANT_BYTES
@@ -41,6 +41,7 @@ class DeployPlan:
     plan: object | None       # bench.plan.Plan, when planned
     note: str = ""            # what the caller should tell the user (e.g. "not planned: no GPU named")
     recipe: str = ""          # the recipe's name
+    services: list[DeployedInstance] = field(default_factory=list)  # services with a command (kind custom), first
 
 
 def _spec(inst: Instance, *, sim_gpu: str | None, memory: float | None, engine_cmd: list[str] | None,
@@ -163,4 +164,11 @@ def deployment_from_recipe(recipe: Recipe, *, gpu: str | None = None, count: int
         out.append(DeployedInstance(name=inst.name, engine=spec, weight=inst.weight))
     if not sum(d.weight for d in out) > 0:
         raise DeployRefused(f"recipe {recipe.name}: instances[*].weight: all 0, no instance would get traffic")
-    return DeployPlan(out, gpu_id, n, planned, note, recipe.name)
+    services = [] if simulate else [
+        DeployedInstance(name=sv.name, weight=0, engine=EngineSpec(
+            kind="custom", model=sv.model, served_model_name=sv.name, engine_cmd=sv.command, gpus=[sv.gpu],
+            health_path=sv.health_path, startup_timeout_s=sv.startup_timeout_s))
+        for sv in recipe.services if sv.command]
+    if simulate and any(sv.command for sv in recipe.services):
+        note += "; the recipe's services are counted by the planner, not started (a simulated box runs no service)"
+    return DeployPlan(out, gpu_id, n, planned, note, recipe.name, services)

@@ -323,11 +323,13 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         hooks.log(room)
         rec.event("warning", room)
     held: list[_Up] = []  # every instance as soon as it exists: `finally` always stops each
+    services: list[_Up] = []  # the deployment's non-LLM services (started first, stopped last; no traffic)
     telem = _Telemetry(rec, hooks.log)
     telem.monitor, exporter = _live_parts(cfg, run_id, rec, hooks.log)
     load_windows: list[tuple[int, int]] = []
     status, error = RunStatus.failed, None
     try:
+        _bring_up_services(cfg, rec, hooks.log, stop, services)
         _bring_up(cfg, rec, hooks.log, stop, held)
         if stop.is_set():
             raise KeyboardInterrupt
@@ -354,7 +356,7 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         _quietly(telem.monitor.stop, hooks.log)
         if exporter is not None:
             _quietly(exporter.stop, hooks.log)
-        for u in reversed(held):  # the last started first; every one, whatever the others did
+        for u in [*reversed(held), *reversed(services)]:  # the last started first; every one, whatever the others did
             if u.proc is not None:
                 _stop_engine(u.proc, rec, u.instance_id, hooks.log)
         if cfg.blitz is not None and rec.fault is None:
@@ -448,6 +450,23 @@ def _bring_up(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Event, he
                     f" (the others were stopped; not started: {', '.join(rest)})" if rest
                     else " (the others were stopped)")) from None
             raise
+
+
+def _bring_up_services(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.Event, held: list[_Up]) -> None:
+    """Start the deployment's non-LLM services (RunConfig.services, engine kind custom) one after another, each
+    healthy before the next and before any LLM instance (the planner's start order); one that fails raises
+    SweepAborted naming it, and the caller's `finally` stops the ones already up."""
+    for n, svc in enumerate(cfg.services):
+        if stop.is_set():
+            return
+        up = _Up(svc.name, svc.engine, 0.0)
+        held.append(up)
+        log(f"service {n + 1}/{len(cfg.services)}: {svc.name} ({svc.engine.model})")
+        try:
+            _bring_up_engine(svc.engine, rec, log, stop, up, sub=svc.name)
+        except SweepAborted as e:
+            raise SweepAborted(f"service {svc.name} did not start: {e} (the services already up were stopped; no LLM "
+                               "instance was started)") from None
 
 
 def _bring_up_engine(spec, rec: Recorder, log: Log, stop: threading.Event, up: _Up, sub: str | None = None) -> None:

@@ -91,6 +91,11 @@ class Service(_Strict):
     vram_gb: float = Field(gt=0, description="GPU memory it holds, GB (10^9 bytes), from its own documentation")
     gpu: int = Field(default=0, ge=0, description="GPU index it runs on")
     source: str | None = Field(default=None, description="where the VRAM figure comes from")
+    command: list[str] | None = Field(default=None, min_length=1, description=(
+        "argv that starts it (never a shell string; {port} and {host} are filled in): Melt launches it before the "
+        "LLM instances, waits for health_path, stops it at the end. None = counted by the planner only"))
+    health_path: str = Field(default="/health", pattern=r"^/", description="GET it until it answers 200")
+    startup_timeout_s: float = Field(default=600.0, gt=0)
 
 
 class Recipe(_Strict):

@@ -135,8 +135,8 @@ def python_of(command: list[str]) -> str | None:
 def engine_version(kind: str, command: list[str] | None) -> str | None:
     """The engine's installed version, asked of its own interpreter (never imported here). None if unknown.
     command None = the command detection finds (what build_plan would launch)."""
-    if kind == "sim":
-        return None
+    if kind in ("sim", "custom"):
+        return None  # the simulator is Melt's; a custom service's version is its own business
     if command is None:
         command, _source = find_command(kind)
     py = python_of(command or [])
@@ -194,6 +194,13 @@ def build_plan(spec: EngineSpec, host: str, port: int, workdir: Path) -> LaunchP
         return sim_plan(spec, host, port, workdir)
     if spec.kind == "openai":
         raise ValueError("an 'openai' engine is an already running server (spec.base_url): nothing to launch")
+    if spec.kind == "custom":
+        from engines.custom import service_plan
+
+        if not spec.engine_cmd:
+            raise ValueError(f"service {spec.name_for_requests}: no command to start it")
+        return service_plan(spec.name_for_requests, spec.engine_cmd, spec.health_path, (spec.gpus or [0])[0],
+                            host, port)
     if spec.engine_cmd is None:
         cmd, _source = find_command(spec.kind)
         if cmd:

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-EngineKind = Literal["sim", "openai", "vllm", "sglang", "trtllm", "llamacpp"]
+EngineKind = Literal["sim", "openai", "vllm", "sglang", "trtllm", "llamacpp", "custom"]
 
 
 class EngineSpec(BaseModel):
@@ -45,6 +45,8 @@ class EngineSpec(BaseModel):
     host: str = "127.0.0.1"
     port: int | None = Field(default=None, ge=1, le=65535, description="None = pick a free port")
     startup_timeout_s: float = Field(default=900, gt=0)
+    # custom only (a deployment's non-LLM service, engines/custom.py): ready when GET health_path answers 200
+    health_path: str = Field(default="/health", pattern=r"^/")
 
     @field_validator("base_url")
     @classmethod
@@ -132,6 +134,9 @@ class LaunchPlan(BaseModel):
     # length Melt made the prompt with (same tokenizer as the server's); levels say so (bench/loadgen.py).
     stream_usage: Literal["server", "finish-length"] = "server"
     metrics: bool = True  # the server has a Prometheus /metrics endpoint to scrape
+    # Ready when: "completion" = health 200 and a real 1-token completion (an LLM server); "health" = health 200
+    # alone (a non-LLM service of a deployment: engines/custom.py)
+    probe: Literal["completion", "health"] = "completion"
 
     @property
     def base_url(self) -> str:

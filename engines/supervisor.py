@@ -304,6 +304,8 @@ class EngineProcess:
                 self._fail_and_raise(
                     f"engine did not become ready within {timeout_s:g} s (last check: {last_problem})")
             ok, why = self._get_health()
+            if ok and self.plan.probe == "health":
+                break
             if ok:
                 ok, why, permanent = self._try_completion(max(1.0, deadline - time.monotonic()))
                 if ok:

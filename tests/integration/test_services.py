@@ -1,0 +1,98 @@
+"""A deployment's non-LLM services (a recipe's `services` with a `command`, engine kind custom): started by
+`./melt sweep --recipe` before the LLM instance, health-checked, recorded as instances with no traffic and stopped
+after it; a service that cannot start fails the run before any LLM starts and leaves nothing running. The service
+here is a real HTTP server on loopback (python -m http.server: GET / answers 200)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import yaml
+
+from engines.supervisor import tagged
+from storage.db import open_db
+from storage.models import EngineInstance, Request
+
+ROOT = Path(__file__).resolve().parents[2]
+SIM = {"name": "llm", "engine": "sim", "model": "Qwen/Qwen3-0.6B", "sim_gpu": "H100-SXM-80GB"}
+
+
+def _service(name: str, command: list[str], **kw) -> dict:
+    return {"name": name, "kind": "tts", "model": "ai4bharat/IndicF5", "vram_gb": 1.4, "command": command, **kw}
+
+
+def _sweep(tmp_path: Path, db: Path, recipe: dict) -> tuple[subprocess.CompletedProcess, dict | None]:
+    f = tmp_path / "svc.yaml"
+    f.write_text(yaml.safe_dump(recipe))
+    r = subprocess.run([sys.executable, "-m", "bench", "--db", str(db), "sweep", "--recipe", str(f), "--levels", "2",
+                        "--requests", "6", "--input-len", "16", "--output-len", "4", "--telemetry-hz", "0", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    try:
+        return r, json.loads(r.stdout)
+    except json.JSONDecodeError:
+        return r, None
+
+
+def _rows(db: Path):
+    with open_db(db)() as s:
+        return (s.query(EngineInstance).order_by(EngineInstance.id).all(),
+                s.query(Request).count(), {x.instance_id for x in s.query(Request).all()})
+
+
+def _nothing_left(instances) -> None:
+    for i in instances:
+        if i.pid:
+            assert not psutil.pid_exists(i.pid) or psutil.Process(i.pid).status() == psutil.STATUS_ZOMBIE, i.name
+        if i.proc_tag:
+            assert tagged(i.proc_tag) == [], f"{i.name}: processes of tag {i.proc_tag} still running"
+
+
+def test_a_service_starts_first_gets_no_traffic_and_is_stopped(tmp_path, db_path):
+    http = [sys.executable, "-m", "http.server", "{port}", "--bind", "{host}"]
+    recipe = {"name": "svc", "gpu": "H100-SXM-80GB", "instances": [SIM],
+              "services": [_service("tts", http, health_path="/")]}
+    r, doc = _sweep(tmp_path, db_path, recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert doc["status"] == "completed"
+    assert "service 1/1: tts" in r.stderr
+    instances, n_requests, served_by = _rows(db_path)
+    svc, llm = instances                                     # the service's row first: it started first
+    assert (svc.kind, svc.name, svc.weight, svc.state) == ("custom", "tts", 0.0, "stopped")
+    assert svc.argv[-3:] == [str(svc.base_url.rsplit(":", 1)[1]), "--bind", "127.0.0.1"]   # {port} / {host} filled
+    assert svc.ready_at is not None and svc.ready_at <= llm.launched_at
+    assert llm.kind == "sim" and llm.state == "stopped"
+    assert n_requests > 0 and served_by == {llm.id}          # every request went to the LLM
+    _nothing_left(instances)
+
+
+def test_a_service_that_fails_stops_the_run_before_any_llm(tmp_path, db_path):
+    ok = [sys.executable, "-m", "http.server", "{port}", "--bind", "{host}"]
+    bad = [sys.executable, "-c", "import sys; print('no model here', flush=True); sys.exit(3)"]
+    recipe = {"name": "svc-bad", "gpu": "H100-SXM-80GB", "instances": [SIM],
+              "services": [_service("tts", ok, health_path="/"), _service("asr", bad)]}
+    r, doc = _sweep(tmp_path, db_path, recipe)
+    assert r.returncode != 0
+    assert doc is not None and doc["status"] == "failed"
+    assert "service asr did not start: engine exited during startup with exit code 3" in doc["error"]
+    instances, n_requests, _ = _rows(db_path)
+    assert [i.name for i in instances] == ["tts", "asr"]     # the LLM was never launched
+    assert instances[0].state == "stopped" and instances[1].state == "failed"
+    assert "no model here" in (instances[1].log_tail or "")
+    assert n_requests == 0
+    _nothing_left(instances)
+
+
+def test_bad_service_commands_are_clear_errors(tmp_path, db_path):
+    recipe = {"name": "svc-x", "gpu": "H100-SXM-80GB", "instances": [SIM],
+              "services": [_service("tts", [sys.executable, "-m", "http.server", "{prot}"], health_path="/")]}
+    r, doc = _sweep(tmp_path, db_path, recipe)
+    assert r.returncode != 0 and doc is not None
+    assert "only {port} and {host} can be filled in" in doc["error"]
+    f = tmp_path / "shell.yaml"
+    f.write_text(yaml.safe_dump({**recipe, "services": [_service("tts", "python -m http.server")]}))
+    r = subprocess.run([sys.executable, "-m", "bench", "--db", str(db_path), "sweep", "--recipe", str(f),
+                        "--levels", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "services" in r.stderr and "command" in r.stderr
