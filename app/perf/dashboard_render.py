@@ -163,7 +163,7 @@ def bench_browser(db: Path, big: int, repeat: int) -> list[tuple[str, float]]:
                                   && !document.querySelector('[data-testid=stStatusWidget] button')""",
                                            timeout=60_000, polling=50)
                     t = time.perf_counter()
-                    page.get_by_role("tab", name=name).click()
+                    page.get_by_role("tab", name=name, exact=True).click()
                     page.wait_for_function(
                         f"""() => Array.from(document.querySelectorAll('.js-plotly-plot'))
                                   .some(el => el._fullLayout && (el._fullLayout.title.text || '').includes({title!r}))
@@ -207,7 +207,7 @@ def bench_browser(db: Path, big: int, repeat: int) -> list[tuple[str, float]]:
                     page.goto(f"{base}/live?run={big}")
                     page.wait_for_selector("[data-testid=stDataFrame]", timeout=60_000)
                     t = time.perf_counter()
-                    page.get_by_role("tab", name=name).click()
+                    page.get_by_role("tab", name=name, exact=True).click()
                     page.wait_for_function(
                         f"""() => Array.from(document.querySelectorAll('.js-plotly-plot'))
                                   .filter(el => el._fullLayout).length >= {charts}

@@ -169,7 +169,7 @@ def test_runs_compare_cost_gpus(dashboard, browser_page):
     assert len(points) == 1 and points[0] > 0, points
     _shot(page, "05_compare", sizes=True)
     for tab in ("Latency", "$ per 1M tokens", "Throughput vs latency"):
-        page.get_by_role("tab", name=tab).click()
+        page.get_by_role("tab", name=tab, exact=True).click()
         _settle(page, 1.0)
         page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 1")
         points = _plot_points(page)
