@@ -366,7 +366,15 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
                                                f"results written before are kept)")
         hooks.result.update(status=status, error=error)
         _quietly(lambda: rec.set_status(status, error), hooks.log)
+        if rec.fault is None:  # the Live charts' frames, stored once: a first viewer reads one row
+            _quietly(lambda: _store_frames(run_id, db), hooks.log)
     return status
+
+
+def _store_frames(run_id: int, db) -> None:
+    from bench.run_frames import store
+
+    store(run_id, db)
 
 
 def _blitz_result(run_id: int, db, log: Log) -> None:

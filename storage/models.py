@@ -291,3 +291,19 @@ class Agent(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
     stopped_at: Mapped[datetime | None]   # set when the agent exits cleanly
     version: Mapped[str | None] = mapped_column(String(50))
+
+
+class RunChart(Base):
+    """A finished run's chart frames (the Live page's time series, already bucketed to a few hundred points per
+    line), stored once so a first viewer reads one small row instead of every request, sample and metric row.
+    Derived data: made by the worker at the run's end, or on the first view of a run without one (an older run,
+    one reaped, one imported), and remade when `version` (the frame layout) or the run's finished_at differ.
+    Not exported in bundles."""
+
+    __tablename__ = "run_charts"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int]
+    finished_at: Mapped[datetime | None]     # the run's finished_at these frames were made from
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    data: Mapped[str] = mapped_column(Text)  # JSON: {frame name: {"columns": [...], "data": {column: [...]}}, ...}

@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import String, case, cast, delete, func, or_, select, update
 
 from storage.db import get_engine, open_db
-from storage.models import (EngineInstance, EngineMetricSample, Event, Level, Request, Run, RunStatus,
+from storage.models import (EngineInstance, EngineMetricSample, Event, Level, Request, Run, RunChart, RunStatus,
                             TelemetrySample)
 
 Db = str | Path | None
@@ -268,7 +268,7 @@ def delete_run(run_id: int, db: Db = None, *, force: bool = False) -> bool:
             raise RunActiveError(f"run {run_id} is {r.status.value}: cancel it before deleting")
         # Bulk children first with set-based deletes (fast for 100k rows, and correct even if a
         # connection was opened without PRAGMA foreign_keys), then the ORM cascade for the rest.
-        for model in (Request, TelemetrySample, EngineMetricSample, Event):
+        for model in (Request, TelemetrySample, EngineMetricSample, Event, RunChart):
             s.execute(delete(model).where(model.run_id == run_id))
         s.delete(r)
     return True
@@ -805,3 +805,24 @@ class RunSeries:
         n += self._extend(self.telemetry, telemetry_series(self.run_id, db, after_id=self._last_id(self.telemetry)))
         n += self._extend(self.engine, engine_metric_series(self.run_id, db, after_id=self._last_id(self.engine)))
         return n
+
+
+# ------------------------------------------------------------------------------------ stored chart frames
+def load_run_charts(run_id: int, version: int, finished_at: datetime | None, db: Db = None) -> str | None:
+    """The stored chart frames (JSON text) of a finished run, or None when there are none for this frame
+    `version` and this finished_at (a run id reused after a delete, or a changed layout, never serves stale ones)."""
+    with open_db(db)() as s:
+        row = s.get(RunChart, run_id)
+        if row is None or row.version != version or row.finished_at != finished_at:
+            return None
+        return row.data
+
+
+def save_run_charts(run_id: int, version: int, finished_at: datetime | None, data: str, db: Db = None) -> None:
+    """Store (or replace) a finished run's chart frames."""
+    with open_db(db).begin() as s:
+        row = s.get(RunChart, run_id)
+        if row is None:
+            s.add(RunChart(run_id=run_id, version=version, finished_at=finished_at, data=data))
+        else:
+            row.version, row.finished_at, row.data = version, finished_at, data

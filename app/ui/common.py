@@ -230,6 +230,15 @@ def detected_gpus() -> tuple[list[dict], str]:
         return [], f"NVML error: {e}"
 
 
+@st.cache_data(ttl=10, show_spinner=False)
+def gpu_holders(db_url: str, gpus: tuple[int, ...] | None) -> tuple[list, str | None]:
+    """bench.gpu_holders.holders (a stale-run reap, an NVML query and a psutil look at every holder), at most once
+    per 10 s per GPU selection: the Launch page reruns on every widget change. Cleared after ending orphans."""
+    from bench.gpu_holders import holders
+
+    return holders(db_url, list(gpus) if gpus is not None else None)
+
+
 def worker_api():
     """bench.runs (start/cancel/reap) or None with an error shown."""
     try:

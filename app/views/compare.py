@@ -75,35 +75,42 @@ st.caption("$ at each run's price per GPU-hour (the run's own, else the GPU cata
                         for i, p in prices.items()))
 
 LATENCY = {"TTFT": "ttft", "TPOT": "tpot", "ITL": "itl", "E2E": "e2e"}
-metric = st.segmented_control("Latency chart", list(LATENCY), default="TTFT", key="c_lat") or "TTFT"
-m = LATENCY[metric]
-a, b = st.columns(2)  # the picker above both charts, so they start level
-with a:
-    show_chart(charts.by_concurrency(done, "output_tok_s", "Output tok/s vs concurrency", "tok/s", simulated=any_sim),
-               key="c-tok", filename="compare_output_tok_s")
-with b:
-    show_chart(charts.by_concurrency(done, f"{m}_p50_ms", f"{metric} p50 (solid) / p99 (dashed) vs concurrency", "ms",
-                                     simulated=any_sim, dash_col=f"{m}_p99_ms"),
-               key="c-lat-chart", filename=f"compare_{m}")
-a, b = st.columns(2)
-with a:
-    priced = [(lab, df.dropna(subset=["usd_per_m_output"])) for lab, df in done if not df.empty]
-    if any(not df.empty for _, df in priced):
-        show_chart(charts.by_concurrency(priced, "usd_per_m_output", "$ per 1M output tokens vs concurrency",
-                                         "$ / 1M output tokens", simulated=any_sim, log_y=True),
-                   key="c-usd", filename="compare_usd_per_m")
-    else:
-        st.info("No price per GPU-hour for these runs: set one on the Cost page.")
-with b:
-    show_chart(charts.pareto(done, simulated=any_sim), key="c-pareto", filename="compare_pareto")
+priced = [(lab, df.dropna(subset=["usd_per_m_output"])) for lab, df in done if not df.empty]
 energy = [(lab, df.dropna(subset=["j_per_output_token"])) for lab, df in done if "j_per_output_token" in df]
-if any(not df.empty for _, df in energy):
-    a, _ = st.columns(2)
-    with a:
-        show_chart(charts.by_concurrency(energy, "j_per_output_token", "Energy per output token", "J / token",
-                                         simulated=any_sim), key="c-energy", filename="compare_energy")
-else:
-    st.caption("No energy data in these runs (needs GPU telemetry with power readings).")
+# Lazy tabs, one chart each: only the open tab's chart is built and sent. A new document pays Plotly's start-up plus
+# every chart it draws (five charts took 2.75 s to open on the 2-core machine, docs/PERFORMANCE.md).
+CHART_TABS = ["Throughput", "Latency", "$ per 1M tokens", "Throughput vs latency", "Energy"]
+t_tok, t_lat, t_usd, t_pareto, t_energy = st.tabs(CHART_TABS, key="c_chart_tab", on_change="rerun",
+                                                  default=CHART_TABS[0])
+if t_tok.open:
+    with t_tok:
+        show_chart(charts.by_concurrency(done, "output_tok_s", "Output tok/s vs concurrency", "tok/s",
+                                         simulated=any_sim), key="c-tok", filename="compare_output_tok_s")
+if t_lat.open:
+    with t_lat:
+        metric = st.segmented_control("Latency chart", list(LATENCY), default="TTFT", key="c_lat") or "TTFT"
+        m = LATENCY[metric]
+        show_chart(charts.by_concurrency(done, f"{m}_p50_ms", f"{metric} p50 (solid) / p99 (dashed) vs concurrency",
+                                         "ms", simulated=any_sim, dash_col=f"{m}_p99_ms"),
+                   key="c-lat-chart", filename=f"compare_{m}")
+if t_usd.open:
+    with t_usd:
+        if any(not df.empty for _, df in priced):
+            show_chart(charts.by_concurrency(priced, "usd_per_m_output", "$ per 1M output tokens vs concurrency",
+                                             "$ / 1M output tokens", simulated=any_sim, log_y=True),
+                       key="c-usd", filename="compare_usd_per_m")
+        else:
+            st.info("No price per GPU-hour for these runs: set one on the Cost page.")
+if t_pareto.open:
+    with t_pareto:
+        show_chart(charts.pareto(done, simulated=any_sim), key="c-pareto", filename="compare_pareto")
+if t_energy.open:
+    with t_energy:
+        if any(not df.empty for _, df in energy):
+            show_chart(charts.by_concurrency(energy, "j_per_output_token", "Energy per output token", "J / token",
+                                             simulated=any_sim), key="c-energy", filename="compare_energy")
+        else:
+            st.caption("No energy data in these runs (needs GPU telemetry with power readings).")
 
 # ---------------------------------------------------------------------------------------- side-by-side table
 st.subheader("Side by side")
@@ -170,12 +177,16 @@ for d, mix in mixes:  # deployments of several instances: each instance and the 
                    column_config={"$/1M out tok": st.column_config.NumberColumn(format="$%.4f")})
 
 # ------------------------------------------------------------------------------------------------ config diff
-st.subheader("Config differences")
 diff = q.config_diff([d.config for d in details])
-if not diff:
-    st.caption("The configs are identical.")
-else:
-    cols = [f"#{d.run.id} {legend[d.run.id]}" for d in details]
-    ddf = pd.DataFrame([{"setting": x["setting"], **{c: json.dumps(v) if isinstance(v, (list, dict)) else v
-                                                     for c, v in zip(cols, x["values"])}} for x in diff])
-    show_table(ddf.astype(str), key="c-diff", filename="compare_config_diff")
+# lazy: its table is built and sent only when opened (one table less in a new document)
+diff_box = st.expander(f"Config differences ({len(diff)} setting{'s' if len(diff) != 1 else ''})" if diff
+                       else "Config differences (none)", key="c_diff_open", on_change="rerun")
+if diff_box.open:
+    with diff_box:
+        if not diff:
+            st.caption("The configs are identical.")
+        else:
+            cols = [f"#{d.run.id} {legend[d.run.id]}" for d in details]
+            ddf = pd.DataFrame([{"setting": x["setting"], **{c: json.dumps(v) if isinstance(v, (list, dict)) else v
+                                                             for c, v in zip(cols, x["values"])}} for x in diff])
+            show_table(ddf.astype(str), key="c-diff", filename="compare_config_diff")

@@ -122,15 +122,22 @@ if len(details) > 1:
         "output tok/s there": best[d.run.id].output_tok_s if best[d.run.id] else None,
         "latency breaks at": (f"C = {brk.concurrency:,}" if (brk := latency_break(costs[d.run.id])) else "–"),
         "peak output tok/s": d.run.peak_output_tok_s} for d in details])
-    show_table(summary, key="cost-runs", filename="cost_by_run",
-               column_config={"$ / GPU-hour": st.column_config.NumberColumn(format="$%.2f"),
-                              "$ / 1M output tokens there": st.column_config.NumberColumn(format="$%.4f"),
-                              "output tok/s there": st.column_config.NumberColumn(format="%.0f"),
-                              "peak output tok/s": st.column_config.NumberColumn(format="%.0f")})
-    priced = [(legend[rid], df.dropna(subset=["usd_per_m_output"])) for rid, df in frames.items()]
-    show_chart(charts.by_concurrency(priced, "usd_per_m_output", "$ per 1M output tokens vs concurrency",
-                                     "$ / 1M output tokens", simulated=any_sim, log_y=True),
-               key="cost-runs-chart", filename="cost_by_run")
+    # Lazy tabs: the chart is built and sent only when its tab is opened. A new document with no chart skips
+    # Plotly's start-up in the browser (~0.5-1 s of the 2-core machine; docs/PERFORMANCE.md).
+    t_table, t_chart = st.tabs(["By run", "$ per 1M vs concurrency"], key="cost_runs_tab", on_change="rerun")
+    if t_table.open:
+        with t_table:
+            show_table(summary, key="cost-runs", filename="cost_by_run",
+                       column_config={"$ / GPU-hour": st.column_config.NumberColumn(format="$%.2f"),
+                                      "$ / 1M output tokens there": st.column_config.NumberColumn(format="$%.4f"),
+                                      "output tok/s there": st.column_config.NumberColumn(format="%.0f"),
+                                      "peak output tok/s": st.column_config.NumberColumn(format="%.0f")})
+    if t_chart.open:
+        with t_chart:
+            priced = [(legend[rid], df.dropna(subset=["usd_per_m_output"])) for rid, df in frames.items()]
+            show_chart(charts.by_concurrency(priced, "usd_per_m_output", "$ per 1M output tokens vs concurrency",
+                                             "$ / 1M output tokens", simulated=any_sim, log_y=True),
+                       key="cost-runs-chart", filename="cost_by_run")
     st.divider()
     if ss.get("cost_detail") not in picked:  # that run was taken out of the selection
         ss.pop("cost_detail", None)
@@ -156,9 +163,16 @@ else:
     m1.metric("Cheapest level meeting SLOs", "none", border=True)
     st.warning("No level meets the SLOs: the why_not column says what each level missed.")
 if len(details) == 1:
-    show_chart(charts.cost_bars(df, simulated=r.simulated, cheapest=best_r.concurrency if best_r else None),
-               key="cost-bars", filename=f"run{run_id}_cost_per_level")
-show_table(df, key=f"cost-levels-{run_id}", filename=f"run{run_id}_cost_per_level", column_config=money)
+    t_levels, t_bars = st.tabs(["Per level", "Chart"], key="cost_level_tab", on_change="rerun")  # lazy, as above
+    if t_levels.open:
+        with t_levels:
+            show_table(df, key=f"cost-levels-{run_id}", filename=f"run{run_id}_cost_per_level", column_config=money)
+    if t_bars.open:
+        with t_bars:
+            show_chart(charts.cost_bars(df, simulated=r.simulated, cheapest=best_r.concurrency if best_r else None),
+                       key="cost-bars", filename=f"run{run_id}_cost_per_level")
+else:
+    show_table(df, key=f"cost-levels-{run_id}", filename=f"run{run_id}_cost_per_level", column_config=money)
 mix = breakdown(summaries_of([lv for lv in d.levels if lv.status == "completed"]), gpus[run_id], float(price[run_id]))
 if mix:  # a deployment of several instances: the box's $ above, each instance's share of the box's traffic here
     st.markdown(f"**Per instance and whole box{sim}**: the $ is the whole box's (all its GPUs over all its tokens)")
@@ -202,7 +216,9 @@ b.metric(f"GPUs at C = {at}", f"{n:,}", help=f"{tok_s:,.0f} tok/s per replica of
          border=True)
 
 if cat:
-    with st.expander("Catalog prices (defaults)"):
-        show_table(pd.DataFrame([{"GPU": g.id, "name": g.name, "$ / GPU-hour": g.price_per_hour,
-                                  "memory GB": g.memory_gb} for g in cat.values()]),
-                   key="cost-catalog", filename="gpu_catalog_prices")
+    prices_box = st.expander("Catalog prices (defaults)", key="cost_catalog_open", on_change="rerun")  # lazy
+    if prices_box.open:
+        with prices_box:
+            show_table(pd.DataFrame([{"GPU": g.id, "name": g.name, "$ / GPU-hour": g.price_per_hour,
+                                      "memory GB": g.memory_gb} for g in cat.values()]),
+                       key="cost-catalog", filename="gpu_catalog_prices")

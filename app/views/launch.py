@@ -4,11 +4,12 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui import charts
-from app.ui.common import (detected_engines, detected_gpus, esc_md, gpu_catalog, model_catalog, page_header,
-                           show_chart, worker_api)
+from app.ui.common import (detected_engines, detected_gpus, esc_md, gpu_catalog, gpu_holders, model_catalog,
+                           page_header, show_chart, worker_api)
 from app.ui.launch_form import (LaunchValues, build_run_config, form_problems, match_catalog_gpu, recipe_rows,
                                 values_from_config)
 from catalog.recipes import list_recipes
+from storage.db import to_url
 from bench.workload import ENDPOINT_HELP, PROMPT_FORMAT_HELP
 
 ENGINES = {"sim": "Simulator (built-in, no GPU: SIMULATED)", "vllm": "vLLM", "sglang": "SGLang",
@@ -381,13 +382,16 @@ run_on = st.selectbox("Run on", _targets, key="l_run_on", disabled=len(_targets)
                            "history): the run is queued for it and it runs there; watch it live here.")
 if engine in ("vllm", "sglang", "trtllm", "llamacpp"):
     # Melt engines that outlived their runs, still holding GPU memory: named here, ended on request (bench/gpu_holders)
-    from bench.gpu_holders import end_orphans, holders, launch_warning
+    from bench.gpu_holders import end_orphans, launch_warning
 
-    _held, _ = holders(None, config.engine.gpus if config is not None else None)
+    # cached 10 s (app.ui.common.gpu_holders): this runs on every rerun of the form
+    _gpus = config.engine.gpus if config is not None else None
+    _held, _ = gpu_holders(to_url(None), tuple(_gpus) if _gpus is not None else None)
     if (_msg := launch_warning(_held)) is not None:
         st.warning(esc_md(_msg))
         if st.button("End the orphaned engines", key="l_end_orphans", icon=":material/delete:"):
             _ended = end_orphans(_held)
+            gpu_holders.clear()
             st.success(f"Ended processes {', '.join(map(str, _ended))}." if _ended else "Nothing left to end.")
 
 

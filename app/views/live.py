@@ -13,6 +13,7 @@ import streamlit as st
 from app.ui import charts
 from app.ui.common import (download_csv, esc_md, fmt_dt, fmt_num, fmt_secs, show_chart, show_table, sim_badge,
                            status_badge, worker_api)
+from bench import run_frames
 from bench.alerts import alert_counts, level_alert_rows
 from bench.compare import picker_labels, run_labels
 from bench.repeats import interval_rows, summaries_of
@@ -182,66 +183,11 @@ def _progress(d: q.RunDetail, now: datetime) -> None:
             st.progress(lv.fraction, text=f"C={lv.concurrency}: {lv.status} {lv.done:,}{total}")
 
 
-def _frames(series: q.RunSeries, d: q.RunDetail) -> dict:
-    """DataFrames for the charts, times as seconds since the run started, at most a few hundred points per line
-    (the browser redraws every chart each second while a run is live)."""
-    start = d.run.started_at or d.run.created_at
-    t0 = int(start.timestamp() * 1e9)
-    pts = series.requests
-    last_done = float(q.completion_ns(pts).max()) if pts["send_ns"].size else None
-    span = (last_done - t0) / 1e9 if last_done else 0.0
-    bucket = max(1.0, span / 240)
-    thr = pd.DataFrame(q.throughput_series(pts, bucket_s=bucket, t0_ns=t0))
-    lat = pd.DataFrame(q.latency_series(pts, bucket_s=max(2.0, bucket * 2), t0_ns=t0))
-    tel = pd.DataFrame(series.telemetry)
-    if not tel.empty:
-        tel["t_s"] = (tel["t_ns"] - t0) / 1e9
-        tel["mem_used_gb"] = tel["mem_used_mb"] / 1024
-        # The driver's ~1 s average: smooth, where 4 Hz instantaneous readings alias the ripple (docs/ARCHITECTURE.md,
-        # Telemetry). Instantaneous where no average is offered.
-        tel["power_chart_w"] = tel["power_avg_w"].fillna(tel["power_w"])
-        tel_bucket = max(0.25, (tel["t_s"].max() - tel["t_s"].min()) / 400)
-        if tel_bucket > 0.25:  # long runs: mean per time bucket and GPU, ~400 points per line
-            tel = (tel.assign(_b=(tel["t_s"] // tel_bucket)).groupby(["gpu_index", "_b"], as_index=False)
-                   .mean(numeric_only=True).drop(columns="_b"))
-    em = pd.DataFrame(series.engine)
-    eng_rate = pd.DataFrame(q.counter_rate(series.engine["t_ns"], series.engine["generation_tokens_total"],
-                                           min_dt_s=max(1.0, bucket)))
-    for df in (em, eng_rate):
-        if not df.empty:
-            df["t_s"] = (df["t_ns"] - t0) / 1e9
-    if not em.empty:
-        em["kv_cache_pct"] = em["kv_cache_usage"] * 100
-        if len(em) > 600:
-            em = em.iloc[:: len(em) // 400 + 1]
-    if not thr.empty:
-        thr["t_s"] += bucket / 2  # plot each bucket at its middle: lines up with the engine counter's rate
-        thr["errors_cumulative"] = thr["errors"].cumsum()
-        if d.run.active and pts["e2e_ms"].size:
-            # Requests still streaming are not in the database yet, so the newest buckets read low. Blank the
-            # last median-E2E of the client curve rather than draw a dip that is not real.
-            recent = pts["e2e_ms"][-200:]
-            hide_after = (last_done - t0) / 1e9 - float(pd.Series(recent).median(skipna=True) or 0) / 1e3
-            thr.loc[thr["t_s"] > hide_after, "output_tok_s"] = float("nan")
-        if not eng_rate.empty:
-            thr = pd.merge_asof(thr.sort_values("t_s"),
-                                eng_rate[["t_s", "rate"]].rename(columns={"rate": "engine_tok_s"}),
-                                on="t_s", direction="nearest", tolerance=bucket * 2)
-    bands = []
-    for lv in d.levels:
-        if lv.start_ns:
-            end = lv.end_ns or last_done or lv.start_ns
-            bands.append(((lv.start_ns - t0) / 1e9, (end - t0) / 1e9, f"C={lv.concurrency}"))
-    return {"thr": thr, "lat": lat, "tel": tel, "em": em, "eng_rate": eng_rate, "bands": bands}
-
-
 @st.cache_data(max_entries=8, show_spinner="Loading the run's time series…")
 def _finished_frames(db_url: str, run_id: int, finished_key: str) -> dict:
-    """Chart frames of a finished run, cached per (database, run, finish time), so another history file or a
-    deleted-and-reused id never serves stale data."""
-    series = q.RunSeries(run_id)
-    series.refresh(db_url)
-    return _frames(series, q.get_run(run_id, db_url))
+    """Chart frames of a finished run (bench.run_frames: one stored row, else the full read, then stored), cached
+    per (database, run, finish time), so another history file or a deleted-and-reused id never serves stale data."""
+    return run_frames.finished_frames(run_id, db_url)
 
 
 def _tiles_finished(d: q.RunDetail) -> None:
@@ -501,7 +447,7 @@ def _present(d: q.RunDetail, now: datetime) -> None:
 
 def _series_frames(d: q.RunDetail) -> dict:
     if d.run.active:
-        return _frames(_series(d.run.id), d)
+        return run_frames.frames(_series(d.run.id), d)
     # finished: the frames never change again, so one read serves every viewer and refresh
     return _finished_frames(to_url(None), d.run.id, d.run.finished_at.isoformat() if d.run.finished_at else d.run.status)
 

@@ -328,9 +328,12 @@ def test_compare_two_runs(app_db):
     db, ids = app_db
     at = ok(app("compare", runs=f"{ids[0]},{ids[1]}"))
     assert at.multiselect(key="c_runs").value == [ids[0], ids[1]]
-    assert len(charts(at)) >= 4
+    assert [c.key for c in charts(at)] == ["c-tok"]               # lazy tabs: only the open tab's chart is sent
     side = next(df.value for df in at.dataframe if "configuration" in df.value.columns)
     assert len(side) == 2 and any("SIMULATED" in c for c in side["configuration"])
+    assert not any("setting" in df.value.columns for df in at.dataframe)  # config diff: a lazy expander
+    at.session_state["c_diff_open"] = True
+    at.run()
     diff = next(df.value for df in at.dataframe if "setting" in df.value.columns)
     assert "engine.kind" in set(diff["setting"])
     at.selectbox(key="c_at").set_value(4).run()
@@ -351,7 +354,13 @@ def test_compare_labels_verdict_and_cost(app_db):
     side = next(df.value for df in at.dataframe if "configuration" in df.value.columns)
     peak = side.loc[side["run"] == f"#{fast.id}"].iloc[0]
     assert peak["$ / 1M output tokens"] == pytest.approx(fast.price_per_gpu_hour / 3600 / peak["output tok/s"] * 1e6)
-    assert "c-usd" in [c.key for c in charts(at)]
+    for tab, key in (("$ per 1M tokens", "c-usd"), ("Throughput vs latency", "c-pareto"),
+                     ("Latency", "c-lat-chart")):
+        at.session_state["c_chart_tab"] = tab                      # a click on the tab (on_change="rerun")
+        at.run()
+        assert [c.key for c in charts(at)] == ([key] if key else []), tab
+        legends |= {t["name"] for c in charts(at) for t in json.loads(c.proto.spec)["data"]}
+    assert {"H100-SXM · sim (SIMULATED)", "H100-SXM · vLLM"} <= legends
     at.segmented_control(key="c_lat").set_value("TPOT").run()
     assert any("TPOT p50" in json.loads(c.proto.spec)["layout"]["title"]["text"] for c in charts(at))
 
@@ -432,7 +441,12 @@ def test_cost_several_runs_side_by_side(app_db):
     assert at.multiselect(key="cost_runs").value == [ids[0], ids[1]]
     by_run = next(df.value for df in at.dataframe if "cheapest level meeting SLOs" in df.value.columns)
     assert list(by_run["id"]) == [f"#{ids[0]}", f"#{ids[1]}"]
-    assert "cost-runs-chart" in [c.key for c in charts(at)]
+    assert charts(at) == []                                       # the chart is a lazy tab
+    at.session_state["cost_runs_tab"] = "$ per 1M vs concurrency"
+    at.run()
+    assert [c.key for c in charts(at)] == ["cost-runs-chart"]
+    at.session_state["cost_runs_tab"] = "By run"
+    at.run()
     head = next(m.value for m in at.markdown if m.value.startswith("####")).replace("\\", "")
     cheaper = by_run.loc[by_run["$ / 1M output tokens there"].idxmin(), "run"]
     assert head.startswith(f"#### Cheapest per token meeting the SLOs: {cheaper} at C=")
@@ -575,3 +589,20 @@ def test_launch_can_send_a_run_to_a_live_agent(app_db, monkeypatch):
     with open_db(app_db[0])() as s:
         assert s.get(Run, d.id).target_agent == "gpu-box-1"
     assert "Queued for agent **gpu\\-box\\-1**" in texts(at)  # Live says who will run it (name escaped)
+
+
+def test_launch_asks_for_gpu_holders_once_per_10_s(app_db, monkeypatch):
+    """bench.gpu_holders.holders (a reap, NVML, psutil) is cached: reruns of the form do not repeat it."""
+    import bench.gpu_holders as gh
+    from app.ui.common import gpu_holders
+
+    calls = []
+    monkeypatch.setattr(gh, "holders", lambda db=None, gpus=None, found=None: (calls.append(gpus), ([], None))[1])
+    gpu_holders.clear()
+    at = ok(app())
+    at.selectbox(key="l_engine").set_value("vllm").run()
+    for levels in ("1,2", "1,2,4", "8"):                          # three more reruns of the form
+        at.text_input(key="l_levels").set_value(levels).run()
+    ok(at)
+    assert len(calls) == 1
+    gpu_holders.clear()

@@ -70,6 +70,11 @@ def test_cost_two_runs(two_gpus, browser_page):
     page.goto(f"{base}/cost?runs={h200},{h100}")
     page.get_by_text("Cheapest per token meeting the SLOs").first.wait_for()
     _shots(page, "cost_two_runs")
+    page.get_by_role("tab", name="$ per 1M vs concurrency").click()   # the chart: a lazy tab
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .legendtext').length >= 2")
+    legends = page.evaluate("""() => Array.from(document.querySelectorAll('.legendtext')).map(e => e.textContent)""")
+    assert "H200 (SIMULATED)" in legends and "H100-SXM (SIMULATED)" in legends, legends
+    _shots(page, "cost_two_runs_chart")
 
 
 def test_live_finished_levels_and_cancelled_progress(two_gpus, browser_page):
