@@ -16,6 +16,8 @@ sampler produces, in the same units:
   DCGM_FI_PROF_SM_ACTIVE / _PIPE_TENSOR_ACTIVE / _DRAM_ACTIVE (0..1) -> sm_active / tensor_active / dram_bw_util (%)
   DCGM_FI_PROF_PCIE_TX_BYTES / _RX_BYTES (B/s) -> pcie_tx_kbs / pcie_rx_kbs (kB/s, 1000 B as NVML's counters)
   DCGM_FI_DEV_XID_ERRORS (last XID), DCGM_FI_PROF_GR_ENGINE_ACTIVE, modelName, Hostname -> extra
+`health_facts()` reads the ECC totals, retired pages and remapped rows (FACTS) at run start and end, so the health
+verdict's ECC and memory-repair checks work on a remote host as on a local one (when the exporter serves them).
 
 GPUs are told apart by the `gpu` label (index on that host) and `UUID`; rows come sorted by index. The exporter
 refreshes its values on its own interval (dcgm-exporter: 30 s by default; `-c 1000` for 1 s), so a 4 Hz sampler
@@ -52,6 +54,23 @@ DIRECT = {
 THROTTLE = ("DCGM_FI_DEV_CLOCKS_EVENT_REASONS", "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS")
 EXTRA = {"DCGM_FI_DEV_XID_ERRORS": "last_xid", "DCGM_FI_PROF_GR_ENGINE_ACTIVE": "gr_engine_active"}
 INT_KEYS = ("throttle_reasons", "pstate")
+# DCGM counter -> the nvml.health_facts key health.verdict compares between run start and end (present when the
+# exporter's counters file enables them: dcgm-exporter's default-counters.csv has the remapped-row ones, the ECC
+# totals are commented out there; `-f` with a file that lists them turns them on)
+FACTS = {
+    "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL": "ecc_volatile_corrected",
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": "ecc_volatile_uncorrected",
+    "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL": "ecc_aggregate_corrected",
+    "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL": "ecc_aggregate_uncorrected",
+    "DCGM_FI_DEV_RETIRED_SBE": "retired_pages_sbe",
+    "DCGM_FI_DEV_RETIRED_DBE": "retired_pages_dbe",
+    "DCGM_FI_DEV_RETIRED_PENDING": "retired_pages_pending",
+    "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": "remapped_rows_correctable",
+    "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": "remapped_rows_uncorrectable",
+    "DCGM_FI_DEV_ROW_REMAP_FAILURE": "remapped_rows_failure",
+    "DCGM_FI_DEV_ROW_REMAP_PENDING": "remapped_rows_pending",
+}
+_BOOL_FACTS = ("remapped_rows_failure", "remapped_rows_pending")
 
 
 def _gpu_key(labels: dict) -> tuple[int, str]:
@@ -105,6 +124,22 @@ def rows_from_text(text: str) -> list[dict]:
     return out
 
 
+def facts_from_text(text: str) -> dict[str, dict]:
+    """A DCGM exporter page -> {str(gpu index): facts} with the ECC / retired-page / remapped-row counters it carries
+    (nvml.health_facts' keys, `available` True), for health.verdict's start/end comparison. GPUs with none of those
+    counters are left out: nothing to compare is SKIP, not PASS."""
+    parsed = parse_prometheus(text)
+    out: dict[str, dict] = {}
+    for name, key in FACTS.items():
+        for labels, value in parsed.get(name, []):
+            idx, uuid = _gpu_key(labels)
+            if idx == 1 << 30:
+                continue
+            f = out.setdefault(str(idx), {"available": True, "index": idx, "uuid": uuid or None, "source": "dcgm"})
+            f[key] = bool(value) if key in _BOOL_FACTS else int(value)
+    return out
+
+
 class DcgmSource:
     """Reads a DCGM exporter's /metrics page at each sampler tick. Real (not simulated) telemetry of the remote
     host's GPUs; `gpus` (indices on that host) keeps only those."""
@@ -123,10 +158,12 @@ class DcgmSource:
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self.reason = f"DCGM exporter at {self.url} (the remote host's GPUs, at the exporter's refresh interval)"
 
-    def read(self) -> list[dict]:
+    def _page(self) -> str:
         with self._opener.open(self.url, timeout=self.timeout_s) as resp:  # noqa: S310 (a URL the user gave)
-            text = resp.read(8 << 20).decode("utf-8", errors="replace")
-        rows = rows_from_text(text)
+            return resp.read(8 << 20).decode("utf-8", errors="replace")
+
+    def read(self) -> list[dict]:
+        rows = rows_from_text(self._page())
         if not rows:
             raise ValueError(f"{self.url}: no DCGM_FI_* GPU series on the page")
         if self.gpus is not None:
@@ -134,7 +171,9 @@ class DcgmSource:
         return rows
 
     def health_facts(self) -> dict:
-        return {}  # the exporter's default counters carry no ECC/remap facts to compare start and end
+        """The ECC / remap counters the exporter serves, at run start and end (facts_from_text); {} when none."""
+        facts = facts_from_text(self._page())
+        return {k: v for k, v in facts.items() if self.gpus is None or v["index"] in self.gpus}
 
     def close(self) -> None:
         pass

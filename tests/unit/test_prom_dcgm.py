@@ -74,3 +74,33 @@ def test_dcgm_newer_names_and_instant_power():
     (r,) = rows_from_text(page)
     assert r["power_avg_w"] == 300 and r["power_w"] == 355.5 and r["throttle_reasons"] == 1
     assert rows_from_text("# nothing here\nnode_load1 0.5\n") == []
+
+
+def _ecc_page(dbe1: int, sbe0: int = 3, remap_pending: int = 0) -> str:
+    lab = 'gpu="{g}",UUID="GPU-{g}",device="nvidia{g}",modelName="NVIDIA H100 80GB HBM3",Hostname="h"'
+    lines = []
+    for name, vals in (("DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", (sbe0, 0)), ("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", (0, dbe1)),
+                       ("DCGM_FI_DEV_ROW_REMAP_PENDING", (0, remap_pending)),
+                       ("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", (0, 1))):
+        lines.append(f"# TYPE {name} counter" if "TOTAL" in name else f"# TYPE {name} gauge")
+        lines += [f"{name}{{{lab.format(g=g)}}} {v}" for g, v in enumerate(vals)]
+    return "\n".join(lines) + "\n"
+
+
+def test_dcgm_ecc_and_remap_counters_feed_the_health_verdict():
+    from telemetry.dcgm import facts_from_text
+    from telemetry.health import verdict
+
+    start, end = facts_from_text(_ecc_page(0)), facts_from_text(_ecc_page(2, remap_pending=1))
+    assert start["1"] == {"available": True, "index": 1, "uuid": "GPU-1", "source": "dcgm",
+                          "ecc_volatile_corrected": 0, "ecc_volatile_uncorrected": 0, "remapped_rows_pending": False,
+                          "remapped_rows_uncorrectable": 1}
+    rows = rows_from_text(FIXTURE.read_text())
+    checks = {c["id"]: c for c in verdict(rows, start, end, [], [])["checks"]}
+    assert checks["ecc"]["status"] == "FAIL" and "GPU 1: +2" in checks["ecc"]["detail"]
+    assert checks["memory_repair"]["status"] == "WARN" and "GPU 1: a row remapping is pending" in \
+        checks["memory_repair"]["detail"]
+    same = {c["id"]: c for c in verdict(rows, start, facts_from_text(_ecc_page(0)), [], [])["checks"]}
+    assert same["ecc"]["status"] == "PASS"
+    # the fixture page (dcgm-exporter's default counters) has none of them: nothing to compare, SKIP not PASS
+    assert facts_from_text(FIXTURE.read_text()) == {}
