@@ -164,12 +164,13 @@ def verdict(samples: list[dict], facts_start: Any, facts_end: Any, xids: list | 
         add("ecc", "SKIP", "ECC not checked", "No GPU facts from both run start and end.")
         add("memory_repair", "SKIP", "Memory repair not checked", "No GPU facts from both run start and end.")
     else:
-        unc, cor = [], []
+        unc, cor, read = [], [], False
         for g in both:
             du = [d for d in (_delta(fs[g], fe[g], "ecc_volatile_uncorrected"),
                               _delta(fs[g], fe[g], "ecc_aggregate_uncorrected")) if d is not None]
             dc = [d for d in (_delta(fs[g], fe[g], "ecc_volatile_corrected"),
                               _delta(fs[g], fe[g], "ecc_aggregate_corrected")) if d is not None]
+            read = read or bool(du or dc)
             if du and max(du) > 0:
                 unc.append((g, max(du)))
             if dc and max(dc) > 0:
@@ -183,6 +184,9 @@ def verdict(samples: list[dict], facts_start: Any, facts_end: Any, xids: list | 
             add("ecc", "WARN", "New corrected memory errors",
                 "Corrected ECC errors appeared during the run (the data were fixed, but the memory is wearing): " +
                 ", ".join(f"GPU {g}: +{n}" for g, n in cor) + ".", [g for g, _ in cor])
+        elif not read:
+            add("ecc", "SKIP", "ECC not checked", "No ECC error counters could be read (ECC off, not supported, or "
+                "not served by the telemetry source).")
         else:
             add("ecc", "PASS", "No new ECC errors", "ECC error counters did not change during the run.")
 

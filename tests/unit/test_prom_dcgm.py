@@ -102,5 +102,8 @@ def test_dcgm_ecc_and_remap_counters_feed_the_health_verdict():
         checks["memory_repair"]["detail"]
     same = {c["id"]: c for c in verdict(rows, start, facts_from_text(_ecc_page(0)), [], [])["checks"]}
     assert same["ecc"]["status"] == "PASS"
-    # the fixture page (dcgm-exporter's default counters) has none of them: nothing to compare, SKIP not PASS
-    assert facts_from_text(FIXTURE.read_text()) == {}
+    # the fixture page (dcgm-exporter's default counters): remapped rows, no ECC totals -> ECC SKIP, never PASS
+    f = facts_from_text(FIXTURE.read_text())
+    assert sorted(f) == ["0", "1"] and f["0"]["remapped_rows_uncorrectable"] == 0 and "ecc_volatile_corrected" not in f["0"]
+    checks = {c["id"]: c for c in verdict(rows, f, f, [], [])["checks"]}
+    assert checks["ecc"]["status"] == "SKIP" and checks["memory_repair"]["status"] == "PASS"
