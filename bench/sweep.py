@@ -356,6 +356,11 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         _quietly(telem.monitor.stop, hooks.log)
         if exporter is not None:
             _quietly(exporter.stop, hooks.log)
+        for u in services:  # a service that died mid-run: the LLM levels after it ran without it; say so
+            if u.proc is not None and u.proc.ready_at is not None and not u.proc.alive():
+                msg = f"service {u.name} had exited before the run ended: the levels after that ran without it"
+                hooks.log(f"warning: {msg}")
+                _quietly(lambda m=msg: rec.event("warning", m), hooks.log)
         for u in [*reversed(held), *reversed(services)]:  # the last started first; every one, whatever the others did
             if u.proc is not None:
                 _stop_engine(u.proc, rec, u.instance_id, hooks.log)

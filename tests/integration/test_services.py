@@ -96,3 +96,27 @@ def test_bad_service_commands_are_clear_errors(tmp_path, db_path):
     r = subprocess.run([sys.executable, "-m", "bench", "--db", str(db_path), "sweep", "--recipe", str(f),
                         "--levels", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "services" in r.stderr and "command" in r.stderr
+
+
+SHORT_LIVED = """
+import os, sys, threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+        threading.Timer(1.0, lambda: os._exit(0)).start()
+    def log_message(self, *a):
+        pass
+HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_a_service_that_dies_mid_run_is_reported(tmp_path, db_path):
+    recipe = {"name": "svc-dies", "gpu": "H100-SXM-80GB", "instances": [SIM],
+              "services": [_service("tts", [sys.executable, "-c", SHORT_LIVED, "{port}"])]}
+    r, doc = _sweep(tmp_path, db_path, recipe)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "warning: service tts had exited before the run ended" in r.stderr
+    instances, _, _ = _rows(db_path)
+    assert instances[0].name == "tts" and instances[0].exit_code == 0
+    _nothing_left(instances)
