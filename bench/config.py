@@ -388,14 +388,28 @@ class RunConfig(_Strict):
 
 
 def stored_engine_command(config: dict) -> str | None:
-    """The command a stored run config would make this machine execute beyond Melt's own defaults (a custom
-    engine command and/or extra engine arguments), shell-quoted for display; None when there is none.
+    """The commands a stored run config would make this machine execute beyond Melt's own defaults (a custom engine
+    command and/or extra engine arguments of the engine, of every instance of a deployment, and every service's
+    command), shell-quoted for display, one line each; None when there is none.
     "Run again" shows it and asks first: a shared history file is data from someone else."""
     import shlex
 
-    engine = (config or {}).get("engine") or {}
-    cmd, extra = engine.get("engine_cmd") or [], engine.get("extra_args") or []
-    if not cmd and not extra:
-        return None
-    head = shlex.join(map(str, cmd)) if cmd else f"<{engine.get('kind', 'engine')} as detected here>"
-    return f"{head} ... {shlex.join(map(str, extra))}".rstrip()
+    def line(engine: dict) -> str | None:
+        cmd, extra = engine.get("engine_cmd") or [], engine.get("extra_args") or []
+        if not cmd and not extra:
+            return None
+        head = shlex.join(map(str, cmd)) if cmd else f"<{engine.get('kind', 'engine')} as detected here>"
+        return f"{head} ... {shlex.join(map(str, extra))}".rstrip() if extra else head
+
+    config = config or {}
+    parts: list[tuple[str, dict]] = [("", config.get("engine") or {})]
+    many = len(config.get("instances") or []) > 1 or config.get("services")
+    for d in [*(config.get("instances") or []), *(config.get("services") or [])]:
+        parts.append((f"{d.get('name', '?')}: ", d.get("engine") or {}))
+    seen, out = set(), []
+    for who, engine in parts[1:] if many else parts:
+        text = line(engine)
+        if text and (who, text) not in seen:
+            seen.add((who, text))
+            out.append(who + text)
+    return "\n".join(out) or None
