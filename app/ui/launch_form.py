@@ -225,7 +225,8 @@ def build_run_config(v: LaunchValues) -> RunConfig:
         count = len(gpus) if gpus else (v.gpu_count if v.engine in ("sim", "openai") else max(v.tp * v.dp, v.gpu_count))
         if deployed:
             return RunConfig(name=v.name.strip() or deployed.recipe, tags=parse_tags(v.tags), engine=spec,
-                             instances=deployed.instances, recipe=deployed.recipe, workload=workload, levels=levels,
+                             instances=deployed.instances, services=deployed.services, recipe=deployed.recipe,
+                             workload=workload, levels=levels,
                              gpu=deployed.gpu, gpu_count=deployed.count, price_per_gpu_hour=v.price, repeat=v.repeat)
         return RunConfig(name=v.name.strip(), tags=parse_tags(v.tags), engine=spec, workload=workload, levels=levels,
                          gpu=v.gpu or None, gpu_count=count, price_per_gpu_hour=v.price, repeat=v.repeat,

@@ -57,6 +57,22 @@ def test_launch_form_loads_a_recipe_and_refuses_one_that_does_not_fit():
     assert bad == []
     problems = form_problems(LaunchValues(recipe="no-such-recipe", levels="1"))
     assert problems and problems[0].startswith("Recipe: recipe no-such-recipe: no such file")
+
+
+def test_launch_form_carries_a_recipes_services(tmp_path):
+    import yaml
+
+    from app.ui.launch_form import LaunchValues, build_run_config
+
+    f = tmp_path / "svc.yaml"
+    f.write_text(yaml.safe_dump({"name": "svc", "gpu": "H100-SXM-80GB", "instances": [
+        {"name": "llm", "engine": "sim", "model": "Qwen/Qwen3-0.6B", "sim_gpu": "H100-SXM-80GB"}], "services": [
+        {"name": "tts", "kind": "tts", "model": "ai4bharat/IndicF5", "vram_gb": 1.4,
+         "command": ["./tts-server", "--port", "{port}"], "health_path": "/ready"},
+        {"name": "asr", "kind": "asr", "model": "m", "vram_gb": 2.5}]}))
+    cfg = build_run_config(LaunchValues(recipe=str(f), levels="1"))
+    assert [(s.name, s.engine.kind, s.engine.engine_cmd, s.engine.health_path, s.weight) for s in cfg.services] == [
+        ("tts", "custom", ["./tts-server", "--port", "{port}"], "/ready", 0.0)]   # asr has no command: counted only
 def test_slo_search_mode_and_alerts_round_trip():
     from app.ui.launch_form import LaunchValues, build_run_config, form_problems, values_from_config
 
