@@ -18,6 +18,7 @@ Pure: no I/O here (bench/sweep.py runs the levels, storage holds the rows).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from statistics import mean
 from typing import Any
@@ -112,9 +113,11 @@ def _mean_of(values: list) -> float | None:
 def blitz_result(levels: Sequence[Mapping], *, spec: Mapping | None = None, verdict: Mapping | None = None,
                  simulated: bool = False, gpu: str | None = None, gpu_count: int = 1, model: str | None = None,
                  versions: Mapping | None = None, gpu_facts: Mapping | None = None,
-                 decision: Mapping | None = None, single_stream: Mapping | None = None) -> dict:
+                 decision: Mapping | None = None, single_stream: Mapping | None = None,
+                 setup: Mapping | None = None) -> dict:
     """The Blitz result of a run from its stored levels: each {"concurrency", "status", "summary", "telemetry"}
-    (summary["blitz"]["phase"] says search or measure)."""
+    (summary["blitz"]["phase"] says search or measure). `setup`: what makes two Blitz runs comparable (prompt and
+    output lengths, minutes, engine arguments and version: bench.blitz_run.compute_result), kept in the result."""
     def phase(lv: Mapping) -> str | None:
         return ((lv.get("summary") or {}).get("blitz") or {}).get("phase")
 
@@ -141,6 +144,7 @@ def blitz_result(levels: Sequence[Mapping], *, spec: Mapping | None = None, verd
         "measured_levels": len(measured), "measured_scores": vals, "spread": spread,
         "stable": None if spread is None else spread <= AGREEMENT,
         "minutes": (spec or {}).get("minutes"),
+        "setup": dict(setup) if setup is not None else None,
         "tok_s_per_w": score / power if score is not None and power else None,
         "avg_power_w": power,
         "j_per_output_token": _mean_of([t.get("joules_per_output_token") for t in tele]),
@@ -174,9 +178,11 @@ def _facts_brief(facts: Mapping | None) -> list[dict]:
 
 
 def against_previous(entry: Mapping, entries: Sequence[Mapping]) -> dict | None:
-    """This Blitz against the one before it on the same GPU, GPU count, engine, model and kind (measured or
-    simulated): the run-to-run check of two Blitz runs agreeing within AGREEMENT. entry / entries: rows of
-    storage.queries.blitz_results. None when there is no earlier comparable run with a score."""
+    """This Blitz against the newest one started before it (by created_at) of the same GPU kind and count, engine,
+    model, kind (measured or simulated) and setup (lengths, minutes, engine arguments and version: the result's
+    `setup`): the run-to-run check of two Blitz runs agreeing within AGREEMENT. entry / entries: rows of
+    storage.queries.blitz_results. None when there is no earlier comparable run with a score. The host is not part
+    of the key: a run imported from another machine of the same GPU kind counts (the page says "GPU kind")."""
     res = entry.get("result") or {}
     score = res.get("score_output_tok_s")
     if not score:
@@ -184,13 +190,18 @@ def against_previous(entry: Mapping, entries: Sequence[Mapping]) -> dict | None:
 
     def key(e: Mapping) -> tuple:
         r = e.get("result") or {}
-        return (e.get("gpu"), e.get("gpu_count"), e.get("engine_kind"), r.get("model"), bool(e.get("simulated")))
+        setup = r.get("setup")
+        return (e.get("gpu"), e.get("gpu_count"), e.get("engine_kind"), r.get("model"), bool(e.get("simulated")),
+                json.dumps(setup, sort_keys=True, default=str) if setup is not None else None)
 
-    earlier = [e for e in entries if e.get("run_id", 0) < entry.get("run_id", 0) and key(e) == key(entry)
-               and (e.get("result") or {}).get("score_output_tok_s")]
+    def when(e: Mapping) -> tuple:
+        return (str(e.get("created_at") or ""), e.get("run_id") or 0)
+
+    earlier = [e for e in entries if e.get("run_id") != entry.get("run_id") and when(e) < when(entry)
+               and key(e) == key(entry) and (e.get("result") or {}).get("score_output_tok_s")]
     if not earlier:
         return None
-    prev = max(earlier, key=lambda e: e["run_id"])
+    prev = max(earlier, key=when)
     other = float(prev["result"]["score_output_tok_s"])
     spread = abs(float(score) - other) / ((float(score) + other) / 2)
     return {"run_id": prev["run_id"], "score_output_tok_s": other, "change": float(score) / other - 1,

@@ -30,10 +30,14 @@ def compute_result(run_id: int, db) -> dict | None:
         return found[-1] if found else None
 
     facts = last("gpu_facts", lambda e: (e.payload or {}).get("phase") == "start") or {}
+    wl, eng = d.config.get("workload") or {}, d.config.get("engine") or {}
+    setup = {"input_len": wl.get("input_len"), "output_len": wl.get("output_len"),
+             "minutes": (d.config.get("blitz") or {}).get("minutes"), "extra_args": eng.get("extra_args") or [],
+             "quantization": eng.get("quantization"), "engine_version": (d.versions or {}).get("engine")}
     return blitz_result(levels, spec=d.config.get("blitz"), verdict=last("verdict"), simulated=d.run.simulated,
                         gpu=d.run.gpu, gpu_count=d.run.gpu_count, model=d.run.model, versions=d.versions,
                         gpu_facts=facts.get("gpus"), decision=last("blitz_search"),
-                        single_stream=last("single_stream"))
+                        single_stream=last("single_stream"), setup=setup)
 
 
 def store_result(run_id: int, db) -> dict | None:

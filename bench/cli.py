@@ -628,7 +628,7 @@ def cmd_blitz(a: argparse.Namespace) -> int:
             entries = blitz_results(a.db)
             prev = against_previous(next((e for e in entries if e["run_id"] == run_id), {}), entries)
             if prev:
-                log(f"against the previous Blitz of this GPU, engine and model (#{prev['run_id']}, "
+                log(f"against the previous Blitz of this GPU kind, engine, model and setup (#{prev['run_id']}, "
                     f"{prev['score_output_tok_s']:,.0f} tok/s): {100 * prev['change']:+.1f}%, "
                     f"{'agrees' if prev['agree'] else 'DISAGREES'} within {100 * AGREEMENT:.0f}%")
 

@@ -318,6 +318,15 @@ class RunConfig(_Strict):
     gpu_metrics_url: str | None = Field(default=None, description="a DCGM exporter / Prometheus endpoint of the "
                                         "engine's host: its GPUs' telemetry (for a remote --engine openai)")
 
+    @field_validator("services")
+    @classmethod
+    def _services_are_custom(cls, v: list[DeployedInstance]) -> list[DeployedInstance]:
+        for d in v:
+            if d.engine.kind != "custom" or not d.engine.engine_cmd:
+                raise ValueError(f"service {d.name!r}: a service is a custom engine with a command "
+                                 f"(kind custom and engine_cmd), got kind {d.engine.kind!r}")
+        return v
+
     def deployment(self) -> list[DeployedInstance]:
         """Every instance the run deploys, in start order: a single-engine run is the deployment of one instance
         (the sweep has one code path for both)."""
@@ -350,6 +359,11 @@ class RunConfig(_Strict):
                                  "is only for a single-engine run")
             if self.engine != self.instances[0].engine:
                 raise ValueError("engine must be the first instance's spec when instances are given")
+        if self.services:
+            names = [d.name for d in self.deployment()] + [d.name for d in self.services]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"instance and service names must be unique: {', '.join(dup)} repeated")
         return self
 
     def planned_levels(self) -> list[PlannedLevel]:
@@ -402,12 +416,15 @@ def stored_engine_command(config: dict) -> str | None:
         return f"{head} ... {shlex.join(map(str, extra))}".rstrip() if extra else head
 
     config = config or {}
-    parts: list[tuple[str, dict]] = [("", config.get("engine") or {})]
-    many = len(config.get("instances") or []) > 1 or config.get("services")
-    for d in [*(config.get("instances") or []), *(config.get("services") or [])]:
-        parts.append((f"{d.get('name', '?')}: ", d.get("engine") or {}))
+    instances, services = config.get("instances") or [], config.get("services") or []
+    named = len(instances) > 1 or bool(services)
+    # what the sweep launches: the instances when there are any (`engine` is then the first one's copy), else engine
+    launched = ([(d.get("name", "?"), d.get("engine") or {}) for d in instances] if instances
+                else [("engine", config.get("engine") or {})])
+    parts = [(f"{n}: " if named else "", e) for n, e in launched]
+    parts += [(f"{d.get('name', '?')}: ", d.get("engine") or {}) for d in services]
     seen, out = set(), []
-    for who, engine in parts[1:] if many else parts:
+    for who, engine in parts:
         text = line(engine)
         if text and (who, text) not in seen:
             seen.add((who, text))

@@ -371,14 +371,39 @@ USERS_PER_SHARD_BIG_HOST = 64
 BIG_HOST_CORES = 8
 
 
-def auto_procs(concurrency: int) -> int:
-    """Shard count: 1 below 200 users (one uvloop streams that on a small host), then ~1 per 1000 users, >= 2.
-    On a host of >= 8 cores (a GPU server) also 1 per 64 users, up to a quarter of the cores (the rest stay with the
-    engine): the per-shard cost grows with the streamed token rate, which a fast GPU makes high at few users."""
+CGROUP_FS = "/sys/fs/cgroup"  # where the CPU quota is read (tests point it elsewhere)
+
+
+def usable_cores() -> int:
+    """CPUs this process may use: its affinity set, capped by a cgroup CPU quota (a container limited to 4 CPUs on a
+    64-core node has 64 in its affinity set; cgroup v2 cpu.max or v1 cpu.cfs_quota_us / cpu.cfs_period_us say 4)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
+
+    def read(rel: str) -> str | None:
+        try:
+            with open(os.path.join(CGROUP_FS, rel)) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    v2 = read("cpu.max")
+    quota, period = (v2.split() + [""])[:2] if v2 else (read("cpu/cpu.cfs_quota_us"), read("cpu/cpu.cfs_period_us"))
+    try:
+        if quota not in (None, "max", "-1") and int(period) > 0:
+            return max(1, min(cores, math.ceil(int(quota) / int(period))))
+    except (TypeError, ValueError):
+        pass
+    return cores
+
+
+def auto_procs(concurrency: int) -> int:
+    """Shard count: 1 below 200 users (one uvloop streams that on a small host), then ~1 per 1000 users, >= 2.
+    On a host of >= 8 cores (a GPU server) also 1 per 64 users, up to a quarter of the cores (the rest stay with the
+    engine): the per-shard cost grows with the streamed token rate, which a fast GPU makes high at few users."""
+    cores = usable_cores()
     n = 1 if concurrency < 200 or cores < 2 else max(1, min(cores, max(2, math.ceil(concurrency / 1000)), concurrency))
     if cores >= BIG_HOST_CORES:
         n = max(n, min(cores // 4, math.ceil(concurrency / USERS_PER_SHARD_BIG_HOST)))

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 
 from catalog.models import GPUSpec, ModelSpec
-from catalog.quant import DTYPE_BYTES, KV_DTYPE_BYTES, QUANT_BYTES
+from catalog.quant import DTYPE_BYTES, KV_DTYPE_BYTES, QUANT_BYTES, stored_weight_bytes
 
 GB = 1e9
 
@@ -44,18 +44,10 @@ def weight_bytes_per_param(model: ModelSpec, dtype: str | None = None, quantizat
 
 
 def weight_gb(model: ModelSpec, dtype: str | None = None, quantization: str | None = None, tp: int = 1) -> float:
-    """Weight shard per GPU (GB). vLLM's fp8 / int8 / AWQ / GPTQ schemes quantize the linear layers only: the token
-    embedding and an untied LM head stay in the activation dtype (measured on the H200, vLLM 0.25.1 fp8 with dummy
-    weights: Gemma-3-27B 26.84 GiB = 28.8 GB, Qwen3-30B-A3B 29.06 GiB = 31.2 GB; 27.4 / 30.5 GB at 1 byte for all).
-    GGUF files quantize the embedding too, so there every parameter has the scheme's size."""
-    per = weight_bytes_per_param(model, dtype, quantization)
-    emb = model.embedding_params()
-    if quantization and not quantization.lower().startswith("gguf") and emb < model.total_params_b * 1e9:
-        act = _DTYPE_BYTES.get((dtype or model.dtype).lower(), 2.0)
-        total = (model.total_params_b * 1e9 - emb) * per + emb * act
-    else:
-        total = model.weight_bytes(per)
-    return total / GB / tp
+    """Weight shard per GPU (GB): catalog.quant.stored_weight_bytes (the embedding stays bf16 under fp8/AWQ/GPTQ)."""
+    act = _DTYPE_BYTES.get((dtype or model.dtype).lower(), 2.0)
+    return stored_weight_bytes(model.total_params_b * 1e9, model.embedding_params(),
+                               weight_bytes_per_param(model, dtype, quantization), quantization, act) / GB / tp
 
 
 def kv_bytes_per_elem(model: ModelSpec, kv_cache_dtype: str | None = None, dtype: str | None = None) -> float:

@@ -61,7 +61,9 @@ def level_row(s: dict) -> list[str]:
 
 def _roof(s: dict) -> str:
     """The level's share of the GPU's roofline (bench/roofline.py), e.g. '23.4%'."""
-    share = (s.get("roofline") or {}).get("share")
+    from storage.queries import roofline_share
+
+    share = roofline_share(s)
     return "-" if share is None else f"{100 * share:.1f}%"
 
 

@@ -37,9 +37,10 @@ CLOCK_SLACK_S = 2.0  # psutil's start times come from whole-second boot time plu
 
 def stored_config(config: RunConfig) -> dict:
     """The config as the run row keeps it: no API key, and the value of every secret-named engine flag
-    (`--engine-arg=--api-key=...`, a token in the engine command) redacted, as in the stored argv."""
+    (`--engine-arg=--api-key=...`, a token in the engine command) redacted, as in the stored argv: of the engine,
+    of every deployment instance and of every service's command."""
     doc = config.model_dump(mode="json", exclude={"engine": {"api_key"}})
-    for eng in [doc["engine"], *(d["engine"] for d in doc.get("instances") or [])]:
+    for eng in [doc["engine"], *(d["engine"] for d in [*(doc.get("instances") or []), *(doc.get("services") or [])])]:
         eng.pop("api_key", None)
         eng["extra_args"] = redact_argv(eng.get("extra_args") or [])
         if eng.get("engine_cmd"):

@@ -104,14 +104,25 @@ def predict(recipe: Recipe, concurrency: int, *, gpu: GPUSpec | None = None, cou
     host = load_host_profile(None)
     replicas = [(inst, ip) for inst, ip in zip(recipe.instances, planned.instances) for _ in range(inst.dp)]
     users = _split(concurrency, [inst.weight / inst.dp for inst, _ in replicas])
+    # replicas on the same GPU split it as `--recipe R --engine sim` does (bench.deploy._share_gpus): 1/k each
+    gpus_of, k_seen = [], {}
+    for inst, _ in replicas:
+        k_seen[inst.name] = k_seen.get(inst.name, -1) + 1
+        k = k_seen[inst.name]
+        gpus_of.append(inst.gpu_list[k * inst.tp:(k + 1) * inst.tp] or [0])
+    on: dict[int, int] = {}
+    for gs in gpus_of:
+        for g in gs:
+            on[g] = on.get(g, 0) + 1
     out = []
-    for (inst, ip), c in zip(replicas, users):
+    for (inst, ip), c, gs in zip(replicas, users, gpus_of):
         if c == 0:
             continue
+        share = 1.0 / max(on[g] for g in gs)
         quant = (inst.quantization or "").lower()
         knobs = SimKnobs(mem_fraction=min(1.0, ip.fraction), max_num_seqs=inst.max_seqs,
                          max_model_len=inst.max_model_len, tp=inst.tp, kv_cache_tokens=ip.fit.kv_tokens,
-                         weight_dtype="fp8" if quant == "fp8" else (inst.dtype or "bfloat16"),
+                         weight_dtype=quant or inst.dtype or "bfloat16", gpu_share=share,
                          kv_cache_dtype=inst.kv_cache_dtype or "auto")
         perf = PerfModel(gpu, get_model(inst.model), knobs)
         lv = simulate_closed_loop(perf, c, c * requests_per_user, input_len, output_len, host=host, text_prompt=True)
@@ -120,7 +131,7 @@ def predict(recipe: Recipe, concurrency: int, *, gpu: GPUSpec | None = None, cou
         st = lv.engine
         busy = min(1.0, st.busy_s / lv.duration_s)
         busy_w = tel.step_power(st.busy_s, st.bytes_moved / inst.tp, st.flops / inst.tp)
-        power = inst.tp * (busy * busy_w + (1 - busy) * tel.idle_w)
+        power = inst.tp * (busy * busy_w + (1 - busy) * tel.idle_w) * share  # a shared GPU's power is counted once
         out.append(InstancePrediction(inst.name if inst.dp == 1 else f"{inst.name}-dp", inst.tp, c, ip.fit.kv_tokens,
                                       lv.output_throughput, lv.p50_ttft_ms, lv.mean_ttft_ms, power))
     used = len({g for inst in recipe.instances for g in inst.gpu_list})

@@ -29,3 +29,16 @@ KV_DTYPE_BYTES = {"fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0, "fp8_inc": 1.0, 
 
 FP8_COMPUTE = frozenset({"fp8", "fbgemm_fp8", "modelopt"})
 WEIGHT_ONLY = frozenset(q for q in QUANT_BYTES if q not in FP8_COMPUTE)
+
+
+def stored_weight_bytes(total_params: float, embedding_params: float, bytes_per_param: float,
+                        quantization: str | None, act_bytes: float = 2.0) -> float:
+    """Bytes the weights take. vLLM's fp8 / int8 / AWQ / GPTQ schemes quantize the linear layers only: the token
+    embedding and an untied LM head (`embedding_params`) stay in the activation dtype (measured on the H200, vLLM
+    0.25.1 fp8, dummy weights: Gemma-3-27B 26.84 GiB = 28.8 GB, Qwen3-30B-A3B 29.06 GiB = 31.2 GB, where 1 byte
+    for every parameter gives 27.4 / 30.5 GB). GGUF files quantize the embedding too: every parameter at the
+    scheme's size. The planner (bench/memory.py) and the simulator (engines/sim/model.py) both size weights here."""
+    q = (quantization or "").lower()
+    if q and not q.startswith("gguf") and 0 < embedding_params < total_params:
+        return (total_params - embedding_params) * bytes_per_param + embedding_params * act_bytes
+    return total_params * bytes_per_param

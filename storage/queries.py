@@ -623,9 +623,21 @@ def _per_user(tok: float | None, lv, summary: dict) -> float | None:
     return tok / users if users > 0 else None
 
 
-def _share_pct(roof: Any) -> float | None:
+def roofline_share(summary: dict) -> float | None:
+    """A level's share of its GPU's roofline; None when there is none, or when the level served several models (one
+    model's roofline against the box's tok/s means nothing; levels stored before the sweep stopped computing it
+    for such levels still carry one)."""
+    insts = summary.get("instances") or {}
+    if len({(i or {}).get("model") for i in insts.values()}) > 1:
+        return None
+    roof = summary.get("roofline")
     share = roof.get("share") if isinstance(roof, dict) else None
-    return 100.0 * float(share) if share is not None else None
+    return float(share) if share is not None else None
+
+
+def _share_pct(summary: dict) -> float | None:
+    share = roofline_share(summary)
+    return 100.0 * share if share is not None else None
 
 
 def level_table(detail: RunDetail) -> list[dict]:
@@ -653,7 +665,7 @@ def level_table(detail: RunDetail) -> list[dict]:
             "steady_req_s": steady.get("req_s"), "steady_ttft_p50_ms": _pct(steady, "ttft_ms", "p50"),
             "steady_tpot_p50_ms": _pct(steady, "tpot_ms", "p50"), "steady_e2e_p50_ms": _pct(steady, "e2e_ms", "p50"),
             # share of the GPU's roofline (bench/roofline.py, computed when the level finished)
-            "roofline_pct": _share_pct(s.get("roofline")),
+            "roofline_pct": _share_pct(s),
             "tok_s_per_user": _per_user(tok, lv, s),
             "tok_s_per_gpu": tok / gpus if tok else None,
             "client_cpu_pct": lv.client_cpu_pct, "client_bound": lv.client_bound,

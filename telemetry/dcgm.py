@@ -25,6 +25,7 @@ reads the same values several times: that is the remote host's resolution, said 
 """
 from __future__ import annotations
 
+import math
 import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
@@ -133,10 +134,14 @@ def facts_from_text(text: str) -> dict[str, dict]:
     for name, key in FACTS.items():
         for labels, value in parsed.get(name, []):
             idx, uuid = _gpu_key(labels)
-            if idx == 1 << 30:
-                continue
+            if idx == 1 << 30 or idx < 0 or not math.isfinite(value) or value < 0:
+                continue  # no usable index, or not a counter value (NaN, Inf, negative): that series says nothing
             f = out.setdefault(str(idx), {"available": True, "index": idx, "uuid": uuid or None, "source": "dcgm"})
-            f[key] = bool(value) if key in _BOOL_FACTS else int(value)
+            if f["uuid"] and uuid and uuid != f["uuid"]:
+                f["available"] = False  # two GPUs claim one index: compare nothing rather than mix them
+                f["reason"] = f"GPU index {idx} carries two UUIDs ({f['uuid']}, {uuid})"
+                continue
+            f[key] = value > 0 if key in _BOOL_FACTS else int(value)
     return out
 
 

@@ -10,6 +10,7 @@ from app.ui import charts
 from app.ui.common import (detected_engines, detected_gpus, esc_md, fmt_dt, gpu_catalog, page_header, show_chart,
                            show_table, sim_badge, status_badge, worker_api)
 from bench.blitz import AGREEMENT, TAG, against_previous, result_rows
+from bench.config import RunConfig, stored_engine_command
 from bench.tables import fmt_rate, fmt_small
 from catalog.loader import match_nvml_name
 from storage import queries as q
@@ -73,6 +74,39 @@ def _result(run_id: int) -> dict | None:
     return ev[-1].payload if ev else None
 
 
+def _run_again(run_id: int, config: dict) -> None:
+    """'Run this Blitz again': the stored config as it is (same search start, repeats, minutes, lengths, engine
+    arguments), so the two runs compare. A stored engine command (the run may come from someone else's history file)
+    is shown and needs a confirm first, as on the Runs page."""
+    ss = st.session_state
+    if st.button("Run this Blitz again", key=f"b_again_{run_id}", icon=":material/replay:",
+                 help="the same settings; the two runs are then compared"):
+        ss["b_again"] = run_id
+    if ss.get("b_again") != run_id:
+        return
+    cmd = stored_engine_command(config)
+    if cmd:
+        st.warning("This run's config launches this command on this machine. Start it only if you trust it:")
+        st.code(cmd, language="bash")
+        yes, no = st.columns(2)
+        if no.button("Cancel", key=f"b_again_no_{run_id}"):
+            ss.pop("b_again", None)
+            st.rerun()
+        if not yes.button("Start it", key=f"b_again_yes_{run_id}", type="primary"):
+            return
+    ss.pop("b_again", None)
+    runs = worker_api()
+    if runs is None:
+        return
+    try:
+        again = runs.start_run(RunConfig.model_validate(config))
+    except Exception as e:  # noqa: BLE001 - a bad setting or an unwritable history: say it, start nothing
+        st.error(f"Blitz not started: {esc_md(e)}")
+    else:
+        st.query_params["run"] = str(again)
+        st.rerun()
+
+
 @st.fragment(run_every=2.0 if shown.active else None)
 def show(run_id: int) -> None:
     d = q.get_run(run_id)
@@ -121,25 +155,11 @@ def show(run_id: int) -> None:
     prev = against_previous(mine, entries) if mine else None
     if prev:
         verdict = "agrees" if prev["agree"] else "DISAGREES"
-        st.caption(f"Against the previous Blitz of this GPU, engine and model (#{prev['run_id']}, "
+        st.caption(f"Against the previous Blitz of this GPU kind, engine, model and setup (#{prev['run_id']}, "
                    f"{fmt_rate(prev['score_output_tok_s'])} tok/s): {100 * prev['change']:+.1f}%, {verdict} within "
                    f"{100 * AGREEMENT:.0f}%{sim}")
-    if not r.active and st.button("Run this Blitz again", key=f"b_again_{run_id}", icon=":material/replay:",
-                                  help="the same engine, GPU and minutes; the two runs are then compared"):
-        runs = worker_api()
-        if runs is not None:
-            from bench.blitz_run import blitz_config
-
-            try:
-                eng = d.config.get("engine") or {}
-                again = runs.start_run(blitz_config(r.engine_kind, res.get("gpu") or r.gpu,
-                                                    float(res.get("minutes") or 5.0), model=r.model,
-                                                    engine_cmd=eng.get("engine_cmd")))
-            except Exception as e:  # noqa: BLE001 - a bad setting or an unwritable history: say it, start nothing
-                st.error(f"Blitz not started: {esc_md(e)}")
-            else:
-                st.query_params["run"] = str(again)
-                st.rerun()
+    if not r.active:
+        _run_again(run_id, d.config)
     reasons = (res.get("health") or {}).get("reasons") or []
     if reasons:
         st.caption("Health: " + esc_md("; ".join(reasons)))

@@ -44,7 +44,7 @@ from typing import Iterable
 from pydantic import BaseModel, ConfigDict, Field
 
 from catalog import CatalogError, GPUSpec, ModelSpec
-from catalog.quant import FP8_COMPUTE, QUANT_BYTES
+from catalog.quant import FP8_COMPUTE, QUANT_BYTES, stored_weight_bytes
 
 GB = 1e9
 # vLLM V1 picks larger scheduler defaults on big GPUs (>= 70 GB); below that it stays conservative.
@@ -145,6 +145,9 @@ class StepCost:
         return "latency"
 
 
+_PLAIN_DTYPES = ("bfloat16", "bf16", "float16", "fp16", "half", "auto", "float32", "fp32")
+
+
 def _bytes_per_param(dtype: str) -> float:
     """Weight bytes per parameter: a dtype, fp8, or a weight-only scheme of catalog/quant.py (GGUF Q4_0 / Q8_0, AWQ,
     GPTQ, ...: small weights, activation-dtype FLOPs)."""
@@ -214,7 +217,10 @@ class PerfModel:
             self.expert_params_total = 0.0
             self.dense_streamed_params = active - untied_extra
             self.expert_fraction = 1.0
-        self.weight_bytes_total = m.total_params_b * 1e9 * self.weight_bpp
+        # the embedding / LM head stay bf16 under fp8, AWQ, GPTQ (catalog.quant, the planner's rule)
+        quant = None if knobs.weight_dtype.lower() in _PLAIN_DTYPES else knobs.weight_dtype
+        self.weight_bytes_total = stored_weight_bytes(m.total_params_b * 1e9, m.embedding_params(), self.weight_bpp,
+                                                      quant)
         self.weight_bytes_per_gpu = self.weight_bytes_total / n
 
         # Activation traffic of the non-GEMM kernels, per token per layer, 2-byte activations:

@@ -129,7 +129,7 @@ def test_blitz_page_compares_with_the_previous_run_and_runs_it_again(blitz_db, m
     at = page("blitz", run=ids["h200_b"])
     scores = {e["run_id"]: e["result"]["score_output_tok_s"] for e in q.blitz_results(db)}
     change = scores[ids["h200_b"]] / scores[ids["h200_a"]] - 1
-    assert f"Against the previous Blitz of this GPU, engine and model (#{ids['h200_a']}" in texts(at)
+    assert f"Against the previous Blitz of this GPU kind, engine, model and setup (#{ids['h200_a']}" in texts(at)
     assert f"{100 * change:+.1f}%, DISAGREES within 3%" in texts(at)
     at_first = page("blitz", run=ids["h200_a"])                      # nothing earlier on an H200 with vLLM
     assert "Against the previous Blitz" not in texts(at_first)
@@ -140,3 +140,33 @@ def test_blitz_page_compares_with_the_previous_run_and_runs_it_again(blitz_db, m
     assert len(started) == 1
     new = q.get_run(started[0], db)
     assert new.run.gpu == "H200-141GB" and new.run.engine_kind == "vllm" and "blitz" in (new.run.tags or [])
+
+
+def test_run_this_blitz_again_shows_a_stored_command_and_asks_first(blitz_db, monkeypatch):
+    """A Blitz run from someone else's history file: its engine command is code this machine would run."""
+    import bench.runs
+    from storage.db import open_db
+    from storage.models import Run
+
+    db, ids = blitz_db
+    target = ids["h200_a"]
+    with open_db(db)() as s:
+        run = s.get(Run, target)
+        run.config = {**run.config, "engine": {**run.config["engine"],
+                                               "engine_cmd": ["/bin/sh", "-c", "touch /tmp/pwned"]}}
+        s.commit()
+    started = []
+    monkeypatch.setattr(bench.runs, "spawn_worker", lambda run_id, db=None, **kw: started.append(run_id) or 1)
+    at = page("blitz", run=target)
+    at.button(key=f"b_again_{target}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert started == [] and "launches this command" in texts(at)
+    assert any("/bin/sh -c 'touch /tmp/pwned'" in c.value for c in at.code)
+    at.button(key=f"b_again_no_{target}").click().run()
+    assert started == [] and "launches this command" not in texts(at)
+    at.button(key=f"b_again_{target}").click().run()
+    at.button(key=f"b_again_yes_{target}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(started) == 1
+    again = q.get_run(started[0], db)
+    assert again.config["engine"]["engine_cmd"][0] == "/bin/sh" and again.config["blitz"] == run.config["blitz"]

@@ -99,5 +99,5 @@ def test_blitz_cli_compares_with_the_previous_blitz_of_the_same_kind(db_path):
     rows = {x["run_id"]: x["result"]["score_output_tok_s"] for x in blitz_results(db_path)}
     new = max(rows)
     change = rows[new] / rows[prev] - 1
-    assert f"against the previous Blitz of this GPU, engine and model (#{prev}, {rows[prev]:,.0f} tok/s): " \
+    assert f"against the previous Blitz of this GPU kind, engine, model and setup (#{prev}, {rows[prev]:,.0f} tok/s): " \
            f"{100 * change:+.1f}%" in out

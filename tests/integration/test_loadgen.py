@@ -465,8 +465,10 @@ def test_request_rate_mode_follows_the_poisson_schedule(server):
     assert all(r.queue_ms is not None and r.queue_ms >= 0 for r in measured)
 
 
-def test_shard_sizing_helpers(monkeypatch):
+def test_shard_sizing_helpers(monkeypatch, tmp_path):
     from bench import loadgen
+
+    monkeypatch.setattr(loadgen, "CGROUP_FS", str(tmp_path))            # no quota here
     assert loadgen.split_even(10, 3) == [4, 3, 3] and sum(loadgen.split_even(10_000, 7)) == 10_000
     monkeypatch.setattr(loadgen.os, "sched_getaffinity", lambda pid: set(range(2)))   # this CI machine
     assert loadgen.auto_procs(1) == 1 and loadgen.auto_procs(199) == 1 and loadgen.auto_procs(200) == 2
@@ -476,6 +478,17 @@ def test_shard_sizing_helpers(monkeypatch):
     assert loadgen.auto_procs(200) == 4 and loadgen.auto_procs(5000) == 5 and loadgen.auto_procs(100_000) == 16
     monkeypatch.setattr(loadgen.os, "sched_getaffinity", lambda pid: {0})
     assert loadgen.auto_procs(10_000) == 1
+    # a container with a 4-CPU quota on a 64-core node: 4 usable cores (cgroup v2, then v1)
+    monkeypatch.setattr(loadgen.os, "sched_getaffinity", lambda pid: set(range(64)))
+    (tmp_path / "cpu.max").write_text("400000 100000\n")
+    assert loadgen.usable_cores() == 4 and loadgen.auto_procs(1024) == 2     # was 16 with the affinity set alone
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert loadgen.usable_cores() == 64
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("250000")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000")
+    assert loadgen.usable_cores() == 3
 
 
 def _first_sends(got: list[RequestResult]) -> dict[int, int]:

@@ -90,7 +90,7 @@ def test_bad_service_commands_are_clear_errors(tmp_path, db_path):
               "services": [_service("tts", [sys.executable, "-m", "http.server", "{prot}"], health_path="/")]}
     r, doc = _sweep(tmp_path, db_path, recipe)
     assert r.returncode != 0 and doc is not None
-    assert "only {port} and {host} can be filled in" in doc["error"]
+    assert "its command must take {port}" in doc["error"]
     f = tmp_path / "shell.yaml"
     f.write_text(yaml.safe_dump({**recipe, "services": [_service("tts", "python -m http.server")]}))
     r = subprocess.run([sys.executable, "-m", "bench", "--db", str(db_path), "sweep", "--recipe", str(f),

@@ -135,3 +135,20 @@ def test_against_previous_pairs_the_same_gpu_engine_model_and_kind():
     assert against_previous(rows[1], rows) is None and against_previous(rows[2], rows) is None
     assert against_previous(rows[5], rows) is None
     assert against_previous({"run_id": 9, "result": {}}, rows) is None
+
+
+def test_against_previous_needs_the_same_setup_and_orders_by_start_time():
+    from bench.blitz import against_previous
+
+    def e(rid, score, created, setup):
+        return {"run_id": rid, "gpu": "H200-141GB", "gpu_count": 1, "engine_kind": "vllm", "simulated": False,
+                "created_at": created, "result": {"score_output_tok_s": score, "model": "m", "setup": setup}}
+
+    a = {"input_len": {"min": 256, "max": 256}, "minutes": 5.0, "extra_args": []}
+    b = {**a, "minutes": 1.0}
+    rows = [e(1, 100.0, "2026-12-02 10:00", a), e(2, 101.0, "2026-12-02 09:00", a),   # #2 imported: older start
+            e(3, 50.0, "2026-12-02 11:00", b), e(4, 102.0, "2026-12-02 12:00", a)]
+    assert against_previous(rows[3], rows)["run_id"] == 1       # newest earlier start with the same setup, not #3
+    assert against_previous(rows[0], rows)["run_id"] == 2       # #2 (an import, higher id) started before #1
+    assert against_previous(rows[1], rows) is None              # nothing started before it
+    assert against_previous(rows[2], rows) is None              # 1-minute setup: no earlier one

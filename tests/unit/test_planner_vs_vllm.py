@@ -41,8 +41,9 @@ def test_planner_kv_tokens_match_vllm_on_the_h200(name):
     fit = estimate_fit(get_model(model_id), H200_NVML_GB, mem_fraction=fact["fraction"], quantization=quant,
                        max_model_len=4096)
     assert fit.kv_tokens == pytest.approx(fact["tokens"], rel=TOLERANCE.get(name, 0.05))
-    # the weights vLLM loaded, the embedding kept in bf16 under fp8 (within 5%: the text-only dummy has no vision tower)
-    assert fit.weights_gb == pytest.approx(fact["weights_gb"], rel=0.07)
+    # the weights vLLM loaded, the embedding kept in bf16 under fp8: within 1.5% (all parameters at 1 byte, the old
+    # rule, is 4.9% short for Gemma-3-27B and 2.2% for Qwen3-30B-A3B)
+    assert fit.weights_gb == pytest.approx(fact["weights_gb"], rel=0.015)
 
 
 def test_gemma3_sliding_window_padding_is_what_vllm_logged():

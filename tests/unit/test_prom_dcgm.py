@@ -107,3 +107,20 @@ def test_dcgm_ecc_and_remap_counters_feed_the_health_verdict():
     assert sorted(f) == ["0", "1"] and f["0"]["remapped_rows_uncorrectable"] == 0 and "ecc_volatile_corrected" not in f["0"]
     checks = {c["id"]: c for c in verdict(rows, f, f, [], [])["checks"]}
     assert checks["ecc"]["status"] == "SKIP" and checks["memory_repair"]["status"] == "PASS"
+
+
+def test_dcgm_facts_skip_values_that_are_not_counters():
+    from telemetry.dcgm import facts_from_text
+
+    lab = 'gpu="{g}",UUID="GPU-{u}"'
+    page = "\n".join([
+        f'DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{{{lab.format(g=0, u="a")}}} NaN',
+        f'DCGM_FI_DEV_ECC_SBE_VOL_TOTAL{{{lab.format(g=0, u="a")}}} +Inf',
+        f'DCGM_FI_DEV_ROW_REMAP_PENDING{{{lab.format(g=0, u="a")}}} NaN',
+        f'DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{{{lab.format(g=-3, u="b")}}} 1',
+        f'DCGM_FI_DEV_ECC_DBE_VOL_TOTAL{{{lab.format(g=1, u="c")}}} 2',
+        f'DCGM_FI_DEV_ECC_SBE_VOL_TOTAL{{{lab.format(g=1, u="d")}}} 5',
+    ]) + "\n"
+    f = facts_from_text(page)
+    assert "0" not in f and "-3" not in f                       # NaN / Inf / a negative index say nothing
+    assert f["1"]["available"] is False and "two UUIDs" in f["1"]["reason"]
