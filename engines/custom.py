@@ -5,7 +5,8 @@ A recipe's service with a `command` (catalog.recipes.Service) becomes a deployme
 (never a shell string) with the literal `{port}` and `{host}` replaced, CUDA_VISIBLE_DEVICES set to its GPU, ready
 when its health path answers 200 (no completion probe: it is not an OpenAI server) and no /metrics to scrape.
 Pure: no I/O.
-"""from __future__ import annotations
+"""
+from __future__ import annotations
 
 from engines.spec import LaunchPlan
 

@@ -70,7 +70,7 @@ def test_a_service_starts_first_gets_no_traffic_and_is_stopped(tmp_path, db_path
 
 def test_a_service_that_fails_stops_the_run_before_any_llm(tmp_path, db_path):
     ok = [sys.executable, "-m", "http.server", "{port}", "--bind", "{host}"]
-    bad = [sys.executable, "-c", "import sys; print('no model here', flush=True); sys.exit(3)"]
+    bad = [sys.executable, "-c", "import sys; print('no model here', flush=True); sys.exit(3)", "{port}"]
     recipe = {"name": "svc-bad", "gpu": "H100-SXM-80GB", "instances": [SIM],
               "services": [_service("tts", ok, health_path="/"), _service("asr", bad)]}
     r, doc = _sweep(tmp_path, db_path, recipe)
