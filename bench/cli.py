@@ -89,6 +89,10 @@ def build_config(a: argparse.Namespace) -> RunConfig:
             get_model(a.model)
         elif gpu:
             gpu = get_gpu(gpu).id
+        elif a.engine != "openai":  # a real engine here: the GPU it runs on, so cost, roofline and labels know it
+            from bench.blitz_run import detect_gpu
+
+            gpu = detect_gpu([int(x) for x in a.gpus.split(",") if x.strip().isdigit()] if a.gpus else None)
         if a.dummy_weights and recipe is None:
             _dummy_model_ok(a.model)
     except CatalogError as e:

@@ -2,8 +2,8 @@
 
 Pure functions over plain values (anything with the attributes of `storage.queries.RunRow` works), no I/O, no UI.
 
-Labels are GPU first ("H200 · vLLM · Qwen3-0.6B"): among the runs shown, a part (GPU, engine, model, prompt
-format) is kept only where the runs differ, the GPU always. One run alone gets every part. Runs that would still
+Labels are GPU first ("H200 · vLLM · Qwen3-0.6B"): among the runs shown, a part (GPU, engine, model, precision:
+quantization / dtype / KV dtype, prompt format) is kept only where the runs differ, the GPU always. One run alone gets every part. Runs that would still
 share a label get their name, then their id. A simulated run always ends in "(SIMULATED)".
 
 The verdict compares the fastest run with the runner-up: "H200: +14% peak tok/s, +10% $ per 1M tokens vs H100".
@@ -48,10 +48,23 @@ def prompt_format(config: Mapping | None) -> str | None:
     return wl.get("prompt_format") or ("text" if wl.get("endpoint") == "chat" else "token-ids")
 
 
+def precision(config: Mapping | None) -> str | None:
+    """'fp8' / 'bf16 · KV fp8' from a stored config's engine part: the settings that most often tell two runs of one
+    engine apart (vLLM bf16 against vLLM fp8). None where the engine runs its defaults."""
+    eng = (config or {}).get("engine") if isinstance(config, Mapping) else None
+    if not isinstance(eng, Mapping):
+        return None
+    parts = [str(eng[k]) for k in ("quantization", "dtype") if eng.get(k)]
+    if eng.get("kv_cache_dtype"):
+        parts.append(f"KV {eng['kv_cache_dtype']}")
+    return SEP.join(parts) or None
+
+
 def _parts(run: Any, config: Mapping | None) -> dict[str, str | None]:
     return {"gpu": short_gpu(getattr(run, "gpu", None), getattr(run, "gpu_count", 1)),
             "engine": engine_name(getattr(run, "engine_kind", None)),
             "model": short_model(getattr(run, "model", None)),
+            "precision": precision(config),
             # token-id prompts are labelled (they make a frontend-bound server look faster); text is the default
             "prompt": "token-id prompts" if prompt_format(config) == "token-ids" else None}
 
@@ -60,7 +73,7 @@ def run_labels(runs: Sequence[Any], configs: Mapping[int, Mapping] | None = None
     """{run id: label} for the runs shown together (see the module docstring); `configs` ({id: stored config})
     adds the prompt format where known. Not escaped: escape where the label is rendered as markup."""
     parts = [_parts(r, (configs or {}).get(r.id) or getattr(r, "config", None)) for r in runs]
-    keys = ["gpu"] + [k for k in ("engine", "model", "prompt")
+    keys = ["gpu"] + [k for k in ("engine", "model", "precision", "prompt")
                       if len(runs) == 1 or len({p[k] for p in parts}) > 1]
     base = {r.id: SEP.join(p[k] for k in keys if p[k]) for r, p in zip(runs, parts)}
 

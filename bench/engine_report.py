@@ -105,6 +105,25 @@ def _row(run: Any, config: Mapping, label: str, level: Mapping, price: float | N
                      daily_prorated=pro, daily_provisioned=prov, daily_gpus=ngpu)
 
 
+def _usd(v: float) -> str:
+    """$0.0042 / $0.00014: two significant figures below a cent (four decimals would show $0.0001 for both
+    $0.00014 and $0.00009), four decimals above."""
+    return f"${v:.4f}" if v >= 0.01 else f"${v:.2g}"
+
+
+def short_steady(level: Mapping) -> str | None:
+    """Why a level's whole-level figures are not steady-state ones, or None: its steady window (bench/steady.py)
+    covers under half of it, so ramp-up and drain weigh in (levels shorter than a few request lifetimes)."""
+    dur, steady = level.get("duration_s"), level.get("steady_s")
+    if not dur:
+        return None
+    if not steady:
+        return f"no steady window in its {dur:.0f} s"
+    if steady < 0.5 * dur:
+        return f"a steady window of {steady:.1f} s in its {dur:.0f} s"
+    return None
+
+
 def best_pick(rows: Sequence[EngineRow]) -> str | None:
     """'Best pick: <label> — $0.0042 per 1K tokens, 31% below <runner-up>; fastest TTFT p50: <label> (120 ms)'.
     Cheapest per token first (with prices), else highest tok/s. A simulated pick says SIMULATED (its label does)."""
@@ -114,7 +133,7 @@ def best_pick(rows: Sequence[EngineRow]) -> str | None:
     if priced:
         ranked = sorted(priced, key=lambda r: (r.usd_per_1k_tokens, -(r.output_tok_s or 0)))
         lead = ranked[0]
-        text = f"Best pick: {lead.label} — ${lead.usd_per_1k_tokens:.4f} per 1K output tokens"
+        text = f"Best pick: {lead.label} — {_usd(lead.usd_per_1k_tokens)} per 1K output tokens"
         if len(ranked) > 1:
             nxt = ranked[1]
             pct = (1 - lead.usd_per_1k_tokens / nxt.usd_per_1k_tokens) * 100
@@ -150,13 +169,18 @@ def build_report(runs: Sequence[tuple[Any, Mapping, Sequence[Mapping]]], prices:
     if any(getattr(r, "simulated", False) for r, _, _ in runs):
         warnings.append(f"includes SIMULATED runs {SIM_MARK}: Melt's simulator, not a real GPU")
     labels = run_labels([r for r, _, _ in runs], {r.id: c for r, c, _ in runs})
-    rows, left_out = [], []
+    rows, left_out, short = [], [], []
     for run, config, levels in runs:
         lvl = _pick_level(levels, at)
         if lvl is None:
             left_out.append(f"#{run.id}")
             continue
         rows.append(_row(run, config, labels[run.id], lvl, prices.get(run.id)))
+        if why := short_steady(lvl):
+            short.append(f"{labels[run.id]} at {int(lvl.get('concurrency') or 0)}: {why}")
+    if short:
+        warnings.append("not steady state (ramp-up and drain weigh in; longer levels, e.g. --duration 60 or the "
+                        "default steady-state rule, measure it): " + "; ".join(short))
     if left_out:
         warnings.append(f"left out (no completed level{' at concurrency ' + str(at) if at else ''}): "
                         + ", ".join(left_out))
@@ -229,13 +253,19 @@ def to_markdown(report: EngineReport) -> str:
     lines.append("")
     lvl = f"every run at concurrency {report.at}" if report.at else "each run at its peak-throughput level (C)"
     lines.append(f"Level: {lvl}. Tokens are output tokens; $ at each run's price per GPU-hour. $/day is pro-rated "
-                 "(the GPU time those tokens take); whole GPUs for 24 h: "
-                 + "; ".join(f"{md_escape(r.label)} {_provisioned_text(r)}" for r in report.rows) + ".")
+                 "(the GPU time those tokens take); whole GPUs for 24 h: " + _provisioned_all(report.rows) + ".")
     if report.best_pick:
         lines += ["", f"**{md_escape(report.best_pick)}**"]
     for w in report.warnings:
         lines += ["", f"> {md_escape(w)}"]
     return "\n".join(lines) + "\n"
+
+
+def _provisioned_all(rows: Sequence[EngineRow]) -> str:
+    texts = [_provisioned_text(r) for r in rows]
+    if len(rows) > 1 and len(set(texts)) == 1:
+        return f"every configuration {texts[0]}"
+    return "; ".join(f"{md_escape(r.label)} {t}" for r, t in zip(rows, texts))
 
 
 def _provisioned_text(r: EngineRow) -> str:

@@ -187,3 +187,18 @@ def test_a_trace_file_sets_the_request_count(tmp_path):
     assert cfg(*sim, "--requests", "7").workload.requests == 7
     with pytest.raises(UsageError, match="own arrival times"):
         cfg(*sim, "--request-rate", "5")
+
+
+def test_real_engine_sweep_records_the_gpu_it_runs_on(monkeypatch):
+    """A real-engine sweep without --gpu takes the catalog id of the GPU NVML names (so cost, roofline and the
+    engine report know it: the H200 runs of docs/PERFORMANCE.md were stored as GPU '?' before); no NVML, none."""
+    from telemetry import nvml
+
+    monkeypatch.setattr(nvml, "list_gpus", lambda: [{"index": 0, "name": "NVIDIA H100 80GB HBM3"},
+                                                    {"index": 1, "name": "NVIDIA H200"}])
+    assert cfg("--engine", "vllm", "--model", "Qwen/Qwen3-0.6B", "--dummy-weights").gpu == "H100-SXM-80GB"
+    assert cfg("--engine", "vllm", "--model", "Qwen/Qwen3-0.6B", "--gpus", "1").gpu == "H200-141GB"
+    assert cfg("--engine", "vllm", "--model", "Qwen/Qwen3-0.6B", "--gpu", "H100-PCIe-80GB").gpu == "H100-PCIe-80GB"
+    assert cfg("--engine", "openai", "--base-url", "http://127.0.0.1:8000", "--model", "m").gpu is None
+    monkeypatch.setattr(nvml, "list_gpus", lambda: [])
+    assert cfg("--engine", "vllm", "--model", "Qwen/Qwen3-0.6B").gpu is None

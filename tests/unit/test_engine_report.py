@@ -67,7 +67,8 @@ def test_best_pick_line():
     rep = build_report(RUNS, PRICES)
     lab = {r.run_id: r.label for r in rep.rows}
     # cheapest: fp8 at 9,000 tok/s; runner-up SGLang at 8,000: 1 - 8000/9000 = 11% cheaper per token
-    assert rep.best_pick == (f"Best pick: {lab[2]} — ${0.001 / 9000 * 1000:.4f} per 1K output tokens, 11% below "
+    # $0.000111: two significant figures below a cent ("$0.0001" would hide a 40% difference at that scale)
+    assert rep.best_pick == (f"Best pick: {lab[2]} — $0.00011 per 1K output tokens, 11% below "
                              f"{lab[3]}; fastest TTFT p50: {lab[3]} (70 ms)")
 
 
@@ -121,7 +122,8 @@ def test_markdown_and_csv():
 
 def test_user_text_is_escaped_in_markdown():
     evil = Run(9, "vllm", name="a|b <script>x</script> **bold**")
-    rep = build_report([RUNS[0], (evil, cfg(extra_args=["--x", "|"]), [level(16, 100.0, 1.0, 2.0)])], PRICES)
+    rep = build_report([RUNS[0], (evil, cfg(dtype="bfloat16", extra_args=["--x", "|"]), [level(16, 100.0, 1.0, 2.0)])],
+                       PRICES)
     md = to_markdown(rep)
     assert "<script>" not in md and "\\<script\\>" in md and "a\\|b" in md and "\\*\\*bold\\*\\*" in md
     for ln in md.splitlines():
@@ -129,3 +131,22 @@ def test_user_text_is_escaped_in_markdown():
             assert ln.count(" | ") == 9  # the pipe in the name did not make an extra column
     assert md_escape("x\ny") == "x y"
     assert engine_settings(None) == "defaults"
+
+
+def test_label_by_precision_and_short_steady_warning():
+    """Two vLLM runs that differ by quantization are told apart by it (not by their names); a picked level whose
+    steady window covers under half of it is named in a warning (H200, 2026-12-02: 15 s levels at 512 users)."""
+    from bench.engine_report import short_steady
+
+    runs = [(Run(1, "vllm", name="a"), cfg(), [dict(level(512, 5830.0, 1853.0, 10319.0), duration_s=22.5,
+                                                     steady_s=2.8)]),
+            (Run(2, "vllm", name="b"), cfg(quantization="fp8"), [dict(level(128, 6252.0, 344.0, 2017.0),
+                                                                      duration_s=15.7, steady_s=8.4)])]
+    rep = build_report(runs, {1: 3.79, 2: 3.79})
+    assert [r.label for r in rep.rows] == ["H200", "H200 · fp8"]   # only what differs (bench.compare)
+    assert rep.warnings == ["not steady state (ramp-up and drain weigh in; longer levels, e.g. --duration 60 or the "
+                            "default steady-state rule, measure it): H200 at 512: a steady window of 2.8 s in "
+                            "its 22 s"]
+    assert short_steady({"duration_s": 20.0, "steady_s": 10.0}) is None
+    assert short_steady({"duration_s": 20.0, "steady_s": None}) == "no steady window in its 20 s"
+    assert short_steady({"duration_s": None}) is None
