@@ -19,18 +19,38 @@
 #                      through `python3 -m vllm.entrypoints.cli.main`; the DB, the JSON run document and every
 #                      instance's engine log land in $OUT. E.g. recipe h200-qwen3-0.6b-two-replicas 512,1024 540 --duration 30
 #                      or recipe dwani-llm-pair 10,100 540 --duration 30
+#   vllm NAME LEVELS [TIMEOUT_S] [SWEEP FLAGS...]
+#                      carry .gpu/p05 + .whl (installs them if /tmp/site has no vLLM yet): one ./melt sweep --engine vllm
+#                      (dummy weights, 512 in / 128 out) into the engines DB /tmp/res/engines/melt.db that the sglang step
+#                      shares, so `./melt compare-engines` reads both; e.g. vllm llama8b-bf16 1,16,128,512 540 --model
+#                      meta-llama/Llama-3.1-8B-Instruct --duration 20 (add --quantization fp8 for the fp8 run). The DB, the
+#                      JSON and the engine log land in $OUT; CALIBRATE=1 also runs ./melt calibrate-host on this host
 #   sgstage NNN        SGLang (issue #16), calls 1..K: carry .gpu/sglang/pNNN (scripts/gpu/sglang_bundle.sh), copied to
 #                      /tmp/sgstage; K = the bundle's piece count (27 for 0.5.14: ~12 s a call, send them back to back)
 #   sglang LEVELS [TIMEOUT_S] [SWEEP FLAGS...]
 #                      carry .whl: unpack + install the staged SGLang into /tmp/sgsite (no vLLM on that path), then
 #                      ./melt sweep --engine sglang (dummy Qwen3-0.6B unless --model) at LEVELS, 512 in / 128 out;
-#                      DB, JSON, log and the engine log to $OUT; GPU memory checked back at 0 after
+#                      into the engines DB the vllm step shares (SG_NAME names the run, default qwen3-0.6b); DB, JSON,
+#                      log and the engine log to $OUT; GPU memory checked back at 0 after
 # Server on CPUs 0-9, clients on 10-15: the two never compete for a core.
 set -uo pipefail
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 PYTHONUNBUFFERED=1
 step=${1:?step}
 srv=(--server-cpus 0-9); cli=(--client-cpus 10-15)
 command -v taskset >/dev/null || { echo "no taskset: server and clients unpinned"; srv=(); cli=(); }
+# vLLM from the staged bundle (stage 0..4 before) and Melt's wheels, once per warm machine
+install_vllm() {
+  python3 -c "import vllm" 2>/dev/null && return 0
+  cp .gpu/p05/* /tmp/stage/ && cat /tmp/stage/part.* | tar -C /tmp -x &&
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl .whl/*.whl
+}
+# the engines DB (every vllm / sglang step's runs, for compare-engines) and this step's engine logs, to $OUT
+engines_out() {
+  [ -f "$1/melt.db" ] && python3 -c "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('vacuum into ?', (sys.argv[2],))" \
+    "$1/melt.db" "/tmp/res/engines_$2.db" && gzip -c "/tmp/res/engines_$2.db" > "$OUT/melt_engines.db.gz"
+  (cd "$1/home_$2" && find . -name engine.log | tar -czf "$OUT/engine_logs_$2.tgz" -T -)
+  nvidia-smi --query-gpu=name,memory.used --format=csv
+}
 case "$step" in
   stage)
     mkdir -p /tmp/stage && cp ".gpu/p0$2"/* /tmp/stage/ && ls -la /tmp/stage ;;
@@ -53,11 +73,7 @@ case "$step" in
     # Melt's own rows (every request's send time, TTFT, E2E, tokens): the steady-state figures are computed from them
     [ -f "$res/melt.db" ] && python3 -c "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('vacuum into ?', (sys.argv[2],))" "$res/melt.db" "/tmp/res/$name.db" && gzip -c "/tmp/res/$name.db" > "$OUT/melt_$name.db.gz" ;;
   blitz)
-    if ! python3 -c "import vllm" 2>/dev/null; then
-      cp .gpu/p05/* /tmp/stage/ && cat /tmp/stage/part.* | tar -C /tmp -x &&
-        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl .whl/*.whl \
-        || exit 1
-    fi
+    install_vllm || exit 1
     nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.max.sm,power.limit --format=csv
     res=/tmp/res/blitz; mkdir -p "$res"; ss=()
     [ "${4:-0.5}" != 0 ] && ss=(--single-stream-python python3 --single-stream-minutes "${4:-0.5}")
@@ -89,19 +105,33 @@ case "$step" in
     export PYTHONPATH=/tmp/sgsite PATH=/tmp/sgsite/bin:$PATH
     if ! python3 -c "import sglang" 2>/dev/null; then
       mkdir -p /tmp/sg && cat /tmp/sgstage/part.* | tar -C /tmp/sg -x &&
-        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/sgsite /tmp/sg/wheels/*.whl .whl/*.whl \
+        for w in .whl/*.whl; do n=$(basename "$w" | cut -d- -f1); ls /tmp/sg/wheels/"$n"-* >/dev/null 2>&1 || cp "$w" /tmp/sg/wheels/; done &&
+        python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/sgsite /tmp/sg/wheels/*.whl \
         || exit 1
     fi
     python3 -c "import sglang, torch; print('sglang', sglang.__version__, 'torch', torch.__version__)"
-    res=/tmp/res/sglang; mkdir -p "$res"; nvidia-smi --query-gpu=name,memory.used --format=csv
-    MELT_HOME="$res/home" timeout "${3:-540}" python3 -m bench --db "$res/melt.db" sweep --engine sglang \
+    res=/tmp/res/engines; name=sglang_${SG_NAME:-qwen3-0.6b}; mkdir -p "$res"
+    nvidia-smi --query-gpu=name,memory.used --format=csv
+    MELT_HOME="$res/home_$name" timeout "${3:-540}" python3 -m bench --db "$res/melt.db" sweep --engine sglang \
       --engine-cmd "python3 -m sglang.launch_server" --model Qwen/Qwen3-0.6B --dummy-weights --levels "$2" \
-      --input-len 512 --output-len 128 --json --name "sglang $2" "${@:4}" > "$res/sweep.json" 2> "$res/sweep.log"
-    echo "sweep rc=$?"; tail -40 "$res/sweep.log"
-    cp "$res/sweep.json" "$res/sweep.log" "$OUT"/
-    [ -f "$res/melt.db" ] && gzip -c "$res/melt.db" > "$OUT/melt_sglang.db.gz"
-    (cd "$res/home" && find . -name engine.log | tar -czf "$OUT/engine_logs_sglang.tgz" -T -)
-    nvidia-smi --query-gpu=name,memory.used --format=csv ;;
+      --input-len 512 --output-len 128 --json --name "$name $2" "${@:4}" > "$res/$name.json" 2> "$res/$name.log"
+    echo "sweep rc=$?"; tail -40 "$res/$name.log"
+    cp "$res/$name.json" "$res/$name.log" "$OUT"/
+    engines_out "$res" "$name" ;;
+  vllm)
+    install_vllm || exit 1
+    res=/tmp/res/engines; name=vllm_$2; mkdir -p "$res"
+    nvidia-smi --query-gpu=name,driver_version,memory.used,power.limit --format=csv
+    MELT_HOME="$res/home_$name" timeout "${4:-540}" python3 -m bench --db "$res/melt.db" sweep --engine vllm \
+      --engine-cmd "python3 -m vllm.entrypoints.cli.main" --dummy-weights --levels "$3" --input-len 512 \
+      --output-len 128 --json --name "$name $3" "${@:5}" > "$res/$name.json" 2> "$res/$name.log"
+    echo "sweep rc=$?"; tail -40 "$res/$name.log"
+    cp "$res/$name.json" "$res/$name.log" "$OUT"/
+    if [ "${CALIBRATE:-0}" = 1 ]; then  # issue #13: this host's frontend costs, in the same lease as its real runs
+      python3 -m bench calibrate-host --model Qwen/Qwen3-0.6B -o "$OUT/host_profile.yaml" > "$OUT/calibrate.txt" 2>&1
+      tail -30 "$OUT/calibrate.txt"; lscpu | grep -E "Model name|MHz" >> "$OUT/calibrate.txt"
+    fi
+    engines_out "$res" "$name" ;;
   stop)
     python3 scripts/gpu/vllm_compare.py stop --out "$OUT"
     cp /tmp/melt_vllm_server/engine.log "$OUT"/ ; nvidia-smi ;;

@@ -59,11 +59,25 @@ def name_of(req: str) -> str:
 
 todo, seen = ["sglang==0.5.14", "sglang-kernel==0.4.4"], set()
 while todo:
-    batch = [r for r in todo if name_of(r) not in seen and not SKIP.match(name_of(r))]
+    # one download per package: two wheels asking for one package in the same round (huggingface-hub>=1.0 and
+    # huggingface_hub==1.33.0, say) get one spec that meets both, or pip install --no-deps refuses two versions
+    merged: dict[str, str] = {}
+    for r in todo:
+        n = name_of(r)
+        if n in seen or SKIP.match(n):
+            continue
+        try:
+            from packaging.requirements import Requirement
+            spec = Requirement(r).specifier
+            prev = Requirement(merged[n]).specifier if n in merged else None
+            merged[n] = f"{n}{spec & prev if prev is not None else spec}"
+        except Exception:
+            merged.setdefault(n, r)
+    batch = list(merged.values())
     todo = []
     if not batch:
         break
-    seen |= {name_of(r) for r in batch}
+    seen |= set(merged)
     before = set(out.iterdir())
     for r in batch:  # one at a time: a single unavailable optional dependency must not stop the rest
         p = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *PLAT, "-d", str(out), r],
