@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -105,10 +106,16 @@ def _row(run: Any, config: Mapping, label: str, level: Mapping, price: float | N
                      daily_prorated=pro, daily_provisioned=prov, daily_gpus=ngpu)
 
 
+def _small(v: float) -> str:
+    """0.0042 / 0.00014 / 0.000091: at least two significant figures, never an exponent (four or five fixed
+    decimals would show 0.0001 for both 0.00014 and 0.00009)."""
+    if v <= 0:
+        return f"{v:.4f}"
+    return f"{v:.{max(4, 1 - math.floor(math.log10(v)))}f}"
+
+
 def _usd(v: float) -> str:
-    """$0.0042 / $0.00014: two significant figures below a cent (four decimals would show $0.0001 for both
-    $0.00014 and $0.00009), four decimals above."""
-    return f"${v:.4f}" if v >= 0.01 else f"${v:.2g}"
+    return f"${_small(v)}"
 
 
 def short_steady(level: Mapping) -> str | None:
@@ -247,7 +254,7 @@ def to_markdown(report: EngineReport) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report.rows:
         cells = [md_escape(r.label), md_escape(r.settings), str(r.concurrency), _num(r.ttft_p50_ms, ",.0f"),
-                 _num(r.e2e_p50_ms, ",.0f"), _num(r.output_tok_s, ",.0f"), _num(r.usd_per_1k_tokens, ".5f"),
+                 _num(r.e2e_p50_ms, ",.0f"), _num(r.output_tok_s, ",.0f"), "–" if r.usd_per_1k_tokens is None else _small(r.usd_per_1k_tokens),
                  *[_num(r.daily_prorated.get(n), ",.2f") for n in DAILY_TOKENS]]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
