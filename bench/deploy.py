@@ -21,6 +21,7 @@ A recipe that does not fit is refused with the planner's reason, as for real eng
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bench.config import DeployedInstance
@@ -93,17 +94,24 @@ def _sim_specs(inst: Instance, ip, *, gpu_id: str, startup_timeout_s: float | No
     return out
 
 
+def gpu_sharers(gpu_sets: Sequence[Sequence[int]]) -> list[int]:
+    """For each instance's GPU set (empty: GPU 0), the most instances found on any one of its GPUs: 1 = it has its
+    GPUs to itself. The one count of co-location that the sim deployment (`_share_gpus`), the sim layouts
+    (bench/sim_layout.py) and the sweep's sim telemetry (bench.sweep) all use."""
+    sets = [list(gs) or [0] for gs in gpu_sets]
+    on: dict[int, int] = {}
+    for gs in sets:
+        for g in gs:
+            on[g] = on.get(g, 0) + 1
+    return [max(on[g] for g in gs) for gs in sets]
+
+
 def _share_gpus(out: list[DeployedInstance]) -> tuple[list[DeployedInstance], str]:
     """Sim instances on the same GPU split its bandwidth and FLOPs: each gets 1/k of the card (`--gpu-share`), k the
     most instances on any of its GPUs. Equal time slices when all are busy (what two CUDA processes get without MPS);
     an idle neighbour's share is not lent, so a lightly loaded mix is simulated slower than it would run."""
-    on: dict[int, int] = {}
-    for d in out:
-        for g in d.engine.gpus or [0]:
-            on[g] = on.get(g, 0) + 1
     shared, res = [], []
-    for d in out:
-        k = max(on[g] for g in d.engine.gpus or [0])
+    for d, k in zip(out, gpu_sharers([d.engine.gpus or [] for d in out])):
         if k > 1:
             shared.append(d.name)
             extra = [*d.engine.extra_args, "--gpu-share", f"{1 / k:.6g}"]

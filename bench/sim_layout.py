@@ -88,7 +88,7 @@ def _split(total: int, weights: list[float]) -> list[int]:
 def predict(recipe: Recipe, concurrency: int, *, gpu: GPUSpec | None = None, count: int | None = None,
             input_len: int = 512, output_len: int = 128, requests_per_user: int = 3) -> LayoutPrediction:
     """The layout at `concurrency` closed-loop users, each sending `requests_per_user` requests (in virtual time)."""
-    from bench.deploy import DeployRefused
+    from bench.deploy import DeployRefused, gpu_sharers
     from bench.plan import plan
     from catalog import get_gpu, get_model, load_models
     from engines.sim.host import load_host_profile
@@ -104,21 +104,17 @@ def predict(recipe: Recipe, concurrency: int, *, gpu: GPUSpec | None = None, cou
     host = load_host_profile(None)
     replicas = [(inst, ip) for inst, ip in zip(recipe.instances, planned.instances) for _ in range(inst.dp)]
     users = _split(concurrency, [inst.weight / inst.dp for inst, _ in replicas])
-    # replicas on the same GPU split it as `--recipe R --engine sim` does (bench.deploy._share_gpus): 1/k each
+    # replicas on the same GPU split it as `--recipe R --engine sim` does (bench.deploy.gpu_sharers): 1/k each
     gpus_of, k_seen = [], {}
     for inst, _ in replicas:
         k_seen[inst.name] = k_seen.get(inst.name, -1) + 1
         k = k_seen[inst.name]
         gpus_of.append(inst.gpu_list[k * inst.tp:(k + 1) * inst.tp] or [0])
-    on: dict[int, int] = {}
-    for gs in gpus_of:
-        for g in gs:
-            on[g] = on.get(g, 0) + 1
     out = []
-    for (inst, ip), c, gs in zip(replicas, users, gpus_of):
+    for (inst, ip), c, k in zip(replicas, users, gpu_sharers(gpus_of)):
         if c == 0:
             continue
-        share = 1.0 / max(on[g] for g in gs)
+        share = 1.0 / k
         quant = (inst.quantization or "").lower()
         knobs = SimKnobs(mem_fraction=min(1.0, ip.fraction), max_num_seqs=inst.max_seqs,
                          max_model_len=inst.max_model_len, tp=inst.tp, kv_cache_tokens=ip.fit.kv_tokens,

@@ -253,14 +253,12 @@ def _sim_telemetry_urls(ups: list["_Up"]) -> list[str] | None:
     """The URLs of every sim instance when there are several on disjoint GPUs (a simulated multi-GPU deployment:
     the node's telemetry is theirs side by side); None otherwise (one sim instance, or sim instances modelling the
     same GPU, where each models it alone: the first one's telemetry stands for the GPU, as before)."""
+    from bench.deploy import gpu_sharers
+
     sims = [u for u in ups if u.spec.simulated]
-    seen: set[int] = set()
-    for u in sims:
-        mine = set(u.spec.gpus or [0])
-        if mine & seen:
-            return None
-        seen |= mine
-    return [u.base_url for u in sims] if len(sims) > 1 else None
+    if len(sims) < 2 or max(gpu_sharers([u.spec.gpus or [] for u in sims])) > 1:
+        return None
+    return [u.base_url for u in sims]
 
 
 @dataclass

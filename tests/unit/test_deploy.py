@@ -171,3 +171,11 @@ def test_per_instance_figures_add_up_to_the_box_and_the_box_has_a_price():
     assert rows[-1]["$/1M out tok"] == pytest.approx(0.002 / box["output_tok_s"] * 1e6)
     assert rows[0]["$/1M out tok"] is None
     assert breakdown([box]) == []
+
+
+def test_gpu_sharers_counts_co_located_instances_per_gpu():
+    from bench.deploy import gpu_sharers
+
+    # two on GPU 0, a TP=2 instance on 1-2 beside one on 2, one alone on 3, an unplaced one counted on GPU 0
+    assert gpu_sharers([[0], [0], [1, 2], [2], [3], []]) == [3, 3, 2, 2, 1, 3]
+    assert gpu_sharers([[0, 1], [2, 3]]) == [1, 1] and gpu_sharers([]) == []
