@@ -11,7 +11,8 @@ and computes
 so it cannot take less than t = max(bytes / bandwidth, flops / peak), and the roofline throughput is batch / t
 output tok/s. The share of a measured T tok/s is T / (batch / t) = max(bandwidth share, compute share), where the
 bandwidth share is the bytes/s the measured step rate implies over the catalog bandwidth (and likewise for FLOPs).
-Prefill is not counted (decode-only bound: a share is a little optimistic for long prompts).
+Prefill is not counted (decode-only bound: a share is a little optimistic for long prompts). Quantized weights
+(fp8, AWQ, ...) and an fp8 KV cache read fewer bytes: the level's bound uses the engine's settings.
 
 The batch of a measured level is the mean number of requests in flight, by Little's law req/s x mean E2E (closed
 loop: about the concurrency), and the context the mean prompt plus half the mean output.
@@ -21,13 +22,28 @@ from __future__ import annotations
 from catalog.models import GPUSpec, ModelSpec
 
 
-def _peak_flops(gpu: GPUSpec, bytes_per_param: float) -> float:
-    tflops = gpu.fp8_tflops if bytes_per_param == 1.0 and gpu.fp8_tflops else gpu.bf16_tflops
+def _peak_flops(gpu: GPUSpec, bytes_per_param: float, fp8_compute: bool | None = None) -> float:
+    fp8 = bytes_per_param == 1.0 if fp8_compute is None else fp8_compute
+    tflops = gpu.fp8_tflops if fp8 and gpu.fp8_tflops else gpu.bf16_tflops
     return tflops * 1e12
 
 
+def weight_bytes_per_param(model: ModelSpec, quantization: str | None) -> tuple[float, bool]:
+    """(mean stored bytes per parameter, fp8 compute?) for `quantization` (None: bf16), through the planner's and
+    the sim's table (catalog.quant.stored_weight_bytes: fp8 / AWQ / GPTQ leave the embedding and LM head in bf16).
+    Without this an fp8 run was held to the bf16 roofline: twice the bytes, a share above 100%."""
+    from catalog.quant import FP8_COMPUTE, QUANT_BYTES, stored_weight_bytes
+
+    q = (quantization or "").lower()
+    if q not in QUANT_BYTES:
+        return 2.0, False
+    total = model.total_params_b * 1e9
+    return stored_weight_bytes(total, model.embedding_params(), QUANT_BYTES[q], q) / total, q in FP8_COMPUTE
+
+
 def roofline(gpu: GPUSpec, model: ModelSpec, *, batch: float, context: float, output_tok_s: float | None = None,
-             bytes_per_param: float = 2.0, kv_bytes_per_elem: float = 2.0, gpus: int = 1) -> dict:
+             bytes_per_param: float = 2.0, kv_bytes_per_elem: float = 2.0, gpus: int = 1,
+             fp8_compute: bool | None = None) -> dict:
     """The roofline of one decode step and, given a measured `output_tok_s`, the share of it achieved. `gpus`
     GPUs (tensor/data parallel) add up their bandwidth and peak."""
     if batch <= 0 or context < 0:
@@ -38,7 +54,7 @@ def roofline(gpu: GPUSpec, model: ModelSpec, *, batch: float, context: float, ou
     step_bytes = weight_bytes + kv_bytes
     step_flops = batch * (2.0 * params + 4.0 * model.num_layers * model.num_attention_heads * model.head_dim * context)
     bandwidth = gpu.mem_bandwidth_gbs * 1e9 * gpus
-    peak = _peak_flops(gpu, bytes_per_param) * gpus
+    peak = _peak_flops(gpu, bytes_per_param, fp8_compute) * gpus
     t_mem, t_compute = step_bytes / bandwidth, step_flops / peak
     t_step = max(t_mem, t_compute)
     out = {"gpu": gpu.id, "model": model.id, "batch": batch, "context": context,
@@ -58,9 +74,10 @@ def _mean(summary: dict, key: str) -> float | None:
 
 
 def level_roofline(summary: dict, gpu_id: str | None, model_id: str | None, *, steady: bool = True,
-                   gpus: int = 1) -> dict | None:
+                   gpus: int = 1, quantization: str | None = None, kv_cache_dtype: str | None = None) -> dict | None:
     """The roofline share of one stored level (its summary JSON), or None when the GPU or model is not in the
-    catalog or the level has no throughput. Uses the steady-state tok/s when the level has a steady window."""
+    catalog or the level has no throughput. Uses the steady-state tok/s when the level has a steady window. The
+    engine's `quantization` and `kv_cache_dtype` set the bytes a step must read (and fp8's peak)."""
     from catalog import CatalogError, get_gpu, get_model
 
     if not gpu_id or not model_id or not summary:
@@ -83,6 +100,11 @@ def level_roofline(summary: dict, gpu_id: str | None, model_id: str | None, *, s
     batch = max(batch, 1e-9)
     prompt = _mean(summary, "input_tokens_per_req") or 0.0
     output = _mean(summary, "output_tokens_per_req") or 0.0
-    r = roofline(gpu, model, batch=batch, context=prompt + output / 2, output_tok_s=tok_s, gpus=gpus)
+    from catalog.quant import KV_DTYPE_BYTES
+
+    bpp, fp8 = weight_bytes_per_param(model, quantization)
+    kv = KV_DTYPE_BYTES.get((kv_cache_dtype or "").lower(), 2.0)
+    r = roofline(gpu, model, batch=batch, context=prompt + output / 2, output_tok_s=tok_s, gpus=gpus,
+                 bytes_per_param=bpp, kv_bytes_per_elem=kv, fp8_compute=fp8)
     r["steady"] = bool(use_steady)
     return r

@@ -834,7 +834,8 @@ def _roofline(summary: dict, cfg: RunConfig) -> dict | None:
     if len({d.engine.model for d in cfg.deployment()}) > 1:
         return None  # several models: one model's roofline against the box's tok/s would mean nothing
     try:
-        return level_roofline(summary, cfg.gpu, cfg.engine.model, gpus=cfg.gpu_count)
+        return level_roofline(summary, cfg.gpu, cfg.engine.model, gpus=cfg.gpu_count,
+                              quantization=cfg.engine.quantization, kv_cache_dtype=cfg.engine.kv_cache_dtype)
     except Exception:  # noqa: BLE001
         return None
 

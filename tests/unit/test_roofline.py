@@ -56,3 +56,28 @@ def test_level_roofline_uses_littles_law_and_the_steady_figures():
     assert level_roofline(summary, None, "Qwen/Qwen3-0.6B") is None
     whole = level_roofline(summary, "H200-141GB", "Qwen/Qwen3-0.6B", steady=False)
     assert whole["steady"] is False and whole["batch"] == pytest.approx(60.0)    # 30 req/s x 2 s
+
+
+def test_fp8_weights_are_held_to_their_own_bytes():
+    """The H200 fp8 sim run of Llama-3.1-8B showed a roofline share of 108% at one stream: the bound counted bf16
+    weights. By hand (catalog: 8.03e9 params, 128,256 x 4,096 embedding + untied LM head = 1.0507e9 params that fp8
+    leaves in bf16): bytes = (8.03e9 - 1.0507e9) x 1 + 1.0507e9 x 2 = 9.0807e9, against 16.06e9 in bf16."""
+    model = get_model("meta-llama/Llama-3.1-8B-Instruct")
+    summary = {"concurrency": 1, "output_tok_s": 279.0, "req_s": 2.18, "e2e_ms": {"mean": 458.0},
+               "input_tokens_per_req": {"mean": 512.0}, "output_tokens_per_req": {"mean": 128.0}}
+    bf16 = level_roofline(summary, "H200-141GB", model.id)
+    fp8 = level_roofline(summary, "H200-141GB", model.id, quantization="fp8")
+    emb = 128_256 * 4_096 * 2
+    kv = 1.0 * 576 * model.kv_bytes_per_token(2.0)          # batch ~1 (2.18 req/s x 0.458 s) at 576 tokens
+    assert fp8["step_bytes"] == pytest.approx((model.total_params_b * 1e9 - emb) + emb * 2 + kv * fp8["batch"],
+                                              rel=1e-6)
+    assert bf16["step_bytes"] == pytest.approx(model.total_params_b * 1e9 * 2 + kv * bf16["batch"], rel=1e-6)
+    assert fp8["share"] == pytest.approx(0.533, abs=0.001) and bf16["share"] == pytest.approx(0.939, abs=0.001)
+    assert fp8["peak_tflops"] == get_gpu("H200-141GB").fp8_tflops
+    # an fp8 KV cache halves the KV part; a weight-only scheme keeps the bf16 peak; unknown -> bf16 bytes
+    kv8 = level_roofline(summary, "H200-141GB", model.id, quantization="fp8", kv_cache_dtype="fp8")
+    assert kv8["step_bytes"] == pytest.approx(fp8["step_bytes"] - kv * fp8["batch"] / 2, rel=1e-6)
+    assert level_roofline(summary, "H200-141GB", model.id, quantization="awq")["peak_tflops"] == \
+        get_gpu("H200-141GB").bf16_tflops
+    assert level_roofline(summary, "H200-141GB", model.id, quantization="nope")["step_bytes"] == \
+        pytest.approx(bf16["step_bytes"])
