@@ -254,7 +254,8 @@ def to_markdown(report: EngineReport) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report.rows:
         cells = [md_escape(r.label), md_escape(r.settings), str(r.concurrency), _num(r.ttft_p50_ms, ",.0f"),
-                 _num(r.e2e_p50_ms, ",.0f"), _num(r.output_tok_s, ",.0f"), "–" if r.usd_per_1k_tokens is None else _small(r.usd_per_1k_tokens),
+                 _num(r.e2e_p50_ms, ",.0f"), _num(r.output_tok_s, ",.0f"),
+                 "–" if r.usd_per_1k_tokens is None else _small(r.usd_per_1k_tokens),
                  *[_num(r.daily_prorated.get(n), ",.2f") for n in DAILY_TOKENS]]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")

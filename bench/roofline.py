@@ -28,9 +28,10 @@ def _peak_flops(gpu: GPUSpec, bytes_per_param: float, fp8_compute: bool | None =
     return tflops * 1e12
 
 
-def weight_bytes_per_param(model: ModelSpec, quantization: str | None) -> tuple[float, bool]:
+def _stored_bytes_per_param(model: ModelSpec, quantization: str | None) -> tuple[float, bool]:
     """(mean stored bytes per parameter, fp8 compute?) for `quantization` (None: bf16), through the planner's and
     the sim's table (catalog.quant.stored_weight_bytes: fp8 / AWQ / GPTQ leave the embedding and LM head in bf16).
+    Not bench.memory.weight_bytes_per_param (one scheme's bytes, raising on an unknown one): a roofline never raises.
     Without this an fp8 run was held to the bf16 roofline: twice the bytes, a share above 100%."""
     from catalog.quant import FP8_COMPUTE, QUANT_BYTES, stored_weight_bytes
 
@@ -102,7 +103,7 @@ def level_roofline(summary: dict, gpu_id: str | None, model_id: str | None, *, s
     output = _mean(summary, "output_tokens_per_req") or 0.0
     from catalog.quant import KV_DTYPE_BYTES
 
-    bpp, fp8 = weight_bytes_per_param(model, quantization)
+    bpp, fp8 = _stored_bytes_per_param(model, quantization)
     kv = KV_DTYPE_BYTES.get((kv_cache_dtype or "").lower(), 2.0)
     r = roofline(gpu, model, batch=batch, context=prompt + output / 2, output_tok_s=tok_s, gpus=gpus,
                  bytes_per_param=bpp, kv_bytes_per_elem=kv, fp8_compute=fp8)

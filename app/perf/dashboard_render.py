@@ -136,15 +136,18 @@ def bench_browser(db: Path, big: int, repeat: int) -> list[tuple[str, float]]:
             page.goto(base + "/runs")  # warm-up: server imports, first script run
             page.wait_for_selector("[data-testid=stDataFrame]", timeout=60_000)
 
-            def load(path: str, charts: int, tables: int = 1):
+            def load(path: str, charts: int, tables: int = 1, marker: str = ""):
+                """Open `path` until `charts` are drawn, `tables` shown, `marker` (text the script writes late; for
+                the pages without a table to wait for) is on the page and Streamlit is idle."""
                 def go():
                     page.goto(base + path)
                     page.wait_for_function(
-                        f"""() => Array.from(document.querySelectorAll('.js-plotly-plot'))
-                                  .filter(el => el._fullLayout).length >= {charts}
-                              && document.querySelectorAll('[data-testid=stDataFrame]').length >= {tables}
+                        """([c, t, m]) => Array.from(document.querySelectorAll('.js-plotly-plot'))
+                                  .filter(el => el._fullLayout).length >= c
+                              && document.querySelectorAll('[data-testid=stDataFrame]').length >= t
+                              && document.body.innerText.includes(m)
                               && !document.querySelector('[data-testid=stStatusWidget] button')""",
-                        timeout=60_000, polling=50)
+                        arg=[charts, tables, marker], timeout=60_000, polling=50)
                 return go
 
             out.append(("Runs page, new document (table drawn)", _median_s(load("/runs", 0), repeat)))
@@ -155,19 +158,6 @@ def bench_browser(db: Path, big: int, repeat: int) -> list[tuple[str, float]]:
             out.append((f"Cost page, #{big} + #{big - 1}, new document (3 tables, chart in a tab)",
                         _median_s(load(f"/cost?runs={big},{big - 1}", 0, 3), repeat)))
 
-            def load_text(path: str, marker: str, charts: int = 0):
-                """Open `path` until `marker` (text its script writes last, or late) is on the page, `charts` are
-                drawn and Streamlit is idle: for the pages without a table to wait for."""
-                def go():
-                    page.goto(base + path)
-                    page.wait_for_function(
-                        """([m, c]) => document.body.innerText.includes(m)
-                              && Array.from(document.querySelectorAll('.js-plotly-plot'))
-                                   .filter(el => el._fullLayout).length >= c
-                              && !document.querySelector('[data-testid=stStatusWidget] button')""",
-                        arg=[marker, charts], timeout=60_000, polling=50)
-                return go
-
             for title, path, marker, charts in (
                     ("Launch page, new document (form, memory check, Start)", "/launch", "Start sweep", 0),
                     ("Planner page, new document (dwani.ai recipe: stacked bars)", "/planner",
@@ -176,7 +166,7 @@ def bench_browser(db: Path, big: int, repeat: int) -> list[tuple[str, float]]:
                     ("Leaderboard page, new document (no Blitz run yet)", "/leaderboard",
                      "No Blitz run in this history yet", 0),
                     ("GPUs page, new document (catalog, health verdicts)", "/gpus", "health verdicts", 0)):
-                out.append((title, _median_s(load_text(path, marker, charts), repeat)))
+                out.append((title, _median_s(load(path, charts, 0, marker), repeat)))
 
             def click_tab(path: str, name: str, title: str):
                 """Open `path`, then time a click on tab `name` until a chart titled `title` is drawn."""

@@ -57,6 +57,8 @@ def name_of(req: str) -> str:
     return re.split(r"[ <>=!~\[(;]", req, 1)[0].lower().replace("_", "-")
 
 
+from packaging.requirements import Requirement  # noqa: E402 (pip vendors packaging; the host python has it)
+
 todo, seen = ["sglang==0.5.14", "sglang-kernel==0.4.4"], set()
 while todo:
     # one download per package: two wheels asking for one package in the same round (huggingface-hub>=1.0 and
@@ -67,7 +69,6 @@ while todo:
         if n in seen or SKIP.match(n):
             continue
         try:
-            from packaging.requirements import Requirement
             spec = Requirement(r).specifier
             prev = Requirement(merged[n]).specifier if n in merged else None
             merged[n] = f"{n}{spec & prev if prev is not None else spec}"
