@@ -41,7 +41,7 @@ def _pct(summary: dict, key: str, stat: str):
 
 LEVEL_COLUMNS = ["conc", "rate", "rep", "sent", "ok", "err", "dur s", "out tok/s", "req/s", "TTFT p50", "TTFT p99",
                  "TPOT p50", "ITL p50", "E2E p50", "goodput", "steady s", "steady tok/s", "steady TTFT p50",
-                 "steady TPOT p50", "roofline %", "client CPU", "status"]
+                 "steady TPOT p50", "roofline %", "client CPU", "server CPU", "status"]
 
 
 def level_row(s: dict) -> list[str]:
@@ -56,7 +56,15 @@ def level_row(s: dict) -> list[str]:
             _f(_pct(s, "itl_ms", "p50"), 2), _f(_pct(s, "e2e_ms", "p50")), _f(s.get("goodput_req_s"), 2),
             _f(st.get("duration_s")), _f(st.get("output_tok_s")), _f(_pct(st, "ttft_ms", "p50")),
             _f(_pct(st, "tpot_ms", "p50"), 2), _roof(s),
-            (f"{cpu:.0f}%" if cpu is not None else "-") + flag, s.get("status", "")]
+            (f"{cpu:.0f}%" if cpu is not None else "-") + flag, _server(s), s.get("status", "")]
+
+
+def _server(s: dict) -> str:
+    """The engine's busiest process, % of one core (bench/server_cpu.py); '-' for a server Melt did not launch."""
+    b = (s.get("server_cpu") or {}).get("busiest")
+    if not b:
+        return "-"
+    return f"{b['pct']:.0f}%" + (" (frontend-bound!)" if s["server_cpu"].get("frontend_bound") else "")
 
 
 def _roof(s: dict) -> str:

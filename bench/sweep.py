@@ -629,6 +629,8 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
     from bench.loadgen import LevelPlan, LoadGenError, Target, run_level
     from bench.metrics import per_instance, summarize
     from bench.steady import steady_summary
+    from bench.server_cpu import CpuWindow
+    from bench.server_cpu import describe as describe_server_cpu
 
     from bench.blitz import level_workload, next_step, plan_after, search_point
 
@@ -724,6 +726,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
                 except StorageFault:
                     pass
 
+        cpu = CpuWindow.open({u.name: u.proc for u in ups})
         try:
             outcome = run_level(plan, procs=cfg.client_procs, on_results=on_results, on_progress=on_progress,
                                 stop=level_stop)
@@ -753,6 +756,10 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
                                            open_loop=rate is not None or trace is not None)
         summary.update(repeat=lvl.repeat, ramp_s=outcome.ramp_s, stop_reason=outcome.stop_reason,
                        burstiness=wl.burstiness if rate is not None else None)
+        server_cpu = cpu.close()
+        if server_cpu:
+            summary["server_cpu"] = server_cpu
+            hooks.log(f"level {idx + 1}: {describe_server_cpu(server_cpu)}")
         if lvl.phase:
             summary["blitz"] = {"phase": lvl.phase}
         if plan.stream_usage != "server":

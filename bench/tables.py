@@ -61,6 +61,15 @@ def _cpu(r: Mapping) -> str:
     return (DASH if cpu is None else f"{cpu:.0f}%") + (" client-bound!" if r.get("client_bound") else "")
 
 
+def _server_cpu(r: Mapping) -> str:
+    """The engine's busiest process (its API server when the frontend is the limit), % of one core."""
+    cpu = _num(r.get("server_cpu_pct"))
+    if cpu is None:
+        return DASH
+    return f"{cpu:.0f}% {r.get('server_cpu_proc') or ''}".rstrip() + (" frontend-bound!" if r.get("frontend_bound")
+                                                                     else "")
+
+
 Column = tuple[str, Callable[[Mapping], str], Callable[[Sequence[Mapping]], bool] | None]
 
 
@@ -100,6 +109,7 @@ COLUMNS: list[Column] = [
     ("J / output token", _col("j_per_output_token", fmt_small), _has("j_per_output_token")),
     ("roofline %", _col("roofline_pct", fmt_rate), _has("roofline_pct")),
     ("client CPU", _cpu, None),
+    ("server CPU", _server_cpu, _has("server_cpu_pct")),
 ]
 
 

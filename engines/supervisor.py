@@ -474,6 +474,19 @@ class EngineProcess:
                         pass
         return list(found.values())
 
+    def cpu_times(self) -> dict[int, tuple[str, float, float]]:
+        """pid -> (process name, create time, user+system CPU seconds) of every live engine process, for the
+        per-level server CPU (bench/server_cpu.py). Never raises: a process that ends while read is left out."""
+        out: dict[int, tuple[str, float, float]] = {}
+        for p in self._members():
+            try:
+                with p.oneshot():
+                    t = p.cpu_times()
+                    out[p.pid] = (p.name(), p.create_time(), t.user + t.system)
+            except (psutil.Error, OSError):
+                continue
+        return out
+
     @property
     def tag(self) -> str:
         """The MELT_ENGINE_TAG value every process of this engine inherits (stored so a reaper can find them)."""

@@ -669,6 +669,10 @@ def level_table(detail: RunDetail) -> list[dict]:
             "tok_s_per_user": _per_user(tok, lv, s),
             "tok_s_per_gpu": tok / gpus if tok else None,
             "client_cpu_pct": lv.client_cpu_pct, "client_bound": lv.client_bound,
+            # the engine's busiest process, % of one core (bench/server_cpu.py; only engines Melt launched)
+            "server_cpu_pct": ((s.get("server_cpu") or {}).get("busiest") or {}).get("pct"),
+            "server_cpu_proc": ((s.get("server_cpu") or {}).get("busiest") or {}).get("name"),
+            "frontend_bound": bool((s.get("server_cpu") or {}).get("frontend_bound")),
             "avg_power_w": t.get("avg_power_w"), "energy_j": t.get("energy_j"),
             "j_per_output_token": t.get("joules_per_output_token"), "avg_util_gpu": t.get("avg_util_gpu"),
             "peak_temp_gpu_c": t.get("peak_temp_gpu_c"), "throttled_pct": t.get("throttled_pct"),

@@ -107,6 +107,10 @@ def test_two_vllm_cpu_and_a_sim_in_one_run_with_weighted_traffic(tmp_path, db_pa
             for name, w in weights.items():
                 assert abs(per[name]["n_sent"] - REQUESTS * w / total_w) <= TOLERANCE, (name, per[name]["n_sent"])
                 assert per[name]["instance_id"] == ids[name]
+            # the engines' own CPU over the level, read from each instance's process tree (bench/server_cpu.py)
+            cpu = lv["server_cpu"]
+            assert {p["instance"] for p in cpu["processes"]} <= set(weights) and cpu["busiest"]["pct"] > 0
+            assert cpu["total_pct"] >= cpu["busiest"]["pct"] and cpu["wall_s"] >= lv["duration_s"] * 0.9
         # every request row names the instance that served it, and each instance got requests in its model's name
         rows = s.query(Request.instance_id).all()
         assert rows and all(iid in ids.values() for (iid,) in rows)

@@ -47,3 +47,11 @@ def test_roofline_column_only_when_a_level_has_it():
     rows = readable_levels([{"concurrency": 4, "status": "completed", "roofline_pct": 23.456},
                             {"concurrency": 8, "status": "completed"}])
     assert rows[0]["roofline %"] == "23.5" and rows[1]["roofline %"] == "–"
+
+
+def test_server_cpu_column_names_the_busiest_process_and_the_frontend_limit():
+    plain = readable_levels([row()])
+    assert "server CPU" not in plain[0]  # a server Melt did not launch (or a run from before the reading)
+    out = readable_levels([row(server_cpu_pct=97.4, server_cpu_proc="VLLM::APIServer", frontend_bound=True),
+                           row(server_cpu_pct=40.0, server_cpu_proc="python")])
+    assert out[0]["server CPU"] == "97% VLLM::APIServer frontend-bound!" and out[1]["server CPU"] == "40% python"
