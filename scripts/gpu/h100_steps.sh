@@ -75,20 +75,21 @@ case "$step" in
   blitz)
     install_vllm || exit 1
     nvidia-smi --query-gpu=name,driver_version,memory.used,clocks.max.sm,power.limit --format=csv
-    res=/tmp/res/blitz; mkdir -p "$res"; ss=()
+    # a fresh directory, DB and Melt home per Blitz: a second Blitz on a warm machine is its own run 1
+    res=$(mktemp -d /tmp/res_blitz_XXXX); ss=()
     [ "${4:-0.5}" != 0 ] && ss=(--single-stream-python python3 --single-stream-minutes "${4:-0.5}")
-    timeout "${5:-570}" python3 -m bench --db "$res/melt.db" blitz --engine vllm \
+    MELT_HOME="$res/home" timeout "${5:-570}" python3 -m bench --db "$res/melt.db" blitz --engine vllm \
       --engine-cmd "python3 -m vllm.entrypoints.cli.main" --engine-arg=--no-enable-prefix-caching \
       --minutes "${2:-1}" --repeat "${3:-2}" --start-concurrency "${BLITZ_START:-32}" \
       --search-steady "${BLITZ_SEARCH_S:-6}" "${ss[@]}" --json > "$res/blitz.json" 2> >(tee "$OUT/blitz.log" > "$res/blitz.log")
     echo "blitz exit $?"; sleep 1
     tail -40 "$res/blitz.log"
     # cut by the timeout: the run's stored document instead of the CLI's
-    [ -s "$res/blitz.json" ] || python3 -m bench --db "$res/melt.db" show 1 --json > "$res/blitz.json"
+    [ -s "$res/blitz.json" ] || MELT_HOME="$res/home" python3 -m bench --db "$res/melt.db" show 1 --json > "$res/blitz.json"
     cp "$res/blitz.json" "$OUT"/
     python3 -c "import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute('vacuum into ?', (sys.argv[2],))" \
-      "$res/melt.db" /tmp/res/blitz.db && gzip -c /tmp/res/blitz.db > "$OUT/melt_blitz.db.gz"
-    cp ~/.local/share/melt/runs/1/engine.log "$OUT/blitz_engine.log" 2>/dev/null; nvidia-smi ;;
+      "$res/melt.db" "$res/blitz.db" && gzip -c "$res/blitz.db" > "$OUT/melt_blitz.db.gz"
+    find "$res/home" -name engine.log -exec cp {} "$OUT/blitz_engine.log" \; ; nvidia-smi ;;
   recipe)
     res=/tmp/res/recipe_$2; mkdir -p "$res"; nvidia-smi --query-gpu=name,memory.used --format=csv
     MELT_HOME="$res/home" timeout "${4:-540}" python3 -m bench --db "$res/melt.db" sweep --recipe "$2" --dummy-weights \

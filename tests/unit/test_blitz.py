@@ -1,7 +1,8 @@
 """bench/blitz.py: the saturation search rule, the level plans, the result document and the leaderboard."""
 import pytest
 
-from bench.blitz import blitz_result, headline, leaderboard, level_workload, next_step, plan_after, search_point
+from bench.blitz import (blitz_result, headline, leaderboard, level_workload, next_step, plan_after, result_rows,
+                         search_point)
 from bench.config import BlitzSpec, RunConfig, WorkloadSpec
 from engines.spec import EngineSpec
 
@@ -21,9 +22,9 @@ def test_doubles_while_throughput_rises_by_at_least_the_gain():
 
 def test_stops_at_the_first_doubling_that_gains_less_than_the_gain():
     step = next_step([pt(8, 1000), pt(16, 1900), pt(32, 2050)], SPEC)  # +7.9%
-    assert step["action"] == "measure" and step["concurrency"] == 32
-    assert "+7.9%" in step["reason"] and "< 10%" in step["reason"]
-    # a dip on the plateau keeps the better of the two
+    assert step["action"] == "measure" and step["concurrency"] == 16   # the knee: the doubling did not pay
+    assert "+7.9%" in step["reason"] and "< 10%" in step["reason"] and "knee, 16" in step["reason"]
+    # a dip past the plateau measures the same knee, so a noisy search window cannot flip the choice
     step = next_step([pt(8, 1000), pt(16, 1900), pt(32, 1850)], SPEC)
     assert step["action"] == "measure" and step["concurrency"] == 16
 
@@ -96,6 +97,21 @@ def test_result_document():
     assert headline(none).startswith("Blitz: no score")
     sim = blitz_result(levels, simulated=True)
     assert "[SIMULATED]" in headline(sim)
+    assert r["server_cpu_pct"] is None and "FRONTEND" not in headline(r)   # no engine process read: nothing said
+
+
+def test_result_says_when_the_engine_frontend_bound_the_score():
+    def with_cpu(lv, pct, bound):
+        lv["summary"]["server_cpu"] = {"busiest": {"instance": "main", "name": "python3", "pid": 7, "pct": pct},
+                                       "total_pct": pct + 80, "frontend_bound": bound}
+        return lv
+    r = blitz_result([_level(16, "search", 1000), with_cpu(_level(16, "measure", 1000), 98.0, True),
+                      with_cpu(_level(16, "measure", 1000), 100.0, True)])
+    assert r["server_cpu_pct"] == pytest.approx(99) and r["frontend_bound"] is True
+    assert "FRONTEND-BOUND (engine python3 at 99% of a core" in headline(r)
+    assert ("server CPU (busiest engine process)", "99% python3 frontend-bound") in result_rows(r)
+    gpu_bound = blitz_result([with_cpu(_level(16, "measure", 1000), 60.0, False)])
+    assert gpu_bound["frontend_bound"] is False and "FRONTEND" not in headline(gpu_bound)
 
 
 def test_leaderboard_keeps_simulated_apart_and_ranks_by_best():
