@@ -29,6 +29,8 @@ OUT_LEN, IN_LEN = 128, 512
 HOSTS = {
     "h100-host-2026-11-22": sorted(glob.glob(str(ROOT / "docs/data/h100_ab/*.json.gz"))),
     "h200-host-b-2026-12-01": [str(ROOT / "docs/data/h200_text/B_prefetch_c128_512_1024.json.gz")],
+    # text prompts only (Melt and vllm bench, 3 rounds): no token-id runs, see fit()
+    "h200-host-c-2026-12-03": [str(ROOT / "docs/data/h200_compare_c/compare_c1_16_128_512_1024.json.gz")],
 }
 ID_TOOLS = {"melt-ids"}        # h200 B: Melt with --prompt-format token-ids
 ID_TOOLS_H100 = {"melt", "melt-notel"}   # on 2026-11-22 Melt sent token ids (text prompts came later)
@@ -60,9 +62,13 @@ def fit(host: str) -> dict:
     table = {k: tuple(mean(x[i] for x in v) for i in range(4)) + (len(v),) for k, v in sorted(by.items())}
     out = {"levels": table}
     ids = {c: v[0] for (c, k), v in table.items() if k == "ids"}
-    if 128 in ids:
-        out["per_token_light_s"] = ids[128] / OUT_LEN
-    heavy = [ids[c] for c in (512, 1024) if c in ids]
+    # A host measured with text prompts only: its tokenization cannot be told apart from the per-token costs, so the
+    # whole text-prompt cost (at 512 in) is carried as per-token cost and the profile is valid for that shape only.
+    out["text_only"] = not ids
+    basis = ids or {c: v[0] for (c, k), v in table.items() if k == "melt-text"}
+    if 128 in basis:
+        out["per_token_light_s"] = basis[128] / OUT_LEN
+    heavy = [basis[c] for c in (512, 1024) if c in basis]
     if heavy:
         out["per_token_heavy_s"] = mean(heavy) / OUT_LEN
     tok = [table[(c, "melt-text")][0] - ids[c] for c in ids if (c, "melt-text") in table]
@@ -76,6 +82,7 @@ COMPARE = (
     ("H100-SXM-80GB", "typical-datacenter-core", "ids", "h100-host-2026-11-22"),
     ("H200-141GB", "h200-host-b-2026-12-01", "ids", "h200-host-b-2026-12-01"),
     ("H200-141GB", "h200-host-b-2026-12-01", "melt-text", "h200-host-b-2026-12-01"),
+    ("H200-141GB", "h200-host-c-2026-12-03", "melt-text", "h200-host-c-2026-12-03"),
 )
 H200_A = str(ROOT / "docs/data/h200_text/A_inline_c1_16_128.json.gz")   # c=1, 16 only (another host)
 LEVELS = (1, 16, 128, 512, 1024)

@@ -68,6 +68,21 @@ def test_stored_profiles_match_the_fit_of_the_stored_runs(host_id, data):
     assert prof.per_token_heavy_s == pytest.approx(fitted["per_token_heavy_s"], rel=1e-3)
     assert prof.tokenize_per_prompt_token_s == pytest.approx(fit_host.fit("h200-host-b-2026-12-01")
                                                              ["tokenize_per_prompt_token_s"], rel=1e-3)
+    assert fitted["text_only"] is False
+
+
+def test_a_text_only_host_folds_tokenization_into_its_per_token_costs():
+    # host c (2026-12-03) has no token-id runs: its whole text-prompt API cost per request / 128 is per-token cost
+    prof, fitted = load_host_profile("h200-host-c-2026-12-03"), fit_host.fit("h200-host-c-2026-12-03")
+    assert fitted["text_only"] is True and "tokenize_per_prompt_token_s" not in fitted
+    assert prof.tokenize_per_prompt_token_s == 0.0
+    assert prof.per_token_light_s == pytest.approx(fitted["per_token_light_s"], rel=1e-3)
+    assert prof.per_token_heavy_s == pytest.approx(fitted["per_token_heavy_s"], rel=1e-3)
+    melt_128 = fitted["levels"][(128, "melt-text")]
+    assert prof.per_token_light_s * 128 == pytest.approx(melt_128[0], rel=1e-3)   # API s per request at c=128
+    assert 0.9 < melt_128[1] < 1.1        # the one API core was saturated there: the cost is its service time
+    # a faster frontend than host b's, as measured (about 2x the output tok/s at c=512)
+    assert prof.per_token_heavy_s < load_host_profile("h200-host-b-2026-12-01").per_token_heavy_s / 2
 
 
 def _perf(gpu="H200-141GB"):
