@@ -2,6 +2,8 @@
 # The H100/H200 A/B (issues: real engines, numbers you can trust) as one short command per device call, so the calls go back to back (the lent
 # machine is given back 30 s after a call). Run from the repo root on the device machine; results land in $OUT.
 #   stage N            calls 1-5: carry .gpu/p0N (vLLM bundle, ../shared/device/README.md), copy it to /tmp/stage
+#                      (a call carries at most 64 MiB with the work tree, ~9 MiB now: the bundle's pieces were re-split
+#                      to 56,000,000 bytes, p00-p04 + a 47 MB p05, with `split -b 56000000 -d -a 2` on their concatenation)
 #   serve [ARGS]       carry .gpu/p05 + .whl: install vLLM + Melt's wheels, launch vLLM through Melt (left running)
 #   cmp LEVELS PAIRS [TIMEOUT_S] [TOOLS]
 #                      Melt vs vllm bench serve against that server (scripts/gpu/vllm_compare.py compare --attach)
