@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from bench.alerts import AlertThresholds
 from bench.slo_search import SloSearchSpec
+from catalog.recipes import ServiceRequest
 from engines.spec import EngineSpec
 
 
@@ -285,6 +286,8 @@ class DeployedInstance(_Strict):
     name: str = Field(min_length=1, max_length=100)
     engine: EngineSpec
     weight: float = Field(default=1.0, ge=0)
+    # a non-LLM service's traffic during each level (RunConfig.services only; bench/service_load.py)
+    request: ServiceRequest | None = None
 
 
 class RunConfig(_Strict):
@@ -296,7 +299,8 @@ class RunConfig(_Strict):
     instances: list[DeployedInstance] = Field(default_factory=list)
     recipe: str | None = Field(default=None, description="name of the recipe the deployment came from")
     # Non-LLM services Melt starts before the instances (a recipe's services with a command: engine kind "custom",
-    # engines/custom.py); they get no LLM traffic and are stopped after the instances.
+    # engines/custom.py); they get no LLM traffic (only their own `request`, if any) and are stopped after the
+    # instances.
     services: list[DeployedInstance] = Field(default_factory=list)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
     levels: list[int] = Field(min_length=1)
@@ -317,6 +321,14 @@ class RunConfig(_Strict):
                                      description="serve the run's live numbers for Prometheus on 127.0.0.1:PORT")
     gpu_metrics_url: str | None = Field(default=None, description="a DCGM exporter / Prometheus endpoint of the "
                                         "engine's host: its GPUs' telemetry (for a remote --engine openai)")
+
+    @field_validator("instances")
+    @classmethod
+    def _llm_traffic_is_the_workload(cls, v: list[DeployedInstance]) -> list[DeployedInstance]:
+        for d in v:
+            if d.request is not None:
+                raise ValueError(f"instance {d.name!r}: request is for services; an LLM instance gets the workload")
+        return v
 
     @field_validator("services")
     @classmethod

@@ -175,7 +175,7 @@ def deployment_from_recipe(recipe: Recipe, *, gpu: str | None = None, count: int
     services = [] if simulate else [
         DeployedInstance(name=sv.name, weight=0, engine=EngineSpec(
             kind="custom", model=sv.model, served_model_name=sv.name, engine_cmd=sv.command, gpus=[sv.gpu],
-            health_path=sv.health_path, startup_timeout_s=sv.startup_timeout_s))
+            health_path=sv.health_path, startup_timeout_s=sv.startup_timeout_s), request=sv.request)
         for sv in recipe.services if sv.command]
     if simulate and any(sv.command for sv in recipe.services):
         note += "; the recipe's services are counted by the planner, not started (a simulated box runs no service)"

@@ -4,7 +4,8 @@ A level of a deployment of several instances keeps the box's figures at the top 
 in summary["instances"] (bench.metrics.per_instance: rates over the level's wall time, so the instances add up to
 the box). `breakdown` turns summaries into rows: one per instance and one "whole box" per level, the box's row with
 its $ per 1M output tokens (all the box's GPUs at the run's price over the box's output throughput; one instance's
-share of a shared GPU has no price of its own, so the instance rows carry none).
+share of a shared GPU has no price of its own, so the instance rows carry none). `service_rows`: the non-LLM
+services' own traffic per level (summary["services"]).
 """
 from __future__ import annotations
 
@@ -49,6 +50,22 @@ def breakdown(summaries: Sequence[Mapping], gpu_count: int = 1, price_per_gpu_ho
                      "out tok/s": s.get("output_tok_s"), "req/s": s.get("req_s"), "TTFT p50 ms": _p(s, "ttft_ms"),
                      "TTFT p99 ms": _p(s, "ttft_ms", "p99"), "TPOT p50 ms": _p(s, "tpot_ms"),
                      "E2E p50 ms": _p(s, "e2e_ms"), "$/1M out tok": usd})
+    return rows
+
+
+def service_rows(summaries: Sequence[Mapping]) -> list[dict]:
+    """Rows per level and non-LLM service (summary["services"], bench/service_load.py): what each service was sent
+    beside the level's LLM traffic and how it answered. No tokens: a service's answers are not LLM output."""
+    rows: list[dict] = []
+    for s in summaries:
+        s = s or {}
+        for sv in s.get("services") or []:
+            lat = sv.get("latency_ms") or {}
+            top = next(iter(sv.get("errors") or {}), "")
+            rows.append({"concurrency": s.get("concurrency"), "rate": s.get("request_rate"),
+                         "repeat": (s.get("repeat") or 0) + 1, "service": sv.get("name"), "sent": sv.get("sent"),
+                         "ok": sv.get("ok"), "err": sv.get("err"), "req/s": sv.get("req_s"),
+                         "latency p50 ms": lat.get("p50"), "latency p99 ms": lat.get("p99"), "top error": top})
     return rows
 
 

@@ -321,7 +321,7 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         hooks.log(room)
         rec.event("warning", room)
     held: list[_Up] = []  # every instance as soon as it exists: `finally` always stops each
-    services: list[_Up] = []  # the deployment's non-LLM services (started first, stopped last; no traffic)
+    services: list[_Up] = []  # the deployment's non-LLM services (started first, stopped last; no LLM traffic)
     telem = _Telemetry(rec, hooks.log)
     telem.monitor, exporter = _live_parts(cfg, run_id, rec, hooks.log)
     load_windows: list[tuple[int, int]] = []
@@ -336,7 +336,7 @@ def run_sweep(run_id: int, db: str | Path | None, stop: threading.Event, hooks: 
         telem.start(cfg, held)
         telem.monitor.start()
         rec.set_status(RunStatus.running)
-        status, error = _run_levels(cfg, rec, held, stop, telem, load_windows, hooks)
+        status, error = _run_levels(cfg, rec, held, stop, telem, load_windows, hooks, services)
     except SweepAborted as e:
         status, error = RunStatus.failed, str(e)
         hooks.log(f"error: {e}")
@@ -480,6 +480,13 @@ def _bring_up_services(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.
                                "instance was started)") from None
 
 
+def instance_dir_name(name: str) -> str:
+    """A deployment entry's directory under runs/ID/: its name with anything but letters, digits, - _ . replaced,
+    and never "." or ".." (the run's own directory or the one above it)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return safe if safe.strip(".") else "_" + safe
+
+
 def _bring_up_engine(spec, rec: Recorder, log: Log, stop: threading.Event, up: _Up, sub: str | None = None) -> None:
     """Launch (or attach to) one engine instance: fills `up` (its process the moment it exists, its base URL).
     `sub`: the instance's name in a deployment of several (its files go to runs/ID/NAME/)."""
@@ -505,7 +512,7 @@ def _bring_up_engine(spec, rec: Recorder, log: Log, stop: threading.Event, up: _
                            f"give it again (--engine-arg, or the Launch form's extra arguments)")
     workdir = data_dir() / "runs" / str(rec.run_id)
     if sub:
-        workdir = workdir / "".join(c if c.isalnum() or c in "-_." else "_" for c in sub)
+        workdir = workdir / instance_dir_name(sub)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         if spec.port:
@@ -625,8 +632,11 @@ def _stop_engine(proc, rec: Recorder, instance_id: int | None, log: Log) -> None
 
 
 def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.Event, telem: _Telemetry,
-                load_windows: list[tuple[int, int]], hooks: SweepHooks) -> tuple[RunStatus, str | None]:
+                load_windows: list[tuple[int, int]], hooks: SweepHooks,
+                service_ups: list[_Up] | None = None) -> tuple[RunStatus, str | None]:
     from bench.loadgen import LevelPlan, LoadGenError, Target, run_level
+    from bench.service_load import ServiceLoad, ServiceTarget
+    from bench.service_load import describe as describe_service
     from bench.metrics import per_instance, summarize
     from bench.steady import steady_summary
     from bench.server_cpu import CpuWindow
@@ -642,6 +652,10 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
                       vocab_for(u.spec.model), u.name) for u in ups]
     first = targets[0]
     many = len(ups) > 1
+    # the services' own traffic (a recipe's service `request`), beside each level's LLM load
+    by_name = {u.name: u for u in service_ups or []}
+    svc_targets = [ServiceTarget(d.name, by_name[d.name].base_url, d.request) for d in cfg.services
+                   if d.request is not None and d.name in by_name]
     search = _Search(cfg, hooks, rec, telem.monitor) if cfg.slo_search is not None else None
     # a Blitz run appends to `planned` as its search goes; an SLO search yields its probes into it
     planned = cfg.planned_levels() if search is None else []
@@ -727,6 +741,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
                     pass
 
         cpu = CpuWindow.open({u.name: u.proc for u in ups})
+        svc_load = ServiceLoad(svc_targets, seed=wl.seed + idx).start()
         try:
             outcome = run_level(plan, procs=cfg.client_procs, on_results=on_results, on_progress=on_progress,
                                 stop=level_stop)
@@ -747,6 +762,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
         finally:
             relay.close()
             watch.close()
+            svc_summary = svc_load.stop()
         if rec.fault is not None:  # keep what the database still takes, then end the run with the fault
             _quietly(lambda: rec.finish_level(level_id, LevelStatus.failed, None, error=str(rec.fault)), hooks.log)
             raise rec.fault
@@ -766,6 +782,10 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
             summary["usage_source"] = plan.stream_usage
         if many:  # per instance beside the whole box (the top-level figures are the box's)
             summary["instances"] = per_instance(results, outcome, wl.slo, targets)
+        if svc_targets:  # not in the LLM figures: a service's answers carry no tokens
+            summary["services"] = svc_summary
+            for sv in svc_summary:
+                hooks.log(f"level {idx + 1}: {describe_service(sv)}")
         if outcome.stop_reason:
             hooks.log(f"level {idx + 1}: {outcome.stop_reason}")
             if outcome.stop_reason.startswith("hard cap"):

@@ -84,6 +84,20 @@ class Instance(_Strict):
         return self.share if self.share is not None else self.memory
 
 
+class ServiceRequest(_Strict):
+    """What a started service is sent during each LLM level (bench/service_load.py): one JSON request, at a steady
+    Poisson rate, beside the LLM traffic. Data only: the body is sent as given, never interpreted."""
+
+    path: str = Field(pattern=r"^/", description="e.g. /translate")
+    method: Literal["POST", "GET"] = "POST"
+    body: dict | None = Field(default=None, description="JSON object sent as the request body (POST)")
+    rate: float = Field(gt=0, le=10_000, description="requests per second during each level")
+    timeout_s: float = Field(default=60.0, gt=0, description="a request still unanswered then is an error")
+    max_in_flight: int = Field(default=256, ge=1, le=10_000, description=(
+        "requests open at once; an arrival beyond it is counted as an error (the service is not keeping up), "
+        "never queued in the client"))
+
+
 class Service(_Strict):
     name: str = Field(min_length=1)
     kind: Literal["translate", "tts", "asr", "other"]
@@ -96,6 +110,15 @@ class Service(_Strict):
         "LLM instances, waits for health_path, stops it at the end. None = counted by the planner only"))
     health_path: str = Field(default="/health", pattern=r"^/", description="GET it until it answers 200")
     startup_timeout_s: float = Field(default=600.0, gt=0)
+    request: ServiceRequest | None = Field(default=None, description=(
+        "traffic for it during each LLM level; None = started and health-checked only"))
+
+    @model_validator(mode="after")
+    def _traffic_needs_a_server(self) -> "Service":
+        if self.request is not None and not self.command:
+            raise ValueError(f"service {self.name}: request needs a command (Melt sends traffic only to a service "
+                             "it starts)")
+        return self
 
 
 class Recipe(_Strict):

@@ -18,7 +18,7 @@ from bench.alerts import alert_counts, level_alert_rows
 from bench.compare import picker_labels, run_labels
 from bench.repeats import interval_rows, summaries_of
 from bench.report import prompt_label
-from bench.mix import breakdown, instance_rows
+from bench.mix import breakdown, instance_rows, service_rows
 from bench.mix import readable as readable_mix
 from bench.tables import readable_levels
 from storage import queries as q
@@ -310,6 +310,13 @@ def _levels(d: q.RunDetail) -> None:
         download_csv(pd.DataFrame(mix), f"run{d.run.id}_instances.csv", key=f"live-mix-{d.run.id}-csv")
         st.caption("Instance rates are over the level's wall time, so they add up to the box's; $ per 1M output "
                    "tokens is the whole box's (every GPU at the run's price).")
+    svc = service_rows(summaries_of(d.levels))
+    if svc:
+        st.markdown("**Services: their own traffic during each level**")
+        st.dataframe(pd.DataFrame(readable_mix(svc)), hide_index=True, key=f"live-svc-{d.run.id}")
+        download_csv(pd.DataFrame(svc), f"run{d.run.id}_services.csv", key=f"live-svc-{d.run.id}-csv")
+        st.caption("Each service's recipe request at its steady Poisson rate, beside the LLM load and not in its "
+                   "figures; every arrival is counted: ok, an error, or behind (over its max in flight).")
     reps = interval_rows(summaries_of(d.levels))
     if reps and any(r["repeats"] > 1 for r in reps):
         st.markdown("**Across repeats: mean ± 95% confidence interval (Student t)**")

@@ -92,3 +92,24 @@ def test_open_in_launch_of_a_mix_run_from_a_recipe_file_says_so(mix_db):
     at = ok(app(**{"from": rid}))
     assert "not a bundled recipe" in texts(at)
     assert at.selectbox(key="l_recipe").value == ""
+
+
+def test_live_shows_the_services_own_traffic(db_path, tmp_path, monkeypatch):
+    from tests.integration.test_services import ECHO_SERVICE, SIM, _service
+
+    monkeypatch.setenv("MELT_DB", str(db_path))
+    monkeypatch.delenv("MELT_PASSWORD", raising=False)
+    cmd = [sys.executable, "-c", ECHO_SERVICE, "{port}", str(tmp_path / "seen.jsonl")]
+    f = tmp_path / "svc.yaml"
+    f.write_text(yaml.safe_dump({"name": "svc", "gpu": "H100-SXM-80GB", "instances": [SIM], "services": [
+        _service("<b>tts</b>", cmd, request={"path": "/translate", "body": {"t": "x"}, "rate": 20})]}))
+    r = subprocess.run([sys.executable, "-m", "bench", "--db", str(db_path), "sweep", "--recipe", str(f), "--levels",
+                        "2", "--duration", "1", "--input-len", "16", "--output-len", "4", "--telemetry-hz", "0"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    at = ok(app("live", run=q.list_runs(db_path)[0].id))
+    svc = next(df.value for df in at.dataframe if "service" in df.value.columns)
+    assert list(svc["service"]) == ["<b>tts</b>"]            # a dataframe cell: shown as text, never as HTML
+    assert int(svc["ok"].iloc[0]) == int(svc["sent"].iloc[0]) > 0 and svc["err"].iloc[0] == "0"
+    assert "Services: their own traffic during each level" in texts(at) or any(
+        "Services: their own traffic" in m.value for m in at.markdown)

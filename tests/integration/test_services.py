@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 import yaml
 
 from engines.supervisor import tagged
@@ -120,3 +121,77 @@ def test_a_service_that_dies_mid_run_is_reported(tmp_path, db_path):
     instances, _, _ = _rows(db_path)
     assert instances[0].name == "tts" and instances[0].exit_code == 0
     _nothing_left(instances)
+
+
+ECHO_SERVICE = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+log = open(sys.argv[2], "a", buffering=1)
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def _send(self, code, body):
+        self.send_response(code); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def do_GET(self):
+        self._send(200 if self.path == "/health" else 404, b"ok")
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path != "/translate":
+            return self._send(404, b"no such path")
+        log.write(body.decode() + "\\n")
+        self._send(200, json.dumps({"text": "translated"}).encode())
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_services_get_their_own_traffic_during_each_level(tmp_path, db_path):
+    seen = tmp_path / "bodies.jsonl"
+    cmd = [sys.executable, "-c", ECHO_SERVICE, "{port}", str(seen)]
+    body = {"text": "नमस्ते <b>&amp;</b>", "src": "hin_Deva", "tgt": "eng_Latn"}
+    recipe = {"name": "svc-load", "gpu": "H100-SXM-80GB", "instances": [SIM], "services": [
+        _service("indic-en", cmd, request={"path": "/translate", "body": body, "rate": 25}),
+        {**_service("asr", cmd, request={"path": "/nope", "rate": 10}), "kind": "asr"}]}
+    f = tmp_path / "svc.yaml"
+    f.write_text(yaml.safe_dump(recipe, allow_unicode=True))
+    r = subprocess.run([sys.executable, "-m", "bench", "--db", str(db_path), "sweep", "--recipe", str(f),
+                        "--levels", "2,4", "--duration", "2", "--input-len", "16", "--output-len", "4",
+                        "--telemetry-hz", "0", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "completed"
+    total_ok = 0
+    for lvl in doc["levels"]:
+        tr, asr = lvl["services"]
+        assert tr["name"] == "indic-en" and asr["name"] == "asr"
+        # Poisson at 25 req/s over the window it ran (the whole load-generator call: shard start-up, the 2 s
+        # measured phase, the drain), every one answered
+        assert 0.5 * 25 * tr["window_s"] <= tr["sent"] <= 1.5 * 25 * tr["window_s"] + 5, tr
+        assert tr["window_s"] >= 2.0
+        assert tr["ok"] == tr["sent"] and tr["err"] == 0, tr
+        assert tr["latency_ms"]["n"] == tr["ok"] and 0 < tr["latency_ms"]["p50"] <= tr["latency_ms"]["p99"]
+        assert tr["req_s"] == pytest.approx(tr["ok"] / tr["window_s"])
+        # a wrong path: every request counted as an error with the server's answer, none dropped
+        assert asr["sent"] > 0 and asr["ok"] == 0 and asr["err"] == asr["sent"], asr
+        assert list(asr["errors"]) == ["HTTP 404: no such path"]
+        assert lvl["n_err"] == 0 and lvl["output_tokens"] > 0      # the LLM level is unaffected
+        total_ok += tr["ok"]
+    sent = [json.loads(line) for line in seen.read_text().splitlines()]
+    assert len(sent) == total_ok and all(b == body for b in sent)    # the body as given, byte for byte as JSON
+    assert "level 1: service indic-en:" in r.stderr and "errors: " in r.stderr
+    instances, _, served_by = _rows(db_path)
+    assert [i.name for i in instances[:2]] == ["indic-en", "asr"] and instances[2].kind == "sim"
+    assert served_by == {instances[2].id}                              # LLM rows: only the LLM's requests
+    _nothing_left(instances)
+
+
+def test_a_service_request_without_a_command_is_refused(tmp_path, db_path):
+    recipe = {"name": "svc-nocmd", "gpu": "H100-SXM-80GB", "instances": [SIM],
+              "services": [{"name": "tts", "kind": "tts", "model": "m", "vram_gb": 1.0,
+                            "request": {"path": "/tts", "rate": 1}}]}
+    f = tmp_path / "nocmd.yaml"
+    f.write_text(yaml.safe_dump(recipe))
+    r = subprocess.run([sys.executable, "-m", "bench", "--db", str(db_path), "sweep", "--recipe", str(f),
+                        "--levels", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "request needs a command" in r.stderr

@@ -179,3 +179,12 @@ def test_gpu_sharers_counts_co_located_instances_per_gpu():
     # two on GPU 0, a TP=2 instance on 1-2 beside one on 2, one alone on 3, an unplaced one counted on GPU 0
     assert gpu_sharers([[0], [0], [1, 2], [2], [3], []]) == [3, 3, 2, 2, 1, 3]
     assert gpu_sharers([[0, 1], [2, 3]]) == [1, 1] and gpu_sharers([]) == []
+
+
+def test_an_instance_name_never_makes_a_directory_outside_its_run():
+    from bench.sweep import instance_dir_name
+
+    assert instance_dir_name("replica-0") == "replica-0"
+    assert instance_dir_name("../../etc") == ".._.._etc"       # no separator survives
+    assert instance_dir_name("..") == "_.." and instance_dir_name(".") == "_."
+    assert instance_dir_name("<b>tts</b>") == "_b_tts__b_"
