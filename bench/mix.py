@@ -61,7 +61,7 @@ def service_rows(summaries: Sequence[Mapping]) -> list[dict]:
         s = s or {}
         for sv in s.get("services") or []:
             lat = sv.get("latency_ms") or {}
-            top = next(iter(sv.get("errors") or {}), "")
+            top = sv.get("error") or next(iter(sv.get("errors") or {}), "")   # the load's own failure first
             rows.append({"concurrency": s.get("concurrency"), "rate": s.get("request_rate"),
                          "repeat": (s.get("repeat") or 0) + 1, "service": sv.get("name"), "sent": sv.get("sent"),
                          "ok": sv.get("ok"), "err": sv.get("err"), "req/s": sv.get("req_s"),

@@ -481,10 +481,15 @@ def _bring_up_services(cfg: RunConfig, rec: Recorder, log: Log, stop: threading.
 
 
 def instance_dir_name(name: str) -> str:
-    """A deployment entry's directory under runs/ID/: its name with anything but letters, digits, - _ . replaced,
-    and never "." or ".." (the run's own directory or the one above it)."""
+    """A deployment entry's directory under runs/ID/: its name with anything but letters, digits, - _ . replaced
+    (plus a short hash of the name then, so two names never share one), and never "." or ".." (the run's own
+    directory or the one above it)."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    return safe if safe.strip(".") else "_" + safe
+    if safe != name or not safe.strip("."):   # "a/b" and "a_b" are two names: never one directory
+        import hashlib
+
+        safe = f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+    return safe
 
 
 def _bring_up_engine(spec, rec: Recorder, log: Log, stop: threading.Event, up: _Up, sub: str | None = None) -> None:
@@ -741,13 +746,19 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
                     pass
 
         cpu = CpuWindow.open({u.name: u.proc for u in ups})
-        svc_load = ServiceLoad(svc_targets, seed=wl.seed + idx).start()
+        svc_load, svc_summary = ServiceLoad(svc_targets, seed=wl.seed + idx), []
         try:
+            svc_load.start()
             outcome = run_level(plan, procs=cfg.client_procs, on_results=on_results, on_progress=on_progress,
                                 stop=level_stop)
         except LoadGenError as e:  # the level never ran (open-file limit, client start-up failure)
             cause = f"load generator failed at level {idx + 1} (concurrency {conc}): {e}"
-            rec.finish_level(level_id, LevelStatus.failed, None, error=cause)
+            svc_summary = svc_load.stop()   # what the services were sent meanwhile is kept with the failed level
+            for sv in svc_summary:
+                hooks.log(f"level {idx + 1}: {describe_service(sv)}")
+            rec.finish_level(level_id, LevelStatus.failed, ({"concurrency": conc, "request_rate": rate, "services": svc_summary}
+                                                            if svc_summary else None),
+                             error=cause)
             monitor.end_level({"concurrency": conc, "request_rate": rate}, "failed")
             if search is not None:
                 search.judge(lvl, None, level_id)
@@ -762,7 +773,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
         finally:
             relay.close()
             watch.close()
-            svc_summary = svc_load.stop()
+            svc_summary = svc_summary or svc_load.stop()   # stop() is idempotent; joined on every path
         if rec.fault is not None:  # keep what the database still takes, then end the run with the fault
             _quietly(lambda: rec.finish_level(level_id, LevelStatus.failed, None, error=str(rec.fault)), hooks.log)
             raise rec.fault

@@ -97,6 +97,19 @@ class ServiceRequest(_Strict):
         "requests open at once; an arrival beyond it is counted as an error (the service is not keeping up), "
         "never queued in the client"))
 
+    @model_validator(mode="after")
+    def _body_is_json(self) -> "ServiceRequest":
+        if self.body is not None and self.method == "GET":
+            raise ValueError("body: a GET request sends no body (use method POST)")
+        if self.body is not None:
+            import json
+
+            try:
+                json.dumps(self.body, allow_nan=False)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"body: not JSON ({e}); quote dates and other YAML-typed values") from None
+        return self
+
 
 class Service(_Strict):
     name: str = Field(min_length=1)

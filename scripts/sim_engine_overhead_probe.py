@@ -1,12 +1,16 @@
 """The simulator on host c (2026-12-03) with the engine core's CPU overheads scaled down: does a faster host's engine
 loop explain the sim's misses there? (docs/PERFORMANCE.md, "The simulator against host c").
 
-  PYTHONPATH=. .venv/bin/python scripts/sim_engine_overhead_probe.py
+  PYTHONPATH=. .venv/bin/python scripts/sim_engine_overhead_probe.py [--tokenize-share 0.4]
 
 Virtual time (seconds). SIMULATED against measured: Melt's text runs of docs/data/h200_compare_c (fit_host.fit).
-Not a fit: it prints the error per level for a few (step, per-sequence) overheads.
+Not a fit: it prints the error per level for a few (step, per-sequence) overheads. Host c's profile carries its
+whole text-prompt cost per output token (no token-id runs to split it); --tokenize-share S moves the share S of the
+c=128 per-request cost to tokenization (charged when a request arrives), the rest stays per token.
 """
 from __future__ import annotations
+
+import argparse
 
 from catalog import get_gpu, get_model
 from engines.sim import fit_host
@@ -19,7 +23,16 @@ OVERHEADS = ((0.9e-3, 20e-6), (0.4e-3, 20e-6), (0.4e-3, 10e-6), (0.3e-3, 8e-6)) 
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokenize-share", type=float, default=0.0)
+    share = ap.parse_args().tokenize_share
     host, real = load_host_profile(HOST), fit_host.fit(HOST)["levels"]
+    moved = share * host.per_token_light_s     # per output token, moved to the prompt's tokenization
+    host = host.model_copy(update={"tokenize_per_prompt_token_s": moved * fit_host.OUT_LEN / fit_host.IN_LEN,
+                                   "per_token_light_s": host.per_token_light_s - moved,
+                                   "per_token_heavy_s": host.per_token_heavy_s - moved})
+    print(f"tokenize share {share:g}: tokenize {host.tokenize_per_prompt_token_s * 1e6:.2f} us/prompt token, "
+          f"per token {host.per_token_light_s * 1e6:.1f} / {host.per_token_heavy_s * 1e6:.1f} us\n")
     print("| step overhead | per-seq overhead | conc | sim tok/s | real tok/s | err | sim TTFT ms | real TTFT ms | err |"
           " sim TPOT ms |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -109,7 +109,7 @@ def test_live_shows_the_services_own_traffic(db_path, tmp_path, monkeypatch):
     assert r.returncode == 0, r.stderr[-3000:]
     at = ok(app("live", run=q.list_runs(db_path)[0].id))
     svc = next(df.value for df in at.dataframe if "service" in df.value.columns)
-    assert list(svc["service"]) == ["<b>tts</b>"]            # a dataframe cell: shown as text, never as HTML
+    assert list(svc["service"]) == ["<b>tts</b>"]            # the user's name as given, in a dataframe cell
     assert int(svc["ok"].iloc[0]) == int(svc["sent"].iloc[0]) > 0 and svc["err"].iloc[0] == "0"
     assert "Services: their own traffic during each level" in texts(at) or any(
         "Services: their own traffic" in m.value for m in at.markdown)

@@ -171,7 +171,7 @@ def test_services_get_their_own_traffic_during_each_level(tmp_path, db_path):
         assert tr["window_s"] >= 2.0
         assert tr["ok"] == tr["sent"] and tr["err"] == 0, tr
         assert tr["latency_ms"]["n"] == tr["ok"] and 0 < tr["latency_ms"]["p50"] <= tr["latency_ms"]["p99"]
-        assert tr["req_s"] == pytest.approx(tr["ok"] / tr["window_s"])
+        assert 0.8 * tr["ok"] / tr["window_s"] <= tr["req_s"] <= tr["ok"] / tr["window_s"]   # answers in the window
         # a wrong path: every request counted as an error with the server's answer, none dropped
         assert asr["sent"] > 0 and asr["ok"] == 0 and asr["err"] == asr["sent"], asr
         assert list(asr["errors"]) == ["HTTP 404: no such path"]

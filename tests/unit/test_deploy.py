@@ -184,7 +184,10 @@ def test_gpu_sharers_counts_co_located_instances_per_gpu():
 def test_an_instance_name_never_makes_a_directory_outside_its_run():
     from bench.sweep import instance_dir_name
 
-    assert instance_dir_name("replica-0") == "replica-0"
-    assert instance_dir_name("../../etc") == ".._.._etc"       # no separator survives
-    assert instance_dir_name("..") == "_.." and instance_dir_name(".") == "_."
-    assert instance_dir_name("<b>tts</b>") == "_b_tts__b_"
+    assert instance_dir_name("replica-0") == "replica-0"                # a plain name is its own directory
+    for name in ("../../etc", "..", ".", "<b>tts</b>", "a/b", "a_b-x"):
+        d = instance_dir_name(name)
+        assert "/" not in d and d.strip(".") and d not in (".", "..")
+    assert instance_dir_name("..").startswith("..-") and instance_dir_name("a/b").startswith("a_b-")
+    assert instance_dir_name("a/b") != instance_dir_name("a_b")          # two names, two directories
+    assert instance_dir_name("a/b") == instance_dir_name("a/b")          # stable: the same name finds its files
