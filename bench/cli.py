@@ -156,6 +156,7 @@ def build_config(a: argparse.Namespace) -> RunConfig:
             endpoint=a.endpoint, prompt_format=a.prompt_format, tokenizer=a.tokenizer, prefix_len=a.prefix_len,
             prompt_file=a.prompt_file, requests=a.requests, duration_s=a.duration, warmup_requests=a.warmup,
             request_rate=a.request_rate, rates=rates, burstiness=a.burstiness, ramp_up_s=a.ramp_up,
+            preconnect=not getattr(a, "connect_at_go", False),
             min_steady_s=a.min_steady, min_requests_per_user=a.min_requests_per_user, max_level_s=a.level_cap,
             seed=a.seed, request_timeout_s=a.request_timeout, stall_timeout_s=a.stall_timeout or None,
             slo=SLO(ttft_ms=a.slo_ttft_ms, tpot_ms=a.slo_tpot_ms, e2e_ms=a.slo_e2e_ms))
@@ -415,6 +416,9 @@ def _sweep_arguments(p) -> None:
     p.add_argument("--ramp-up", type=float,
                    help="seconds over which closed-loop users start (user g at g*S/C); 0 = all at once; default "
                         "50 ms per user after the first, at most 5 s")
+    p.add_argument("--connect-at-go", action="store_true",
+                   help="open the users' connections when the level starts, inside its measured time (as vllm bench "
+                        "serve); by default Melt opens them before the level")
     p.add_argument("--repeat", type=int, default=1,
                    help="run the whole sweep N times; levels are reported as mean +- 95%% confidence interval")
     p.add_argument("--warmup", type=int, default=0, help="warm-up requests per level, excluded from metrics")

@@ -193,6 +193,10 @@ class WorkloadSpec(_Strict):
     burstiness: float = Field(default=1.0, gt=0, description="Gamma shape of inter-arrival times; 1 = Poisson")
     ramp_up_s: float | None = Field(default=None, ge=0,
                                     description="Closed loop: user g starts at g*ramp/C; None = auto, 0 = at once")
+    # Melt opens every user's keep-alive connection before a level (bench/loadgen.py, "connect"), so no measured
+    # request pays a TCP connect; vllm bench serve opens them at "go", inside its measured time. False = as vllm bench.
+    preconnect: bool = Field(default=True, description="open each user's connection before the level; False = at go "
+                                                       "(as vllm bench), the connects then count in TTFT")
     min_steady_s: float = Field(default=30.0, gt=0, description="Steady-state rule: seconds of steady state")
     min_requests_per_user: int = Field(default=5, ge=1, description="Steady-state rule: measured requests per user")
     max_level_s: float = Field(default=1200.0, gt=0, description="Steady-state rule: hard cap per level (seconds)")

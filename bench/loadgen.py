@@ -237,6 +237,7 @@ class LevelPlan:
     targets: list[Target] = field(default_factory=list)
     instance_id: int | None = None
     route: bytes | None = None         # route_table of the targets, made once by run_level and shipped to the shards
+    preconnect: bool = True            # False: no "connect" phase, users connect at go (as vllm bench serve)
 
     @property
     def steady_rule(self) -> bool:
@@ -313,7 +314,8 @@ class LevelPlan:
                    min_steady_s=wl.min_steady_s, min_requests_per_user=wl.min_requests_per_user,
                    max_level_s=wl.max_level_s, prompt_format=wl.prompt_format, tokenizer_path=tokenizer_path,
                    prefix_len=wl.prefix_len, prefix_seed=wl.seed, prompt_file=wl.prompt_file,
-                   stall_timeout_s=wl.stall_timeout_s, targets=list(targets or []), instance_id=instance_id)
+                   stall_timeout_s=wl.stall_timeout_s, targets=list(targets or []), instance_id=instance_id,
+                   preconnect=wl.preconnect)
 
 
 @dataclass
@@ -860,7 +862,8 @@ class _Shard:
                 if total is None or total > first:
                     m.run_ahead(lambda: self.counter.value, max(p.concurrency, 64), mine)
             await self._phase(p.warmup_requests, warm=True)
-            await self._preconnect()
+            if p.preconnect:
+                await self._preconnect()
             self.out.put(("warm",))
             t_go = await self.go
             stats = ShardStats(idx=self.idx, users=self.n_users)

@@ -22,7 +22,8 @@ def _f(v, nd: int = 1) -> str:
 
 
 def prompt_label(config: dict | None) -> str:
-    """What a run's prompts were, in a few words ("text", "token ids", "text + 256-token shared prefix", ...).
+    """What a run's prompts were, in a few words ("text", "token ids", "text + 256-token shared prefix", ...), and
+    " · connections at go" for a run that opened its connections inside the measured time (--connect-at-go).
     Token-id runs cost the server's frontend less, so every place that shows numbers shows this beside them."""
     from bench.compare import prompt_format
 
@@ -32,6 +33,8 @@ def prompt_label(config: dict | None) -> str:
         out += " from a prompt file"
     if wl.get("prefix_len"):
         out += f" + {wl['prefix_len']}-token shared prefix"
+    if wl.get("preconnect") is False:  # connects inside the measured time, as vllm bench: TTFT includes them
+        out += " · connections at go"
     return out
 
 

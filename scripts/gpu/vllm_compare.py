@@ -185,11 +185,11 @@ def _tokenizer(plan) -> str:
     return next(a for i, a in enumerate(plan.argv) if i and plan.argv[i - 1] == "--model")
 
 
-TOOLS = ("melt", "vllm", "melt-notel", "vllm+nvml", "melt-ids")
+TOOLS = ("melt", "vllm", "melt-notel", "vllm+nvml", "melt-ids", "melt-go")
 # melt: text prompts through the served model's tokenizer (Melt's default, as vllm bench's random dataset);
 # -notel: Melt with --telemetry-hz 0; +nvml: Melt's GPU sampling (scripts/gpu/nvml_side.py) running beside vllm bench;
 # melt-ids: Melt with --prompt-format token-ids (the server skips tokenizing: its API-server CPU per request shows
-# what tokenizing costs it)
+# what tokenizing costs it); melt-go: Melt with --connect-at-go (its users connect inside the level, as vllm bench's)
 
 
 def run_pairs(plan, server_pid: int, levels: list[int], pairs: int, out: Path, rows: list, partial: Path,
@@ -211,6 +211,8 @@ def run_pairs(plan, server_pid: int, levels: list[int], pairs: int, out: Path, r
                     extra = ["--client-procs", str(CFG["client_procs"])] if CFG["client_procs"] else []
                     if who == "melt-notel":
                         extra += ["--telemetry-hz", "0"]
+                    if who == "melt-go":
+                        extra += ["--connect-at-go"]
                     extra += ["--prompt-format", "token-ids"] if who == "melt-ids" else ["--tokenizer", _tokenizer(plan)]
                     # vllm bench starts every user at once: no ramp-up here, so both tools load the server alike
                     extra += ["--ramp-up", str(CFG["ramp_up"])]

@@ -356,6 +356,17 @@ def test_every_user_gets_its_own_connection_before_the_level(server):
     assert sum(sh.new_connections for sh in out.shards) == 0
 
 
+def test_connect_at_go_opens_the_connections_inside_the_level(server):
+    """--connect-at-go (as vllm bench serve): no pre-connect, so every user's first request pays its TCP connect."""
+    users = 24
+    out, _, _ = _run(_plan(server, concurrency=users, n_requests=users, output_len=LengthRange(min=2, max=2),
+                           preconnect=False), procs=1)
+    assert out.results_ok == users
+    assert server.get_peers == []                                 # no pre-connect GET before the level
+    assert len(set(server.post_peers)) == users                   # each user connected for its request
+    assert sum(sh.new_connections for sh in out.shards) == users
+
+
 def test_a_server_that_drops_every_request_gets_errors_after_one_resend(server):
     server.drop = "all"
     out, got, _ = _run(_plan(server, concurrency=2, n_requests=6), procs=1)

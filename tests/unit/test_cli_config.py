@@ -202,3 +202,18 @@ def test_real_engine_sweep_records_the_gpu_it_runs_on(monkeypatch):
     assert cfg("--engine", "openai", "--base-url", "http://127.0.0.1:8000", "--model", "m").gpu is None
     monkeypatch.setattr(nvml, "list_gpus", lambda: [])
     assert cfg("--engine", "vllm", "--model", "Qwen/Qwen3-0.6B").gpu is None
+
+
+def test_connect_at_go_is_stored_passed_to_the_level_and_labelled():
+    from bench.loadgen import LevelPlan
+    from bench.report import prompt_label
+
+    base = ("--engine", "sim", "--gpu", "H100-SXM-80GB", "--model", "Qwen/Qwen3-0.6B", "--levels", "8")
+    on, off = cfg(*base), cfg(*base, "--connect-at-go")
+    assert on.workload.preconnect is True and off.workload.preconnect is False
+    plan = lambda c: LevelPlan.from_workload(c.workload, base_url="http://x", model="m", concurrency=8,  # noqa: E731
+                                             request_rate=None)
+    assert plan(on).preconnect is True and plan(off).preconnect is False
+    assert prompt_label(on.model_dump()) == "text"
+    assert prompt_label(off.model_dump()) == "text · connections at go"
+    assert "connections" not in prompt_label({"workload": {}})   # a run stored before the option: pre-connected
