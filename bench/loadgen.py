@@ -12,6 +12,8 @@ whichever shard has a free user. Phases:
            seconds of TTFT. Any later connect (a server that closed idle connections) is paced the same way
            (_paced_connector) and counted (new_connections); a request that died on such a connection before
            any response is re-sent once (counted in stale_retries, never hidden as an error it was not).
+           LevelPlan.preconnect False (--connect-at-go) skips this phase: users connect at "go", inside the
+           measured time, as vllm bench serve's do.
   barrier  every shard reports "warm"; the parent sends "go" with one start time, so spawn skew between
            shards never shows up as a ramp inside the measured window.
   measure  each user sends its next request when its last one ends (or, with request_rate, at the next
