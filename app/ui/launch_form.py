@@ -51,6 +51,7 @@ class LaunchValues:
     rates: str = "10"                      # rate: one rate (req/s) or a sweep "5,10,20", concurrency as the cap
     burstiness: float = 1.0                # rate: gamma shape, 1 = Poisson
     ramp_up: str = "auto"                  # closed: "auto" or seconds (0 = all users at once)
+    connect_at_go: bool = False            # users open their connections inside the level (as vllm bench)
     repeat: int = 1
     input_len: str = "512"
     output_len: str = "128"
@@ -221,7 +222,7 @@ def build_run_config(v: LaunchValues) -> RunConfig:
             duration_s=v.duration_s if by_duration else None, warmup_requests=v.warmup,
             min_steady_s=v.min_steady_s, min_requests_per_user=v.min_requests_per_user, request_rate=rate,
             rates=rates, burstiness=v.burstiness if v.arrivals == "rate" else 1.0, ramp_up_s=ramp,
-            slo=slo)
+            preconnect=not v.connect_at_go, slo=slo)
         count = len(gpus) if gpus else (v.gpu_count if v.engine in ("sim", "openai") else max(v.tp * v.dp, v.gpu_count))
         if deployed:
             return RunConfig(name=v.name.strip() or deployed.recipe, tags=parse_tags(v.tags), engine=spec,
@@ -279,6 +280,7 @@ def values_from_config(cfg: dict) -> LaunchValues:
         arrivals="rate" if (w.request_rate is not None or w.rates) else "closed",
         rates=",".join(f"{r:g}" for r in (w.rates or ([w.request_rate] if w.request_rate else []))) or LaunchValues.rates,
         burstiness=w.burstiness, ramp_up="auto" if w.ramp_up_s is None else f"{w.ramp_up_s:g}", repeat=c.repeat,
+        connect_at_go=not w.preconnect,
         input_len=str(w.input_len), output_len=str(w.output_len), endpoint=w.endpoint,
         prompt_format=w.prompt_format, tokenizer=w.tokenizer or "", prefix_len=w.prefix_len,
         slo_ttft_ms=w.slo.ttft_ms or 0.0, slo_tpot_ms=w.slo.tpot_ms or 0.0, slo_e2e_ms=w.slo.e2e_ms or 0.0,

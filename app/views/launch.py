@@ -198,7 +198,7 @@ with right:
     st.subheader("Workload")
     for k in ("levels", "stop_by", "requests", "duration_s", "warmup", "input_len", "output_len", "endpoint",
               "prompt_format", "tokenizer", "prefix_len", "slo_ttft_ms", "slo_tpot_ms", "slo_e2e_ms", "name", "tags",
-              "min_steady_s", "min_requests_per_user", "arrivals", "rates", "burstiness", "ramp_up", "repeat",
+              "min_steady_s", "min_requests_per_user", "arrivals", "rates", "burstiness", "ramp_up", "connect_at_go", "repeat",
               "mode", "slo_preset", "slo_percentile", "slo_start", "slo_max", "alerts", "gpu_metrics_url"):
         _default(f"l_{k}", getattr(D, k))
     st.radio("Mode", ["sweep", "slo"], key="l_mode", horizontal=True,
@@ -231,6 +231,9 @@ with right:
         a.text_input("Ramp-up seconds", key="l_ramp_up",
                      help="User g of C starts at g × ramp / C so users do not move in lockstep; 'auto' = 50 ms per "
                           "user after the first, at most 5 s; 0 = all at once")
+    st.checkbox("Connect at go (as vllm bench serve)", key="l_connect_at_go",
+                help="Users open their connections when the level starts, so the connects count in its TTFT. By default "
+                     "Melt opens them before the level; runs with this on are labelled 'connections at go'")
     st.radio("Each level stops after", ["steady", "requests", "duration"], key="l_stop_by", horizontal=True,
              format_func=lambda x: {"steady": "enough steady state", "requests": "a number of requests",
                                     "duration": "a duration"}[x])
@@ -304,7 +307,8 @@ def _values() -> LaunchValues:
         min_steady_s=float(g("min_steady_s", D.min_steady_s)),
         min_requests_per_user=int(g("min_requests_per_user", D.min_requests_per_user)),
         arrivals=g("arrivals", "closed"), rates=g("rates", "") or "", burstiness=float(g("burstiness", 1.0)),
-        ramp_up=g("ramp_up", "auto") or "auto", repeat=int(g("repeat", 1)),
+        ramp_up=g("ramp_up", "auto") or "auto", connect_at_go=bool(g("connect_at_go", False)),
+        repeat=int(g("repeat", 1)),
         input_len=g("input_len", ""), output_len=g("output_len", ""), endpoint=g("endpoint", "completions"),
         prompt_format=g("prompt_format", "text"), tokenizer=g("tokenizer", "") or "",
         prefix_len=int(g("prefix_len", 0) or 0),

@@ -94,3 +94,10 @@ def test_slo_search_mode_and_alerts_round_trip():
     assert [x.max_ms for x in preset.slo_search.limits] == [2000, 200]   # MLPerf llama2-70b row
     assert form_problems(LaunchValues(gpu="H100-SXM-80GB", mode="slo", slo_preset="custom"))
     assert any("Alerts" in p for p in form_problems(LaunchValues(gpu="H100-SXM-80GB", alerts="nope=1")))
+
+
+def test_connect_at_go_round_trips_through_the_form():
+    c = build_run_config(sim(connect_at_go=True))
+    assert c.workload.preconnect is False
+    assert values_from_config(c.model_dump(mode="json")).connect_at_go is True
+    assert build_run_config(sim()).workload.preconnect is True            # Melt's default: pre-connected
