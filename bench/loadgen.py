@@ -787,8 +787,8 @@ class _Shard:
         elif msg[0] == "drain":
             self.draining = True
         elif msg[0] == "stop":
-            if msg[1] == "stalled":  # another shard saw the server go silent: ours may have waited as long
-                self._expire_stalled(time.perf_counter_ns())
+            if msg[1] == "stalled":  # another shard saw the server go silent: ours got nothing from it either
+                self._expire_stalled(time.perf_counter_ns(), everyone=True)
             self._stop_users(msg[1])
 
     def _stop_users(self, reason: str) -> None:
@@ -1191,6 +1191,9 @@ class _Shard:
                     self.expired[task] = f"timeout after {self.plan.timeout_s:g}s"
                     task.cancel()
             if self._expire_stalled(now):
+                # the level stops for the silent server: what is still in flight (sent later, so not yet a full
+                # stall timeout old) got nothing from it either, and is stalled too, not "cancelled" by a user
+                self._expire_stalled(now, everyone=True)
                 self.out.put(("stalled", self.stall_error))
                 self._stop_users("stalled")
 
@@ -1199,13 +1202,22 @@ class _Shard:
         return (f"stalled: no byte from the server for {self.plan.stall_timeout_s:g}s "
                 f"while requests were in flight")
 
-    def _expire_stalled(self, now: int) -> int:
+    def _expire_stalled(self, now: int, everyone: bool = False) -> int:
         """Cancel (as stalled) every in-flight request that has waited stall_timeout_s since the server's last
         byte to any shard (or since its own send, if later); returns how many. Other shards publish their last byte
         once per watchdog period, so up to a period late: waiting one period more than the stall timeout means
-        the server really was silent that long."""
+        the server really was silent that long. `everyone`: the stall is declared, the level stops; every request
+        still in flight is stalled, however recently it was sent."""
         if self.stall_ns is None:
             return 0
+        if everyone:
+            n = 0
+            for task in list(self.inflight):
+                if task not in self.expired:
+                    self.expired[task] = self.stall_error
+                    task.cancel()
+                    n += 1
+            return n
         self.last_rx_all[self.idx] = self.last_rx
         last = max(self.last_rx_all)
         limit = self.stall_ns + int(self.watchdog_period * 1e9)

@@ -60,6 +60,17 @@ def test_a_server_that_accepts_and_never_answers(sim):
     assert took < 30
 
 
+def test_requests_sent_after_the_server_went_silent_are_stalled_too(sim):
+    """Users ramped over 1.2 s: when the first request has waited the stall timeout, the last one has waited less.
+    The level stops for the silent server, and every request in flight is stalled, none "cancelled" (seen on a
+    loaded CI machine, where sends spread out by themselves)."""
+    with FaultProxy(_port(sim[1]), Faults(blackhole=True)) as proxy:
+        out, got, took = _level(proxy, stall_timeout_s=1.5, ramp_s=1.2)
+    assert out.stalled and out.results_ok == 0
+    assert _kinds(got) == {"stalled": 4}
+    assert took < 30
+
+
 def test_connection_resets_mid_stream_are_errors_of_their_own(sim):
     with FaultProxy(_port(sim[1]), Faults(every=3, reset_after=300)) as proxy:
         out, got, _ = _level(proxy)
