@@ -1210,20 +1210,12 @@ class _Shard:
         still in flight is stalled, however recently it was sent."""
         if self.stall_ns is None:
             return 0
-        if everyone:
-            n = 0
-            for task in list(self.inflight):
-                if task not in self.expired:
-                    self.expired[task] = self.stall_error
-                    task.cancel()
-                    n += 1
-            return n
         self.last_rx_all[self.idx] = self.last_rx
         last = max(self.last_rx_all)
         limit = self.stall_ns + int(self.watchdog_period * 1e9)
         n = 0
         for task, (t_send, _) in list(self.inflight.items()):
-            if task not in self.expired and now - max(t_send, last) >= limit:
+            if task not in self.expired and (everyone or now - max(t_send, last) >= limit):
                 self.expired[task] = self.stall_error
                 task.cancel()
                 n += 1

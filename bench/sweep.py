@@ -747,6 +747,10 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
 
         cpu = CpuWindow.open({u.name: u.proc for u in ups})
         svc_load, svc_summary = ServiceLoad(svc_targets, seed=wl.seed + idx), []
+
+        def log_services(summaries: list[dict], _idx=idx) -> None:
+            for sv in summaries:
+                hooks.log(f"level {_idx + 1}: {describe_service(sv)}")
         try:
             svc_load.start()
             outcome = run_level(plan, procs=cfg.client_procs, on_results=on_results, on_progress=on_progress,
@@ -754,11 +758,9 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
         except LoadGenError as e:  # the level never ran (open-file limit, client start-up failure)
             cause = f"load generator failed at level {idx + 1} (concurrency {conc}): {e}"
             svc_summary = svc_load.stop()   # what the services were sent meanwhile is kept with the failed level
-            for sv in svc_summary:
-                hooks.log(f"level {idx + 1}: {describe_service(sv)}")
-            rec.finish_level(level_id, LevelStatus.failed, ({"concurrency": conc, "request_rate": rate, "services": svc_summary}
-                                                            if svc_summary else None),
-                             error=cause)
+            log_services(svc_summary)
+            kept = {"concurrency": conc, "request_rate": rate, "services": svc_summary} if svc_summary else None
+            rec.finish_level(level_id, LevelStatus.failed, kept, error=cause)
             monitor.end_level({"concurrency": conc, "request_rate": rate}, "failed")
             if search is not None:
                 search.judge(lvl, None, level_id)
@@ -795,8 +797,7 @@ def _run_levels(cfg: RunConfig, rec: Recorder, ups: list[_Up], stop: threading.E
             summary["instances"] = per_instance(results, outcome, wl.slo, targets)
         if svc_targets:  # not in the LLM figures: a service's answers carry no tokens
             summary["services"] = svc_summary
-            for sv in svc_summary:
-                hooks.log(f"level {idx + 1}: {describe_service(sv)}")
+            log_services(svc_summary)
         if outcome.stop_reason:
             hooks.log(f"level {idx + 1}: {outcome.stop_reason}")
             if outcome.stop_reason.startswith("hard cap"):
