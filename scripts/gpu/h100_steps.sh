@@ -7,6 +7,12 @@
 #   serve [ARGS]       carry .gpu/p05 + .whl: install vLLM + Melt's wheels, launch vLLM through Melt (left running)
 #   cmp LEVELS PAIRS [TIMEOUT_S] [TOOLS]
 #                      Melt vs vllm bench serve against that server (scripts/gpu/vllm_compare.py compare --attach)
+#                      CALIBRATE=1 first runs ./melt calibrate-host (pinned to CPU 1, a server CPU, while the server is
+#                      idle) into $OUT/host_profile.yaml: the frontend micro-costs of the host these runs measured
+#   kvprobe MODEL FRACTION MBT[,MBT..] [QUANT] [TIMEOUT_S]
+#                      carry .gpu/p05 + .whl (installs them if needed): vLLM's KV-cache sizing of MODEL (dummy weights,
+#                      max model len 4096) at each --max-num-batched-tokens, each start stopped at its KV line
+#                      (scripts/gpu/kv_probe.py); kv_facts.txt and the engine logs to $OUT (issue #12's runtime term)
 #   stop               stop it; GPU memory back to the pre-launch baseline?
 #   blitz [MINUTES] [REPEAT] [SINGLE_MIN] [TIMEOUT_S]
 #                      carry .gpu/p05 + .whl (installs them if /tmp/site has no vLLM yet): one `bench blitz` that launches
@@ -67,6 +73,10 @@ case "$step" in
     grep -E "KV cache|Maximum concurrency|model weights took|Available KV" /tmp/melt_vllm_server/engine.log | tail -8 ;;
   cmp)
     name=c${2//,/_}; res=/tmp/res/$name; mkdir -p "$res"
+    if [ "${CALIBRATE:-0}" = 1 ]; then
+      taskset -c 1 python3 -m bench calibrate-host --model Qwen/Qwen3-0.6B -o "$OUT/host_profile.yaml" > "$OUT/calibrate.txt" 2>&1
+      tail -12 "$OUT/calibrate.txt"; lscpu | grep -E "Model name|MHz" >> "$OUT/calibrate.txt"
+    fi
     timeout "${4:-540}" python3 scripts/gpu/vllm_compare.py compare --attach "${cli[@]}" --levels "$2" \
       --pairs "$3" --tools "${5:-melt,vllm}" --out "$res"
     if [ -f "$res/compare_$name.json" ]; then cp "$res/compare_$name.json" "$res/compare_$name.md" "$OUT"/
@@ -135,6 +145,14 @@ case "$step" in
       tail -30 "$OUT/calibrate.txt"; lscpu | grep -E "Model name|MHz" >> "$OUT/calibrate.txt"
     fi
     engines_out "$res" "$name" ;;
+  kvprobe)
+    install_vllm || exit 1
+    nvidia-smi --query-gpu=name,memory.used --format=csv
+    q=(); [ -n "${5:-}" ] && q=(--quantization "$5")
+    timeout "${6:-560}" python3 scripts/gpu/kv_probe.py --model "$2" --mem-fraction "$3" --mbt "$4" "${q[@]}" \
+      --out /tmp/res/kvprobe
+    cp /tmp/res/kvprobe/kv_facts.txt /tmp/res/kvprobe/engine_*.log "$OUT"/
+    nvidia-smi --query-gpu=name,memory.used --format=csv ;;
   stop)
     python3 scripts/gpu/vllm_compare.py stop --out "$OUT"
     cp /tmp/melt_vllm_server/engine.log "$OUT"/ ; nvidia-smi ;;

