@@ -491,7 +491,7 @@ def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
     from sqlalchemy.exc import DBAPIError
 
     from bench.report import (instances_table, levels_table, prompt_label, repeats_table, run_document,
-                              slo_search_report, terminal_safe)
+                              services_table, slo_search_report, terminal_safe)
     from bench.runs import create_run, secret_engine_parts
     from bench.sweep import SweepHooks, run_sweep
     from storage.db import StorageError
@@ -549,6 +549,8 @@ def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
             log(levels_table(doc["levels"]))
             if mix := instances_table(doc["levels"], cfg.gpu_count, cfg.price_per_gpu_hour):
                 log("per instance and whole box:\n" + mix)
+            if svc := services_table(doc["levels"], cfg.gpu_count, cfg.price_per_gpu_hour):
+                log("services (their own traffic during each level):\n" + svc)
             if not cfg.blitz and (reps := repeats_table(doc["levels"])):  # Blitz: its result has the agreement
                 log(reps)
         if doc.get("slo_search"):
@@ -714,7 +716,8 @@ def cmd_runs(a: argparse.Namespace) -> int:
 
 
 def cmd_show(a: argparse.Namespace) -> int:
-    from bench.report import instances_table, levels_table, prompt_label, repeats_table, run_document, terminal_safe
+    from bench.report import (instances_table, levels_table, prompt_label, repeats_table, run_document,
+                              services_table, terminal_safe)
 
     _reap(a.db)
     try:
@@ -734,8 +737,11 @@ def cmd_show(a: argparse.Namespace) -> int:
     if doc.get("error"):
         say(f"  error: {doc['error']}")
     print(levels_table(doc["levels"]))
-    if mix := instances_table(doc["levels"], doc["gpu_count"] or 1, (doc["config"] or {}).get("price_per_gpu_hour")):
+    price = (doc["config"] or {}).get("price_per_gpu_hour")
+    if mix := instances_table(doc["levels"], doc["gpu_count"] or 1, price):
         print("per instance and whole box:\n" + mix)
+    if svc := services_table(doc["levels"], doc["gpu_count"] or 1, price):
+        print("services (their own traffic during each level):\n" + svc)
     if reps := repeats_table(doc["levels"]):
         print(terminal_safe(reps))
     return 0

@@ -7,6 +7,11 @@ quantization / dtype / KV dtype, prompt format) is kept only where the runs diff
 share a label get their name, then their id. A simulated run always ends in "(SIMULATED)".
 
 The verdict compares the fastest run with the runner-up: "H200: +14% peak tok/s, +10% $ per 1M tokens vs H100".
+
+A deployment's non-LLM services (summary["services"], bench/service_load.py) are compared apart from the LLM figures:
+`service_side_by_side` puts each run's figures for one level and service next to the other runs' (levels matched by
+concurrency, request rate and repeat; services by name), `service_totals` sums them per run and service, so two
+mixes show at a glance whether their translate / TTS / ASR services kept up. Runs without services add no row.
 """
 from __future__ import annotations
 
@@ -196,3 +201,75 @@ def cost_line(best: Mapping[str, Any]) -> str | None:
     if missing:
         text += f"; no level meets them: {', '.join(missing)}"
     return text
+
+
+# ------------------------------------------------------------------------------------------------- services
+# (label, level summaries, stored config or None) of one run, in the order the runs are shown
+ServiceRun = tuple[str, Sequence[Mapping], Mapping | None]
+
+
+def _ok_pct(ok: int | None, sent: int | None) -> float | None:
+    return 100.0 * (ok or 0) / sent if sent else None
+
+
+def service_side_by_side(runs: Sequence[ServiceRun]) -> list[dict]:
+    """One row per level, service and run (bench.mix.service_rows + the run's label, the rate asked for and ok %),
+    each (level, service) group holding the runs in the order given. Levels in order of concurrency, then rate
+    (closed loop first), then repeat; services in order of first appearance. [] when no run has services."""
+    from bench.mix import asked_rates, service_rows
+
+    rows, order = [], {}
+    for label, summaries, config in runs:
+        asked = asked_rates(config)
+        for r in service_rows(summaries):
+            order.setdefault(r["service"], len(order))
+            rows.append({"concurrency": r["concurrency"], "rate": r["rate"], "repeat": r["repeat"],
+                         "service": r["service"], "run": label, "asked req/s": asked.get(r["service"]),
+                         "sent": r["sent"], "ok": r["ok"], "err": r["err"], "ok %": _ok_pct(r["ok"], r["sent"]),
+                         "ok req/s": r["ok req/s"], "latency p50 ms": r["latency p50 ms"],
+                         "latency p99 ms": r["latency p99 ms"], "top error": r["top error"]})
+    # a stable sort: within one (level, service) the runs keep the order given
+    rows.sort(key=lambda r: (r["concurrency"] or 0, r["rate"] is not None, r["rate"] or 0.0, r["repeat"],
+                             order[r["service"]]))
+    return rows
+
+
+def service_totals(runs: Sequence[ServiceRun]) -> list[dict]:
+    """Per run and service over all its levels given: levels, sent, ok, err, ok %, the lowest ok req/s of a level,
+    the highest latency p99 of a level and the most frequent error (a failure of the load itself first). Every
+    failed request is in err; nothing is averaged away."""
+    from collections import Counter
+
+    from bench.mix import asked_rates
+
+    out = []
+    for label, summaries, config in runs:
+        asked = asked_rates(config)
+        agg: dict[str, dict] = {}
+        for s in summaries:
+            for sv in (s or {}).get("services") or []:
+                a = agg.setdefault(sv.get("name"), {"levels": 0, "sent": 0, "ok": 0, "err": 0, "rates": [],
+                                                    "p99": [], "errors": Counter(), "fault": None})
+                a["levels"] += 1
+                for k in ("sent", "ok", "err"):
+                    a[k] += int(sv.get(k) or 0)
+                if sv.get("req_s") is not None:
+                    a["rates"].append(float(sv["req_s"]))
+                if (p99 := (sv.get("latency_ms") or {}).get("p99")) is not None:
+                    a["p99"].append(float(p99))
+                a["errors"].update({k: int(n) for k, n in (sv.get("errors") or {}).items()})
+                a["fault"] = a["fault"] or sv.get("error")
+        for name, a in agg.items():
+            top = a["fault"] or (a["errors"].most_common(1)[0][0] if a["errors"] else "")
+            out.append({"run": label, "service": name, "asked req/s": asked.get(name), "levels": a["levels"],
+                        "sent": a["sent"], "ok": a["ok"], "err": a["err"], "ok %": _ok_pct(a["ok"], a["sent"]),
+                        "lowest ok req/s": min(a["rates"], default=None),
+                        "highest latency p99 ms": max(a["p99"], default=None), "top error": top})
+    return out
+
+
+def runs_without_services(runs: Sequence[ServiceRun]) -> list[str]:
+    """Labels of the runs whose levels carry no service traffic (said beside the services' table)."""
+    from bench.mix import has_services
+
+    return [label for label, summaries, _ in runs if not has_services(summaries)]

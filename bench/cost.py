@@ -5,6 +5,11 @@ already divides by the level's wall time), served by `gpu_count` GPUs priced per
 costs are given because people mean both: *pro-rated* (you pay only for the GPU-seconds the tokens
 take, e.g. a shared or serverless pool) and *provisioned* (whole replicas running 24 h, sized for the
 average rate times a peak factor).
+
+A deployment's non-LLM services (translate, TTS, ASR: bench/service_load.py) answer requests, not tokens:
+`usd_per_thousand_requests` is the same whole-box arithmetic per 1,000 successful requests of one service (the box's
+$ per second over that service's ok req/s). It charges the whole box to that one rate, as $ per 1M tokens charges it
+to the LLM tokens: the two overlap (the same box-seconds) and never add up.
 """
 from __future__ import annotations
 
@@ -15,12 +20,34 @@ from dataclasses import dataclass, field
 SECONDS_PER_DAY = 86_400
 
 
-def usd_per_million_tokens(tok_s: float | None, gpu_count: int, price_per_gpu_hour: float) -> float | None:
-    """$ per 1M tokens at `tok_s` tokens/s on `gpu_count` GPUs. None when nothing was produced."""
-    if not tok_s or tok_s <= 0:
+def money_digits(v: float) -> str:
+    """0.0042 / 0.00014 / 0.000091: at least two significant figures, never an exponent (four or five fixed
+    decimals would show 0.0001 for both 0.00014 and 0.00009)."""
+    if v <= 0:
+        return f"{v:.4f}"
+    return f"{v:.{max(4, 1 - math.floor(math.log10(v)))}f}"
+
+
+def _usd_per_unit(rate_per_s: float | None, gpu_count: int, price_per_gpu_hour: float) -> float | None:
+    """$ per one unit (token, request) at `rate_per_s` units/s on `gpu_count` GPUs. None when nothing was produced."""
+    if not rate_per_s or rate_per_s <= 0:
         return None
     usd_per_s = gpu_count * price_per_gpu_hour / 3600.0
-    return usd_per_s / tok_s * 1e6
+    return usd_per_s / rate_per_s
+
+
+def usd_per_million_tokens(tok_s: float | None, gpu_count: int, price_per_gpu_hour: float) -> float | None:
+    """$ per 1M tokens at `tok_s` tokens/s on `gpu_count` GPUs. None when nothing was produced."""
+    usd = _usd_per_unit(tok_s, gpu_count, price_per_gpu_hour)
+    return None if usd is None else usd * 1e6
+
+
+def usd_per_thousand_requests(ok_req_s: float | None, gpu_count: int, price_per_gpu_hour: float) -> float | None:
+    """$ per 1,000 successful requests at `ok_req_s` ok requests/s on `gpu_count` GPUs (the whole box charged to
+    that rate; see the module docstring). None when no request succeeded: failures are counted elsewhere, and
+    they make each ok request dearer because only ok requests are in the rate."""
+    usd = _usd_per_unit(ok_req_s, gpu_count, price_per_gpu_hour)
+    return None if usd is None else usd * 1e3
 
 
 def gpus_needed(target_tok_s: float, tok_s_per_replica: float, gpus_per_replica: int) -> int:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.compare import SIM_MARK, engine_name, run_labels, short_gpu, short_model
-from bench.cost import daily_cost, usd_per_million_tokens
+from bench.cost import daily_cost, money_digits, usd_per_million_tokens
 
 DAILY_TOKENS = (1_000_000, 10_000_000, 100_000_000)
 
@@ -106,16 +105,8 @@ def _row(run: Any, config: Mapping, label: str, level: Mapping, price: float | N
                      daily_prorated=pro, daily_provisioned=prov, daily_gpus=ngpu)
 
 
-def _small(v: float) -> str:
-    """0.0042 / 0.00014 / 0.000091: at least two significant figures, never an exponent (four or five fixed
-    decimals would show 0.0001 for both 0.00014 and 0.00009)."""
-    if v <= 0:
-        return f"{v:.4f}"
-    return f"{v:.{max(4, 1 - math.floor(math.log10(v)))}f}"
-
-
 def _usd(v: float) -> str:
-    return f"${_small(v)}"
+    return f"${money_digits(v)}"
 
 
 def short_steady(level: Mapping) -> str | None:
@@ -255,7 +246,7 @@ def to_markdown(report: EngineReport) -> str:
     for r in report.rows:
         cells = [md_escape(r.label), md_escape(r.settings), str(r.concurrency), _num(r.ttft_p50_ms, ",.0f"),
                  _num(r.e2e_p50_ms, ",.0f"), _num(r.output_tok_s, ",.0f"),
-                 "–" if r.usd_per_1k_tokens is None else _small(r.usd_per_1k_tokens),
+                 "–" if r.usd_per_1k_tokens is None else money_digits(r.usd_per_1k_tokens),
                  *[_num(r.daily_prorated.get(n), ",.2f") for n in DAILY_TOKENS]]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")

@@ -5,8 +5,9 @@ For people without Melt: one file that opens offline, with no server. Plotly's J
 loaded from anywhere (no <script src>, no CDN, no fonts). Each chart's toolbar downloads it as PNG or SVG.
 
 Contents: per run a summary (status, engine, model, GPUs, prompts, times, error), the levels table (whole-level
-figures as in `show`, steady-state tok/s where measured, $ per 1M output tokens at the run's price), the GPU health
-verdict and the config; across the runs, output tok/s and TTFT (p50 solid, p99 dashed) against concurrency.
+figures as in `show`, steady-state tok/s where measured, $ per 1M output tokens at the run's price), for a deployment
+with non-LLM services their own traffic per level with the whole box's $ per 1,000 ok requests (bench.mix), the GPU
+health verdict and the config; across the runs, output tok/s and TTFT (p50 solid, p99 dashed) against concurrency.
 Simulated runs say SIMULATED in the title, their heading, a banner and their chart legends.
 
 Everything in the file that a user or a server wrote (names, tags, model ids, errors, config values, verdict
@@ -23,6 +24,7 @@ from types import SimpleNamespace
 
 from bench.compare import run_labels
 from bench.cost import usd_per_million_tokens
+from bench.mix import SERVICE_COST_NOTE, SERVICE_USD, has_services, service_rows
 from bench.report import prompt_label, run_document
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -89,6 +91,30 @@ def _levels_table(doc: dict) -> str:
             if price else "<p>No price per GPU-hour was set for this run: no cost.</p>")
     return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}"
             "<p>Latencies in ms; whole-level figures as <code>vllm bench serve</code> defines them.</p>")
+
+
+def _services_table(doc: dict) -> str:
+    """The services' own traffic per level (every level that has it, with the level's status), "" for none."""
+    if not has_services(doc["levels"]):
+        return ""
+    price = _price(doc)
+    cols = ["C", "rate", "rep", "level status", "service", "sent", "ok", "err", "ok req/s", "latency p50",
+            "latency p99", "box $ / 1K ok req", "top error"]
+    rows = []
+    for lv in doc["levels"]:
+        for r in service_rows([lv], doc.get("gpu_count") or 1, price or None):
+            usd = r.get(SERVICE_USD)
+            cells = [_f(r["concurrency"]), "–" if r["rate"] is None else _f(float(r["rate"]), 2), _f(r["repeat"]),
+                     esc(lv.get("status")), esc(r["service"]), _f(r["sent"]), _f(r["ok"]), _f(r["err"]),
+                     _f(r["ok req/s"], 2), _f(r["latency p50 ms"]), _f(r["latency p99 ms"]),
+                     "–" if usd is None else f"${usd:,.4f}"]
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells)
+                        + f'<td class="t{" bad" if r["top error"] else ""}">{esc(r["top error"])}</td></tr>')
+    head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+    note = esc(SERVICE_COST_NOTE) if price else "No price per GPU-hour was set for this run: no $ per request."
+    return (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            f"<p>Each service's recipe request at its Poisson rate during the LLM level, not in the LLM figures; "
+            f"latencies in ms, ok req/s over the level's window. {note}</p>")
 
 
 def _health(doc: dict) -> str:
@@ -187,8 +213,10 @@ def render(docs: list[dict], plotly_js: str | None = None) -> str:
         parts.append(f"<h2>Run #{esc(d['run_id'])}{esc(sim)}: {esc(labels[d['run_id']])}{esc(name)}</h2>")
         if d["simulated"]:
             parts.append('<p class="sim">SIMULATED run: numbers from the simulator, not a real GPU.</p>')
-        parts += ["<h3>Summary</h3>", _summary(d), "<h3>Levels</h3>", _levels_table(d),
-                  "<h3>GPU health</h3>", _health(d), "<h3>Config</h3>",
+        parts += ["<h3>Summary</h3>", _summary(d), "<h3>Levels</h3>", _levels_table(d)]
+        if services := _services_table(d):
+            parts += ["<h3>Services</h3>", services]
+        parts += ["<h3>GPU health</h3>", _health(d), "<h3>Config</h3>",
                   f"<pre>{esc(json.dumps(d.get('config'), indent=2, default=str))}</pre>"]
     figures = _clean(_charts(docs, labels))
     boot = ("var F=" + script_json(figures) + ";"

@@ -5,15 +5,24 @@ in summary["instances"] (bench.metrics.per_instance: rates over the level's wall
 the box). `breakdown` turns summaries into rows: one per instance and one "whole box" per level, the box's row with
 its $ per 1M output tokens (all the box's GPUs at the run's price over the box's output throughput; one instance's
 share of a shared GPU has no price of its own, so the instance rows carry none). `service_rows`: the non-LLM
-services' own traffic per level (summary["services"]).
+services' own traffic per level (summary["services"]), and with a price the whole box's $ per 1,000 ok requests of
+each service (SERVICE_COST_NOTE says what that figure is and is not). `asked_rates`: the rate each service was asked
+for, from the stored config.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from bench.cost import usd_per_million_tokens
+from bench.cost import money_digits, usd_per_million_tokens, usd_per_thousand_requests
 
 BOX = "whole box"
+SERVICE_USD = "box $/1K ok req"
+# What SERVICE_USD means, said wherever it is shown (Cost page, `show`, the HTML report, docs/ARCHITECTURE.md).
+SERVICE_COST_NOTE = ("$ per 1,000 ok requests of a service = the whole box's $/hour (every GPU at the price) / 3,600 "
+                     "/ that service's ok req/s x 1,000: what the service's measured rate would cost if it alone "
+                     "paid for the box it shared with the LLMs. It charges the same box-seconds as $ per 1M LLM "
+                     "tokens, so the two overlap and do not add up. Only ok requests count: failed ones (err) make "
+                     "each ok request dearer; a level without an ok request has no figure.")
 
 
 def _p(summary: Mapping, key: str, stat: str = "p50"):
@@ -53,20 +62,46 @@ def breakdown(summaries: Sequence[Mapping], gpu_count: int = 1, price_per_gpu_ho
     return rows
 
 
-def service_rows(summaries: Sequence[Mapping]) -> list[dict]:
+def service_rows(summaries: Sequence[Mapping], gpu_count: int = 1,
+                 price_per_gpu_hour: float | None = None) -> list[dict]:
     """Rows per level and non-LLM service (summary["services"], bench/service_load.py): what each service was sent
-    beside the level's LLM traffic and how it answered. No tokens: a service's answers are not LLM output."""
+    beside the level's LLM traffic and how it answered. No tokens: a service's answers are not LLM output. "ok req/s"
+    is ok requests per second over the level's window. With a price, SERVICE_USD: the whole box's $ per 1,000 ok
+    requests of that service (SERVICE_COST_NOTE; None where none was ok)."""
     rows: list[dict] = []
     for s in summaries:
         s = s or {}
         for sv in s.get("services") or []:
             lat = sv.get("latency_ms") or {}
             top = sv.get("error") or next(iter(sv.get("errors") or {}), "")   # the load's own failure first
-            rows.append({"concurrency": s.get("concurrency"), "rate": s.get("request_rate"),
-                         "repeat": (s.get("repeat") or 0) + 1, "service": sv.get("name"), "sent": sv.get("sent"),
-                         "ok": sv.get("ok"), "err": sv.get("err"), "req/s": sv.get("req_s"),
-                         "latency p50 ms": lat.get("p50"), "latency p99 ms": lat.get("p99"), "top error": top})
+            row = {"concurrency": s.get("concurrency"), "rate": s.get("request_rate"),
+                   "repeat": (s.get("repeat") or 0) + 1, "service": sv.get("name"), "sent": sv.get("sent"),
+                   "ok": sv.get("ok"), "err": sv.get("err"), "ok req/s": sv.get("req_s"),
+                   "latency p50 ms": lat.get("p50"), "latency p99 ms": lat.get("p99")}
+            if price_per_gpu_hour is not None:
+                row[SERVICE_USD] = usd_per_thousand_requests(sv.get("req_s"), max(1, int(gpu_count or 1)),
+                                                             price_per_gpu_hour)
+            rows.append({**row, "top error": top})
     return rows
+
+
+def has_services(summaries: Sequence[Mapping]) -> bool:
+    """Any level with the services' own traffic (summary["services"])."""
+    return any((s or {}).get("services") for s in summaries)
+
+
+def asked_rates(config: Mapping | None) -> dict[str, float]:
+    """{service name: the req/s its recipe `request` asked for} from a stored run config (RunConfig.services);
+    services without a request are left out."""
+    services = config.get("services") if isinstance(config, Mapping) else None
+    out: dict[str, float] = {}
+    for sv in services or []:
+        if not isinstance(sv, Mapping):
+            continue
+        rate = (sv.get("request") or {}).get("rate")
+        if sv.get("name") and rate is not None:
+            out[str(sv["name"])] = float(rate)
+    return out
 
 
 def readable(rows: Sequence[Mapping]) -> list[dict[str, str]]:
@@ -74,8 +109,10 @@ def readable(rows: Sequence[Mapping]) -> list[dict[str, str]]:
     def f(k: str, v) -> str:
         if v is None or v == "":
             return "-" if v is None else ""
+        if isinstance(v, float) and k == SERVICE_USD:
+            return money_digits(v)
         if isinstance(v, float):
-            nd = 2 if k in ("req/s", "TPOT p50 ms", "$/1M out tok") else 1
+            nd = (2 if k in ("req/s", "ok req/s", "asked req/s", "TPOT p50 ms", "$/1M out tok") else 1)
             return f"{v:,.{nd}f}"
         return f"{v:,}" if isinstance(v, int) else str(v)
     return [{k: f(k, v) for k, v in r.items()} for r in rows]

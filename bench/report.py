@@ -109,6 +109,19 @@ def instances_table(summaries: list[dict], gpu_count: int = 1, price_per_gpu_hou
     return table(header, [[r[k] for k in header] for r in rows])
 
 
+def services_table(summaries: list[dict], gpu_count: int = 1, price_per_gpu_hour: float | None = None) -> str:
+    """The non-LLM services' own traffic per level (bench.mix.service_rows), with the whole box's $ per 1,000 ok
+    requests when a price is set, and what that figure means ("" when no level has services)."""
+    from bench.mix import SERVICE_COST_NOTE, readable, service_rows
+
+    rows = readable(service_rows(summaries, gpu_count, price_per_gpu_hour))
+    if not rows:
+        return ""
+    header = [k for k in rows[0] if k != "repeat" or any(r["repeat"] != "1" for r in rows)]
+    note = SERVICE_COST_NOTE if price_per_gpu_hour is not None else "no price per GPU-hour: no $ per request"
+    return table(header, [[r[k] for k in header] for r in rows]) + "\n" + note
+
+
 def repeats_table(summaries: list[dict]) -> str:
     """Mean ± 95% CI across repeats per (concurrency, rate), whole-level and steady; "" when nothing repeats."""
     from bench.repeats import has_repeats, interval_rows

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -184,6 +184,29 @@ def seed_run(db, *, name: str = "seeded sweep", engine: str = "sim", model: str 
         if finished:
             s.add(Event(run_id=run_id, t_ns=base_ns + t, kind="phase", message=f"run {st.value}"))
     return run_id
+
+
+def seed_services(db, run_id: int, per_level: Mapping[int, Sequence[Mapping]],
+                  asked: Mapping[str, float] | None = None) -> None:
+    """Give a seeded run non-LLM services: `per_level` {level index: [service summary as bench/service_load.py
+    stores it (name, sent, ok, err, errors, req_s, latency_ms, ...)]} goes into those levels' summary["services"];
+    `asked` {name: req/s} adds each service to the stored config (a custom engine with a command and its `request`),
+    so the config stays a valid RunConfig."""
+    from sqlalchemy import select
+
+    from bench.config import RunConfig
+
+    with open_db(db).begin() as s:
+        run = s.get(Run, run_id)
+        if asked:
+            cfg = dict(run.config)
+            cfg["services"] = [{"name": name, "weight": 0, "request": {"path": f"/{name}", "rate": rate},
+                                "engine": {"kind": "custom", "model": name, "engine_cmd": [name, "{port}"]}}
+                               for name, rate in asked.items()]
+            run.config = RunConfig.model_validate(cfg).model_dump(mode="json")
+        for lv in s.scalars(select(Level).where(Level.run_id == run_id)).all():
+            if lv.idx in per_level:
+                lv.summary = {**(lv.summary or {}), "services": [dict(x) for x in per_level[lv.idx]]}
 
 
 def _series(s, run_id, instance_id, gen, base_ns, gpu_count, simulated, output_tokens, rng) -> None:

@@ -1,5 +1,6 @@
 """Compare: 2–6 runs overlaid against concurrency, a one-line verdict, $ per 1M tokens, a side-by-side table at one
-concurrency, and a config diff. Runs are labelled by what differs between them (bench.compare)."""
+concurrency, the non-LLM services' own traffic side by side (only when a run has services), and a config diff. Runs
+are labelled by what differs between them (bench.compare)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ import streamlit as st
 
 from app.ui import charts
 from app.ui.common import esc_md, gpu_catalog, page_header, show_chart, show_table
-from bench.compare import figures, partner_for, picker_labels, run_labels, verdict, with_cost
+from bench.compare import (figures, partner_for, picker_labels, run_labels, runs_without_services,
+                           service_side_by_side, service_totals, verdict, with_cost)
 from bench.engine_report import build_report, table_rows, to_markdown
 from bench.mix import breakdown
 from bench.repeats import interval_for, summaries_of
@@ -175,6 +177,28 @@ for d, mix in mixes:  # deployments of several instances: each instance and the 
                     + (" — SIMULATED" if d.run.simulated else ""))
         show_table(pd.DataFrame(mix), key=f"c-mix-{d.run.id}", filename=f"run{d.run.id}_instances",
                    column_config={"$/1M out tok": st.column_config.NumberColumn(format="$%.4f")})
+
+# ------------------------------------------------------------------------------------------ services' traffic
+svc_runs = [(legend[d.run.id], summaries_of([lv for lv in d.levels if lv.status == "completed"]), d.config)
+            for d in details]
+svc = service_side_by_side(svc_runs)
+if svc:  # only a deployment with non-LLM services (translate, TTS, ASR) has these; other runs show nothing here
+    st.subheader("Services" + (" — includes SIMULATED runs" if any_sim else ""))
+    st.caption("Each service's own traffic during each completed level, beside the LLM load and not in its figures: "
+               "every arrival is ok or an error (HTTP status, timeout, over its max in flight = behind). ok req/s is "
+               "over the level's window; asked req/s is the recipe's Poisson rate.")
+    show_table(pd.DataFrame(service_totals(svc_runs)), key="c-svc-totals", filename="compare_services_totals",
+               column_config={"ok %": st.column_config.NumberColumn(format="%.1f%%"),
+                              "lowest ok req/s": st.column_config.NumberColumn(format="%.2f"),
+                              "highest latency p99 ms": st.column_config.NumberColumn(format="%.1f")})
+    st.markdown("**Per level and service, run by run**")
+    show_table(pd.DataFrame(svc), key="c-svc", filename="compare_services",
+               column_config={"ok %": st.column_config.NumberColumn(format="%.1f%%"),
+                              "ok req/s": st.column_config.NumberColumn(format="%.2f"),
+                              "latency p50 ms": st.column_config.NumberColumn(format="%.1f"),
+                              "latency p99 ms": st.column_config.NumberColumn(format="%.1f")})
+    if without := runs_without_services(svc_runs):
+        st.caption("No service traffic in: " + ", ".join(esc_md(lab) for lab in without) + ".")
 
 # ------------------------------------------------------------------------------------------------ config diff
 diff = q.config_diff([d.config for d in details])

@@ -1,6 +1,7 @@
 """Cost: from measured throughput and a price per GPU-hour, $ per 1M output tokens per level for one or several runs
 side by side, the cheapest level that meets the SLOs, daily cost at 1M / 10M / 100M tokens per day, and GPUs needed
-for a target rate (for one run of the selection). Deep links: ?run=ID or ?runs=3,7."""
+for a target rate (for one run of the selection); for a deployment with non-LLM services, the whole box's $ per 1,000
+ok requests of each service per level (bench.mix.SERVICE_COST_NOTE). Deep links: ?run=ID or ?runs=3,7."""
 from __future__ import annotations
 
 import pandas as pd
@@ -11,7 +12,7 @@ from app.ui.common import esc_md, gpu_catalog, page_header, show_chart, show_tab
 from bench.compare import cost_line, picker_labels, run_labels
 from bench.cost import (SLO_PRESETS, LevelPerf, cheapest_meeting_slo, daily_cost, gpus_needed, latency_break,
                         level_costs)
-from bench.mix import breakdown
+from bench.mix import SERVICE_COST_NOTE, SERVICE_USD, breakdown, service_rows
 from bench.repeats import summaries_of
 from storage import queries as q
 
@@ -178,6 +179,18 @@ if mix:  # a deployment of several instances: the box's $ above, each instance's
     st.markdown(f"**Per instance and whole box{sim}**: the $ is the whole box's (all its GPUs over all its tokens)")
     show_table(pd.DataFrame(mix), key=f"cost-mix-{run_id}", filename=f"run{run_id}_cost_per_instance",
                column_config={"$/1M out tok": st.column_config.NumberColumn(format="$%.4f")})
+svc = service_rows(summaries_of([lv for lv in d.levels if lv.status == "completed"]), gpus[run_id],
+                   float(price[run_id]))
+if svc:  # non-LLM services (translate, TTS, ASR): $ per 1M tokens above stays LLM tokens; these are per request
+    st.markdown(f"**Services: whole box $ per 1,000 ok requests{sim}**"
+                + (f" — {esc_md(legend[run_id])}" if len(details) > 1 else ""))
+    show_table(pd.DataFrame(svc), key=f"cost-svc-{run_id}", filename=f"run{run_id}_cost_per_service",
+               column_config={SERVICE_USD: st.column_config.NumberColumn(format="$%.4f"),
+                              "ok req/s": st.column_config.NumberColumn(format="%.2f"),
+                              "latency p50 ms": st.column_config.NumberColumn(format="%.1f"),
+                              "latency p99 ms": st.column_config.NumberColumn(format="%.1f")})
+    st.caption(esc_md(f"{SERVICE_COST_NOTE} Here: {gpus[run_id]} GPU(s) at ${float(price[run_id]):,.2f} per "
+                      "GPU-hour (the inputs above)."))
 brk = latency_break(costs[run_id])
 if brk is not None:
     st.caption(f"Latency breaks at C = {brk.concurrency:,}: {esc_md('; '.join(brk.reasons))}.")

@@ -153,7 +153,7 @@ def test_label_by_precision_and_short_steady_warning():
 
 
 def test_small_money_keeps_two_significant_figures_without_an_exponent():
-    from bench.engine_report import _small
+    from bench.cost import money_digits as _small
 
     assert [_small(v) for v in (0.0042, 0.00014, 9.05e-5, 0.000111, 0.5)] == \
         ["0.0042", "0.00014", "0.000091", "0.00011", "0.5000"]
