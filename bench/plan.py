@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.memory import GB, MemoryFit, estimate_fit, weight_gb
+from bench.memory import GB, MemoryFit, batched_tokens_from_args, estimate_fit, weight_gb
 from catalog.models import GPUSpec, ModelSpec
 from catalog.recipes import Instance, Recipe
 
@@ -158,7 +158,8 @@ def gpu_memory_gb(gpu: GPUSpec, memory_gb: float | None = None) -> tuple[float, 
 def _fit(inst: Instance, model: ModelSpec, total_gb: float, fraction: float) -> MemoryFit:
     return estimate_fit(model, total_gb, n_gpus=inst.tp * inst.dp, tp=inst.tp, dp=inst.dp,
                         mem_fraction=min(1.0, max(fraction, 1e-6)), dtype=inst.dtype, quantization=inst.quantization,
-                        kv_cache_dtype=inst.kv_cache_dtype, max_model_len=inst.max_model_len, max_seqs=inst.max_seqs)
+                        kv_cache_dtype=inst.kv_cache_dtype, max_model_len=inst.max_model_len, max_seqs=inst.max_seqs,
+                        max_batched_tokens=batched_tokens_from_args(inst.extra_args))
 
 
 def _model(models: dict[str, ModelSpec], model_id: str) -> ModelSpec:
