@@ -120,7 +120,7 @@ def predict(recipe: Recipe, concurrency: int, *, gpu: GPUSpec | None = None, cou
                          max_model_len=inst.max_model_len, tp=inst.tp, kv_cache_tokens=ip.fit.kv_tokens,
                          weight_dtype=quant or inst.dtype or "bfloat16", gpu_share=share,
                          kv_cache_dtype=inst.kv_cache_dtype or "auto")
-        perf = PerfModel(gpu, get_model(inst.model), knobs)
+        perf = PerfModel(gpu, get_model(inst.model), knobs, host=host)
         lv = simulate_closed_loop(perf, c, c * requests_per_user, input_len, output_len, host=host, text_prompt=True)
         tel = GpuTelemetryModel(gpu, 0.0, knobs.mem_fraction, peak_flops=perf.peak_flops,
                                 bandwidth_bytes_s=gpu.mem_bandwidth_gbs * 1e9)

@@ -141,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                          max_num_batched_tokens=a.max_num_batched_tokens, max_model_len=a.max_model_len,
                          weight_dtype=weight_dtype, kv_cache_dtype=a.kv_cache_dtype, tp=a.tp,
                          kv_cache_tokens=a.kv_cache_tokens, gpu_share=a.gpu_share)
-        perf = PerfModel(gpu, model, knobs)
-        indices = gpu_indices(a.gpu_indices, perf.tp)
         host = None if (a.host_profile or "").lower() == "none" else load_host_profile(a.host_profile)
+        perf = PerfModel(gpu, model, knobs, host=host)
+        indices = gpu_indices(a.gpu_indices, perf.tp)
     except (CatalogError, ValueError) as e:  # pydantic ValidationError is a ValueError
         print(f"melt-sim: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -31,7 +31,15 @@ HOSTS = {
     "h200-host-b-2026-12-01": [str(ROOT / "docs/data/h200_text/B_prefetch_c128_512_1024.json.gz")],
     # text prompts only (Melt and vllm bench, 3 rounds): no token-id runs, see fit()
     "h200-host-c-2026-12-03": [str(ROOT / "docs/data/h200_compare_c/compare_c1_16_128_512_1024.json.gz")],
+    # Melt text and Melt token ids, 2 rounds, Qwen3-0.6B; its calibrate-host micro block is from the same lease
+    "h200-host-d-2026-12-03": [str(ROOT / "docs/data/h200_host_d/qwen3_0.6b/compare_c1_16_128_512_1024.json.gz")],
 }
+# Runs of another model on a host above: checked against that host's profile, never fitted (issue #13: "the same
+# constants, no refit"). Qwen3-8B, Melt text and token ids, 1 round, the lease of host d.
+CHECKS = {"h200-host-d-2026-12-03/qwen3-8b":
+          [str(ROOT / "docs/data/h200_host_d/qwen3_8b/compare_c1_16_128_512_1024.json.gz")]}
+# the bundled profile fitted from each file set (assets/hosts/)
+PROFILE_OF = {"h100-host-2026-11-22": "typical-datacenter-core"}
 ID_TOOLS = {"melt-ids"}        # h200 B: Melt with --prompt-format token-ids
 ID_TOOLS_H100 = {"melt", "melt-notel"}   # on 2026-11-22 Melt sent token ids (text prompts came later)
 
@@ -56,7 +64,7 @@ def runs(files: list[str]):
 def fit(host: str) -> dict:
     ids_tools = ID_TOOLS_H100 if host.startswith("h100") else ID_TOOLS
     by: dict[tuple[int, str], list] = defaultdict(list)
-    for c, tool, per_req, busy, tps, ttft in runs(HOSTS[host]):
+    for c, tool, per_req, busy, tps, ttft in runs(HOSTS.get(host) or CHECKS[host]):
         kind = "ids" if tool in ids_tools else ("melt-text" if tool == "melt" else "vllm-text")
         by[(c, kind)].append((per_req, busy, tps, ttft))
     table = {k: tuple(mean(x[i] for x in v) for i in range(4)) + (len(v),) for k, v in sorted(by.items())}
@@ -77,12 +85,61 @@ def fit(host: str) -> dict:
     return out
 
 
+def fit_engine(host_id: str, gpu: str = "H200-141GB", model: str = "Qwen/Qwen3-0.6B") -> tuple[float, float, dict] | None:
+    """The engine loop's overheads on one host (HostProfile.engine_step_s / engine_per_seq_s): the step overhead that
+    makes the sim's c=1 output tok/s the measured one, for each per-sequence overhead on a grid (0-40 us), and of those
+    the pair whose c=16 tok/s is nearest the measured. At 1 and 16 users the API server is 23-60 % busy, so the engine
+    loop sets the pace there. Token-id runs where the host has them (no tokenization in the way), else text.
+    Returns (step s, per-seq s, {concurrency: (sim tok/s, real tok/s)}), or None for a host without both levels."""
+    from engines.sim.host import load_host_profile
+
+    table, base = fit(host_id)["levels"], load_host_profile(PROFILE_OF.get(host_id, host_id))
+    kind = "ids" if (1, "ids") in table else "melt-text"
+    if (1, kind) not in table or (16, kind) not in table:
+        return None
+    return fit_engine_to({c: table[(c, kind)][2] for c in (1, 16)}, base, gpu, model, text_prompt=kind != "ids")
+
+
+def fit_engine_to(real: dict[int, float], base, gpu: str, model: str, text_prompt: bool,
+                  per_seq_grid: tuple[float, ...] = tuple(i * 2.5e-6 for i in range(17))) -> tuple[float, float, dict]:
+    """fit_engine's search against measured output tok/s at c=1 and c=16 (`real`), on top of the host profile
+    `base` (its API-server costs stay as they are)."""
+    from catalog import get_gpu, get_model
+    from engines.sim.model import PerfModel
+    from engines.sim.scheduler import simulate_closed_loop
+
+    g, m = get_gpu(gpu), get_model(model)
+
+    def tok_s(c: int, step: float, per: float) -> float:
+        host = base.model_copy(update={"engine_step_s": step, "engine_per_seq_s": per})
+        return simulate_closed_loop(PerfModel(g, m, host=host), c, REQUESTS[c], IN_LEN, OUT_LEN, host=host,
+                                    text_prompt=text_prompt).output_throughput
+
+    best = None
+    for per in per_seq_grid:
+        lo, hi = 0.0, 3e-3            # tok/s falls as the step overhead grows: bisect to the measured c=1
+        for _ in range(14):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if tok_s(1, mid, per) > real[1] else (lo, mid)
+        step = (lo + hi) / 2
+        err16 = abs(tok_s(16, step, per) / real[16] - 1)
+        if best is None or err16 < best[0]:
+            best = (err16, step, per)
+    _, step, per = best
+    return step, per, {c: (tok_s(c, step, per), real[c]) for c in (1, 16)}
+
+
 # Measured side of the sim-vs-real table: (gpu, host profile, prompts, file set, tools counted as that prompt kind).
+Q06, Q8 = "Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B"
 COMPARE = (
-    ("H100-SXM-80GB", "typical-datacenter-core", "ids", "h100-host-2026-11-22"),
-    ("H200-141GB", "h200-host-b-2026-12-01", "ids", "h200-host-b-2026-12-01"),
-    ("H200-141GB", "h200-host-b-2026-12-01", "melt-text", "h200-host-b-2026-12-01"),
-    ("H200-141GB", "h200-host-c-2026-12-03", "melt-text", "h200-host-c-2026-12-03"),
+    ("H100-SXM-80GB", "typical-datacenter-core", "ids", "h100-host-2026-11-22", Q06),
+    ("H200-141GB", "h200-host-b-2026-12-01", "ids", "h200-host-b-2026-12-01", Q06),
+    ("H200-141GB", "h200-host-b-2026-12-01", "melt-text", "h200-host-b-2026-12-01", Q06),
+    ("H200-141GB", "h200-host-c-2026-12-03", "melt-text", "h200-host-c-2026-12-03", Q06),
+    ("H200-141GB", "h200-host-d-2026-12-03", "ids", "h200-host-d-2026-12-03", Q06),
+    ("H200-141GB", "h200-host-d-2026-12-03", "melt-text", "h200-host-d-2026-12-03", Q06),
+    ("H200-141GB", "h200-host-d-2026-12-03", "ids", "h200-host-d-2026-12-03/qwen3-8b", Q8),
+    ("H200-141GB", "h200-host-d-2026-12-03", "melt-text", "h200-host-d-2026-12-03/qwen3-8b", Q8),
 )
 H200_A = str(ROOT / "docs/data/h200_text/A_inline_c1_16_128.json.gz")   # c=1, 16 only (another host)
 LEVELS = (1, 16, 128, 512, 1024)
@@ -90,22 +147,22 @@ REQUESTS = {1: 40, 16: 100, 128: 256, 512: 1024, 1024: 2048}            # as in 
 
 
 def compare() -> list[tuple]:
-    """(gpu, host, prompts, concurrency, sim tok/s, real tok/s, sim TTFT ms, real TTFT ms, real from) rows."""
+    """(gpu, host, prompts, concurrency, sim tok/s, real tok/s, sim TTFT ms, real TTFT ms, real from, model) rows."""
     from catalog import get_gpu, get_model
     from engines.sim.host import load_host_profile
     from engines.sim.model import PerfModel
     from engines.sim.scheduler import simulate_closed_loop
 
     rows = []
-    for gpu, host_id, kind, data in COMPARE:
+    for gpu, host_id, kind, data, model in COMPARE:
         table = fit(data)["levels"]
-        if data.startswith("h200"):
+        if data.startswith("h200-host-b"):
             a_kind = {"ids": "melt-ids", "melt-text": "melt"}[kind]
             for c, tool, _, _, tps, ttft in runs([H200_A]):
                 if tool == a_kind and c in (1, 16):
                     table.setdefault((c, kind + "@A"), []).append((tps, ttft))
-        perf = PerfModel(get_gpu(gpu), get_model("Qwen/Qwen3-0.6B"))
         host = load_host_profile(host_id)
+        perf = PerfModel(get_gpu(gpu), get_model(model), host=host)
         for c in LEVELS:
             if (c, kind) in table:
                 real_tps, real_ttft, src = table[(c, kind)][2], table[(c, kind)][3], data
@@ -115,19 +172,29 @@ def compare() -> list[tuple]:
             else:
                 continue
             sim = simulate_closed_loop(perf, c, REQUESTS[c], IN_LEN, OUT_LEN, host=host, text_prompt=kind != "ids")
-            rows.append((gpu, host_id, kind, c, sim.output_throughput, real_tps, sim.mean_ttft_ms, real_ttft, src))
+            rows.append((gpu, host_id, kind, c, sim.output_throughput, real_tps, sim.mean_ttft_ms, real_ttft, src,
+                         model))
     return rows
 
 
 def main() -> None:
     import sys
     if "--compare" in sys.argv:
-        print("| GPU | host profile | prompts | conc | sim tok/s | real tok/s | err | sim TTFT ms | real TTFT ms |"
-              " err | measured on |")
-        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
-        for gpu, host, kind, c, st, rt, sf, rf, src in compare():
-            print(f"| {gpu} | {host} | {kind} | {c} | {st:,.0f} | {rt:,.0f} | {st / rt - 1:+.1%} | {sf:,.1f} |"
-                  f" {rf:,.1f} | {sf / rf - 1:+.1%} | {src} |")
+        print("| GPU | model | host profile | prompts | conc | sim tok/s | real tok/s | err | sim TTFT ms |"
+              " real TTFT ms | err | measured on |")
+        print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for gpu, host, kind, c, st, rt, sf, rf, src, model in compare():
+            print(f"| {gpu} | {model.split('/')[-1]} | {host} | {kind} | {c} | {st:,.0f} | {rt:,.0f} |"
+                  f" {st / rt - 1:+.1%} | {sf:,.1f} | {rf:,.1f} | {sf / rf - 1:+.1%} | {src} |")
+        return
+    if "--engine" in sys.argv:
+        for host in HOSTS:
+            if (got := fit_engine(host, gpu="H100-SXM-80GB" if host.startswith("h100") else "H200-141GB")) is None:
+                print(f"{host}: no c=1 and c=16 runs of one prompt kind")
+                continue
+            step, per, check = got
+            print(f"{host}: engine_step_s = {step * 1e3:.3f} ms, engine_per_seq_s = {per * 1e6:.1f} us; sim vs real "
+                  + ", ".join(f"c={c} {a:,.0f} / {b:,.0f} ({a / b - 1:+.1%})" for c, (a, b) in check.items()))
         return
     for host in HOSTS:
         r = fit(host)

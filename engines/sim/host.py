@@ -82,6 +82,12 @@ class HostProfile(BaseModel):
     per_token_heavy_s: float = Field(ge=0, description="the same with many streams open")
     light_streams: int = Field(default=128, ge=1)
     heavy_streams: int = Field(default=512, ge=1)
+    # The engine core's CPU per step (scheduler, input preparation, sampler launch) and per scheduled sequence on this
+    # host: the same Python loop runs faster or slower with the host's cores. None: the EngineProfile defaults (fitted
+    # on the H100 host). fit_host fits them to the measured c=1 and c=16 levels (the engine loop is the bottleneck
+    # there, not the API server).
+    engine_step_s: float | None = Field(default=None, ge=0)
+    engine_per_seq_s: float | None = Field(default=None, ge=0)
     # How the cost fields above were obtained (module docstring); `reference`: the profile a scaled one is scaled from.
     derivation: Literal["real-runs", "scaled-micro", "raw-micro"] = "real-runs"
     reference: str | None = None
@@ -95,6 +101,12 @@ class HostProfile(BaseModel):
             return self.per_token_heavy_s
         f = (open_streams - lo) / (hi - lo)
         return self.per_token_light_s + f * (self.per_token_heavy_s - self.per_token_light_s)
+
+    def engine_profile(self, base):
+        """`base` (an engines.sim.model.EngineProfile) with this host's engine-loop overheads, where it has them."""
+        update = {k: v for k, v in (("step_overhead_s", self.engine_step_s),
+                                    ("per_seq_overhead_s", self.engine_per_seq_s)) if v is not None}
+        return base.model_copy(update=update) if update else base
 
     def request_cost_s(self, prompt_tokens: int, text_prompt: bool) -> float:
         return self.per_request_s + (self.tokenize_per_prompt_token_s * prompt_tokens if text_prompt else 0.0)

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     from engines.sim.scheduler import simulate_closed_loop
 
     host = None if a.host_profile.lower() == "none" else load_host_profile(a.host_profile)
-    virt = simulate_closed_loop(PerfModel(get_gpu(a.gpu), get_model(a.model)), a.concurrency,
+    virt = simulate_closed_loop(PerfModel(get_gpu(a.gpu), get_model(a.model), host=host), a.concurrency,
                                 a.concurrency * a.requests_per_user, a.input_len, a.output_len, host=host)
 
     def delta(key: str) -> float:

@@ -172,10 +172,13 @@ class PerfModel:
     """Roofline model of `model` on `gpu`. All times in seconds, sizes in bytes."""
 
     def __init__(self, gpu: GPUSpec, model: ModelSpec, knobs: SimKnobs | None = None,
-                 profile: EngineProfile | None = None):
+                 profile: EngineProfile | None = None, host=None):
+        """host: an engines.sim.host.HostProfile whose engine-loop overheads (if it carries them) replace the
+        profile's step_overhead_s / per_seq_overhead_s."""
         self.gpu, self.model = gpu, model
         self.knobs = knobs = knobs or SimKnobs()
-        self.profile = p = profile or DEFAULT_PROFILE
+        p = profile or DEFAULT_PROFILE
+        self.profile = p = host.engine_profile(p) if host is not None else p
         m = model
 
         self.weight_bpp = _bytes_per_param(knobs.weight_dtype)

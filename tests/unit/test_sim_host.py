@@ -122,3 +122,53 @@ def test_measured_shape_throughput_peaks_then_falls_and_ttft_climbs():
     assert s[128].mean_ttft_ms < s[512].mean_ttft_ms < s[1024].mean_ttft_ms
     no_host = simulate_closed_loop(_perf(), 512, 1024, 512, 128)
     assert no_host.output_throughput > s[128].output_throughput     # without the host the sim keeps rising
+
+
+def test_host_d_profile_is_the_fit_of_its_text_and_token_id_runs():
+    """Host d (2026-12-03) is the first H200 host with Melt text AND token ids at every level: its own tokenization."""
+    prof, fitted = load_host_profile("h200-host-d-2026-12-03"), fit_host.fit("h200-host-d-2026-12-03")
+    assert fitted["text_only"] is False
+    for k in ("per_token_light_s", "per_token_heavy_s", "tokenize_per_prompt_token_s"):
+        assert getattr(prof, k) == pytest.approx(fitted[k], rel=1e-3), k
+    # its micro block is calibrate-host in the same lease: the reference a scaled-micro profile needs
+    assert prof.micro is not None and prof.micro.cpu_count == 16 and prof.derivation == "real-runs"
+
+
+def test_a_hosts_engine_overheads_replace_the_engine_profiles():
+    from engines.sim.model import DEFAULT_PROFILE
+
+    plain = _profile()
+    assert plain.engine_profile(DEFAULT_PROFILE) is DEFAULT_PROFILE          # None: the defaults stay
+    fast = _profile(engine_step_s=0.4e-3, engine_per_seq_s=5e-6)
+    assert (_perf_host(fast).profile.step_overhead_s, _perf_host(fast).profile.per_seq_overhead_s) == (0.4e-3, 5e-6)
+    assert _perf_host(plain).profile == DEFAULT_PROFILE
+    # a faster engine loop decodes one stream faster: c=1 tok/s up, by about the step time saved
+    a = simulate_closed_loop(_perf_host(plain), 1, 10, 512, 128, host=plain)
+    b = simulate_closed_loop(_perf_host(fast), 1, 10, 512, 128, host=fast)
+    assert b.output_throughput > a.output_throughput * 1.15
+    assert a.mean_tpot_ms - b.mean_tpot_ms == pytest.approx((0.9e-3 + 20e-6 - 0.4e-3 - 5e-6) * 1e3, rel=0.05)
+
+
+def test_fit_engine_recovers_known_overheads():
+    """Synthetic 'measured' figures from the sim itself with a known (step, per-seq): the search finds them."""
+    base = load_host_profile("h200-host-d-2026-12-03")
+    truth = base.model_copy(update={"engine_step_s": 0.6e-3, "engine_per_seq_s": 15e-6})
+    perf = PerfModel(get_gpu("H200-141GB"), get_model("Qwen/Qwen3-0.6B"), host=truth)
+    real = {c: simulate_closed_loop(perf, c, fit_host.REQUESTS[c], 512, 128, host=truth).output_throughput
+            for c in (1, 16)}
+    step, per, check = fit_host.fit_engine_to(real, base, "H200-141GB", "Qwen/Qwen3-0.6B", text_prompt=False,
+                                              per_seq_grid=(5e-6, 10e-6, 15e-6, 20e-6, 25e-6))
+    assert per == 15e-6 and step == pytest.approx(0.6e-3, rel=0.01)
+    assert all(abs(a / b - 1) < 0.002 for a, b in check.values())
+
+
+def test_stored_engine_overheads_are_the_fit_of_the_stored_runs():
+    prof = load_host_profile("h200-host-c-2026-12-03")
+    step, per, _ = fit_host.fit_engine("h200-host-c-2026-12-03")
+    assert prof.engine_step_s == pytest.approx(step, rel=0.01) and prof.engine_per_seq_s == pytest.approx(per)
+    # this host's engine loop is about twice as fast as the H100 host's (the defaults were fitted there)
+    assert prof.engine_step_s < 0.6 * 0.9e-3
+
+
+def _perf_host(host, model="Qwen/Qwen3-0.6B"):
+    return PerfModel(get_gpu("H200-141GB"), get_model(model), host=host)
