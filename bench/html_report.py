@@ -23,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from bench.compare import run_labels
-from bench.cost import usd_per_million_tokens
+from bench.cost import money_digits, usd_per_million_tokens
 from bench.mix import SERVICE_COST_NOTE, SERVICE_USD, has_services, service_rows
 from bench.report import prompt_label, run_document
 
@@ -107,7 +107,7 @@ def _services_table(doc: dict) -> str:
             cells = [_f(r["concurrency"]), "–" if r["rate"] is None else _f(float(r["rate"]), 2), _f(r["repeat"]),
                      esc(lv.get("status")), esc(r["service"]), _f(r["sent"]), _f(r["ok"]), _f(r["err"]),
                      _f(r["ok req/s"], 2), _f(r["latency p50 ms"]), _f(r["latency p99 ms"]),
-                     "–" if usd is None else f"${usd:,.4f}"]
+                     "–" if usd is None else f"${money_digits(usd)}"]
             rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells)
                         + f'<td class="t{" bad" if r["top error"] else ""}">{esc(r["top error"])}</td></tr>')
     head = "".join(f"<th>{esc(c)}</th>" for c in cols)

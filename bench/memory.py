@@ -14,7 +14,8 @@ import math
 from dataclasses import dataclass, field
 
 from catalog.models import GPUSpec, ModelSpec
-from catalog.quant import DTYPE_BYTES, KV_DTYPE_BYTES, QUANT_BYTES, stored_weight_bytes
+from catalog.quant import (DTYPE_BYTES, KV_DTYPE_BYTES, ONLINE_QUANT, QUANT_BYTES,  # noqa: F401 (re-exported)
+                           online_quant_transient_gb, step_activation_bytes_per_token, stored_weight_bytes)
 
 GB = 1e9
 
@@ -26,12 +27,6 @@ _DTYPE_BYTES, _QUANT_BYTES, _KV_DTYPE_BYTES = DTYPE_BYTES, QUANT_BYTES, KV_DTYPE
 RUNTIME_OVERHEAD_GB = 1.0
 # Tokens in one scheduler step (vLLM's default max_num_batched_tokens with chunked prefill).
 STEP_TOKENS = 8192
-# Quantizations vLLM applies at load time to a bf16 checkpoint ("online"): the catalog's checkpoints are bf16, so
-# `quantization: fp8` is one of them. Its profile run keeps one layer's MLP weights in bf16 besides the fp8 ones
-# (measured, see online_quant_transient_gb).
-ONLINE_QUANT = frozenset({"fp8"})
-
-
 def batched_tokens_from_args(args: list[str]) -> int | None:
     """The step size an instance's extra engine flags set (vLLM's --max-num-batched-tokens N or =N), else None."""
     for i, a in enumerate(args):
@@ -40,35 +35,6 @@ def batched_tokens_from_args(args: list[str]) -> int | None:
         if a.startswith("--max-num-batched-tokens=") and a.split("=", 1)[1].isdigit():
             return int(a.split("=", 1)[1])
     return None
-
-
-def step_activation_bytes_per_token(model: ModelSpec, act_dtype_bytes: float, tp: int = 1) -> float:
-    """Activation bytes of one scheduler step per batched token: hidden states (4 x hidden) plus the MLP's
-    intermediates. Dense: gate and up (2 x intermediate). MoE: per routed copy of the token (experts_per_token of
-    them) the fused gate-up output (2 x the per-expert width) and the down projection's output (hidden) before the
-    weighted sum. Fitted on the H200 (vLLM 0.25.1, docs/data/h200_host_d/kv_probe): Qwen3-30B-A3B's profile run grew
-    69.7 KB per batched token from 2,048 to 16,384; this gives 73.7 KB (the old dense-style 2 x 8 x 768 gave 41.0)."""
-    if model.num_experts:
-        mlp = (model.experts_per_token or 1) * (2 * model.intermediate_size + model.hidden_size)
-    else:
-        mlp = 2 * model.intermediate_size
-    return (4 * model.hidden_size + mlp / tp) * act_dtype_bytes
-
-
-def online_quant_transient_gb(model: ModelSpec, quantization: str | None, act_dtype_bytes: float,
-                              tp: int = 1) -> float:
-    """What vLLM's memory profile holds beyond weights, activations and graphs when it quantizes a bf16 checkpoint
-    at load time: one layer's MLP weights in the activation dtype. MoE: every expert's gate, up and down
-    (3 x experts x hidden x per-expert width); dense: the fused gate-up (2 x hidden x intermediate).
-    Measured on the H200 (vLLM 0.25.1, dummy weights), the profile's constant part beyond the planner's other terms:
-    Qwen3-30B-A3B fp8 1.24 GB against this 1.21 GB (three --max-num-batched-tokens settings, one line); Gemma-3-27B
-    fp8 0.44 GB against 0.46 GB. The mechanism (the bf16 copy kept while a layer is quantized) is inferred from those
-    two sizes, not traced in vLLM's source; quantized checkpoints (AWQ, GPTQ, pre-quantized fp8) do not pay it."""
-    if not quantization or quantization.lower() not in ONLINE_QUANT:
-        return 0.0
-    h, w = model.hidden_size, model.intermediate_size
-    per_layer = 3 * model.num_experts * h * w if model.num_experts else 2 * h * w
-    return per_layer * act_dtype_bytes / tp / GB
 
 
 def weight_bytes_per_param(model: ModelSpec, dtype: str | None = None, quantization: str | None = None) -> float:

@@ -52,7 +52,7 @@ class Instance(_Strict):
     max_model_len: int | None = Field(default=None, ge=1)
     max_seqs: int | None = Field(default=None, ge=1)
     weight: float = Field(default=1.0, ge=0, description="share of the traffic (relative to the other instances)")
-    # How it is launched (bench/deploy.py turns an instance into an engines.spec.EngineSpec); the planner ignores these.
+    # How it is launched (bench/deploy.py turns an instance into an engines.spec.EngineSpec); the planner reads only --max-num-batched-tokens from extra_args (its step size).
     engine_cmd: list[str] | None = Field(default=None, description="argv prefix that starts the engine, no shell")
     dummy_weights: bool = Field(default=False, description="serve random weights of the catalog architecture")
     extra_args: list[str] = Field(default_factory=list, description="extra engine flags, one word each")

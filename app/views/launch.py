@@ -338,7 +338,9 @@ elif mspec is None or not gpu_mem_gb:
     st.caption("Memory fit needs a catalog model and a GPU with known memory."
                + ("" if mspec else " This model is not in the catalog."))
 else:
-    from bench.memory import estimate_fit
+    import shlex
+
+    from bench.memory import batched_tokens_from_args, estimate_fit
 
     try:
         n_gpus = len(gpu_indices) if gpu_indices else values.gpu_count
@@ -352,7 +354,8 @@ else:
             kv_cache_dtype=None if values.kv_cache_dtype == "auto" else values.kv_cache_dtype,
             max_model_len=values.max_model_len or None, max_seqs=values.max_seqs or None,
             max_concurrency=(int(config.slo_search.max_value) if config.slo_search is not None
-                             else max(config.levels)) if config else None, tokens_per_request=tokens)
+                             else max(config.levels)) if config else None, tokens_per_request=tokens,
+            max_batched_tokens=batched_tokens_from_args(shlex.split(values.extra_args or "")))
         need_gb = None
         if fit.need_kv_tokens:
             need_gb = fit.weights_gb + fit.overhead_gb + fit.need_kv_tokens * fit.kv_bytes_per_token / 1e9

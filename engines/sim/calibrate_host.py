@@ -19,8 +19,8 @@ So the profile's cost fields, which are all the sim reads, are either
     per-token costs by the per-token micro ratio, tokenization by the tokenize ratio. Assumption: the whole API-server
     cost scales with the frontend micro-benchmark between hosts (same vLLM, same Python). Needs a reference that
     carries a `micro` block measured on the host its real runs came from;
-  * `raw-micro`: when the reference carries no micro block (true of every bundled profile today: the micro-benchmark
-    cannot be run on the hosts those runs came from), the micro-costs themselves: the sim then models a frontend
+  * `raw-micro`: when the reference carries no micro block (every bundled profile but h200-host-d-2026-12-03: the
+    micro-benchmark could not be run on the hosts those runs came from), the micro-costs themselves: the sim then models a frontend
     that does only the measured work, a floor of the real cost (an optimistic "on my host").
 The micro numbers are always kept in the profile's `micro` block, so a profile can be rescaled later.
 """

@@ -129,6 +129,17 @@ def fit_engine_to(real: dict[int, float], base, gpu: str, model: str, text_promp
     return step, per, {c: (tok_s(c, step, per), real[c]) for c in (1, 16)}
 
 
+def at_bound(step: float, per: float, per_seq_grid: tuple[float, ...] = tuple(i * 2.5e-6 for i in range(17))) -> list[str]:
+    """Which of a fit's values stopped at the edge of its search (then the data asked for more than the model
+    allows, and the value is a bound, not a measurement)."""
+    out = []
+    if len(per_seq_grid) > 1 and per >= max(per_seq_grid):
+        out.append(f"per-sequence overhead at the grid's top ({max(per_seq_grid) * 1e6:.1f} us)")
+    if step <= 1e-6 or step >= 3e-3 - 1e-6:
+        out.append("step overhead at the bisection's edge (0 or 3 ms)")
+    return out
+
+
 # Measured side of the sim-vs-real table: (gpu, host profile, prompts, file set, tools counted as that prompt kind).
 Q06, Q8 = "Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B"
 COMPARE = (
@@ -195,6 +206,8 @@ def main() -> None:
             step, per, check = got
             print(f"{host}: engine_step_s = {step * 1e3:.3f} ms, engine_per_seq_s = {per * 1e6:.1f} us; sim vs real "
                   + ", ".join(f"c={c} {a:,.0f} / {b:,.0f} ({a / b - 1:+.1%})" for c, (a, b) in check.items()))
+            for why in at_bound(step, per):
+                print(f"  warning: {why}: the model cannot reach the measured c=16 inside its search")
         return
     for host in HOSTS:
         r = fit(host)

@@ -44,7 +44,8 @@ from typing import Iterable
 from pydantic import BaseModel, ConfigDict, Field
 
 from catalog import CatalogError, GPUSpec, ModelSpec
-from catalog.quant import FP8_COMPUTE, QUANT_BYTES, stored_weight_bytes
+from catalog.quant import (FP8_COMPUTE, QUANT_BYTES, online_quant_transient_gb, step_activation_bytes_per_token,
+                           stored_weight_bytes)
 
 GB = 1e9
 # vLLM V1 picks larger scheduler defaults on big GPUs (>= 70 GB); below that it stays conservative.
@@ -244,11 +245,12 @@ class PerfModel:
         self.max_num_batched_tokens = knobs.max_num_batched_tokens
         self.block_size = knobs.block_size
         self.reserve_bytes = (p.non_torch_reserve_gb * GB
-                              # peak activations of the largest (budget-sized) forward pass
-                              + knobs.max_num_batched_tokens * 2.0 * (4 * m.hidden_size
-                                                                      + 2 * m.intermediate_size * k / n)
+                              # peak activations of the largest (budget-sized) forward pass, as the planner
+                              + knobs.max_num_batched_tokens * step_activation_bytes_per_token(m, 2.0, n)
                               # fp32 logits for a full batch of sampled sequences (vLLM profiles the sampler too)
-                              + self.max_num_seqs * m.vocab_size * 4.0 / n)
+                              + self.max_num_seqs * m.vocab_size * 4.0 / n
+                              # one layer's bf16 MLP weights while fp8 is applied at load time
+                              + online_quant_transient_gb(m, knobs.weight_dtype, 2.0, n) * GB)
         budget = gpu.memory_gb * GB * knobs.mem_fraction
         self.kv_bytes_available = budget - self.weight_bytes_per_gpu - self.reserve_bytes  # per GPU
         where = f"one {gpu.id}" if n == 1 else f"{n} x {gpu.id} (TP={n}, per GPU)"

@@ -310,9 +310,13 @@ def table(rows: list[dict]) -> str:
 
 def _finish(out: Path, name: str, doc: dict) -> None:
     (out / f"{name}.json").write_text(json.dumps(doc, indent=2, default=str))
-    t = table(doc["rows"])
-    if any(len(r.get("order", [])) > 2 for r in doc["rows"]):
-        t += "\n\n" + tools_table(doc["rows"])
+    tools = {w for r in doc["rows"] for w in r.get("order", [])}
+    if "vllm" not in tools:        # Melt's tools only (e.g. melt,melt-ids): no Melt-vs-vllm-bench table to draw
+        t = tools_table(doc["rows"])
+    else:
+        t = table(doc["rows"])
+        if any(len(r.get("order", [])) > 2 for r in doc["rows"]):
+            t += "\n\n" + tools_table(doc["rows"])
     (out / f"{name}.md").write_text(t + "\n")
     print(t)
 
