@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field
 
 from catalog.models import GPUSpec, ModelSpec
-from catalog.quant import (DTYPE_BYTES, KV_DTYPE_BYTES, ONLINE_QUANT, QUANT_BYTES,  # noqa: F401 (re-exported)
-                           online_quant_transient_gb, step_activation_bytes_per_token, stored_weight_bytes)
+from catalog.quant import (DTYPE_BYTES, KV_DTYPE_BYTES, QUANT_BYTES, online_quant_transient_gb,
+                           step_activation_bytes_per_token, stored_weight_bytes)
 
 GB = 1e9
 
@@ -27,6 +27,8 @@ _DTYPE_BYTES, _QUANT_BYTES, _KV_DTYPE_BYTES = DTYPE_BYTES, QUANT_BYTES, KV_DTYPE
 RUNTIME_OVERHEAD_GB = 1.0
 # Tokens in one scheduler step (vLLM's default max_num_batched_tokens with chunked prefill).
 STEP_TOKENS = 8192
+
+
 def batched_tokens_from_args(args: list[str]) -> int | None:
     """The step size an instance's extra engine flags set (vLLM's --max-num-batched-tokens N or =N), else None."""
     for i, a in enumerate(args):

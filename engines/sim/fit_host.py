@@ -100,8 +100,13 @@ def fit_engine(host_id: str, gpu: str = "H200-141GB", model: str = "Qwen/Qwen3-0
     return fit_engine_to({c: table[(c, kind)][2] for c in (1, 16)}, base, gpu, model, text_prompt=kind != "ids")
 
 
+# fit_engine's search space: per-sequence overheads tried, and the step overhead's bisection interval
+PER_SEQ_GRID = tuple(i * 2.5e-6 for i in range(17))      # 0-40 us
+STEP_MAX_S = 3e-3
+
+
 def fit_engine_to(real: dict[int, float], base, gpu: str, model: str, text_prompt: bool,
-                  per_seq_grid: tuple[float, ...] = tuple(i * 2.5e-6 for i in range(17))) -> tuple[float, float, dict]:
+                  per_seq_grid: tuple[float, ...] = PER_SEQ_GRID) -> tuple[float, float, dict]:
     """fit_engine's search against measured output tok/s at c=1 and c=16 (`real`), on top of the host profile
     `base` (its API-server costs stay as they are)."""
     from catalog import get_gpu, get_model
@@ -117,7 +122,7 @@ def fit_engine_to(real: dict[int, float], base, gpu: str, model: str, text_promp
 
     best = None
     for per in per_seq_grid:
-        lo, hi = 0.0, 3e-3            # tok/s falls as the step overhead grows: bisect to the measured c=1
+        lo, hi = 0.0, STEP_MAX_S      # tok/s falls as the step overhead grows: bisect to the measured c=1
         for _ in range(14):
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if tok_s(1, mid, per) > real[1] else (lo, mid)
@@ -129,14 +134,14 @@ def fit_engine_to(real: dict[int, float], base, gpu: str, model: str, text_promp
     return step, per, {c: (tok_s(c, step, per), real[c]) for c in (1, 16)}
 
 
-def at_bound(step: float, per: float, per_seq_grid: tuple[float, ...] = tuple(i * 2.5e-6 for i in range(17))) -> list[str]:
+def at_bound(step: float, per: float, per_seq_grid: tuple[float, ...] = PER_SEQ_GRID) -> list[str]:
     """Which of a fit's values stopped at the edge of its search (then the data asked for more than the model
     allows, and the value is a bound, not a measurement)."""
     out = []
     if len(per_seq_grid) > 1 and per >= max(per_seq_grid):
         out.append(f"per-sequence overhead at the grid's top ({max(per_seq_grid) * 1e6:.1f} us)")
-    if step <= 1e-6 or step >= 3e-3 - 1e-6:
-        out.append("step overhead at the bisection's edge (0 or 3 ms)")
+    if step <= 1e-6 or step >= STEP_MAX_S - 1e-6:
+        out.append(f"step overhead at the bisection's edge (0 or {STEP_MAX_S * 1e3:g} ms)")
     return out
 
 
