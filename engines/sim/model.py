@@ -5,17 +5,36 @@ What the simulator needs from hardware + architecture:
     blocks like vLLM's paged cache.
   * the duration of one engine step, given what the scheduler packed into it:
 
-        t = max(t_mem, t_compute, t_floor) + t_elementwise + step_overhead + per_seq_overhead * seqs
+        t_gpu = (t_compute^p + max(t_mem, t_floor)^p)^(1/p) + t_layers + t_elementwise + t_comm
+        t_cpu = step_overhead + per_seq_overhead * seqs + prefill_chunk * prefill chunks + t_piecewise
+        t     = max(t_gpu, t_cpu)                       (async scheduling; t_gpu + t_cpu without it)
 
     t_mem      = (weights streamed + KV read by attention) / (bandwidth * bw_efficiency)
-    t_compute  = GEMM FLOPs / (peak * gemm_efficiency(hidden)) + attention FLOPs / (peak * attn_efficiency)
+    t_compute  = GEMM FLOPs / (peak * gemm_efficiency_max) + attention FLOPs / (peak * attn_efficiency)
                  with GEMM FLOPs = 2 * body params * tokens in step + 2 * lm_head params * sampled sequences
-    t_floor    = num_layers * layer_floor (+ moe_layer_floor per MoE layer): every layer launches ~10 kernels and
-                 none finishes faster than a few microseconds, so a tiny model cannot decode faster than this
-                 however little it reads
+    t_floor    = num_layers * layer_floor (+ moe_layer_floor per MoE layer): a layer's four GEMMs take 25 us at one
+                 token however little they read (the probe, Qwen3-0.6B), so a tiny model's linear layers cannot run
+                 faster than this
+    t_layers   = num_layers * nongemm_layer: attention, norms, rotary and the activation at small batch, kernels that
+                 run between the GEMMs (fitted to the one GPU-bound level at hand from another model: Llama-3.1-8B at
+                 one user on an H200, ITL 4.83 ms against its 3.95 ms of GEMMs: 27.5 us a layer)
+    p          = roofline_p: a GEMM of M tokens is neither purely memory- nor purely compute-bound near the ridge;
+                 the soft maximum with p = 2 matches bf16 cuBLAS on an H200 within 8 % at every M from 1 to 8,192 for
+                 Qwen3-0.6B's and Qwen3-8B's layer shapes (scripts/gpu/gemm_probe.py, docs/data/h200_gemm_probe/),
+                 where a width-dependent efficiency was off by 2-3x at large M for the small model
     t_elementwise = activation traffic of the non-GEMM kernels (norms, rotary, SiLU*mul, KV write, MoE permute);
                  those run between the GEMMs, not overlapped with them, so they add rather than max
-    step_overhead / per_seq_overhead = the engine's CPU work per step (scheduling, input prep, sampling)
+    t_cpu      = the engine core's CPU work per step (scheduling, input prep, sampling). vLLM 0.25 schedules the
+                 next step while the GPU runs this one (async scheduling, on by default), so the two overlap
+    prefill_chunk = the engine core's CPU per prefill chunk in the step: a new request's setup (its block table,
+                 the persistent batch's rows, its attention metadata) and the eager, piecewise-graph launches its
+                 prefill forces. Host-dependent (HostProfile.engine_prefill_s): one 512-token prefill took 10.4 ms
+                 from scheduling to first token on one H200 host and 5.7 ms on another, against 2.2 / 1.6 ms a decode
+                 step, with the GPU's share of it ~1.5 ms. Per chunk, not per step: with per-step costs the sim's
+                 closed-loop users stayed in lockstep waves (16 prefills in one step) that real clients do not keep
+    t_piecewise = a step that is not one full CUDA graph (a prefill chunk in it, or more decodes than the largest
+                 captured batch, 512) runs as piecewise graphs: a fixed cost per such step, 0 unless a profile sets it
+                 (the data at hand do not tell it apart from prefill_chunk)
 
 Tensor parallel (SimKnobs.tp = N GPUs, Megatron-style as vLLM shards): each GPU holds 1/N of the weights and
 ceil(kv_heads / N) KV heads, so t_mem and t_compute are one GPU's shard over one GPU's bandwidth / FLOPs, each
@@ -79,24 +98,35 @@ class EngineProfile(BaseModel):
 
     # Achieved fraction of peak DRAM bandwidth for streaming weights/KV: decode kernels reach 75-85 % on H100.
     bw_efficiency: float = 0.80
-    # GEMM tensor-core efficiency grows with matrix width: gemm_efficiency_max * h / (h + gemm_half_width).
-    # 0.70 is a good large-GEMM figure for cuBLAS on Hopper; half-width 2048 puts a 1,024-wide model (Qwen3-0.6B)
-    # at 23 % and an 8,192-wide one at 56 %, matching the low MFU of tiny models (calibrated on the reference run).
-    gemm_efficiency_max: float = 0.70
-    gemm_half_width: float = 2048.0
+    # Large-GEMM tensor-core efficiency: bf16 cuBLAS on an H200 reached 0.64-0.70 of the 989 TFLOP/s peak from
+    # M = 1,024 tokens on, for a 1,024- and a 4,096-wide model alike (scripts/gpu/gemm_probe.py); below that the
+    # soft roofline (roofline_p) with the memory / floor term gives the measured times.
+    gemm_efficiency_max: float = 0.68
+    roofline_p: float = 2.0
     # FlashAttention prefill reaches roughly half of the dense tensor peak.
     attn_efficiency: float = 0.45
-    # Per-layer latency floor of a step (kernel launch + minimum kernel time, CUDA graphs on).
-    layer_floor_s: float = 40e-6
+    # Per-layer floor of the four GEMMs at one token (CUDA graph: scripts/gpu/gemm_probe.py, Qwen3-0.6B on an H200).
+    layer_floor_s: float = 25e-6
+    # Per-layer time of the kernels between the GEMMs at small batch (fitted: Llama-3.1-8B, 1 user, H200).
+    nongemm_layer_s: float = 27.5e-6
     # Extra floor per MoE layer: router GEMM, top-k, token align/permute, two grouped GEMMs and unpermute are about
     # six more kernels than a dense MLP, so small-batch MoE decode is slower than its bytes suggest.
     moe_layer_floor_s: float = 40e-6
-    # Fixed CPU work per engine step (scheduler, input preparation, sampler) and per scheduled sequence.
-    step_overhead_s: float = 0.9e-3
-    per_seq_overhead_s: float = 20e-6
-    # Request path outside the GPU loop: HTTP, tokenization, IPC to the engine core and back, detokenization.
-    # Added once per request before it can be scheduled. Calibrated on the c=1 TTFT of the reference run.
-    frontend_latency_s: float = 0.0135
+    # Fixed CPU work per engine step (scheduler, input preparation, sampler) and per scheduled sequence. Host
+    # profiles replace them with the host's (HostProfile.engine_*); these are the H100 reference host's.
+    step_overhead_s: float = 2.050e-3
+    per_seq_overhead_s: float = 30e-6
+    # vLLM >= 0.11 overlaps the scheduler's CPU work with the GPU's step ("Asynchronous scheduling is enabled").
+    async_scheduling: bool = True
+    # CPU per prefill chunk (request setup, eager attention launches), and per step that is not one full CUDA graph
+    # (prefill in it, or more decodes than cudagraph_max_batch). Host-dependent (HostProfile).
+    prefill_chunk_s: float = 2.639e-3
+    piecewise_step_s: float = 2.639e-3
+    cudagraph_max_batch: int = 512
+    # Request path outside the GPU loop and the API server's modelled CPU (engines/sim/host.py): HTTP in and out,
+    # IPC to the engine core and back. Added once per request before it can be scheduled. Without a host profile
+    # (no API-server model) this also stands for the API server's work.
+    frontend_latency_s: float = 7.43e-3
     # Memory vLLM keeps outside the KV cache besides weights: CUDA context, cuBLAS workspaces, CUDA graphs.
     non_torch_reserve_gb: float = 1.0
     # Tensor parallel (stated, NOT calibrated: no multi-GPU measurement exists yet). Share of linear scaling that N
@@ -202,7 +232,7 @@ class PerfModel:
         self.bandwidth = gpu.mem_bandwidth_gbs * GB * p.bw_efficiency * knobs.gpu_share   # achieved
         self.link_gbs = gpu.interconnect_gbs or p.fallback_interconnect_gbs
         self.link_source = "catalog interconnect_gbs" if gpu.interconnect_gbs else "stated PCIe fallback"
-        self.gemm_efficiency = p.gemm_efficiency_max * m.hidden_size / (m.hidden_size + p.gemm_half_width)
+        self.gemm_efficiency = p.gemm_efficiency_max
 
         # Parameter split. `emb` = vocab x hidden: the lm_head always exists as a matrix product; an untied model
         # has a second copy as the input embedding table, which is only gathered (a few rows), never streamed.
@@ -239,6 +269,7 @@ class PerfModel:
                                  + moe_permute) / n)
         self.attn_flops_coeff = 4.0 * m.num_layers * m.num_attention_heads * hd  # x new tokens x mean context
         self.layer_floor_s = m.num_layers * (p.layer_floor_s + (p.moe_layer_floor_s if m.num_experts else 0.0))
+        self.nongemm_s = m.num_layers * p.nongemm_layer_s
 
         # Scheduler limits and KV capacity.
         self.max_num_seqs = knobs.max_num_seqs or (1024 if gpu.memory_gb >= _BIG_GPU_GB else 256)
@@ -305,8 +336,13 @@ class PerfModel:
         t_floor = self.layer_floor_s
         t_elem = tokens * self.act_bytes_per_token / bw
         t_comm = self.allreduce_time(tokens)
-        t_over = p.step_overhead_s + p.per_seq_overhead_s * len(load.chunks)
-        duration = max(t_mem, t_compute, t_floor) + t_elem + t_comm + t_over
+        q = p.roofline_p
+        t_gpu = (t_compute ** q + max(t_mem, t_floor) ** q) ** (1.0 / q) + self.nongemm_s + t_elem + t_comm
+        prefills = sum(1 for new, _ in load.chunks if new > 1)
+        graphed = not prefills and len(load.chunks) <= p.cudagraph_max_batch   # decodes only, a captured size
+        t_over = (p.step_overhead_s + p.per_seq_overhead_s * len(load.chunks) + p.prefill_chunk_s * prefills
+                  + (0.0 if graphed else p.piecewise_step_s))
+        duration = max(t_gpu, t_over) if p.async_scheduling else t_gpu + t_over
         return StepCost(duration, t_mem, t_compute, t_floor, t_elem, t_over, t_comm,
                         n * (gpu_bytes + tokens * self.act_bytes_per_token), gemm_flops + attn_flops, tokens)
 
