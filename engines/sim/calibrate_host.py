@@ -324,9 +324,10 @@ def attach_micro(micro: HostMicro, path: Path) -> HostProfile:
 
 # -- the comparison table ---------------------------------------------------------------------------------------
 
-def api_ceiling_tok_s(p: HostProfile, input_len: int = 512, output_len: int = 128, text: bool = True) -> float:
-    """Output tok/s one saturated API core allows at >= heavy_streams streams for this request shape."""
-    per_req = p.request_cost_s(input_len, text) + output_len * p.per_token_heavy_s
+def api_ceiling_tok_s(p: HostProfile, output_len: int = 128) -> float:
+    """Output tok/s one saturated API core allows at >= heavy_streams streams for this request shape (a text prompt's
+    tokenization runs in a worker thread, off that core: engines/sim/host.py)."""
+    per_req = p.request_cost_s() + output_len * p.per_token_heavy_s
     return output_len / per_req if per_req > 0 else float("inf")
 
 

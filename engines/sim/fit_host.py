@@ -49,7 +49,9 @@ def _api_cpu(server: dict) -> float:
 
 
 def runs(files: list[str]):
-    """(concurrency, tool, api_cpu_per_request_s, busy_fraction, out_tok_s, mean_ttft_ms) for every client run."""
+    """(concurrency, tool, api_cpu_per_request_s, busy_fraction, out_tok_s, mean_ttft_ms, server prefill ms) for every
+    client run. The server's prefill time is vLLM's own histogram: from the request's first scheduling to its first
+    token, so client TTFT - prefill time is the request's path outside the engine loop."""
     for f in files:
         for row in json.load(gzip.open(f))["rows"]:
             for tool in row["order"]:
@@ -58,17 +60,22 @@ def runs(files: list[str]):
                 ttft = m["ttft_ms"]["mean"] if "ttft_ms" in m else m["mean_ttft_ms"]
                 cpu = _api_cpu(s)
                 dur = s["server_requests"] * OUT_LEN / tps
-                yield row["concurrency"], tool, cpu / s["server_requests"], cpu / dur, tps, ttft
+                yield (row["concurrency"], tool, cpu / s["server_requests"], cpu / dur, tps, ttft,
+                       s.get("server_prefill_mean_ms"))
 
 
 def fit(host: str) -> dict:
     ids_tools = ID_TOOLS_H100 if host.startswith("h100") else ID_TOOLS
     by: dict[tuple[int, str], list] = defaultdict(list)
-    for c, tool, per_req, busy, tps, ttft in runs(HOSTS.get(host) or CHECKS[host]):
+    outside: dict[str, list[float]] = defaultdict(list)
+    for c, tool, per_req, busy, tps, ttft, prefill in runs(HOSTS.get(host) or CHECKS[host]):
         kind = "ids" if tool in ids_tools else ("melt-text" if tool == "melt" else "vllm-text")
         by[(c, kind)].append((per_req, busy, tps, ttft))
+        if c == 1 and prefill is not None:
+            outside[kind].append((ttft - prefill) / 1e3)
     table = {k: tuple(mean(x[i] for x in v) for i in range(4)) + (len(v),) for k, v in sorted(by.items())}
-    out = {"levels": table}
+    # c=1: client TTFT - the server's prefill time = HTTP in and out, the API server's work on it, IPC (seconds)
+    out = {"levels": table, "outside_s": {k: mean(v) for k, v in outside.items()}}
     ids = {c: v[0] for (c, k), v in table.items() if k == "ids"}
     # A host measured with text prompts only: its tokenization cannot be told apart from the per-token costs, so the
     # whole text-prompt cost (at 512 in) is carried as per-token cost and the profile is valid for that shape only.
@@ -85,63 +92,139 @@ def fit(host: str) -> dict:
     return out
 
 
-def fit_engine(host_id: str, gpu: str = "H200-141GB", model: str = "Qwen/Qwen3-0.6B") -> tuple[float, float, dict] | None:
-    """The engine loop's overheads on one host (HostProfile.engine_step_s / engine_per_seq_s): the step overhead that
-    makes the sim's c=1 output tok/s the measured one, for each per-sequence overhead on a grid (0-40 us), and of those
-    the pair whose c=16 tok/s is nearest the measured. At 1 and 16 users the API server is 23-60 % busy, so the engine
-    loop sets the pace there. Token-id runs where the host has them (no tokenization in the way), else text.
-    Returns (step s, per-seq s, {concurrency: (sim tok/s, real tok/s)}), or None for a host without both levels."""
+def fit_engine(host_id: str, gpu: str = "H200-141GB", model: str = "Qwen/Qwen3-0.6B") -> tuple[dict, dict] | None:
+    """The engine loop's costs on one host (HostProfile.engine_step_s, engine_per_seq_s, engine_prefill_s,
+    engine_piecewise_s and frontend_latency_s), from its c=1 and c=16 levels, where the engine loop sets the pace (the
+    API server is 20-60 % busy there):
+      * frontend_latency_s = the measured c=1 client TTFT - vLLM's prefill time, less the API-server work the sim
+        models separately (the request's cost and its first token's);
+      * for each per-sequence overhead on a grid (0-40 us): the step overhead that makes the sim's c=1 output tok/s the
+        measured one, and the CPU of a step with one prefill (per-prefill-chunk + piecewise-step cost) that makes its
+        c=1 TTFT the measured one (alternating bisections);
+      * that prefill time is split three ways on a grid: a latency that blocks nothing (added to the frontend
+        latency: an idle engine's wake-up, the output's trip back), CPU per prefill chunk, and CPU per step that is not
+        one full CUDA graph; and a share of the API server's measured CPU per request is moved from its per-token
+        costs to a per-request cost (the measured total stays; 128-token runs cannot tell the two apart, but a
+        per-request cost spaces out a burst of arrivals, as real ones are). Of that grid, the point whose worst
+        error at 16 and 128 users, output tok/s counted against the issue's ±10 % and mean TTFT against its ±15 %,
+        is smallest wins. One prefill
+        alone cannot tell these apart; 16 and 128 users, several prefills to a step and a busy API server, can.
+    Token-id runs where the host has them (no tokenization in the way), else text. Returns ({field: value},
+    {(concurrency, metric): (sim, real)}), or None for a host without both levels."""
     from engines.sim.host import load_host_profile
 
-    table, base = fit(host_id)["levels"], load_host_profile(PROFILE_OF.get(host_id, host_id))
+    r = fit(host_id)
+    table, base = r["levels"], load_host_profile(PROFILE_OF.get(host_id, host_id))
     kind = "ids" if (1, "ids") in table else "melt-text"
     if (1, kind) not in table or (16, kind) not in table:
         return None
-    return fit_engine_to({c: table[(c, kind)][2] for c in (1, 16)}, base, gpu, model, text_prompt=kind != "ids")
+    text = kind != "ids"
+    # start from the measured API costs (the profile's per-request share is the fit's own output)
+    update = {"per_request_s": 0.0, **{k: r[k] for k in ("per_token_light_s", "per_token_heavy_s") if k in r}}
+    if kind in r["outside_s"]:
+        modelled = base.tokenize_per_prompt_token_s * IN_LEN * text + r.get("per_token_light_s", base.per_token_light_s)
+        update["frontend_latency_s"] = max(r["outside_s"][kind] - modelled, 0.0)
+    real = {(c, k): table[(c, kind)][i] for c in (1, *FIT_LEVELS) if (c, kind) in table
+            for k, i in (("tok/s", 2), ("ttft_ms", 3))}
+    return fit_engine_to(real, base.model_copy(update=update), gpu, model, text_prompt=text)
 
 
-# fit_engine's search space: per-sequence overheads tried, and the step overhead's bisection interval
-PER_SEQ_GRID = tuple(i * 2.5e-6 for i in range(17))      # 0-40 us
+# fit_engine's search space: per-sequence overheads tried; the shares of a lone prefill's time that are latency and,
+# of the rest, CPU per chunk; the step overhead's and the prefill time's bisection intervals
+PER_SEQ_GRID = tuple(i * 10e-6 for i in range(5))      # 0-40 us
+LATENCY_SHARE_GRID = (0.0, 0.25, 0.5)
+CHUNK_SHARE_GRID = (0.0, 0.3, 0.5, 1.0)
+REQUEST_COST_GRID = (0.0, 1e-3, 2e-3, 3e-3, 4e-3, 5e-3)              # API CPU moved from per-token to per-request (s)
 STEP_MAX_S = 3e-3
+PREFILL_MAX_S = 20e-3
+FIT_REQUESTS_C1 = 20
+FIT_LEVELS = (16, 128)
 
 
-def fit_engine_to(real: dict[int, float], base, gpu: str, model: str, text_prompt: bool,
-                  per_seq_grid: tuple[float, ...] = PER_SEQ_GRID) -> tuple[float, float, dict]:
-    """fit_engine's search against measured output tok/s at c=1 and c=16 (`real`), on top of the host profile
-    `base` (its API-server costs stay as they are)."""
+def _bisect(f, target: float, lo: float, hi: float, rising: bool, rounds: int = 11) -> float:
+    for _ in range(rounds):
+        mid = (lo + hi) / 2
+        below = f(mid) < target
+        lo, hi = (mid, hi) if below == rising else (lo, mid)
+    return (lo + hi) / 2
+
+
+def fit_engine_to(real: dict[tuple[int, str], float], base, gpu: str, model: str, text_prompt: bool,
+                  per_seq_grid: tuple[float, ...] = PER_SEQ_GRID,
+                  latency_grid: tuple[float, ...] = LATENCY_SHARE_GRID,
+                  chunk_grid: tuple[float, ...] = CHUNK_SHARE_GRID,
+                  request_grid: tuple[float, ...] = REQUEST_COST_GRID) -> tuple[dict, dict]:
+    """fit_engine's search against the measured output tok/s and mean TTFT at c=1 and the FIT_LEVELS that `real` has
+    (keyed (c, "tok/s") and (c, "ttft_ms")), on top of the host profile `base` (its API-server costs stay as they
+    are; its frontend latency is the floor the latency share adds to)."""
     from catalog import get_gpu, get_model
     from engines.sim.model import PerfModel
     from engines.sim.scheduler import simulate_closed_loop
 
     g, m = get_gpu(gpu), get_model(model)
+    front = base.frontend_latency_s if base.frontend_latency_s is not None else 0.0
+    levels = [c for c in FIT_LEVELS if (c, "tok/s") in real]
 
-    def tok_s(c: int, step: float, per: float) -> float:
-        host = base.model_copy(update={"engine_step_s": step, "engine_per_seq_s": per})
-        return simulate_closed_loop(PerfModel(g, m, host=host), c, REQUESTS[c], IN_LEN, OUT_LEN, host=host,
-                                    text_prompt=text_prompt).output_throughput
+    def fields(step, per, prefill, lat, chunk, req) -> dict:
+        cpu = prefill * (1 - lat)
+        return {"engine_step_s": step, "engine_per_seq_s": per, "engine_prefill_s": cpu * chunk,
+                "engine_piecewise_s": cpu * (1 - chunk), "frontend_latency_s": front + prefill * lat,
+                "per_request_s": base.per_request_s + req,
+                "per_token_light_s": base.per_token_light_s - req / OUT_LEN,
+                "per_token_heavy_s": base.per_token_heavy_s - req / OUT_LEN}
+
+    def sim(c: int, f: dict):
+        host = base.model_copy(update=f)
+        n = FIT_REQUESTS_C1 if c == 1 else REQUESTS[c]
+        return simulate_closed_loop(PerfModel(g, m, host=host), c, n, IN_LEN, OUT_LEN, host=host,
+                                    text_prompt=text_prompt)
+
+    def err(c: int, s) -> float:   # the worse of the two, tok/s counted against its band (10 %), TTFT against 15 %
+        return max(abs(s.output_throughput / real[(c, "tok/s")] - 1) / 0.10,
+                   abs(s.mean_ttft_ms / real[(c, "ttft_ms")] - 1) / 0.15)
 
     best = None
-    for per in per_seq_grid:
-        lo, hi = 0.0, STEP_MAX_S      # tok/s falls as the step overhead grows: bisect to the measured c=1
-        for _ in range(14):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if tok_s(1, mid, per) > real[1] else (lo, mid)
-        step = (lo + hi) / 2
-        err16 = abs(tok_s(16, step, per) / real[16] - 1)
-        if best is None or err16 < best[0]:
-            best = (err16, step, per)
-    _, step, per = best
-    return step, per, {c: (tok_s(c, step, per), real[c]) for c in (1, 16)}
+    for per, req in ((p, r) for p in per_seq_grid for r in request_grid):
+        step, prefill = 1e-3, 0.0
+        for _ in range(2):   # the two interact a little (a longer step delays the prefill): alternate
+            # tok/s falls as either cost grows; TTFT rises with the prefill time. At c=1 the split barely matters.
+            step = _bisect(lambda x: sim(1, fields(x, per, prefill, 0.0, 1.0, req)).output_throughput,
+                           real[(1, "tok/s")], 0.0, STEP_MAX_S, rising=False)
+            prefill = _bisect(lambda x: sim(1, fields(step, per, x, 0.0, 1.0, req)).mean_ttft_ms,
+                              real[(1, "ttft_ms")], 0.0, PREFILL_MAX_S, rising=True)
+        for lat in latency_grid:
+            for chunk in chunk_grid:
+                f = fields(step, per, prefill, lat, chunk, req)
+                e = 0.0
+                for c in levels:
+                    e = max(e, err(c, sim(c, f)))
+                    if best is not None and e >= best[0]:
+                        break     # already worse than the best: the rest cannot help
+                if best is None or e < best[0]:
+                    best = (e, f)
+    f = best[1]
+    check = {}
+    for c in (1, *levels):
+        s = sim(c, f)
+        check.update({(c, k): (v, real[(c, k)]) for k, v in (("tok/s", s.output_throughput),
+                                                              ("ttft_ms", s.mean_ttft_ms))})
+    return f, check
 
 
-def at_bound(step: float, per: float, per_seq_grid: tuple[float, ...] = PER_SEQ_GRID) -> list[str]:
-    """Which of a fit's values stopped at the edge of its search (then the data asked for more than the model
-    allows, and the value is a bound, not a measurement)."""
+def at_bound(fitted: dict, per_seq_grid: tuple[float, ...] = PER_SEQ_GRID,
+             request_grid: tuple[float, ...] = REQUEST_COST_GRID) -> list[str]:
+    """Which of a fit's values (fit_engine's dict) stopped at the edge of its search (then the data asked for more
+    than the model allows, and the value is a bound, not a measurement)."""
     out = []
+    per, step = fitted["engine_per_seq_s"], fitted["engine_step_s"]
     if len(per_seq_grid) > 1 and per >= max(per_seq_grid):
         out.append(f"per-sequence overhead at the grid's top ({max(per_seq_grid) * 1e6:.1f} us)")
     if step <= 1e-6 or step >= STEP_MAX_S - 1e-6:
         out.append(f"step overhead at the bisection's edge (0 or {STEP_MAX_S * 1e3:g} ms)")
+    if fitted["engine_prefill_s"] + fitted["engine_piecewise_s"] >= PREFILL_MAX_S - 1e-6:
+        out.append(f"a prefill step's CPU at the bisection's top ({PREFILL_MAX_S * 1e3:g} ms)")
+    if len(request_grid) > 1 and fitted.get("per_request_s", 0.0) >= max(request_grid) - 1e-9:
+        out.append(f"per-request API cost at the grid's top ({max(request_grid) * 1e3:g} ms)")
     return out
 
 
@@ -174,7 +257,7 @@ def compare() -> list[tuple]:
         table = fit(data)["levels"]
         if data.startswith("h200-host-b"):
             a_kind = {"ids": "melt-ids", "melt-text": "melt"}[kind]
-            for c, tool, _, _, tps, ttft in runs([H200_A]):
+            for c, tool, _, _, tps, ttft, _ in runs([H200_A]):
                 if tool == a_kind and c in (1, 16):
                     table.setdefault((c, kind + "@A"), []).append((tps, ttft))
         host = load_host_profile(host_id)
@@ -203,16 +286,16 @@ def main() -> None:
             print(f"| {gpu} | {model.split('/')[-1]} | {host} | {kind} | {c} | {st:,.0f} | {rt:,.0f} |"
                   f" {st / rt - 1:+.1%} | {sf:,.1f} | {rf:,.1f} | {sf / rf - 1:+.1%} | {src} |")
         return
-    if "--engine" in sys.argv:
-        for host in HOSTS:
+    if "--engine" in sys.argv:    # --engine [HOST ...]: every host, or the ones named
+        for host in [a for a in sys.argv if a in HOSTS] or list(HOSTS):
             if (got := fit_engine(host, gpu="H100-SXM-80GB" if host.startswith("h100") else "H200-141GB")) is None:
                 print(f"{host}: no c=1 and c=16 runs of one prompt kind")
                 continue
-            step, per, check = got
-            print(f"{host}: engine_step_s = {step * 1e3:.3f} ms, engine_per_seq_s = {per * 1e6:.1f} us; sim vs real "
-                  + ", ".join(f"c={c} {a:,.0f} / {b:,.0f} ({a / b - 1:+.1%})" for c, (a, b) in check.items()))
-            for why in at_bound(step, per):
-                print(f"  warning: {why}: the model cannot reach the measured c=16 inside its search")
+            fitted, check = got
+            print(f"{host}: " + ", ".join(f"{k} = {v * 1e3:.3f} ms" for k, v in fitted.items()) + "; sim vs real "
+                  + ", ".join(f"c={c} {k} {a:,.1f} / {b:,.1f} ({a / b - 1:+.1%})" for (c, k), (a, b) in check.items()))
+            for why in at_bound(fitted):
+                print(f"  warning: {why}: the model cannot reach the measured levels inside its search")
         return
     for host in HOSTS:
         r = fit(host)

@@ -5,8 +5,11 @@ is text, per-token detokenization, SSE framing of every chunk) in ONE Python pro
 (docs/PERFORMANCE.md, `python -m engines.sim.fit_host`), that process runs at ~100 % of a core from c=128 on, and
 past that point throughput falls and TTFT climbs while the GPU has room. So here:
 
-  * a request costs `per_request_s + tokenize_per_prompt_token_s * prompt tokens (text prompts only)` of API CPU
-    before the engine core sees it: it waits in the queue, so TTFT includes that wait;
+  * a request costs `per_request_s` of API CPU before the engine core sees it: it waits in the queue, so TTFT
+    includes that wait. A text prompt is first tokenized, `tokenize_per_prompt_token_s * prompt tokens`, off the
+    queue: vLLM runs the (Rust, GIL-releasing) tokenizer in a thread pool, and the API process was measured at
+    116-121 % of a core with text prompts against 96-103 % with token ids (host d), so tokenization delays its own
+    request but not the others';
   * every streamed token costs `per_token_s(n)` (detokenize + one SSE chunk) after the engine samples it, and the
     client sees it only when the API server has done that work: ITL includes the wait;
   * jobs are served one at a time in arrival order (one core, one event loop).
@@ -88,6 +91,13 @@ class HostProfile(BaseModel):
     # there, not the API server).
     engine_step_s: float | None = Field(default=None, ge=0)
     engine_per_seq_s: float | None = Field(default=None, ge=0)
+    # The engine core's CPU per prefill chunk (EngineProfile.prefill_chunk_s), fitted to the measured c=1 TTFT; per
+    # step that is not one full CUDA graph (piecewise_step_s; no fit sets it yet); and the request's fixed path
+    # outside the API server's modelled CPU (HTTP in and out, IPC), from vLLM's own histograms (client TTFT - the
+    # server's prefill time at c=1, less the API work modelled).
+    engine_prefill_s: float | None = Field(default=None, ge=0)
+    engine_piecewise_s: float | None = Field(default=None, ge=0)
+    frontend_latency_s: float | None = Field(default=None, ge=0)
     # How the cost fields above were obtained (module docstring); `reference`: the profile a scaled one is scaled from.
     derivation: Literal["real-runs", "scaled-micro", "raw-micro"] = "real-runs"
     reference: str | None = None
@@ -105,11 +115,19 @@ class HostProfile(BaseModel):
     def engine_profile(self, base):
         """`base` (an engines.sim.model.EngineProfile) with this host's engine-loop overheads, where it has them."""
         update = {k: v for k, v in (("step_overhead_s", self.engine_step_s),
-                                    ("per_seq_overhead_s", self.engine_per_seq_s)) if v is not None}
+                                    ("per_seq_overhead_s", self.engine_per_seq_s),
+                                    ("prefill_chunk_s", self.engine_prefill_s),
+                                    ("piecewise_step_s", self.engine_piecewise_s),
+                                    ("frontend_latency_s", self.frontend_latency_s)) if v is not None}
         return base.model_copy(update=update) if update else base
 
-    def request_cost_s(self, prompt_tokens: int, text_prompt: bool) -> float:
-        return self.per_request_s + (self.tokenize_per_prompt_token_s * prompt_tokens if text_prompt else 0.0)
+    def request_cost_s(self) -> float:
+        """The request's work on the API core (the FIFO queue)."""
+        return self.per_request_s
+
+    def tokenize_s(self, prompt_tokens: int, text_prompt: bool) -> float:
+        """A text prompt's tokenization, in a worker thread before the request joins the API core's queue."""
+        return self.tokenize_per_prompt_token_s * prompt_tokens if text_prompt else 0.0
 
 
 def load_host_profile(name_or_path: str | Path | None = None) -> HostProfile:

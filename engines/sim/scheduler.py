@@ -319,7 +319,7 @@ def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, i
     done: list[SimRequest] = []
     seen: dict[str, list[float]] = {}     # rid -> [first token delivered, last token delivered]
     max_running = 0
-    req_cost = host.request_cost_s(input_len, text_prompt)
+    req_cost, tokenize = host.request_cost_s(), host.tokenize_s(input_len, text_prompt)
 
     def token_cost() -> float:
         return host.per_token_s(api.open_streams)
@@ -332,7 +332,7 @@ def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, i
         def admitted(t_done: float) -> None:
             api.open_streams += 1
             sched.add(req, after=t_done)
-        api.submit(t, req_cost, admitted)
+        api.submit(t + tokenize, req_cost, admitted)
 
     def delivered(req: SimRequest, last: bool) -> Callable[[float], None]:
         def cb(t_done: float) -> None:

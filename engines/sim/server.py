@@ -287,8 +287,10 @@ class SimServer:
             if self.host is None:
                 self.sched.add(r)
                 continue
-            # The API core takes the request (bookkeeping, tokenization of a text prompt) before the engine sees it.
-            self.api_free = max(self.api_free, self._loop.time()) + self.host.request_cost_s(r.prompt_tokens, text)
+            # A text prompt is tokenized in a worker thread, then the API core takes the request (bookkeeping)
+            # before the engine sees it (engines/sim/host.py).
+            ready = self._loop.time() + self.host.tokenize_s(r.prompt_tokens, text)
+            self.api_free = max(self.api_free, ready) + self.host.request_cost_s()
             self.api_open += 1
             self.sched.add(r, after=self.api_free)
         if self._wake is not None and not self._wake.done():
