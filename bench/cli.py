@@ -491,7 +491,7 @@ def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
     from sqlalchemy.exc import DBAPIError
 
     from bench.report import (instances_table, levels_table, prompt_label, repeats_table, run_document,
-                              services_table, slo_search_report, terminal_safe)
+                              services_table, sim_error_lines, slo_search_report, terminal_safe)
     from bench.runs import create_run, secret_engine_parts
     from bench.sweep import SweepHooks, run_sweep
     from storage.db import StorageError
@@ -536,7 +536,8 @@ def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
     try:
         doc = run_document(run_id, a.db)
     except (StorageError, DBAPIError):  # a database that went away: say what the run did from memory
-        doc = {"run_id": run_id, "status": status.value, "error": error, "levels": done}
+        doc = {"run_id": run_id, "status": status.value, "error": error, "levels": done, "simulated": cfg.simulated,
+               "model": cfg.engine.model, "gpu": cfg.gpu}
     if hooks.result.get("slo_search") is not None:
         doc["slo_search"] = hooks.result["slo_search"]
     if a.json:
@@ -547,6 +548,8 @@ def _execute(a: argparse.Namespace, cfg: RunConfig, after=None) -> int:
         log(f"run {run_id}{sim} {status.value}" + (f": {error}" if error else ""))
         if done:
             log(levels_table(doc["levels"]))
+            for line in sim_error_lines(doc):
+                log(line)
             if mix := instances_table(doc["levels"], cfg.gpu_count, cfg.price_per_gpu_hour):
                 log("per instance and whole box:\n" + mix)
             if svc := services_table(doc["levels"], cfg.gpu_count, cfg.price_per_gpu_hour):
@@ -717,7 +720,7 @@ def cmd_runs(a: argparse.Namespace) -> int:
 
 def cmd_show(a: argparse.Namespace) -> int:
     from bench.report import (instances_table, levels_table, prompt_label, repeats_table, run_document,
-                              services_table, terminal_safe)
+                              services_table, sim_error_lines, terminal_safe)
 
     _reap(a.db)
     try:
@@ -737,6 +740,8 @@ def cmd_show(a: argparse.Namespace) -> int:
     if doc.get("error"):
         say(f"  error: {doc['error']}")
     print(levels_table(doc["levels"]))
+    for line in sim_error_lines(doc):
+        say(line)
     price = (doc["config"] or {}).get("price_per_gpu_hour")
     if mix := instances_table(doc["levels"], doc["gpu_count"] or 1, price):
         print("per instance and whole box:\n" + mix)

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from bench.compare import run_labels
 from bench.cost import money_digits, usd_per_million_tokens
 from bench.mix import SERVICE_COST_NOTE, SERVICE_USD, has_services, service_rows
-from bench.report import prompt_label, run_document
+from bench.report import prompt_label, run_document, sim_error_lines
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -213,6 +213,7 @@ def render(docs: list[dict], plotly_js: str | None = None) -> str:
         parts.append(f"<h2>Run #{esc(d['run_id'])}{esc(sim)}: {esc(labels[d['run_id']])}{esc(name)}</h2>")
         if d["simulated"]:
             parts.append('<p class="sim">SIMULATED run: numbers from the simulator, not a real GPU.</p>')
+            parts += [f'<p class="sim">{esc(line)}</p>' for line in sim_error_lines(d)]
         parts += ["<h3>Summary</h3>", _summary(d), "<h3>Levels</h3>", _levels_table(d)]
         if services := _services_table(d):
             parts += ["<h3>Services</h3>", services]

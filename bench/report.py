@@ -136,6 +136,18 @@ def repeats_table(summaries: list[dict]) -> str:
             + table(header, [[str(r[h]) for h in header] for r in rows]))
 
 
+def sim_error_lines(doc: dict) -> list[str]:
+    """A simulated run's expected error against measured runs of that shape, one line per group of its levels
+    (engines.sim.accuracy.run_notes; from a run document, or any dict with simulated, model, gpu, levels and
+    config); [] for a measured run."""
+    if not doc.get("simulated"):
+        return []
+    from engines.sim.accuracy import run_notes
+
+    levels = [lv.get("concurrency") for lv in doc.get("levels") or []] or (doc.get("config") or {}).get("levels")
+    return run_notes(levels or [], doc.get("model"), doc.get("gpu"))
+
+
 def run_document(run_id: int, db: str | Path | None = None) -> dict:
     factory = open_db(db)
     with factory() as s:

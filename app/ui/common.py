@@ -46,6 +46,19 @@ def sim_badge(simulated: bool) -> str:
     return SIM_BADGE if simulated else ":green-badge[measured]"
 
 
+def sim_error_caption(d, label: str | None = None) -> None:
+    """For a simulated run (a storage.queries.RunDetail): the expected error of its numbers against measured runs of
+    that shape (engines.sim.accuracy), one line per group of its levels, after `label` when given (the Compare
+    page's legend); nothing for a measured run."""
+    if not d.run.simulated:
+        return
+    from engines.sim.accuracy import run_notes
+
+    levels = [lv.concurrency for lv in d.levels] or list((d.config or {}).get("levels") or [])
+    if lines := run_notes(levels, d.run.model, d.run.gpu):
+        st.caption((f"**{esc_md(label)}**  \n" if label else "") + "  \n".join(esc_md(line) for line in lines))
+
+
 _STATUS_BADGE = {"queued": "gray", "starting": "blue", "running": "blue", "completed": "green", "failed": "red",
                  "cancelled": "orange", "aborted": "red"}
 

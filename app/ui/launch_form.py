@@ -262,6 +262,19 @@ def recipe_rows(config: RunConfig) -> list[dict]:
             for d in config.instances]
 
 
+def sim_error_lines(config: RunConfig | None) -> list[str]:
+    """The expected error of a single-engine sim run's planned levels (engines.sim.accuracy): the concurrency levels
+    of a sweep, the first and last probe of an SLO search. [] for anything else."""
+    if config is None or config.instances or config.engine.kind != "sim":
+        return []
+    from engines.sim.accuracy import run_notes
+
+    search = config.slo_search
+    levels = (config.levels if search is None else [int(search.start), int(search.max_value)]
+              if search.mode == "concurrency" else [search.concurrency_cap])
+    return run_notes(levels, config.engine.model, config.engine.sim_gpu or config.gpu)
+
+
 def values_from_config(cfg: dict) -> LaunchValues:
     """A stored run's config -> form values ('open in Launch' / run again with changes). Unknown keys are ignored."""
     c = RunConfig.model_validate(cfg)

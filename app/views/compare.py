@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import charts
-from app.ui.common import esc_md, gpu_catalog, page_header, show_chart, show_table
+from app.ui.common import esc_md, gpu_catalog, page_header, show_chart, show_table, sim_error_caption
 from bench.compare import (figures, partner_for, picker_labels, run_labels, runs_without_services,
                            service_side_by_side, service_totals, verdict, with_cost)
 from bench.engine_report import build_report, table_rows, to_markdown
@@ -69,6 +69,8 @@ if len({f.split(" ")[0] for f in formats.values()}) > 1:
 if any_sim:
     st.warning("Includes SIMULATED runs: their numbers come from Melt's simulator, not a real GPU.",
                icon=":material/science:")
+    for d in details:
+        sim_error_caption(d, legend[d.run.id])
 line = verdict([figures(legend[d.run.id], rows_by_run[d.run.id]) for d in details])
 if line:
     st.markdown(f"#### {esc_md(line)}")

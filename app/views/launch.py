@@ -7,7 +7,7 @@ from app.ui import charts
 from app.ui.common import (detected_engines, detected_gpus, esc_md, gpu_catalog, gpu_holders, model_catalog,
                            page_header, show_chart, worker_api)
 from app.ui.launch_form import (LaunchValues, build_run_config, form_problems, match_catalog_gpu, recipe_rows,
-                                values_from_config)
+                                sim_error_lines, values_from_config)
 from catalog.recipes import list_recipes
 from storage.db import to_url
 from bench.workload import ENDPOINT_HELP, PROMPT_FORMAT_HELP
@@ -93,9 +93,10 @@ with left:
     # a recipe names its own engines: only the engine command (its vLLM instances) and dummy weights apply from here
     real = engine not in ("sim", "openai") or bool(recipe)
     engine_missing = not recipe and real and not (eng_info.get(engine) or {}).get("installed")
-    if engine == "sim" and not recipe:
-        st.caption(":orange-badge[SIMULATED] A roofline model of the chosen GPU; every number it produces is "
-                   "labelled simulated.")
+    sim_note = st.container() if engine == "sim" and not recipe else None  # + its expected error, once known
+    if sim_note is not None:
+        sim_note.caption(":orange-badge[SIMULATED] A roofline model of the chosen GPU; every number it produces is "
+                         "labelled simulated.")
     if engine == "trtllm":
         st.caption("TensorRT-LLM is argv-only in Melt: the `tensorrt-llm` package on PyPI is a stub that fails to "
                    "install without NVIDIA's own index, so its flags are tested against its source, not run here. Run "
@@ -323,6 +324,8 @@ def _values() -> LaunchValues:
 values = _values()
 problems = form_problems(values)  # every problem at once, in plain words
 config = build_run_config(values) if not problems else None
+if sim_note is not None and (sim_lines := sim_error_lines(config)):
+    sim_note.caption("  \n".join(esc_md(line) for line in sim_lines))
 # ------------------------------------------------------------------------------------------------- memory fit
 st.subheader("Memory fit")
 mspec = model_cat.get(values.model)

@@ -12,7 +12,7 @@ import streamlit as st
 
 from app.ui import charts
 from app.ui.common import (download_csv, esc_md, fmt_dt, fmt_num, fmt_secs, show_chart, show_table, sim_badge,
-                           status_badge, worker_api)
+                           sim_error_caption, status_badge, worker_api)
 from bench import run_frames
 from bench.alerts import alert_counts, level_alert_rows
 from bench.compare import picker_labels, run_labels
@@ -111,6 +111,7 @@ def _header(d: q.RunDetail) -> None:
                + f"created {fmt_dt(r.created_at)}" + (f" · tags: {esc_md(', '.join(r.tags))}" if r.tags else ""))
     if r.simulated:
         st.warning("SIMULATED run: numbers come from Melt's simulator, not a real GPU.", icon=":material/science:")
+        sim_error_caption(d)
     if r.error:
         st.error(f"{esc_md(r.status)}: {esc_md(r.error[:600])}")
     if r.active and d.heartbeat_at is not None:

@@ -46,6 +46,10 @@ def test_launch_defaults_and_memory_fit(app_db):
     assert len(charts(at)) == 1                                   # the memory-fit bar
     assert not at.button(key="l_start").disabled
     assert at.number_input(key="l_price").value > 0               # catalog price of the default GPU
+    shown = texts(at).replace("\\", "")                           # the sim's expected error at the form's levels
+    assert "SIMULATED: expected error " + _sim_band_text(64, "Qwen/Qwen3-0.6B", "H100-SXM-80GB") in shown
+    at.text_input(key="l_levels").input("5000").run()
+    assert "5,000 users is beyond the measured range" in texts(at).replace("\\", "")
 
 
 def test_launch_offers_llama_cpp_and_says_trtllm_is_argv_only(app_db):
@@ -161,6 +165,32 @@ def test_live_title_and_picker_are_gpu_first(app_db):
     at = ok(app("live", run=rid))
     assert "prompts: token ids" in texts(at)
     assert "token-id prompts" in next(m.value for m in at.markdown if m.value.startswith("## ")).replace("\\", "")
+
+
+def _sim_band_text(c: int, model: str, gpu: str) -> str:
+    """The figures a simulated level at c users must show, from the calibration asset's rows (max |error| at the
+    log-nearest measured concurrency, this model and GPU when measured)."""
+    import math
+
+    from engines.sim.accuracy import load_accuracy, pct
+
+    rows = load_accuracy().rows
+    rows = [r for r in rows if r.model == model] or rows
+    rows = [r for r in rows if r.gpu == gpu] or rows
+    near = min({r.concurrency for r in rows}, key=lambda m: (abs(math.log(c / m)), -m))
+    at = [r for r in rows if r.concurrency == near]
+    return (f"{pct(max(abs(r.output_tok_s_error) for r in at))} output tok/s, "
+            f"{pct(max(abs(r.mean_ttft_error) for r in at))} mean TTFT")
+
+
+def test_live_simulated_run_shows_its_expected_error(app_db):
+    db, ids = app_db
+    rid = seed_run(db, name="sim err", gpu="H200-141GB", levels=(1, 100), requests_per_level=20)
+    shown = texts(ok(app("live", run=rid))).replace("\\", "")
+    assert "SIMULATED: expected error " + _sim_band_text(1, "Qwen/Qwen3-0.6B", "H200-141GB") + " at 1 user" in shown
+    assert (_sim_band_text(100, "Qwen/Qwen3-0.6B", "H200-141GB") + " at 100 users, nearest measured 128") in shown
+    measured = seed_run(db, name="real", engine="vllm", simulated=False, levels=(1,), requests_per_level=10)
+    assert "expected error" not in texts(ok(app("live", run=measured)))
 
 
 def test_deep_link_opens_live(app_db):
@@ -331,6 +361,8 @@ def test_compare_two_runs(app_db):
     assert [c.key for c in charts(at)] == ["c-tok"]               # lazy tabs: only the open tab's chart is sent
     side = next(df.value for df in at.dataframe if "configuration" in df.value.columns)
     assert len(side) == 2 and any("SIMULATED" in c for c in side["configuration"])
+    assert "SIMULATED: expected error " + _sim_band_text(16, "Qwen/Qwen3-0.6B", "H100-SXM-80GB") in texts(at).replace(
+        "\\", "")                                                   # ids[0] is a sim run: its levels' error
     assert not any("setting" in df.value.columns for df in at.dataframe)  # config diff: a lazy expander
     at.session_state["c_diff_open"] = True
     at.run()

@@ -120,6 +120,33 @@ def test_telemetry_hz_0_turns_gpu_sampling_off_and_says_so(db_path):
     assert bad.returncode == 2 and "telemetry_hz" in bad.stderr
 
 
+def test_sim_sweep_summary_and_show_carry_the_expected_error(db_path):
+    """A sim run's end-of-sweep summary and `show` say each level's expected error against measured runs, from
+    the calibration asset (engines/sim/accuracy.py): computed here from its rows, not typed in."""
+    import math
+
+    from engines.sim.accuracy import load_accuracy, pct
+
+    rows = [r for r in load_accuracy().rows if r.model == "Qwen/Qwen3-0.6B"]
+    rows = [r for r in rows if r.gpu == "H100-SXM-80GB"] or rows
+
+    def band(c: int) -> str:
+        near = min({r.concurrency for r in rows}, key=lambda m: (abs(math.log(c / m)), -m))
+        at = [r for r in rows if r.concurrency == near]
+        return (f"{pct(max(abs(r.output_tok_s_error) for r in at))} output tok/s, "
+                f"{pct(max(abs(r.mean_ttft_error) for r in at))} mean TTFT")
+
+    r = melt("sweep", *SIM, "--levels", "2,100", "--requests", "6", "--output-len", "4", "--telemetry-hz", "0",
+             db=db_path)
+    assert r.returncode == 0, r.stderr
+    summary = r.stdout[r.stdout.rindex("completed"):]               # after the run's last line: the summary
+    assert f"SIMULATED: expected error {band(2)} at 2 users, nearest measured 1" in summary
+    assert f"SIMULATED: expected error {band(100)} at 100 users, nearest measured 128" in summary
+    run_id = re.search(r"run (\d+) \[SIMULATED\]", r.stdout).group(1)
+    shown = melt("show", run_id, db=db_path).stdout
+    assert f"expected error {band(2)} at 2 users" in shown and f"{band(100)} at 100 users" in shown
+
+
 def test_bad_input_fails_before_anything_starts(db_path):
     r = melt("sweep", "--engine", "sim", "--gpu", "H100-SXM-80G", "--model", "Qwen/Qwen3-0.6B", db=db_path)
     assert r.returncode == 2 and "unknown GPU" in r.stderr and "H100-SXM-80GB" in r.stderr

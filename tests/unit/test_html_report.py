@@ -4,7 +4,7 @@ import re
 
 from app.perf.seed import seed_run
 from bench.html_report import build_report, render, script_json
-from bench.report import run_document
+from bench.report import run_document, sim_error_lines
 
 EVIL = '</script><script>alert(1)</script><img src=x onerror=alert(2)>'
 
@@ -25,6 +25,12 @@ def test_hostile_names_stay_text_and_simulation_is_labelled(tmp_path):
     sim = seed_run(db, name="sim run", levels=(1,), requests_per_level=10)
     page = build_report([sim], db)
     assert page.count("SIMULATED") >= 3
+    assert sum("expected error" in line for line in sim_error_lines(run_document(sim, db))) == 1
+    assert f'<p class="sim">{sim_error_lines(run_document(sim, db))[0]}</p>' in page
+    # the expected-error line names the model when none of it was measured: escaped like every other user text
+    doc = {**run_document(sim, db), "model": EVIL}
+    page = render([doc], plotly_js="/*js*/")
+    assert "<img" not in page and "expected error" in page and "none of " in page
 
 
 def test_script_json_cannot_close_the_script_element():
