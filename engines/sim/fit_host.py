@@ -276,6 +276,38 @@ def compare() -> list[tuple]:
     return rows
 
 
+# Projection checks (issue #13 item 4): the constants fitted on one GPU's runs, the GPU swapped, against the other GPU's
+# runs on a host of comparable speed. The H100 host of 2026-11-22 and H200 host d have engine loops within 3 % of each
+# other (fitted step 2.05 / 2.11 ms, c=1 459 / 445 tok/s) and token-id runs of the same shape on both.
+PROJECTIONS = (
+    ("typical-datacenter-core", "H100-SXM-80GB", "H200-141GB", "h200-host-d-2026-12-03"),
+    ("h200-host-d-2026-12-03", "H200-141GB", "H100-SXM-80GB", "h100-host-2026-11-22"),
+)
+
+
+def projection() -> list[tuple]:
+    """(fitted host, from GPU, to GPU, concurrency, projected tok/s, measured tok/s, projected TTFT ms, measured TTFT ms)
+    for every PROJECTIONS pair and level: the sim with the fitted host's profile on the other GPU, token-id prompts,
+    Qwen3-0.6B, against the other GPU's measured runs."""
+    from catalog import get_gpu, get_model
+    from engines.sim.host import load_host_profile
+    from engines.sim.model import PerfModel
+    from engines.sim.scheduler import simulate_closed_loop
+
+    rows = []
+    for host_id, src, dst, data in PROJECTIONS:
+        table = fit(data)["levels"]
+        host = load_host_profile(host_id)
+        perf = PerfModel(get_gpu(dst), get_model(Q06), host=host)
+        for c in LEVELS:
+            if (c, "ids") not in table:
+                continue
+            sim = simulate_closed_loop(perf, c, REQUESTS[c], IN_LEN, OUT_LEN, host=host)
+            rows.append((host_id, src, dst, c, sim.output_throughput, table[(c, "ids")][2], sim.mean_ttft_ms,
+                         table[(c, "ids")][3]))
+    return rows
+
+
 def main() -> None:
     import sys
     if "--compare" in sys.argv:
@@ -285,6 +317,14 @@ def main() -> None:
         for gpu, host, kind, c, st, rt, sf, rf, src, model in compare():
             print(f"| {gpu} | {model.split('/')[-1]} | {host} | {kind} | {c} | {st:,.0f} | {rt:,.0f} |"
                   f" {st / rt - 1:+.1%} | {sf:,.1f} | {rf:,.1f} | {sf / rf - 1:+.1%} | {src} |")
+        return
+    if "--project" in sys.argv:
+        print("| fitted on | projected to | conc | projected tok/s | measured tok/s | err | projected TTFT ms |"
+              " measured TTFT ms | err |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for host, src, dst, c, pt, mt, pf, mf in projection():
+            print(f"| {src}, {host} | {dst} | {c} | {pt:,.0f} | {mt:,.0f} | {pt / mt - 1:+.1%} | {pf:,.1f} |"
+                  f" {mf:,.1f} | {pf / mf - 1:+.1%} |")
         return
     if "--engine" in sys.argv:    # --engine [HOST ...]: every host, or the ones named
         for host in [a for a in sys.argv if a in HOSTS] or list(HOSTS):

@@ -213,3 +213,18 @@ def test_stored_engine_overheads_are_the_fit_of_the_stored_runs(host_id):
 
 def _perf_host(host, model="Qwen/Qwen3-0.6B"):
     return PerfModel(get_gpu("H200-141GB"), get_model(model), host=host)
+
+
+def test_projection_swaps_the_gpu_and_keeps_the_fitted_host():
+    """Issue #13 item 4's check: constants fitted on one GPU's runs, the other GPU, against that GPU's runs."""
+    rows = fit_host.projection()
+    assert {(r[1], r[2]) for r in rows} == {("H100-SXM-80GB", "H200-141GB"), ("H200-141GB", "H100-SXM-80GB")}
+    assert len(rows) == 2 * len(fit_host.LEVELS)
+    by = {(r[0], r[3]): r for r in rows}
+    # the projected level is the sim on the target GPU with the source host's profile, nothing refitted
+    host = load_host_profile("typical-datacenter-core")
+    direct = simulate_closed_loop(_perf_host(host), 128, fit_host.REQUESTS[128], 512, 128, host=host)
+    assert by[("typical-datacenter-core", 128)][4] == pytest.approx(direct.output_throughput)
+    # one stream on two hosts whose engine loops were fitted within 3 % of each other: projected within 5 %
+    assert all(abs(by[(h, 1)][4] / by[(h, 1)][5] - 1) < 0.05 for h in ("typical-datacenter-core",
+                                                                         "h200-host-d-2026-12-03"))
