@@ -142,10 +142,10 @@ def sim_error_lines(doc: dict) -> list[str]:
     config); [] for a measured run."""
     if not doc.get("simulated"):
         return []
-    from engines.sim.accuracy import run_notes
+    from engines.sim.accuracy import run_notes, shape_of
 
     levels = [lv.get("concurrency") for lv in doc.get("levels") or []] or (doc.get("config") or {}).get("levels")
-    return run_notes(levels or [], doc.get("model"), doc.get("gpu"))
+    return run_notes(levels or [], doc.get("model"), doc.get("gpu"), shape=shape_of(doc.get("config") or {}))
 
 
 def run_document(run_id: int, db: str | Path | None = None) -> dict:

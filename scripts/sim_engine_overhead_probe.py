@@ -19,7 +19,7 @@ from engines.sim.model import DEFAULT_PROFILE, PerfModel
 from engines.sim.scheduler import simulate_closed_loop
 
 HOST = "h200-host-c-2026-12-03"
-OVERHEADS = ((0.9e-3, 20e-6), (0.4e-3, 20e-6), (0.4e-3, 10e-6), (0.3e-3, 8e-6))   # the first: the default profile
+OVERHEADS = ((0.9e-3, 20e-6), (0.4e-3, 20e-6), (0.4e-3, 10e-6), (0.3e-3, 8e-6))   # the first: the engine defaults before 2026-12-04
 
 
 def main() -> None:

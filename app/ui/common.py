@@ -52,10 +52,10 @@ def sim_error_caption(d, label: str | None = None) -> None:
     page's legend); nothing for a measured run."""
     if not d.run.simulated:
         return
-    from engines.sim.accuracy import run_notes
+    from engines.sim.accuracy import run_notes, shape_of
 
     levels = [lv.concurrency for lv in d.levels] or list((d.config or {}).get("levels") or [])
-    if lines := run_notes(levels, d.run.model, d.run.gpu):
+    if lines := run_notes(levels, d.run.model, d.run.gpu, shape=shape_of(d.config or {})):
         st.caption((f"**{esc_md(label)}**  \n" if label else "") + "  \n".join(esc_md(line) for line in lines))
 
 

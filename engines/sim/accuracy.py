@@ -223,7 +223,25 @@ def _users(c: int) -> str:
     return f"{c:,} user" + ("" if c == 1 else "s")
 
 
-def describe(band: Band | None, levels: Sequence[int] | None = None) -> str:
+def shape_of(cfg) -> tuple[int, int, int, int] | None:
+    """(input min, input max, output min, output max) of a run config's workload (a bench.config.RunConfig or its
+    dict), None when it has none."""
+    def get(obj, key):
+        return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+    try:
+        w = get(cfg, "workload") or cfg
+        i, o = get(w, "input_len"), get(w, "output_len")
+        return int(get(i, "min")), int(get(i, "max")), int(get(o, "min")), int(get(o, "max"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _shape(lo: int, hi: int) -> str:
+    return f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
+
+
+def describe(band: Band | None, levels: Sequence[int] | None = None,
+             shape: tuple[int, int, int, int] | None = None) -> str:
     """One line for a band, e.g. "SIMULATED: expected error ±12% output tok/s, ±30% mean TTFT at 128 users (max over
     6 measured runs of this shape: 128 users, 512 in / 128 out, Qwen3-0.6B / Qwen3-8B on H100-SXM / H200;
     docs/PERFORMANCE.md)". `levels`: the run's concurrencies this band stands for (default: the band's asked one)."""
@@ -234,14 +252,18 @@ def describe(band: Band | None, levels: Sequence[int] | None = None) -> str:
     figures = f"{pct(band.output_tok_s_error)} output tok/s, {pct(band.mean_ttft_error)} mean TTFT"
     whose = (" / ".join(_short_model(m) for m in band.models) + " on "
              + " / ".join(_short_gpu(g) for g in band.gpus))
-    shape = f"{band.input_len:,} in / {band.output_len:,} out, " if band.input_len else ""
+    measured_shape = f"{band.input_len:,} in / {band.output_len:,} out, " if band.input_len else ""
     runs = f"{band.n_runs} measured run" + ("" if band.n_runs == 1 else "s")
     notes = []
     if band.model and not band.model_matched:
         notes.append(f"none of {_short_model(band.model)} measured")
     if band.gpu and not band.gpu_matched:
         notes.append(f"none on {_short_gpu(band.gpu)} measured")
-    source = (f"max over {runs} of this shape: {_users(band.concurrency)}, {shape}{whose}"
+    if shape and band.input_len and shape != (band.input_len, band.input_len, band.output_len, band.output_len):
+        notes.append(f"this run is {_shape(shape[0], shape[1])} in / {_shape(shape[2], shape[3])} out, "
+                     "a shape not measured")
+    notes.append("most rows are runs the host constants were fitted on")
+    source = (f"max over {runs} of this shape: {_users(band.concurrency)}, {measured_shape}{whose}"
               + "".join(f"; {n}" for n in notes) + f"; {DOC}")
     if band.beyond_range:
         lo, hi = band.measured
@@ -253,7 +275,7 @@ def describe(band: Band | None, levels: Sequence[int] | None = None) -> str:
 
 
 def run_notes(levels: Iterable[int | None], model: str | None = None, gpu: str | None = None,
-              path: str | Path = ACCURACY_FILE) -> list[str]:
+              path: str | Path = ACCURACY_FILE, shape: tuple[int, int, int, int] | None = None) -> list[str]:
     """The lines for a simulated run: its levels grouped by the measured concurrency (and range) their band comes
     from, one describe() line per group, lowest first. Never raises: a missing or bad asset gives one line saying
     so (the run's numbers are still shown, labelled SIMULATED)."""
@@ -268,7 +290,7 @@ def run_notes(levels: Iterable[int | None], model: str | None = None, gpu: str |
     for c, b in bands:
         key = (b.concurrency, b.beyond_range) if b is not None else (None, None)
         groups.setdefault(key, []).append((c, b))
-    return [describe(g[0][1], [c for c, _ in g]) for g in groups.values()]
+    return [describe(g[0][1], [c for c, _ in g], shape) for g in groups.values()]
 
 
 # ------------------------------------------------------------------------------------------------------- CLI

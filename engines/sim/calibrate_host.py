@@ -205,6 +205,9 @@ def cpu_model() -> str:
 
 # -- micro -> profile -------------------------------------------------------------------------------------------
 
+ENGINE_FIELDS = ("engine_step_s", "engine_per_seq_s", "engine_prefill_s", "engine_piecewise_s", "frontend_latency_s")
+
+
 def build_profile(micro: HostMicro, reference: HostProfile, profile_id: str) -> tuple[HostProfile, list[str]]:
     """The profile for this host and the lines that say how its cost fields were derived."""
     head = (f"{micro.hostname} ({micro.cpu_model}), {micro.date}; micro-benchmark with {micro.tokenizer} "
@@ -222,10 +225,13 @@ def build_profile(micro: HostMicro, reference: HostProfile, profile_id: str) -> 
             per_token_light_s=reference.per_token_light_s * r_tpt,
             per_token_heavy_s=reference.per_token_heavy_s * r_tpt,
             light_streams=reference.light_streams, heavy_streams=reference.heavy_streams,
+            # the engine core's loop and the request's path are the same kind of Python work: scaled alike
+            **{k: getattr(reference, k) * r_tpt for k in ENGINE_FIELDS if getattr(reference, k) is not None},
             derivation="scaled-micro", reference=reference.id, micro=micro)
         notes = [f"costs: scaled-micro = {reference.id}'s real-run costs x this host's micro time / its micro time "
-                 f"(per token x{r_tpt:.3f}, tokenize x{r_tok:.3f}); assumes the whole API-server cost scales with "
-                 "the micro-benchmark between hosts"]
+                 f"(per token x{r_tpt:.3f}, tokenize x{r_tok:.3f}; the engine loop's and the frontend latency x"
+                 f"{r_tpt:.3f} too); assumes the whole API-server and engine-loop cost scales with the "
+                 "micro-benchmark between hosts"]
         if (ref.vocab_size, ref.tokenizer_sha) != (micro.vocab_size, micro.tokenizer_sha):
             notes.append(f"note: the reference's micro-benchmark used another tokenizer ({ref.tokenizer}, sha "
                          f"{ref.tokenizer_sha}): the ratio mixes tokenizer cost with host speed")

@@ -87,14 +87,13 @@ class HostProfile(BaseModel):
     heavy_streams: int = Field(default=512, ge=1)
     # The engine core's CPU per step (scheduler, input preparation, sampler launch) and per scheduled sequence on this
     # host: the same Python loop runs faster or slower with the host's cores. None: the EngineProfile defaults (fitted
-    # on the H100 host). fit_host fits them to the measured c=1 and c=16 levels (the engine loop is the bottleneck
-    # there, not the API server).
+    # on the H100 host). fit_host fits them with the fields below to the measured c=1, 16, 128 and 512 levels.
     engine_step_s: float | None = Field(default=None, ge=0)
     engine_per_seq_s: float | None = Field(default=None, ge=0)
-    # The engine core's CPU per prefill chunk (EngineProfile.prefill_chunk_s), fitted to the measured c=1 TTFT; per
-    # step that is not one full CUDA graph (piecewise_step_s; no fit sets it yet); and the request's fixed path
-    # outside the API server's modelled CPU (HTTP in and out, IPC), from vLLM's own histograms (client TTFT - the
-    # server's prefill time at c=1, less the API work modelled).
+    # The engine core's CPU per prefill chunk (EngineProfile.prefill_chunk_s) and per step that is not one full CUDA
+    # graph (piecewise_step_s), a lone prefill's measured time split between them and a latency by fit_host; and the
+    # request's fixed path outside the API server's modelled CPU (HTTP in and out, IPC), from vLLM's own histograms
+    # (client TTFT - the server's prefill time at c=1, less the API work modelled), plus that latency share.
     engine_prefill_s: float | None = Field(default=None, ge=0)
     engine_piecewise_s: float | None = Field(default=None, ge=0)
     frontend_latency_s: float | None = Field(default=None, ge=0)

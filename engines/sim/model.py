@@ -30,11 +30,13 @@ What the simulator needs from hardware + architecture:
                  the persistent batch's rows, its attention metadata) and the eager, piecewise-graph launches its
                  prefill forces. Host-dependent (HostProfile.engine_prefill_s): one 512-token prefill took 10.4 ms
                  from scheduling to first token on one H200 host and 5.7 ms on another, against 2.2 / 1.6 ms a decode
-                 step, with the GPU's share of it ~1.5 ms. Per chunk, not per step: with per-step costs the sim's
-                 closed-loop users stayed in lockstep waves (16 prefills in one step) that real clients do not keep
+                 step, with the GPU's share of it ~1.5 ms. Per chunk, not per step: with per-step costs only the
+                 sim's closed-loop users stayed in lockstep waves (16 prefills in one step) that real clients do not
+                 keep. Every chunk of a chunked prefill pays it (a prompt longer than the step's token budget), and a
+                 chunk of one token counts as a decode
     t_piecewise = a step that is not one full CUDA graph (a prefill chunk in it, or more decodes than the largest
-                 captured batch, 512) runs as piecewise graphs: a fixed cost per such step, 0 unless a profile sets it
-                 (the data at hand do not tell it apart from prefill_chunk)
+                 captured batch, 512) runs as piecewise graphs: a fixed cost per such step. One prefill alone cannot
+                 tell it from prefill_chunk; fit_host splits the two on the 16- and 128-user levels
 
 Tensor parallel (SimKnobs.tp = N GPUs, Megatron-style as vLLM shards): each GPU holds 1/N of the weights and
 ceil(kv_heads / N) KV heads, so t_mem and t_compute are one GPU's shard over one GPU's bandwidth / FLOPs, each
@@ -49,10 +51,10 @@ the same kernels; one scheduler). KV capacity is one GPU's KV budget over one GP
 Melt's planner gives (SimKnobs.kv_cache_tokens: bench/deploy.py passes bench.memory.estimate_fit's). A DP replica
 is a separate sim process (bench/deploy.py), not modelled here.
 
-Efficiency factors (EngineProfile) are documented where defined. The defaults are calibrated on ONE real
-measurement (vLLM, H100 SXM, Qwen3-0.6B, 512 in / 128 out, see engines/sim/calibrate.py), so treat absolute
-numbers for other GPU/model pairs as a first-order estimate, and trends (batching, saturation, queueing) as the
-point of the simulator.
+Efficiency factors (EngineProfile) are documented where defined. The GPU's come from a GEMM probe on an H200 and
+one GPU-bound Llama-3.1-8B level; the CPU's (per step, per sequence, per prefill, frontend) are the H100 host's fit
+(engines/sim/fit_host.py) and are replaced per host by a HostProfile. Sim against every stored real run:
+`python -m engines.sim.fit_host --compare` and docs/PERFORMANCE.md; other GPU/model pairs are extrapolations.
 """
 from __future__ import annotations
 
@@ -98,9 +100,10 @@ class EngineProfile(BaseModel):
 
     # Achieved fraction of peak DRAM bandwidth for streaming weights/KV: decode kernels reach 75-85 % on H100.
     bw_efficiency: float = 0.80
-    # Large-GEMM tensor-core efficiency: bf16 cuBLAS on an H200 reached 0.64-0.70 of the 989 TFLOP/s peak from
-    # M = 1,024 tokens on, for a 1,024- and a 4,096-wide model alike (scripts/gpu/gemm_probe.py); below that the
-    # soft roofline (roofline_p) with the memory / floor term gives the measured times.
+    # Large-GEMM tensor-core efficiency: bf16 cuBLAS on an H200 reached 0.65-0.70 of the 989 TFLOP/s peak from
+    # M = 2,048 tokens on (0.58 / 0.63 at 1,024), for a 1,024- and a 4,096-wide model alike
+    # (scripts/gpu/gemm_probe.py); below that the soft roofline (roofline_p) with the memory / floor term gives the
+    # measured times.
     gemm_efficiency_max: float = 0.68
     roofline_p: float = 2.0
     # FlashAttention prefill reaches roughly half of the dense tensor peak.
@@ -114,19 +117,19 @@ class EngineProfile(BaseModel):
     moe_layer_floor_s: float = 40e-6
     # Fixed CPU work per engine step (scheduler, input preparation, sampler) and per scheduled sequence. Host
     # profiles replace them with the host's (HostProfile.engine_*); these are the H100 reference host's.
-    step_overhead_s: float = 2.050e-3
-    per_seq_overhead_s: float = 30e-6
+    step_overhead_s: float = 2.081e-3
+    per_seq_overhead_s: float = 0.0
     # vLLM >= 0.11 overlaps the scheduler's CPU work with the GPU's step ("Asynchronous scheduling is enabled").
     async_scheduling: bool = True
     # CPU per prefill chunk (request setup, eager attention launches), and per step that is not one full CUDA graph
     # (prefill in it, or more decodes than cudagraph_max_batch). Host-dependent (HostProfile).
-    prefill_chunk_s: float = 2.639e-3
-    piecewise_step_s: float = 2.639e-3
+    prefill_chunk_s: float = 2.483e-3
+    piecewise_step_s: float = 5.793e-3
     cudagraph_max_batch: int = 512
     # Request path outside the GPU loop and the API server's modelled CPU (engines/sim/host.py): HTTP in and out,
     # IPC to the engine core and back. Added once per request before it can be scheduled. Without a host profile
     # (no API-server model) this also stands for the API server's work.
-    frontend_latency_s: float = 7.43e-3
+    frontend_latency_s: float = 4.43e-3
     # Memory vLLM keeps outside the KV cache besides weights: CUDA context, cuBLAS workspaces, CUDA graphs.
     non_torch_reserve_gb: float = 1.0
     # Tensor parallel (stated, NOT calibrated: no multi-GPU measurement exists yet). Share of linear scaling that N
@@ -336,8 +339,7 @@ class PerfModel:
         t_floor = self.layer_floor_s
         t_elem = tokens * self.act_bytes_per_token / bw
         t_comm = self.allreduce_time(tokens)
-        q = p.roofline_p
-        t_gpu = (t_compute ** q + max(t_mem, t_floor) ** q) ** (1.0 / q) + self.nongemm_s + t_elem + t_comm
+        t_gpu = self.linear_time(t_compute, max(t_mem, t_floor)) + self.nongemm_s + t_elem + t_comm
         prefills = sum(1 for new, _ in load.chunks if new > 1)
         graphed = not prefills and len(load.chunks) <= p.cudagraph_max_batch   # decodes only, a captured size
         t_over = (p.step_overhead_s + p.per_seq_overhead_s * len(load.chunks) + p.prefill_chunk_s * prefills
@@ -345,6 +347,12 @@ class PerfModel:
         duration = max(t_gpu, t_over) if p.async_scheduling else t_gpu + t_over
         return StepCost(duration, t_mem, t_compute, t_floor, t_elem, t_over, t_comm,
                         n * (gpu_bytes + tokens * self.act_bytes_per_token), gemm_flops + attn_flops, tokens)
+
+    def linear_time(self, t_compute: float, t_io: float) -> float:
+        """The soft roofline of a step's linear layers: (t_compute^p + t_io^p)^(1/p), p = roofline_p (2). Near the
+        ridge a GEMM is neither purely compute- nor purely memory-bound (the GEMM probe, module docstring)."""
+        q = self.profile.roofline_p
+        return (t_compute ** q + t_io ** q) ** (1.0 / q)
 
     def allreduce_time(self, tokens: int) -> float:
         """TP's all-reduces of one step: two per layer, each a fixed latency plus a ring all-reduce of the step's

@@ -332,6 +332,7 @@ def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, i
         def admitted(t_done: float) -> None:
             api.open_streams += 1
             sched.add(req, after=t_done)
+        # a text prompt is tokenized first, in a worker thread (off the API core), then takes its turn on the core
         api.submit(t + tokenize, req_cost, admitted)
 
     def delivered(req: SimRequest, last: bool) -> Callable[[float], None]:

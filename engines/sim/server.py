@@ -287,12 +287,14 @@ class SimServer:
             if self.host is None:
                 self.sched.add(r)
                 continue
-            # A text prompt is tokenized in a worker thread, then the API core takes the request (bookkeeping)
-            # before the engine sees it (engines/sim/host.py).
-            ready = self._loop.time() + self.host.tokenize_s(r.prompt_tokens, text)
-            self.api_free = max(self.api_free, ready) + self.host.request_cost_s()
+            # A text prompt is tokenized first in a worker thread, off the API core, then the core does the
+            # request's bookkeeping (engines/sim/host.py). The one-timestamp core model cannot leave a gap for the
+            # tokenizer, so the core's share is booked now (tokens framed meanwhile are not held up behind a gap)
+            # and the request is ready no sooner than tokenization + bookkeeping.
+            now, cost = self._loop.time(), self.host.request_cost_s()
+            self.api_free = max(self.api_free, now) + cost
             self.api_open += 1
-            self.sched.add(r, after=self.api_free)
+            self.sched.add(r, after=max(self.api_free, now + self.host.tokenize_s(r.prompt_tokens, text) + cost))
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
         return st

@@ -143,6 +143,13 @@ def test_scaled_profile_is_the_reference_times_the_micro_ratio_and_slower_micro_
     assert slow.per_token_light_s == pytest.approx(1.5 * ref.per_token_light_s)
     assert slow.per_token_heavy_s == pytest.approx(1.5 * ref.per_token_heavy_s)
     assert slow.tokenize_per_prompt_token_s == pytest.approx(2.0 * ref.tokenize_per_prompt_token_s)
+    # the engine loop's fitted costs scale with the per-token ratio; a reference without them leaves them unset
+    dref = load_host_profile("h200-host-d-2026-12-03")
+    dslow = ch.build_profile(_micro(2 * dref.micro.tokenize_per_prompt_token_s * 1e6,
+                                    1.5 * dref.micro.per_token_s * 1e6), dref, "dslow")[0]
+    for k in ch.ENGINE_FIELDS:
+        assert getattr(dslow, k) == pytest.approx(1.5 * getattr(dref, k), rel=1e-6), k
+    assert same.engine_step_s is None and ref.engine_step_s is None
     fast = ch.build_profile(_micro(1.5, 5.0), ref, "fast")[0]
     s = {name: _sim(p) for name, p in (("fast", fast), ("same", same), ("slow", slow))}
     assert s["slow"].output_throughput < s["same"].output_throughput <= s["fast"].output_throughput

@@ -175,3 +175,27 @@ def test_cli_prints_the_bands_as_markdown(asset, capsys):
         assert f"| {c:,} | {acc.pct(tok)} | {acc.pct(ttft)} | {n} |" in out
     assert acc.main(["--file", str(asset.with_name("gone.yaml"))]) == 2
     assert "gone.yaml" in capsys.readouterr().err
+
+
+def test_a_run_of_another_shape_is_told_so(asset):
+    same = acc.run_notes([16], shape=(512, 512, 128, 128), path=asset)
+    other = acc.run_notes([16], shape=(256, 256, 64, 1024), path=asset)
+    assert "shape not measured" not in same[0]
+    assert "this run is 256 in / 64–1,024 out, a shape not measured" in other[0]
+    assert acc.shape_of({"workload": {"input_len": {"min": 8, "max": 16}, "output_len": {"min": 4, "max": 4}}}) == \
+        (8, 16, 4, 4)
+    assert acc.shape_of({}) is None
+
+
+def test_the_bundled_asset_is_the_current_compare():
+    """The stored bands are what fit_host.compare() gives with the bundled constants (regenerate with
+    `python -m engines.sim.accuracy --write` after a refit)."""
+    from engines.sim import fit_host
+
+    stored = {(r.gpu, r.host_profile, r.prompts, r.concurrency, r.model): r for r in acc.load_accuracy().rows}
+    now = fit_host.compare()
+    assert len(now) == len(stored)
+    for gpu, host, kind, c, st, rt, sf, rf, _src, model in now:
+        r = stored[(gpu, host, kind, c, model)]
+        assert (r.sim_output_tok_s, r.real_output_tok_s) == (pytest.approx(st, rel=1e-4), pytest.approx(rt, rel=1e-4))
+        assert (r.sim_mean_ttft_ms, r.real_mean_ttft_ms) == (pytest.approx(sf, rel=1e-4), pytest.approx(rf, rel=1e-4))
