@@ -16,6 +16,7 @@ One engine step (vLLM V1 semantics):
 """
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -102,11 +103,13 @@ class Scheduler:
         self.block_size = perf.block_size
         self.num_blocks = perf.num_blocks
         self.free_blocks = perf.num_blocks
-        self.pending: deque[SimRequest] = deque()   # in the frontend, ordered by ready time
+        # in the frontend: a heap of (ready time, arrival order, request). Ready times come out of order when a text
+        # prompt's tokenization (off the API core) holds one request while token-id ones behind it go on.
+        self.pending: list[tuple[float, int, SimRequest]] = []
         self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
         self.stats = SchedulerStats()
-        self._last_ready = float("-inf")
+        self._seq = 0
 
     # -- queue management
 
@@ -114,12 +117,10 @@ class Scheduler:
         """`after`: when the request left the API server's queue (engines/sim/host.py); default: its arrival."""
         if req.arrival < 0:
             req.arrival = self.clock()
-        # Keep `pending` sorted without a heap: the frontend latency is constant, so ready times only go backwards
-        # if arrival stamps do (they come from one monotonic clock); clamp to be safe.
         start = req.arrival if after is None else after
-        req.ready = max(start + self.frontend_latency_s, self._last_ready)
-        self._last_ready = req.ready
-        self.pending.append(req)
+        req.ready = start + self.frontend_latency_s
+        heapq.heappush(self.pending, (req.ready, self._seq, req))
+        self._seq += 1
         return req
 
     def abort(self, req: SimRequest) -> None:
@@ -130,12 +131,18 @@ class Scheduler:
         self.stats.aborted += 1
         self.free_blocks += req.num_blocks
         req.num_blocks = 0
-        for q in (self.running, self.waiting, self.pending):
+        for q in (self.running, self.waiting):
             try:
                 q.remove(req)
-                break
+                return
             except ValueError:
                 continue
+        for i, entry in enumerate(self.pending):
+            if entry[2] is req:
+                self.pending[i] = self.pending[-1]
+                self.pending.pop()
+                heapq.heapify(self.pending)
+                return
 
     @property
     def num_running(self) -> int:
@@ -157,7 +164,7 @@ class Scheduler:
         """When the engine could next do something if it is idle now (None: nothing queued at all)."""
         if self.running or self.waiting:
             return float("-inf")
-        return self.pending[0].ready if self.pending else None
+        return self.pending[0][0] if self.pending else None
 
     # -- one step
 
@@ -177,8 +184,8 @@ class Scheduler:
     def schedule(self, t: float) -> Step | None:
         """Pack the step that starts at `t`; None when nothing can run (idle)."""
         pending = self.pending
-        while pending and pending[0].ready <= t:
-            self.waiting.append(pending.popleft())
+        while pending and pending[0][0] <= t:
+            self.waiting.append(heapq.heappop(pending)[2])
 
         budget = self.budget_tokens
         entries: list[tuple[SimRequest, int]] = []

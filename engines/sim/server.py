@@ -189,9 +189,16 @@ class SimServer:
                     await self._wake
                     self._wake = None
                     continue
-                t_free = max(t_free, ready)
-                while (d := t_free - loop.time()) > 0:
-                    await asyncio.sleep(d)
+                # Sleep until the next pending request is ready, unless one that is ready sooner arrives meanwhile
+                # (a text prompt in the tokenizer is ready later than a token-id prompt sent after it).
+                wake = self._wake = loop.create_future()
+                if (d := max(t_free, ready) - loop.time()) > 0:
+                    await asyncio.wait({wake}, timeout=d)
+                self._wake = None
+                if not wake.done():
+                    t_free = max(t_free, ready)
+                    while (d := t_free - loop.time()) > 0:   # timers may fire a little early
+                        await asyncio.sleep(d)
                 continue
             if step.end > loop.time():
                 behind = 0
