@@ -175,8 +175,9 @@ def fit_engine_to(real: dict[tuple[int, str], float], base, gpu: str, model: str
                   chunk_grid: tuple[float, ...] = CHUNK_SHARE_GRID,
                   request_grid: tuple[float, ...] = REQUEST_COST_GRID) -> tuple[dict, dict]:
     """fit_engine's search against the measured output tok/s and mean TTFT at c=1 and the FIT_LEVELS that `real` has
-    (keyed (c, "tok/s") and (c, "ttft_ms")), on top of the host profile `base` (its API-server costs stay as they
-    are; its frontend latency is the floor the latency share adds to)."""
+    (keyed (c, "tok/s") and (c, "ttft_ms")), on top of the host profile `base`: its API-server costs are the measured
+    ones (per request + per token x 128 stays their total), its frontend latency the measured path outside the
+    engine. Returns the profile fields (engine, frontend, API split, tokenization) and the sim-vs-real check."""
     from catalog import get_gpu, get_model
     from engines.sim.model import PerfModel
     from engines.sim.scheduler import simulate_closed_loop
