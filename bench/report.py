@@ -138,14 +138,21 @@ def repeats_table(summaries: list[dict]) -> str:
 
 def sim_error_lines(doc: dict) -> list[str]:
     """A simulated run's expected error against measured runs of that shape, one line per group of its levels
-    (engines.sim.accuracy.run_notes; from a run document, or any dict with simulated, model, gpu, levels and
-    config); [] for a measured run."""
+    (from a run document, or any dict with simulated, model, gpu, levels and config); [] for a measured run."""
     if not doc.get("simulated"):
         return []
+    return sim_run_notes([lv.get("concurrency") for lv in doc.get("levels") or []], doc.get("model"), doc.get("gpu"),
+                         doc.get("config"))
+
+
+def sim_run_notes(levels, model: str | None, gpu: str | None, config) -> list[str]:
+    """engines.sim.accuracy.run_notes for a simulated run: its measured levels, else its config's planned ones, and
+    its config's workload shape (a RunConfig or its dict)."""
     from engines.sim.accuracy import run_notes, shape_of
 
-    levels = [lv.get("concurrency") for lv in doc.get("levels") or []] or (doc.get("config") or {}).get("levels")
-    return run_notes(levels or [], doc.get("model"), doc.get("gpu"), shape=shape_of(doc.get("config") or {}))
+    config = config or {}
+    planned = config.get("levels") if isinstance(config, dict) else getattr(config, "levels", None)
+    return run_notes(list(levels or []) or list(planned or []), model, gpu, shape=shape_of(config))
 
 
 def run_document(run_id: int, db: str | Path | None = None) -> dict:

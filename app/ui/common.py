@@ -52,10 +52,9 @@ def sim_error_caption(d, label: str | None = None) -> None:
     page's legend); nothing for a measured run."""
     if not d.run.simulated:
         return
-    from engines.sim.accuracy import run_notes, shape_of
+    from bench.report import sim_run_notes
 
-    levels = [lv.concurrency for lv in d.levels] or list((d.config or {}).get("levels") or [])
-    if lines := run_notes(levels, d.run.model, d.run.gpu, shape=shape_of(d.config or {})):
+    if lines := sim_run_notes([lv.concurrency for lv in d.levels], d.run.model, d.run.gpu, d.config):
         st.caption((f"**{esc_md(label)}**  \n" if label else "") + "  \n".join(esc_md(line) for line in lines))
 
 

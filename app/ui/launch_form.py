@@ -267,12 +267,12 @@ def sim_error_lines(config: RunConfig | None) -> list[str]:
     of a sweep, the first and last probe of an SLO search. [] for anything else."""
     if config is None or config.instances or config.engine.kind != "sim":
         return []
-    from engines.sim.accuracy import run_notes, shape_of
+    from bench.report import sim_run_notes
 
     search = config.slo_search
     levels = (config.levels if search is None else [int(search.start), int(search.max_value)]
               if search.mode == "concurrency" else [search.concurrency_cap])
-    return run_notes(levels, config.engine.model, config.engine.sim_gpu or config.gpu, shape=shape_of(config))
+    return sim_run_notes(levels, config.engine.model, config.engine.sim_gpu or config.gpu, config)
 
 
 def values_from_config(cfg: dict) -> LaunchValues:

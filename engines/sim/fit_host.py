@@ -303,8 +303,8 @@ def compare() -> list[tuple]:
 
 
 # Projection checks (issue #13 item 4): the constants fitted on one GPU's runs, the GPU swapped, against the other GPU's
-# runs on a host of comparable speed. The H100 host of 2026-11-22 and H200 host d have engine loops within 3 % of each
-# other (fitted step 2.05 / 2.11 ms, c=1 459 / 445 tok/s) and token-id runs of the same shape on both.
+# runs on a host of comparable speed. The H100 host of 2026-11-22 and H200 host d have engine loops within 2 % of each
+# other (fitted step 2.08 / 2.12 ms, c=1 459 / 445 tok/s) and token-id runs of the same shape on both.
 PROJECTIONS = (
     ("typical-datacenter-core", "H100-SXM-80GB", "H200-141GB", "h200-host-d-2026-12-03"),
     ("h200-host-d-2026-12-03", "H200-141GB", "H100-SXM-80GB", "h100-host-2026-11-22"),
@@ -358,7 +358,7 @@ def main() -> None:
                 print(f"{host}: no c=1 and c=16 runs of one prompt kind")
                 continue
             fitted, check = got
-            print(f"{host}: " + ", ".join(f"{k} = {v * 1e3:.3f} ms" for k, v in fitted.items()) + "; sim vs real "
+            print(f"{host}: " + ", ".join(f"{k} = {v * 1e3:.4f} ms" for k, v in fitted.items()) + "; sim vs real "
                   + ", ".join(f"c={c} {k} {a:,.1f} / {b:,.1f} ({a / b - 1:+.1%})" for (c, k), (a, b) in check.items()
                               if k != "prefill_s"))
             for why in at_bound(fitted, check):

@@ -17,7 +17,7 @@ What the simulator needs from hardware + architecture:
                  faster than this
     t_layers   = num_layers * nongemm_layer: attention, norms, rotary and the activation at small batch, kernels that
                  run between the GEMMs (fitted to the one GPU-bound level at hand from another model: Llama-3.1-8B at
-                 one user on an H200, ITL 4.83 ms against its 3.95 ms of GEMMs: 27.5 us a layer)
+                 one user on an H200, ITL 4.83 ms against the 3.93 ms its weights take at 3.84 TB/s: 27.5 us a layer)
     p          = roofline_p: a GEMM of M tokens is neither purely memory- nor purely compute-bound near the ridge;
                  the soft maximum with p = 2 matches bf16 cuBLAS on an H200 within 8 % at every M from 1 to 8,192 for
                  Qwen3-0.6B's and Qwen3-8B's layer shapes (scripts/gpu/gemm_probe.py, docs/data/h200_gemm_probe/),
@@ -36,7 +36,7 @@ What the simulator needs from hardware + architecture:
                  chunk of one token counts as a decode
     t_piecewise = a step that is not one full CUDA graph (a prefill chunk in it, or more decodes than the largest
                  captured batch, 512) runs as piecewise graphs: a fixed cost per such step. One prefill alone cannot
-                 tell it from prefill_chunk; fit_host splits the two on the 16- and 128-user levels
+                 tell it from prefill_chunk; fit_host splits the two on the 16- to 512-user levels
 
 Tensor parallel (SimKnobs.tp = N GPUs, Megatron-style as vLLM shards): each GPU holds 1/N of the weights and
 ceil(kv_heads / N) KV heads, so t_mem and t_compute are one GPU's shard over one GPU's bandwidth / FLOPs, each

@@ -183,19 +183,16 @@ class SimServer:
         while True:
             step = sched.schedule(t_free) if sched.has_work() else None
             if step is None:
+                # Sleep until a request arrives (nothing pending) or the next pending one is ready, unless one that is
+                # ready sooner arrives meanwhile (a text prompt in the tokenizer is ready later than a token-id
+                # prompt sent after it).
                 ready = sched.next_ready_time()
-                if ready is None:  # idle: sleep until a request arrives
-                    self._wake = loop.create_future()
-                    await self._wake
-                    self._wake = None
-                    continue
-                # Sleep until the next pending request is ready, unless one that is ready sooner arrives meanwhile
-                # (a text prompt in the tokenizer is ready later than a token-id prompt sent after it).
                 wake = self._wake = loop.create_future()
-                if (d := max(t_free, ready) - loop.time()) > 0:
+                d = None if ready is None else max(t_free, ready) - loop.time()
+                if d is None or d > 0:
                     await asyncio.wait({wake}, timeout=d)
                 self._wake = None
-                if not wake.done():
+                if ready is not None and not wake.done():
                     t_free = max(t_free, ready)
                     while (d := t_free - loop.time()) > 0:   # timers may fire a little early
                         await asyncio.sleep(d)

@@ -131,6 +131,10 @@ def test_a_mid_size_step_uses_the_soft_roofline():
     assert cost.duration_s == pytest.approx(max(gpu, cost.t_overhead_s))
     assert cost.t_overhead_s == pytest.approx(p.step_overhead_s + p.per_seq_overhead_s + p.prefill_chunk_s
                                               + p.piecewise_step_s)
+    # with no CPU cost the step is the GPU's: the soft roofline itself, not the hard max of its terms
+    no_cpu = PerfModel(get_gpu("H200-141GB"), QWEN06, profile=p.model_copy(update={
+        "step_overhead_s": 0.0, "per_seq_overhead_s": 0.0, "prefill_chunk_s": 0.0, "piecewise_step_s": 0.0}))
+    assert no_cpu.step_cost(StepLoad(((512, 0),), 1)).duration_s == pytest.approx(gpu)
 
 
 def test_8b_decode_is_bandwidth_bound_at_batch1():
