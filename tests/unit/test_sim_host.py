@@ -32,11 +32,64 @@ def test_tokenization_is_charged_for_text_prompts_only_and_off_the_api_queue():
     assert p.request_cost_s() == pytest.approx(1e-3)
     assert p.tokenize_s(512, text_prompt=False) == 0.0
     assert p.tokenize_s(512, text_prompt=True) == pytest.approx(512 * 5e-6)
-    # 64 text requests at once: each waits for its own tokenization (a worker thread), not for the others'
+    # 64 text requests at once: vLLM's tokenizer is ONE worker thread (renderer_num_workers 1), so the k-th waits
+    # for k tokenizations of 5.12 ms: (1 + 64) / 2 of them on average, while the API core is free
     q = _profile(per_token_light_s=0.0, per_token_heavy_s=0.0, tokenize_per_prompt_token_s=10e-6)
     ids = simulate_closed_loop(_perf(), 64, 64, 512, 16, host=q)
     text = simulate_closed_loop(_perf(), 64, 64, 512, 16, host=q, text_prompt=True)
-    assert text.mean_ttft_ms - ids.mean_ttft_ms == pytest.approx(5.12, abs=0.5)
+    ttft = lambda lv: sorted(r[1] for r in lv.records)  # noqa: E731
+    assert ttft(text)[-1] >= 64 * 5.12e-3                            # the last one waited for all 64
+    assert ttft(text)[-1] > ttft(ids)[-1] + 0.1
+    # spaced out, nobody waits for anyone's tokenization but their own
+    one = simulate_closed_loop(_perf(), 1, 4, 512, 16, host=q, text_prompt=True)
+    one_ids = simulate_closed_loop(_perf(), 1, 4, 512, 16, host=q)
+    assert one.mean_ttft_ms - one_ids.mean_ttft_ms == pytest.approx(5.12, abs=0.05)
+
+
+def test_on_a_shared_core_the_api_stretches_the_engine_and_tokenizing_is_core_work():
+    sep = _profile(per_token_light_s=20e-6, per_token_heavy_s=20e-6)
+    one = sep.model_copy(update={"api_shares_engine_core": True})
+    assert sep.shared_core_stretch(5.0, 1.0, 2.0) == 0.0
+    assert one.shared_core_stretch(0.5, 1.0, 2.0) == 0.0        # nothing queued during the step
+    assert one.shared_core_stretch(1.5, 1.0, 2.0) == pytest.approx(0.5)
+    assert one.shared_core_stretch(9.0, 1.0, 2.0) == pytest.approx(2.0)   # both busy all along: half the core each
+    a = simulate_closed_loop(_perf(), 64, 256, 512, 64, host=sep)
+    b = simulate_closed_loop(_perf(), 64, 256, 512, 64, host=one)
+    # the engine gets the core only when the API's work is done: each step is longer by the API's share of it
+    assert b.engine.busy_s == pytest.approx(a.engine.busy_s, rel=0.02)
+    assert b.output_throughput < 0.85 * a.output_throughput   # 64 x 20 us of API work beside ~5 ms steps
+    assert b.duration_s > a.duration_s
+    # tokenizing on the one core: core work (it stretches steps), not a wait in a thread of its own
+    t = one.model_copy(update={"tokenize_per_prompt_token_s": 10e-6})
+    burst = simulate_closed_loop(_perf(), 64, 64, 512, 16, host=t, text_prompt=True)
+    ids = simulate_closed_loop(_perf(), 64, 64, 512, 16, host=t)
+    assert burst.mean_ttft_ms > ids.mean_ttft_ms + 100
+
+
+def test_the_api_pays_once_per_engine_step_as_well():
+    p = _profile(per_token_light_s=0.0, per_token_heavy_s=0.0, per_request_s=0.0)
+    q = p.model_copy(update={"api_per_step_s": 2e-3})
+    a = simulate_closed_loop(_perf(), 1, 4, 64, 32, host=p)
+    b = simulate_closed_loop(_perf(), 1, 4, 64, 32, host=q)
+    # one stream: each token waits behind its step's 2 ms on the API core (a delay, not a slower stream)
+    assert b.mean_ttft_ms - a.mean_ttft_ms == pytest.approx(2.0, abs=0.05)
+    assert b.mean_tpot_ms == pytest.approx(a.mean_tpot_ms, abs=0.01)
+    assert a.engine.steps == b.engine.steps
+    # on a shared core the same work also lengthens the steps
+    c = simulate_closed_loop(_perf(), 1, 4, 64, 32, host=q.model_copy(update={"api_shares_engine_core": True}))
+    assert c.mean_tpot_ms > a.mean_tpot_ms + 1.5
+
+
+def test_a_ramp_spreads_the_first_requests_as_melts_load_generator_does():
+    host = _profile()
+    burst = simulate_closed_loop(_perf(), 128, 128, 512, 32, host=host)
+    ramp = simulate_closed_loop(_perf(), 128, 128, 512, 32, host=host, ramp_s=2.0)
+    sends = sorted(r[0] for r in ramp.records)
+    assert sends == pytest.approx([g * 2.0 / 128 for g in range(128)])
+    assert ramp.mean_ttft_ms < burst.mean_ttft_ms
+    assert len(ramp.records) == 128 and all(r[3] == 32 for r in ramp.records)
+    with pytest.raises(ValueError, match="needs a host profile"):
+        simulate_closed_loop(_perf(), 4, 8, 64, 8, ramp_s=1.0)
 
 
 def test_api_server_is_one_fifo_queue():
