@@ -730,7 +730,9 @@ def cmd_show(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(doc, indent=2))
         return 0
-    sim = " [SIMULATED]" if doc["simulated"] else ""
+    proj = doc.get("projection") or {}
+    sim = (f" [PROJECTED from run #{proj.get('from_run')}, SIMULATED]" if proj else
+           " [SIMULATED]" if doc["simulated"] else "")
     say = lambda m: print(terminal_safe(m))  # noqa: E731
     say(f"run {doc['run_id']}{sim} {doc['name'] or ''}  status={doc['status']}  engine={doc['engine']}  "
         f"model={doc['model']}  gpu={doc['gpu']}  prompts={prompt_label(doc['config'])}")
@@ -976,6 +978,56 @@ def _add_calibrate_host(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the profile as JSON")
 
 
+def cmd_project(a: argparse.Namespace) -> int:
+    """A measured vLLM run projected onto other catalog GPUs (bench/project.py): the fit, the table, and (unless
+    --no-save) one stored simulated run per target GPU."""
+    from bench.project import ProjectionError, expected_lines, project, save_projection, table
+    from engines.sim.accuracy import CatalogError
+
+    try:
+        p = project(a.run_id, a.gpu, a.db, a.host)
+    except (ProjectionError, CatalogError) as e:
+        raise UsageError(str(e)) from None
+    made = {} if a.no_save else save_projection(p, a.db)
+    if a.json:
+        print(json.dumps({**p.summary(), "targets": {g: [{"concurrency": lv.concurrency, "requests": lv.requests,
+                                                         "ramp_s": lv.ramp_s, "output_tok_s": lv.output_tok_s,
+                                                         "mean_ttft_ms": lv.mean_ttft_ms,
+                                                         "p50_ttft_ms": lv.p50_ttft_ms,
+                                                         "mean_tpot_ms": lv.mean_tpot_ms} for lv in lvls]
+                                                     for g, lvls in p.targets.items()},
+                          "expected": {g: expected_lines(p, g) for g in p.targets}, "saved_runs": made,
+                          "elapsed_s": p.elapsed_s}, indent=2))
+        return 0
+    src = p.source
+    print(f"PROJECTED (SIMULATED) from run #{src.run_id} ({src.model} on {src.gpu}, {src.input_len} in / "
+          f"{src.output_len} out, {'text' if src.text_prompt else 'token-id'} prompts; host profile {p.host_profile};"
+          f" fitted in {p.elapsed_s:.0f} s)\n")
+    print(table(p))
+    print()
+    for g in p.targets:
+        for line in expected_lines(p, g):
+            print(f"  {line}")
+    for s in src.skipped:
+        print(f"  left out of the fit: {s}")
+    print("  fitted: " + ", ".join(f"{k} = {v * 1e3:.3f} ms" for k, v in p.fitted.items()))
+    for g, rid in made.items():
+        print(f"saved: run #{rid} = run #{src.run_id} projected to {g} (simulated)")
+    return 0
+
+
+def _add_project(sub) -> None:
+    p = sub.add_parser("project", help="project a measured vLLM run onto other catalog GPUs (the sim's host constants "
+                                       "fitted to the run, the GPU swapped); SIMULATED, stored as runs of their own")
+    p.add_argument("run_id", type=int, help="a finished vLLM run (one GPU, fixed lengths)")
+    p.add_argument("--gpu", action="append", required=True, metavar="GPU",
+                   help="catalog GPU id to project onto (repeat for several)")
+    p.add_argument("--host", default=None, help="host profile for the API server's costs (assets/hosts/ id or a "
+                   "YAML path, e.g. from `melt calibrate-host`; default: a typical datacenter core)")
+    p.add_argument("--no-save", action="store_true", help="print only; store nothing")
+    p.add_argument("--json", action="store_true")
+
+
 def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description="Melt: LLM serving benchmarks")
     ap.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: $MELT_DB or the user data dir)")
@@ -1019,6 +1071,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="add the runs of a bundle file to this history (runs it has are skipped)")
     p.add_argument("file")
     _add_calibrate_host(sub)
+    _add_project(sub)
     # --db is accepted after the subcommand too
     for name, sp in sub.choices.items():
         sp.add_argument("--db", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -1029,7 +1082,7 @@ COMMANDS = {"sweep": cmd_sweep, "blitz": cmd_blitz, "slo": cmd_sweep, "runs": cm
             "cancel": cmd_cancel, "engines": cmd_engines,
             "gpus": cmd_gpus, "plan": cmd_plan, "export": cmd_export, "import": cmd_import,
             "report": cmd_report, "compare-engines": cmd_compare_engines, "agent": cmd_agent, "agents": cmd_agents,
-            "calibrate-host": cmd_calibrate_host}
+            "calibrate-host": cmd_calibrate_host, "project": cmd_project}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,6 +95,10 @@ def run_labels(runs: Sequence[Any], configs: Mapping[int, Mapping] | None = None
             base[rid] = f"{base[rid]}{SEP}{name}"
     for rid in clashing(base):
         base[rid] = f"{base[rid]}{SEP}#{rid}"
+    for rid in base:   # a projection (bench/project.py) says which measured run it came from
+        src = (getattr(by_id[rid], "projection", None) or {}).get("from_run")
+        if src is not None:
+            base[rid] = f"{base[rid]}{SEP}projected from #{src}"
     return {rid: text + (f" {SIM_MARK}" if getattr(by_id[rid], "simulated", False) else "")
             for rid, text in base.items()}
 

@@ -208,7 +208,9 @@ def render(docs: list[dict], plotly_js: str | None = None) -> str:
     parts.append("<h2>Charts</h2>" + "".join(f'<div class="chart" id="chart-{k}"></div>' for k in ("tok", "ttft")))
     parts.append("<p>Each chart's toolbar downloads it as PNG; the SVG button beside it as SVG.</p>")
     for d in docs:
-        sim = " [SIMULATED]" if d["simulated"] else ""
+        proj = d.get("projection") or {}
+        sim = (f" [PROJECTED from run #{proj.get('from_run')}, SIMULATED]" if proj else
+               " [SIMULATED]" if d["simulated"] else "")
         name = f" · {d['name']}" if d.get("name") else ""
         parts.append(f"<h2>Run #{esc(d['run_id'])}{esc(sim)}: {esc(labels[d['run_id']])}{esc(name)}</h2>")
         if d["simulated"]:

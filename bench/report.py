@@ -142,14 +142,18 @@ def sim_error_lines(doc: dict) -> list[str]:
     if not doc.get("simulated"):
         return []
     return sim_run_notes([lv.get("concurrency") for lv in doc.get("levels") or []], doc.get("model"), doc.get("gpu"),
-                         doc.get("config"))
+                         doc.get("config"), doc.get("projection"))
 
 
-def sim_run_notes(levels, model: str | None, gpu: str | None, config) -> list[str]:
+def sim_run_notes(levels, model: str | None, gpu: str | None, config, projection: dict | None = None) -> list[str]:
     """engines.sim.accuracy.run_notes for a simulated run: its measured levels, else its config's planned ones, and
-    its config's workload shape (a RunConfig or its dict)."""
+    its config's workload shape (a RunConfig or its dict). A projected run (bench/project.py) carries its own lines:
+    the fit's residual on the run it came from and the projection check, not the plain sim's bands."""
     from engines.sim.accuracy import run_notes, shape_of
 
+    if projection:
+        return [str(x) for x in projection.get("expected") or []] or [
+            f"PROJECTED (simulated) from run #{projection.get('from_run')}: expected error unknown"]
     config = config or {}
     planned = config.get("levels") if isinstance(config, dict) else getattr(config, "levels", None)
     return run_notes(list(levels or []) or list(planned or []), model, gpu, shape=shape_of(config))
@@ -180,6 +184,7 @@ def run_document(run_id: int, db: str | Path | None = None) -> dict:
             level_docs.append(doc)
         return {
             "run_id": run.id, "name": run.name, "status": run.status.value, "simulated": run.simulated,
+            "projection": run.projection,
             "engine": run.engine_kind, "model": run.model, "gpu": run.gpu, "gpu_count": run.gpu_count,
             "created_at": run.created_at.isoformat(), "finished_at": run.finished_at.isoformat() if run.finished_at else None,
             "error": run.error, "tags": run.tags, "versions": run.versions, "config": run.config,
@@ -199,7 +204,8 @@ def runs_table(db: str | Path | None = None, limit: int = 50) -> str:
     factory = open_db(db)
     with factory() as s:
         runs = s.scalars(select(Run).order_by(Run.id.desc()).limit(limit)).all()
-        rows = [[str(r.id), r.created_at.strftime("%Y-%m-%d %H:%M"), r.name or "-", r.engine_kind + (" (SIMULATED)" if r.simulated else ""),
+        rows = [[str(r.id), r.created_at.strftime("%Y-%m-%d %H:%M"), r.name or "-", r.engine_kind + (f" (PROJECTED from #{(r.projection or {}).get('from_run')}, SIMULATED)" if r.projection
+                                  else " (SIMULATED)" if r.simulated else ""),
                  r.model, r.gpu or "-", prompt_label(r.config), _f(r.peak_output_tok_s), _f(r.best_goodput_req_s, 2),
                  r.status.value]
                 for r in runs]

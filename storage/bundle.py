@@ -118,6 +118,7 @@ class _Config(BaseModel):
 _Obj = dict[str, Any]
 _JSON_TYPES: dict[str, Any] = {
     "runs.config": Annotated[_Obj, _shape(_Config)], "runs.tags": list[str], "runs.versions": _Obj, "runs.host": _Obj,
+    "runs.projection": _Obj,
     "engine_instances.argv": list[str], "engine_instances.env": _Obj, "engine_instances.gpus": list[Any],
     "levels.summary": Annotated[_Obj, _shape(_Summary)], "levels.telemetry": _Obj,
     "telemetry_samples.extra": _Obj, "engine_metric_samples.extra": _Obj, "events.payload": _Obj,

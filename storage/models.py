@@ -105,6 +105,9 @@ class Run(Base):
     target_agent: Mapped[str | None] = mapped_column(String(100), index=True)
     agent: Mapped[str | None] = mapped_column(String(100))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A projection (bench/project.py): the measured run it came from, the fitted constants and the expected error.
+    # None for every measured or plainly simulated run.
+    projection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     levels: Mapped[list["Level"]] = relationship(back_populates="run", cascade="all, delete-orphan", order_by="Level.idx")
     instances: Mapped[list["EngineInstance"]] = relationship(back_populates="run", cascade="all, delete-orphan")

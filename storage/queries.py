@@ -49,14 +49,22 @@ class RunRow:
     error: str | None
     target_agent: str | None = None   # the remote agent the run is addressed to (bench/agent.py)
     agent: str | None = None          # the agent that took it
+    projection: dict | None = None    # a projected run (bench/project.py): where it came from, fit, expected error
 
     @property
     def active(self) -> bool:
         return self.status in {s.value for s in ACTIVE}
 
     @property
+    def projected_from(self) -> int | None:
+        return (self.projection or {}).get("from_run")
+
+    @property
     def label(self) -> str:
-        """Short human label: '#12 name (SIMULATED)'. Not escaped: escape where it is rendered as markup."""
+        """Short human label: '#12 name (SIMULATED)', '#13 name (PROJECTED from #12, SIMULATED)'. Not escaped:
+        escape where it is rendered as markup."""
+        if self.projection:
+            return f"#{self.id} {self.name or self.model} (PROJECTED from #{self.projected_from}, SIMULATED)"
         sim = " (SIMULATED)" if self.simulated else ""
         return f"#{self.id} {self.name or self.model}{sim}"
 

@@ -54,7 +54,8 @@ def sim_error_caption(d, label: str | None = None) -> None:
         return
     from bench.report import sim_run_notes
 
-    if lines := sim_run_notes([lv.concurrency for lv in d.levels], d.run.model, d.run.gpu, d.config):
+    if lines := sim_run_notes([lv.concurrency for lv in d.levels], d.run.model, d.run.gpu, d.config,
+                              d.run.projection):
         st.caption((f"**{esc_md(label)}**  \n" if label else "") + "  \n".join(esc_md(line) for line in lines))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.ui.common import download_csv, esc_md, page_header, worker_api
+from app.ui.common import download_csv, esc_md, gpu_catalog, page_header, worker_api
 from app.ui.share import import_box, share_buttons
 from bench.config import stored_engine_command
 from storage import queries as q
@@ -40,7 +40,8 @@ df = pd.DataFrame([{
     "id": r.id, "name": r.name, "created (UTC)": r.created_at.strftime("%Y-%m-%d %H:%M"),
     "GPU": f"{r.gpu or '?'} × {r.gpu_count}", "engine": r.engine_kind, "model": r.model,
     "peak tok/s": r.peak_output_tok_s, "best goodput req/s": r.best_goodput_req_s, "status": r.status,
-    "data": "SIMULATED" if r.simulated else "measured", "tags": ", ".join(r.tags), "notes": r.notes,
+    "data": (f"PROJECTED from #{r.projected_from} (SIMULATED)" if r.projection else
+             "SIMULATED" if r.simulated else "measured"), "tags": ", ".join(r.tags), "notes": r.notes,
 } for r in runs])
 st.caption(f"{len(runs)} run(s)")
 event = st.dataframe(
@@ -120,6 +121,38 @@ if len(chosen) == 1:
             if no.button("Cancel", key="r_again_no"):
                 ss.pop("r_again_confirm", None)
                 st.rerun()
+
+    # Projection (bench/project.py): a measured vLLM run onto other catalog GPUs, stored as simulated runs.
+    if not r.simulated and r.status == "completed":
+        with st.expander("Project onto other GPUs (SIMULATED)", icon=":material/science:"):
+            from bench.project import ProjectionError, load_source, project, save_projection, table
+
+            try:
+                source = load_source(r.id)
+            except ProjectionError as e:
+                st.caption(f"Cannot project this run: {esc_md(e)}")
+            else:
+                cat, _ = gpu_catalog()
+                st.caption("The simulator's host constants (engine loop, request path) are fitted to this run's "
+                           f"{len(source.levels)} level(s) on {esc_md(source.gpu)}, then the GPU is swapped. Each "
+                           "target is stored as a SIMULATED run with its expected error. The fit takes about a "
+                           "minute.")
+                targets = st.multiselect("Target GPUs", [g for g in cat if g != source.gpu], key=f"r_proj_{r.id}")
+                if st.button("Project", key=f"r_proj_go_{r.id}", disabled=not targets, type="primary"):
+                    with st.spinner(f"Fitting run #{r.id} and projecting to {len(targets)} GPU(s)…"):
+                        try:
+                            proj = project(r.id, targets)
+                            made = save_projection(proj)
+                        except ProjectionError as e:
+                            st.error(f"Could not project: {esc_md(e)}")
+                        else:
+                            ss[f"r_proj_done_{r.id}"] = (table(proj), made)
+                if done := ss.get(f"r_proj_done_{r.id}"):
+                    md, made = done
+                    st.markdown(md)
+                    st.page_link("views/compare.py", label="Compare the measured run with its projections",
+                                 icon=":material/compare_arrows:",
+                                 query_params={"runs": ",".join(map(str, [r.id, *made.values()][:6]))})
 
 # Delete: two steps, so a stray click never loses history.
 ids = [r.id for r in chosen]

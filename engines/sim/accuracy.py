@@ -69,6 +69,33 @@ class AccuracyRow(BaseModel):
         return self
 
 
+class ProjectionRow(BaseModel):
+    """One measured level against its projection from another GPU (one row of `fit_host.projection()`): the host
+    constants fitted on `from_gpu`'s runs, the GPU swapped to `to_gpu`, against `to_gpu`'s measured runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fitted_on: str = Field(description="the host profile fitted on the from-GPU's runs")
+    from_gpu: str
+    to_gpu: str
+    concurrency: int = Field(ge=1)
+    model: str
+    projected_output_tok_s: float = Field(gt=0)
+    real_output_tok_s: float = Field(gt=0)
+    projected_mean_ttft_ms: float = Field(gt=0)
+    real_mean_ttft_ms: float = Field(gt=0)
+    output_tok_s_error: float = Field(description="projected / real - 1 of output tok/s")
+    mean_ttft_error: float = Field(description="projected / real - 1 of mean TTFT")
+
+    @model_validator(mode="after")
+    def _errors_match(self) -> "ProjectionRow":
+        for name, sim, real in (("output_tok_s_error", self.projected_output_tok_s, self.real_output_tok_s),
+                                ("mean_ttft_error", self.projected_mean_ttft_ms, self.real_mean_ttft_ms)):
+            if abs(getattr(self, name) - (sim / real - 1)) > _ERR_TOL:
+                raise ValueError(f"{name} {getattr(self, name)} is not projected / real - 1 = {sim / real - 1:.4f}")
+        return self
+
+
 class AccuracyFile(BaseModel):
     """assets/sim_accuracy.yaml: the calibration rows and where they came from."""
 
@@ -81,6 +108,8 @@ class AccuracyFile(BaseModel):
     input_len: int = Field(ge=1, description="prompt tokens of every measured run")
     output_len: int = Field(ge=1, description="output tokens of every measured run")
     rows: list[AccuracyRow] = Field(min_length=1)
+    projections: list[ProjectionRow] = Field(default_factory=list, description="fit_host.projection(): the "
+                                             "projection check of bench/project.py's expected error")
 
 
 def rows_from_compare(compared: Iterable[Sequence]) -> list[AccuracyRow]:
@@ -96,10 +125,26 @@ def rows_from_compare(compared: Iterable[Sequence]) -> list[AccuracyRow]:
     return out
 
 
+def projections_from(projected: Iterable[Sequence]) -> list[ProjectionRow]:
+    """ProjectionRows from `fit_host.projection()`'s tuples (fitted host, from GPU, to GPU, concurrency, projected
+    tok/s, measured tok/s, projected TTFT ms, measured TTFT ms); the model is Qwen3-0.6B there."""
+    from engines.sim.fit_host import Q06
+
+    out = []
+    for host, src, dst, c, pt, mt, pf, mf in projected:
+        pt, mt, pf, mf = (float(f"{float(x):.6g}") for x in (pt, mt, pf, mf))
+        out.append(ProjectionRow(fitted_on=host, from_gpu=src, to_gpu=dst, concurrency=int(c), model=Q06,
+                                 projected_output_tok_s=pt, real_output_tok_s=mt, projected_mean_ttft_ms=pf,
+                                 real_mean_ttft_ms=mf, output_tok_s_error=round(pt / mt - 1, 4),
+                                 mean_ttft_error=round(pf / mf - 1, 4)))
+    return out
+
+
 def write_accuracy(rows: Iterable[Sequence | AccuracyRow], path: str | Path = ACCURACY_FILE, *,
                    input_len: int | None = None, output_len: int | None = None,
-                   date: _dt.date | None = None) -> AccuracyFile:
-    """Write the asset from compare()'s rows (tuples) or AccuracyRows; returns what was written (validated)."""
+                   date: _dt.date | None = None, projections: Iterable[Sequence | ProjectionRow] = ()) -> AccuracyFile:
+    """Write the asset from compare()'s rows (tuples) or AccuracyRows, and projection()'s; returns what was written
+    (validated)."""
     from engines.sim import fit_host
 
     rows = list(rows)
@@ -111,7 +156,9 @@ def write_accuracy(rows: Iterable[Sequence | AccuracyRow], path: str | Path = AC
               "per level) against simulate_closed_loop with that host's profile and the same request counts; "
               "error = sim / real - 1"),
         input_len=input_len or fit_host.IN_LEN, output_len=output_len or fit_host.OUT_LEN,
-        rows=sorted(typed, key=lambda r: (r.model, r.gpu, r.host_profile, r.prompts, r.concurrency)))
+        rows=sorted(typed, key=lambda r: (r.model, r.gpu, r.host_profile, r.prompts, r.concurrency)),
+        projections=[r for r in projections if isinstance(r, ProjectionRow)]
+        + projections_from(r for r in projections if not isinstance(r, ProjectionRow)))
     body = doc.model_dump(mode="json")
     head = ("# The simulator's error against measured runs (engines/sim/accuracy.py). Generated, do not edit:\n"
             f"# regenerate with `{WRITE_CMD}` after refitting the sim's constants or host profiles.\n")
@@ -293,6 +340,37 @@ def run_notes(levels: Iterable[int | None], model: str | None = None, gpu: str |
     return [describe(g[0][1], [c for c, _ in g], shape) for g in groups.values()]
 
 
+def projection_band(from_gpu: str, to_gpu: str, levels: Iterable[int], path: str | Path = ACCURACY_FILE) -> str:
+    """One line: the projection check's error for a projection from `from_gpu` to `to_gpu` at `levels` users, the
+    max |projected / real - 1| over the checked rows at the measured concurrencies nearest those levels. Never
+    raises (a missing asset or no checks gives a line saying the error is unknown)."""
+    try:
+        rows = list(load_accuracy(path).projections)
+    except CatalogError as e:
+        return f"projection check: expected error unknown: {e}"
+    if not rows:
+        return "projection check: none stored, expected error unknown"
+    cs = sorted({int(c) for c in levels if c and c > 0})
+    measured = sorted({r.concurrency for r in rows})
+    near = sorted({_nearest(float(c), measured) for c in cs}) or measured
+    at = [r for r in rows if r.concurrency in near]
+    tok = max(abs(r.output_tok_s_error) for r in at)
+    ttft = max(abs(r.mean_ttft_error) for r in at)
+    pairs = sorted({(r.from_gpu, r.to_gpu) for r in rows})
+    checked = " and ".join(f"{_short_gpu(a)} to {_short_gpu(b)}" for a, b in pairs)
+    this = ((from_gpu or "").lower(), (to_gpu or "").lower())
+    matched = any((a.lower(), b.lower()) == this for a, b in pairs)
+    lo, hi = measured[0], measured[-1]
+    beyond = any(c > RANGE_FACTOR * hi or c < lo / RANGE_FACTOR for c in cs)
+    notes = [] if matched else [f"{_short_gpu(from_gpu)} to {_short_gpu(to_gpu)} was not among the checks"]
+    if beyond:
+        notes.append(f"some levels are beyond the checked {lo:,}-{hi:,} users")
+    models = " / ".join(sorted({_short_model(r.model) for r in rows}))
+    return (f"projection check: expected error {pct(tok)} output tok/s, {pct(ttft)} mean TTFT at "
+            + ", ".join(f"{c:,}" for c in near) + f" users (max over {len(at)} projected levels, {checked}, "
+            + f"{models}, against measured runs" + "".join(f"; {n}" for n in notes) + f"; {DOC})")
+
+
 # ------------------------------------------------------------------------------------------------------- CLI
 def bands_table(path: str | Path = ACCURACY_FILE, model: str | None = None, gpu: str | None = None) -> str:
     """Markdown: per measured concurrency the band (every row, or those of model / GPU)."""
@@ -307,17 +385,18 @@ def bands_table(path: str | Path = ACCURACY_FILE, model: str | None = None, gpu:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engines.sim.accuracy", description=__doc__.splitlines()[0])
-    ap.add_argument("--write", action="store_true", help="regenerate the asset from fit_host.compare() (~15 s)")
+    ap.add_argument("--write", action="store_true", help="regenerate the asset from fit_host.compare() and "
+                    "projection() (~30 s)")
     ap.add_argument("--file", type=Path, default=ACCURACY_FILE, help="the asset (default: %(default)s)")
     ap.add_argument("--model", help="the band of this model's runs (falls back to all)")
     ap.add_argument("--gpu", help="the band of this GPU's runs (falls back to all)")
     a = ap.parse_args(argv)
     try:
         if a.write:
-            from engines.sim.fit_host import compare
+            from engines.sim.fit_host import compare, projection
 
-            doc = write_accuracy(compare(), a.file)
-            print(f"wrote {a.file}: {len(doc.rows)} rows", file=sys.stderr)
+            doc = write_accuracy(compare(), a.file, projections=projection())
+            print(f"wrote {a.file}: {len(doc.rows)} rows, {len(doc.projections)} projection rows", file=sys.stderr)
         doc = load_accuracy(a.file)
     except CatalogError as e:
         print(f"error: {e}", file=sys.stderr)

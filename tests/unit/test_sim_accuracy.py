@@ -199,3 +199,30 @@ def test_the_bundled_asset_is_the_current_compare():
         r = stored[(gpu, host, kind, c, model)]
         assert (r.sim_output_tok_s, r.real_output_tok_s) == (pytest.approx(st, rel=1e-4), pytest.approx(rt, rel=1e-4))
         assert (r.sim_mean_ttft_ms, r.real_mean_ttft_ms) == (pytest.approx(sf, rel=1e-4), pytest.approx(rf, rel=1e-4))
+
+
+def test_the_bundled_projection_check_is_the_current_projection():
+    """The projection rows (bench/project.py's expected error) are fit_host.projection() with the bundled profiles."""
+    from engines.sim import fit_host
+
+    stored = {(r.fitted_on, r.from_gpu, r.to_gpu, r.concurrency): r for r in acc.load_accuracy().projections}
+    now = fit_host.projection()
+    assert len(now) == len(stored) > 0
+    for host, src, dst, c, pt, mt, pf, mf in now:
+        r = stored[(host, src, dst, c)]
+        assert (r.projected_output_tok_s, r.real_output_tok_s) == (pytest.approx(pt, rel=1e-4), pytest.approx(mt, rel=1e-4))
+        assert (r.projected_mean_ttft_ms, r.real_mean_ttft_ms) == (pytest.approx(pf, rel=1e-4), pytest.approx(mf, rel=1e-4))
+
+
+def test_projection_band_names_the_checks_and_what_was_not_checked(tmp_path):
+    line = acc.projection_band("H100-SXM-80GB", "H200-141GB", [1, 16])
+    assert line.startswith("projection check: expected error ±") and "H100-SXM to H200" in line
+    assert "not among the checks" not in line
+    other = acc.projection_band("H200-141GB", "B200-180GB", [1, 16, 100000])
+    assert "H200 to B200 was not among the checks" in other and "beyond the checked" in other
+    # the worst level of the asked ones, nearest measured
+    rows = acc.load_accuracy().projections
+    at16 = max(abs(r.output_tok_s_error) for r in rows if r.concurrency == 16)
+    assert acc.pct(at16) in acc.projection_band("H100-SXM-80GB", "H200-141GB", [16])
+    missing = tmp_path / "none.yaml"
+    assert "expected error unknown" in acc.projection_band("a", "b", [1], path=missing)

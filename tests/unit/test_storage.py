@@ -11,7 +11,7 @@ from storage.db import get_engine, open_db
 from storage.models import Level, LevelStatus, Request, Run, RunStatus, utcnow
 from storage.recorder import Recorder
 
-HEAD = "0008"  # the newest migration
+HEAD = "0009"  # the newest migration
 
 
 def _config() -> RunConfig:

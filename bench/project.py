@@ -1,0 +1,379 @@
+"""Projection from a measurement (issue #13 item 4): a real vLLM run on one GPU, the simulator's host constants
+fitted to that run's own levels, the GPU swapped for another catalog GPU. SIMULATED, and labelled so everywhere.
+
+What: `project(run_id, ["H200-141GB", ...])` reads a finished real vLLM run from the history, fits the engine
+loop's CPU costs (per step, per sequence, per prefill) and the request's fixed path with
+`engines.sim.fit_host.fit_engine_to` on its least-loaded level (the anchor: tok/s and mean TTFT there), scores the
+split on its other levels, and then runs the same workload (lengths, prompt kind, each level's users, requests and
+ramp-up) through the simulator's virtual-time closed loop (engines.sim.scheduler) on each target GPU with those
+constants. `save_projection` stores each target as a run of its own (`simulated`, engine "sim", `projection` saying
+which run it came from, the fit and the expected error), so Compare, Cost and the reports show it beside the
+measurement it came from.
+
+Why this way: the GPU side of the sim (roofline, GEMM probe) moves with the catalog GPU, and what does not (the
+host's Python: vLLM's engine loop and API server) is what a measured run pins down. The API server's per-request and
+per-token CPU cannot be read from a run's client figures alone (Melt does not store the server's CPU per level), so
+they are the host profile's (default: a typical datacenter core, `--host` for another, e.g. `melt calibrate-host`'s);
+the fit moves part of them between per request and per token, as fit_host does.
+
+Expected error, two parts, both shown: the fit's own residual on the measured run (how well these constants
+reproduce it on its GPU; in-sample, so a floor), and the projection check of engines/sim/accuracy.py (constants
+fitted on one GPU's runs, projected to another GPU, against that GPU's measured runs: an H100 host and an H200 host).
+
+Refused, with the reason: simulated runs, other engines than vLLM (the sim models vLLM V1), deployments of several
+instances, tensor parallel, GPUs or models not in the catalog, length distributions (the fit needs fixed lengths),
+prefix or file prompts, chat requests, runs without a completed closed-loop level.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from catalog import CatalogError, get_gpu, get_model
+
+# The fit's search for a stored run (fit_host's full grid takes minutes per host; a user waits for this one):
+# per-sequence CPU 0 / 20 / 40 us, the API's per-request share as the profile has it or 2 ms more, a lone prefill's
+# time all CPU or half latency, and its CPU per chunk or per piecewise step.
+PER_SEQ_GRID = (0.0, 20e-6, 40e-6)
+REQUEST_GRID = (0.0, 2e-3)
+LATENCY_GRID = (0.0, 0.5)
+CHUNK_GRID = (0.3, 1.0)
+# requests simulated per level: the measured level's count, at most this many per user (and at least 2 per user)
+MAX_REQUESTS_PER_USER = 4
+MAX_REQUESTS = 8192
+STEP_MAX_S = 20e-3        # the step overhead's bisection top (a slow host's Python loop, not a GPU's step)
+
+
+class ProjectionError(ValueError):
+    """A run that cannot be projected; the message says why."""
+
+
+@dataclass(frozen=True)
+class SourceLevel:
+    concurrency: int
+    requests: int           # OK requests measured (mean over repeats)
+    output_tok_s: float     # whole-level, vllm bench definitions (mean over repeats)
+    mean_ttft_ms: float
+    ramp_s: float
+    repeats: int
+
+
+@dataclass(frozen=True)
+class Source:
+    run_id: int
+    uuid: str | None
+    name: str
+    gpu: str
+    model: str
+    input_len: int
+    output_len: int
+    text_prompt: bool
+    levels: tuple[SourceLevel, ...]
+    skipped: tuple[str, ...]   # levels left out of the fit, and why
+
+
+@dataclass(frozen=True)
+class ProjectedLevel:
+    concurrency: int
+    requests: int
+    ramp_s: float
+    output_tok_s: float
+    mean_ttft_ms: float
+    p50_ttft_ms: float
+    mean_tpot_ms: float
+    records: list = field(repr=False, default_factory=list)   # (arrival s, TTFT s, E2E s, output tokens)
+
+
+@dataclass(frozen=True)
+class Projection:
+    source: Source
+    host_profile: str
+    fitted: dict[str, float]                          # HostProfile fields the fit set
+    fit_check: dict[int, tuple[float, float, float, float]]   # c -> (sim tok/s, real tok/s, sim TTFT, real TTFT)
+    warnings: tuple[str, ...]
+    targets: dict[str, tuple[ProjectedLevel, ...]]    # target GPU id -> its levels
+    elapsed_s: float
+
+    def fit_error(self) -> tuple[float, float]:
+        """Largest |sim / real - 1| of output tok/s and of mean TTFT over the fitted run's levels."""
+        tok = max(abs(s / r - 1) for s, r, _, _ in self.fit_check.values())
+        ttft = max(abs(s / r - 1) for _, _, s, r in self.fit_check.values())
+        return tok, ttft
+
+    def summary(self) -> dict[str, Any]:
+        """What a projected run stores in runs.projection (JSON)."""
+        tok, ttft = self.fit_error()
+        return {"from_run": self.source.run_id, "from_uuid": self.source.uuid, "from_name": self.source.name,
+                "from_gpu": self.source.gpu, "host_profile": self.host_profile,
+                "fitted": {k: float(v) for k, v in self.fitted.items()},
+                "fit_check": {str(c): {"sim_output_tok_s": v[0], "real_output_tok_s": v[1], "sim_mean_ttft_ms": v[2],
+                                       "real_mean_ttft_ms": v[3]} for c, v in sorted(self.fit_check.items())},
+                "fit_error": {"output_tok_s": tok, "mean_ttft": ttft},
+                "warnings": list(self.warnings), "skipped": list(self.source.skipped)}
+
+
+# ------------------------------------------------------------------------------------------------- the source
+def _get(obj, key, default=None):
+    return obj.get(key, default) if isinstance(obj, dict) else getattr(obj, key, default)
+
+
+def source_of(run, levels) -> Source:
+    """The measured side of a projection from a Run row and its Level rows; ProjectionError saying why not."""
+    rid = run.id
+    if run.simulated or run.engine_kind == "sim":
+        raise ProjectionError(f"run #{rid} is simulated: a projection starts from a measured run")
+    if run.engine_kind != "vllm":
+        raise ProjectionError(f"run #{rid} ran {run.engine_kind!r}: the simulator models vLLM only, so only a vLLM "
+                              "run can be projected")
+    cfg = run.config or {}
+    if len(cfg.get("instances") or []) > 1 or cfg.get("services"):
+        raise ProjectionError(f"run #{rid} is a deployment of several instances: project a single-engine run")
+    eng = cfg.get("engine") or {}
+    if (eng.get("tp") or 1) > 1 or (run.gpu_count or 1) > 1:
+        raise ProjectionError(f"run #{rid} used {max(eng.get('tp') or 1, run.gpu_count or 1)} GPUs: projections are "
+                              "of one GPU (the sim's tensor-parallel terms are not calibrated)")
+    try:
+        gpu = get_gpu(run.gpu or "").id
+    except (CatalogError, KeyError):
+        raise ProjectionError(f"run #{rid}'s GPU {run.gpu!r} is not a catalog GPU (assets/gpus.yaml): the fit needs "
+                              "its roofline") from None
+    try:
+        model = get_model(run.model).id
+    except (CatalogError, KeyError):
+        raise ProjectionError(f"run #{rid}'s model {run.model!r} is not in the catalog (assets/models.yaml)") from None
+    wl = cfg.get("workload") or {}
+    i, o = wl.get("input_len") or {}, wl.get("output_len") or {}
+    if not (i.get("min") == i.get("max") and o.get("min") == o.get("max") and i.get("min") and o.get("min")):
+        raise ProjectionError(f"run #{rid} has length ranges ({i.get('min')}-{i.get('max')} in, {o.get('min')}-"
+                              f"{o.get('max')} out): a projection needs fixed lengths")
+    if wl.get("prefix_len") or wl.get("prompt_file"):
+        raise ProjectionError(f"run #{rid} used a shared prefix or a prompt file: not modelled by the simulator")
+    if wl.get("endpoint", "completions") != "completions":
+        raise ProjectionError(f"run #{rid} used the {wl.get('endpoint')!r} endpoint: the sim's API costs are of "
+                              "/v1/completions")
+    by: dict[int, list] = {}
+    skipped = []
+    for lv in levels:
+        s = lv.summary or {}
+        c = lv.concurrency
+        why = None
+        if lv.request_rate is not None:
+            why = "a request-rate level"
+        elif _get(lv, "status") is None or getattr(_get(lv, "status"), "value", _get(lv, "status")) != "completed":
+            why = "not completed"
+        elif lv.n_err:
+            why = f"{lv.n_err} failed requests"
+        elif lv.client_bound:
+            why = "client-bound (it measured the client)"
+        elif not lv.output_tok_s or not (s.get("ttft_ms") or {}).get("mean"):
+            why = "no throughput or TTFT"
+        if why:
+            skipped.append(f"c={c}: {why}")
+            continue
+        by.setdefault(c, []).append((lv.n_ok, lv.output_tok_s, s["ttft_ms"]["mean"], float(s.get("ramp_s") or 0.0)))
+    if not by:
+        raise ProjectionError(f"run #{rid} has no completed closed-loop level without errors to fit")
+    out = tuple(SourceLevel(c, round(mean(x[0] for x in v)), mean(x[1] for x in v), mean(x[2] for x in v),
+                            mean(x[3] for x in v), len(v)) for c, v in sorted(by.items()))
+    return Source(rid, run.uuid, run.name or "", gpu, model, int(i["min"]), int(o["min"]),
+                  wl.get("prompt_format", "text") != "token-ids", out, tuple(skipped))
+
+
+def load_source(run_id: int, db: str | Path | None = None) -> Source:
+    from sqlalchemy import select
+
+    from storage.db import open_db
+    from storage.models import Level, Run
+
+    factory = open_db(db)
+    with factory() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise ProjectionError(f"run #{run_id} not found")
+        if not run.status.finished:
+            raise ProjectionError(f"run #{run_id} is {run.status.value}: project it once it has finished")
+        levels = s.scalars(select(Level).where(Level.run_id == run_id).order_by(Level.idx)).all()
+        return source_of(run, levels)
+
+
+# -------------------------------------------------------------------------------------------------- the fit
+def _requests(lv: SourceLevel) -> int:
+    c = lv.concurrency
+    return max(2 * c, min(lv.requests, MAX_REQUESTS_PER_USER * c, MAX_REQUESTS))
+
+
+def project_source(src: Source, targets: list[str], host: str | None = None) -> Projection:
+    from engines.sim import fit_host
+    from engines.sim.host import DEFAULT_HOST, load_host_profile
+    from engines.sim.model import DEFAULT_PROFILE, PerfModel
+    from engines.sim.scheduler import simulate_closed_loop
+
+    t0 = time.perf_counter()
+    gpus = []
+    for g in targets:
+        try:
+            gpus.append(get_gpu(g).id)
+        except (CatalogError, KeyError):
+            raise ProjectionError(f"unknown target GPU {g!r} (see ./melt gpus --catalog or assets/gpus.yaml)") from None
+    if not gpus:
+        raise ProjectionError("name at least one target GPU")
+    base = load_host_profile(host)
+    shape = fit_host.Shape(input_len=src.input_len, output_len=src.output_len,
+                           requests=tuple((lv.concurrency, _requests(lv)) for lv in src.levels),
+                           ramp_s=tuple((lv.concurrency, lv.ramp_s) for lv in src.levels),
+                           anchor=src.levels[0].concurrency, levels=tuple(lv.concurrency for lv in src.levels[1:]))
+    real = {}
+    for lv in src.levels:
+        real[(lv.concurrency, "tok/s")] = lv.output_tok_s
+        real[(lv.concurrency, "ttft_ms")] = lv.mean_ttft_ms
+    one = len(src.levels) == 1        # nothing to score a split on: the profile's own split, one point
+    prior = base.engine_profile(DEFAULT_PROFILE).step_overhead_s
+    try:
+        fitted, check = fit_host.fit_engine_to(
+            real, base, src.gpu, src.model, src.text_prompt, shape=shape,
+            per_seq_grid=(base.engine_per_seq_s or 0.0,) if one else PER_SEQ_GRID,
+            request_grid=(0.0,) if one else REQUEST_GRID, latency_grid=(0.0,) if one else LATENCY_GRID,
+            chunk_grid=(1.0,) if one else CHUNK_GRID, step_max_s=STEP_MAX_S, step_prior_s=prior, fit_frontend=True,
+            score_anchor=True, score_sum=True)
+    except CatalogError as e:
+        raise ProjectionError(f"run #{src.run_id}: {e}") from None
+    warnings = list(fit_host.at_bound(fitted, check, PER_SEQ_GRID, REQUEST_GRID, STEP_MAX_S))
+    if fitted["engine_step_s"] == prior:
+        warnings.append(f"the step overhead is the host profile's ({prior * 1e3:.2f} ms): at {src.levels[0].concurrency}"
+                        " user(s) the run was GPU-bound, so it cannot tell the engine loop's CPU cost")
+    if one:
+        warnings.append("one measured level: only the step overhead and a lone prefill's time are fitted; the "
+                        "per-sequence and per-request costs are the host profile's")
+    if src.levels[0].concurrency > 16:
+        warnings.append(f"the least-loaded measured level is {src.levels[0].concurrency} users: the engine's own "
+                        "costs are best seen at 1 user")
+    fit_check = {c: (check[(c, "tok/s")][0], check[(c, "tok/s")][1], check[(c, "ttft_ms")][0],
+                     check[(c, "ttft_ms")][1]) for c in sorted({c for c, k in check if k == "tok/s"})}
+    prof = base.model_copy(update=fitted)
+    out = {}
+    for g in gpus:
+        try:
+            perf = PerfModel(get_gpu(g), get_model(src.model), host=prof)
+        except CatalogError as e:
+            raise ProjectionError(f"{src.model} on {g}: {e}") from None
+        lvls = []
+        for lv in src.levels:
+            n = _requests(lv)
+            st = simulate_closed_loop(perf, lv.concurrency, n, src.input_len, src.output_len, host=prof,
+                                      text_prompt=src.text_prompt, ramp_s=lv.ramp_s)
+            lvls.append(ProjectedLevel(lv.concurrency, n, lv.ramp_s, st.output_throughput, st.mean_ttft_ms,
+                                       st.p50_ttft_ms, st.mean_tpot_ms, st.records))
+        out[g] = tuple(lvls)
+    return Projection(src, host or DEFAULT_HOST, fitted, fit_check, tuple(warnings), out,
+                      time.perf_counter() - t0)
+
+
+def project(run_id: int, targets: list[str], db: str | Path | None = None, host: str | None = None) -> Projection:
+    return project_source(load_source(run_id, db), targets, host)
+
+
+# ------------------------------------------------------------------------------------------------ the words
+def expected_lines(p: Projection, gpu: str) -> list[str]:
+    """The expected error of one target's projection, in words (shown wherever the projected run is)."""
+    from engines.sim.accuracy import projection_band, pct
+
+    tok, ttft = p.fit_error()
+    lines = [f"PROJECTED (simulated) from run #{p.source.run_id} on {p.source.gpu} to {gpu}: the fit reproduces the "
+             f"measured run within {pct(tok)} output tok/s and {pct(ttft)} mean TTFT (in-sample)"]
+    lines.append(projection_band(p.source.gpu, gpu, [lv.concurrency for lv in p.source.levels]))
+    lines.extend(f"warning: {w}" for w in p.warnings)
+    return lines
+
+
+def table(p: Projection) -> str:
+    """Markdown: per level the measured figures, the fit's on the measured GPU, and each target's projection."""
+    gs = list(p.targets)
+    head = ["users", f"measured tok/s ({p.source.gpu})", "fit tok/s", "measured TTFT ms", "fit TTFT ms"]
+    for g in gs:
+        head += [f"{g} tok/s", f"{g} TTFT ms"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for k, lv in enumerate(p.source.levels):
+        sim_t, real_t, sim_f, real_f = p.fit_check[lv.concurrency]
+        row = [f"{lv.concurrency:,}", f"{real_t:,.0f}", f"{sim_t:,.0f} ({sim_t / real_t - 1:+.1%})", f"{real_f:,.1f}",
+               f"{sim_f:,.1f} ({sim_f / real_f - 1:+.1%})"]
+        for g in gs:
+            t = p.targets[g][k]
+            row += [f"{t.output_tok_s:,.0f}", f"{t.mean_ttft_ms:,.1f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ storing
+def _results(lv: ProjectedLevel, go_ns: int, input_len: int, output_len: int):
+    from bench.loadgen import RequestResult
+
+    out = []
+    for seq, (arrival, ttft, e2e, n) in enumerate(sorted(lv.records)):
+        out.append(RequestResult(seq=seq, warmup=False, send_ns=go_ns + int(arrival * 1e9), queue_ms=0.0,
+                                 ttft_ms=ttft * 1e3, e2e_ms=e2e * 1e3, input_tokens=input_len, output_tokens=n,
+                                 chunks=n, itl_mean_ms=(e2e - ttft) * 1e3 / (n - 1) if n > 1 else None,
+                                 itl_max_ms=None, ok=True, status_code=200, error=None, max_tokens=output_len,
+                                 user=None))
+    return out
+
+
+def save_projection(p: Projection, db: str | Path | None = None) -> dict[str, int]:
+    """Store each target's projection as a finished simulated run; returns {target GPU: new run id}."""
+    from bench.config import SLO
+    from bench.hist import LogHistogram
+    from bench.loadgen import LevelOutcome
+    from bench.metrics import summarize
+    from bench.runs import stored_config
+    from bench.config import RunConfig
+    from bench.steady import steady_summary
+    from bench.sweep import base_versions
+    from storage.db import open_db
+    from storage.models import LevelStatus, Run, RunStatus
+    from storage.recorder import Recorder
+
+    factory = open_db(db)
+    with factory() as s:
+        src_run = s.get(Run, p.source.run_id)
+        if src_run is None:
+            raise ProjectionError(f"run #{p.source.run_id} not found")
+        src_cfg = dict(src_run.config or {})
+        tags = [t for t in (src_run.tags or []) if t != "projected"] + ["projected"]
+        price = src_run.price_per_gpu_hour
+    made = {}
+    for gpu, levels in p.targets.items():
+        # the measured run's config, its engine swapped for the sim on the target GPU with the fitted host's base
+        # profile (the fitted constants themselves are in `projection`: a re-run of this config is a plain sim run)
+        eng = {**(src_cfg.get("engine") or {}), "kind": "sim", "sim_gpu": gpu, "sim_host_profile": p.host_profile,
+               "engine_cmd": None, "extra_args": [], "port": None, "base_url": None, "dummy_weights": False}
+        name = f"{p.source.name or f'run #{p.source.run_id}'} projected to {gpu}"[:200]
+        doc = stored_config(RunConfig.model_validate({**src_cfg, "engine": eng, "gpu": gpu, "name": name}))
+        proj = {**p.summary(), "to_gpu": gpu, "expected": expected_lines(p, gpu)}
+        rid = Recorder.create_run(factory, config=doc, name=name, engine_kind="sim",
+                                  model=src_run.model, gpu=gpu, gpu_count=1, simulated=True, tags=tags,
+                                  price_per_gpu_hour=None if gpu != p.source.gpu else price,
+                                  versions={**base_versions(), "projection": "bench.project"}, host={})
+        rec = Recorder(rid, factory=factory)
+        rec.update_run(projection=proj, notes="\n".join(proj["expected"]))
+        rec.set_status(RunStatus.starting)
+        go = time.time_ns()
+        for idx, lv in enumerate(levels):
+            results = _results(lv, go, p.source.input_len, p.source.output_len)
+            end = max(r.send_ns + int(r.e2e_ms * 1e6) for r in results)
+            dur = lv.requests * p.source.output_len / lv.output_tok_s
+            outcome = LevelOutcome(results_ok=len(results), results_err=0, n_sent=len(results), start_ns=go,
+                                   end_ns=end, duration_s=dur, itl=LogHistogram(), client_cpu_pct=0.0,
+                                   client_bound=False, cancelled=False, concurrency=lv.concurrency, ramp_s=lv.ramp_s)
+            summary = summarize(results, outcome, SLO())
+            summary["steady"] = steady_summary(results, go, None, users=lv.concurrency, open_loop=False)
+            summary.update(repeat=0, ramp_s=lv.ramp_s, projected=True)
+            level_id = rec.start_level(idx, lv.concurrency, lv.requests, None)
+            rec.update_level(level_id, start_ns=go, end_ns=end)
+            rec.insert_requests(level_id, results)
+            rec.finish_level(level_id, LevelStatus.completed, summary)
+            go = end + 1_000_000_000
+        rec.set_status(RunStatus.completed)
+        made[gpu] = rid
+    return made
