@@ -242,8 +242,9 @@ def project_source(src: Source, targets: list[str], host: str | None = None) -> 
         raise ProjectionError(f"run #{src.run_id}: {e}") from None
     warnings = list(fit_host.at_bound(fitted, check, PER_SEQ_GRID, REQUEST_GRID, STEP_MAX_S))
     if fitted["engine_step_s"] == prior:
-        warnings.append(f"the step overhead is the host profile's ({prior * 1e3:.2f} ms): at {src.levels[0].concurrency}"
-                        " user(s) the run was GPU-bound, so it cannot tell the engine loop's CPU cost")
+        a = src.levels[0].concurrency
+        warnings.append(f"the step overhead is the host profile's ({prior * 1e3:.2f} ms): at {a:,} user"
+                        f"{'' if a == 1 else 's'} the run was GPU-bound, so it cannot tell the engine loop's CPU cost")
     if one:
         warnings.append("one measured level: only the step overhead and a lone prefill's time are fitted; the "
                         "per-sequence and per-request costs are the host profile's")

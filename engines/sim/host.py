@@ -9,9 +9,9 @@ past that point throughput falls and TTFT climbs while the GPU has room. So here
     includes that wait. A text prompt is first tokenized, `tokenize_per_prompt_token_s * prompt tokens`, off the
     queue: vLLM runs the (Rust, GIL-releasing) tokenizer in a worker thread, and the API process was measured at
     116-121 % of a core with text prompts against 96-103 % with token ids (host d), so tokenization does not hold
-    up the API core's work. It is ONE worker (vLLM's tokenizer executor has one thread: `renderer_num_workers`
-    1 in vllm/config/model.py), so text prompts queue for it in arrival order: its own FIFO ahead of the API core's.
-    With api_shares_engine_core (one core for everything) it is the core's work instead;
+    up the API core's work. It is ONE worker (vLLM's tokenizer executor has one thread: `renderer_num_workers` 1
+    in vllm/config/model.py of 0.25.1 and 0.32), so text prompts queue for it in arrival order: a FIFO of its own
+    ahead of the API core's. With api_shares_engine_core (one core for everything) it is the core's work instead;
   * every streamed token costs `per_token_s(n)` (detokenize + one SSE chunk) after the engine samples it, and the
     client sees it only when the API server has done that work: ITL includes the wait;
   * jobs are served one at a time in arrival order (one core, one event loop).
