@@ -84,7 +84,7 @@ class ProjectedLevel:
     mean_ttft_ms: float
     p50_ttft_ms: float
     mean_tpot_ms: float
-    records: list = field(repr=False, default_factory=list)   # (arrival s, TTFT s, E2E s, output tokens)
+    records: list = field(repr=False, default_factory=list)   # (arrival s, TTFT s, E2E s, output tokens, user)
 
 
 @dataclass(frozen=True)
@@ -312,12 +312,12 @@ def _results(lv: ProjectedLevel, go_ns: int, input_len: int, output_len: int):
     from bench.loadgen import RequestResult
 
     out = []
-    for seq, (arrival, ttft, e2e, n) in enumerate(sorted(lv.records)):
+    for seq, (arrival, ttft, e2e, n, user) in enumerate(sorted(lv.records, key=lambda r: r[0])):
         out.append(RequestResult(seq=seq, warmup=False, send_ns=go_ns + int(arrival * 1e9), queue_ms=0.0,
                                  ttft_ms=ttft * 1e3, e2e_ms=e2e * 1e3, input_tokens=input_len, output_tokens=n,
                                  chunks=n, itl_mean_ms=(e2e - ttft) * 1e3 / (n - 1) if n > 1 else None,
                                  itl_max_ms=None, ok=True, status_code=200, error=None, max_tokens=output_len,
-                                 user=None))
+                                 user=user))
     return out
 
 
@@ -365,7 +365,7 @@ def save_projection(p: Projection, db: str | Path | None = None) -> dict[str, in
             end = max(r.send_ns + int(r.e2e_ms * 1e6) for r in results)
             dur = lv.requests * p.source.output_len / lv.output_tok_s
             outcome = LevelOutcome(results_ok=len(results), results_err=0, n_sent=len(results), start_ns=go,
-                                   end_ns=end, duration_s=dur, itl=LogHistogram(), client_cpu_pct=0.0,
+                                   end_ns=end, duration_s=dur, itl=LogHistogram(), client_cpu_pct=None,
                                    client_bound=False, cancelled=False, concurrency=lv.concurrency, ramp_s=lv.ramp_s)
             summary = summarize(results, outcome, SLO())
             summary["steady"] = steady_summary(results, go, None, users=lv.concurrency, open_loop=False)

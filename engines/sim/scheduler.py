@@ -305,8 +305,9 @@ class LevelStats:
     per_request_tokens: list[int] = field(default_factory=list, repr=False)
     p50_ttft_ms: float = 0.0
     engine: SchedulerStats | None = field(default=None, repr=False)   # busy time, bytes and FLOPs of the steps
-    # per request, in completion order: (arrival s, TTFT s, E2E s, output tokens), virtual time from the level's start
-    records: list[tuple[float, float, float, int]] = field(default_factory=list, repr=False)
+    # per request, in completion order: (arrival s, TTFT s, E2E s, output tokens, user), virtual time from the level's
+    # start; user = the closed-loop user that sent it (None in the engine-only loop)
+    records: list[tuple[float, float, float, int, int | None]] = field(default_factory=list, repr=False)
 
 
 def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, input_len: int, output_len: int,
@@ -341,9 +342,9 @@ def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, i
     def token_cost() -> float:
         return host.per_token_s(api.open_streams)
 
-    def send(t: float) -> None:
+    def send(t: float, user: int) -> None:
         nonlocal sent
-        req = SimRequest(rid=str(sent), prompt_tokens=input_len, max_tokens=output_len, arrival=t)
+        req = SimRequest(rid=str(sent), prompt_tokens=input_len, max_tokens=output_len, arrival=t, owner=user)
         sent += 1
 
         def admitted(t_done: float) -> None:
@@ -364,12 +365,12 @@ def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, i
                 api.open_streams -= 1
                 done.append(req)
                 if sent < num_requests:
-                    send(t_done)
+                    send(t_done, req.owner)      # the same user's next request
         return cb
 
     users = min(concurrency, num_requests)
     for g in range(users):
-        send(g * ramp_s / users if ramp_s > 0 else 0.0)
+        send(g * ramp_s / users if ramp_s > 0 else 0.0, g)
     t = 0.0
     while len(done) < num_requests:
         tok.run_until(t)
@@ -403,7 +404,7 @@ def simulate_closed_loop(perf: PerfModel, concurrency: int, num_requests: int, i
     itl_total = sum(lasts[r.rid] - firsts[r.rid] for r in done)
     itl_count = sum(r.num_output - 1 for r in done)
     duration = max(lasts.values()) - min(r.arrival for r in done)
-    records = [(r.arrival, firsts[r.rid] - r.arrival, lasts[r.rid] - r.arrival, r.num_output) for r in done]
+    records = [(r.arrival, firsts[r.rid] - r.arrival, lasts[r.rid] - r.arrival, r.num_output, r.owner) for r in done]
     return _level(concurrency, done, duration, total_out, ttfts, e2es, tpots, itl_total, itl_count, max_running,
                   sched.stats, records)
 
@@ -426,7 +427,7 @@ def _level(concurrency, done, duration, total_out, ttfts, e2es, tpots, itl_total
         max_running=max_running, preemptions=stats.preemptions, output_tokens=total_out,
         per_request_tokens=[r.num_output for r in done], p50_ttft_ms=1e3 * ttfts[n // 2], engine=stats,
         records=records if records is not None else
-        [(r.arrival, r.first_token_time - r.arrival, r.finish_time - r.arrival, r.num_output) for r in done])
+        [(r.arrival, r.first_token_time - r.arrival, r.finish_time - r.arrival, r.num_output, None) for r in done])
 
 
 def _closed_loop_engine_only(perf: PerfModel, concurrency: int, num_requests: int, input_len: int, output_len: int,

@@ -42,6 +42,14 @@ def test_a_measured_vllm_run_is_projected_onto_another_gpu(tmp_path, monkeypatch
     page = texts(at).replace("\\", "")           # markdown-escaped on the page
     assert "projected from #5" in page and "PROJECTED (simulated) from run #5 on H200-141GB to H100-SXM-80GB" in page
     assert "projection check: expected error" in page
+    # its own page: SIMULATED, where it came from, no telemetry or engine of its own and no error for it
+    at = ok(app("live", run=new.run.id))
+    page = texts(at).replace("\\", "")
+    assert "PROJECTED (simulated) from run #5" in page
+    # and the CLI's view of it
+    from bench.cli import main
+
+    assert main(["--db", db, "show", str(new.run.id)]) == 0
 
 
 def test_runs_that_cannot_be_projected_say_why(tmp_path, monkeypatch):
