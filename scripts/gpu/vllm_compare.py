@@ -411,6 +411,8 @@ if __name__ == "__main__":
     ap.add_argument("--attach", action="store_true", help="compare: use the server `serve` left running")
     ap.add_argument("--server-cpus", help="taskset CPU list for the server (e.g. 0-7); clients get --client-cpus")
     ap.add_argument("--client-cpus")
+    ap.add_argument("--engine-arg", action="append", default=[], metavar="ARG",
+                    help="serve / compare: one more vLLM argument (repeat; e.g. --engine-arg=--renderer-num-workers=4)")
     ap.add_argument("--ramp-up", type=float, default=0.0,
                     help="compare: Melt's --ramp-up (default 0, as vllm bench, which starts every user at once)")
     a = ap.parse_args()
@@ -433,6 +435,7 @@ if __name__ == "__main__":
                    extra_args=["--enforce-eager", "--kv-cache-memory-bytes", str(1 << 30)])
     if a.model:
         CFG["model"] = a.model
+    CFG["extra_args"] = [*CFG["extra_args"], *a.engine_arg]
     CFG.update(ramp_up=a.ramp_up, server_cpus=a.server_cpus or CFG["server_cpus"],
                client_cpus=a.client_cpus or CFG["client_cpus"],
                input_len=a.input_len or CFG["input_len"], output_len=a.output_len or CFG["output_len"])
