@@ -721,6 +721,7 @@ def cmd_runs(a: argparse.Namespace) -> int:
 def cmd_show(a: argparse.Namespace) -> int:
     from bench.report import (instances_table, levels_table, prompt_label, repeats_table, run_document,
                               services_table, sim_error_lines, terminal_safe)
+    from storage.queries import projection_label
 
     _reap(a.db)
     try:
@@ -731,7 +732,7 @@ def cmd_show(a: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     proj = doc.get("projection") or {}
-    sim = (f" [PROJECTED from run #{proj.get('from_run')}, SIMULATED]" if proj else
+    sim = (f" [{projection_label(proj, loud=True)}, SIMULATED]" if proj else
            " [SIMULATED]" if doc["simulated"] else "")
     say = lambda m: print(terminal_safe(m))  # noqa: E731
     say(f"run {doc['run_id']}{sim} {doc['name'] or ''}  status={doc['status']}  engine={doc['engine']}  "
@@ -986,9 +987,9 @@ def cmd_project(a: argparse.Namespace) -> int:
 
     try:
         p = project(a.run_id, a.gpu, a.db, a.host)
+        made = {} if a.no_save else save_projection(p, a.db)
     except (ProjectionError, CatalogError) as e:
         raise UsageError(str(e)) from None
-    made = {} if a.no_save else save_projection(p, a.db)
     if a.json:
         print(json.dumps({**p.summary(), "targets": {g: [{"concurrency": lv.concurrency, "requests": lv.requests,
                                                          "ramp_s": lv.ramp_s, "output_tok_s": lv.output_tok_s,

@@ -95,10 +95,11 @@ def run_labels(runs: Sequence[Any], configs: Mapping[int, Mapping] | None = None
             base[rid] = f"{base[rid]}{SEP}{name}"
     for rid in clashing(base):
         base[rid] = f"{base[rid]}{SEP}#{rid}"
+    from storage.queries import projection_label
+
     for rid in base:   # a projection (bench/project.py) says which measured run it came from
-        src = (getattr(by_id[rid], "projection", None) or {}).get("from_run")
-        if src is not None:
-            base[rid] = f"{base[rid]}{SEP}projected from #{src}"
+        if (what := projection_label(getattr(by_id[rid], "projection", None))) is not None:
+            base[rid] = f"{base[rid]}{SEP}{what}"
     return {rid: text + (f" {SIM_MARK}" if getattr(by_id[rid], "simulated", False) else "")
             for rid, text in base.items()}
 

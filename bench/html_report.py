@@ -26,6 +26,7 @@ from bench.compare import run_labels
 from bench.cost import money_digits, usd_per_million_tokens
 from bench.mix import SERVICE_COST_NOTE, SERVICE_USD, has_services, service_rows
 from bench.report import prompt_label, run_document, sim_error_lines
+from storage.queries import projection_label
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -209,7 +210,7 @@ def render(docs: list[dict], plotly_js: str | None = None) -> str:
     parts.append("<p>Each chart's toolbar downloads it as PNG; the SVG button beside it as SVG.</p>")
     for d in docs:
         proj = d.get("projection") or {}
-        sim = (f" [PROJECTED from run #{proj.get('from_run')}, SIMULATED]" if proj else
+        sim = (f" [{projection_label(proj, loud=True)}, SIMULATED]" if proj else
                " [SIMULATED]" if d["simulated"] else "")
         name = f" · {d['name']}" if d.get("name") else ""
         parts.append(f"<h2>Run #{esc(d['run_id'])}{esc(sim)}: {esc(labels[d['run_id']])}{esc(name)}</h2>")

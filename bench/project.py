@@ -41,9 +41,12 @@ PER_SEQ_GRID = (0.0, 20e-6, 40e-6)
 REQUEST_GRID = (0.0, 2e-3)
 LATENCY_GRID = (0.0, 0.5)
 CHUNK_GRID = (0.3, 1.0)
-# requests simulated per level: the measured level's count, at most this many per user (and at least 2 per user)
-MAX_REQUESTS_PER_USER = 4
-MAX_REQUESTS = 8192
+# requests simulated per level: the measured level's count (its whole-level figures depend on it: ramp and drain),
+# at most this many in all (and at least 2 per user); a level cut to the cap is said in the warnings
+MAX_REQUESTS = 16384
+# engine arguments that change nothing the sim models for these workloads (random prompts, fixed lengths)
+NEUTRAL_ARGS = ("--no-enable-prefix-caching", "--enable-prefix-caching", "--disable-log-requests",
+                "--disable-log-stats", "--disable-uvicorn-access-log", "--enable-log-requests")
 STEP_MAX_S = 20e-3        # the step overhead's bisection top (a slow host's Python loop, not a GPU's step)
 
 
@@ -73,6 +76,9 @@ class Source:
     text_prompt: bool
     levels: tuple[SourceLevel, ...]
     skipped: tuple[str, ...]   # levels left out of the fit, and why
+    knobs: Any = None          # engines.sim.model.SimKnobs from the run's engine settings (knobs_of)
+    notes: tuple[str, ...] = ()   # the run's engine arguments the sim does not model
+    config: dict = field(default_factory=dict)   # the projected runs' config (the run's, validated: config_of)
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,63 @@ def _get(obj, key, default=None):
     return obj.get(key, default) if isinstance(obj, dict) else getattr(obj, key, default)
 
 
+def knobs_of(eng: dict, rid: int):
+    """The sim's SimKnobs for a run's engine spec (dict), as the sim adapter passes them (engines/sim/adapter.py):
+    weights (dtype / quantization), KV dtype, max seqs, memory fraction, max model len, and
+    --max-num-batched-tokens from its extra arguments; plus the arguments the sim does not model."""
+    from catalog.quant import QUANT_BYTES
+    from engines.sim.model import SimKnobs
+
+    quant = (eng.get("quantization") or "").lower()
+    if quant and quant not in QUANT_BYTES and quant not in ("fp8",):
+        raise ProjectionError(f"run #{rid} used --quantization {eng.get('quantization')!r}, which the simulator does "
+                              f"not model (known: fp8, {', '.join(sorted(QUANT_BYTES))})")
+    dtype = (eng.get("dtype") or "bfloat16").lower()
+    kw: dict[str, Any] = {"weight_dtype": quant or ("bfloat16" if dtype == "auto" else dtype),
+                          "kv_cache_dtype": eng.get("kv_cache_dtype") or "auto"}
+    for key, name in (("max_seqs", "max_num_seqs"), ("mem_fraction", "mem_fraction"),
+                      ("max_model_len", "max_model_len")):
+        if eng.get(key) is not None:
+            kw[name] = eng[key]
+    args, other = list(eng.get("extra_args") or []), []
+    i = 0
+    while i < len(args):
+        a = str(args[i])
+        if a.startswith("--max-num-batched-tokens"):
+            value = a.split("=", 1)[1] if "=" in a else (args[i + 1] if i + 1 < len(args) else "")
+            i += 1 if "=" in a else 2
+            try:
+                kw["max_num_batched_tokens"] = int(value)
+            except ValueError:
+                raise ProjectionError(f"run #{rid}: --max-num-batched-tokens {value!r} is not a number") from None
+            continue
+        if a.split("=", 1)[0] not in NEUTRAL_ARGS:
+            other.append(a)
+        i += 1
+    try:
+        return SimKnobs(**kw), ((f"engine arguments the sim does not model: {' '.join(other)}",) if other else ())
+    except ValueError as e:
+        raise ProjectionError(f"run #{rid}: its engine settings do not fit the simulator: {e}") from None
+
+
+def config_of(run) -> dict:
+    """The projected runs' config: the measured run's, as one engine (no Blitz, SLO search or rates), validated as a
+    RunConfig now, before any fit (an old stored config that no longer validates is refused here, not after)."""
+    from bench.config import RunConfig
+
+    cfg = dict(run.config or {})
+    wl = {**(cfg.get("workload") or {}), "rates": None}
+    cfg.update(workload=wl, instances=[], services=[], blitz=None, slo_search=None, recipe=None)
+    for k in ("instances", "services", "blitz", "slo_search", "recipe"):
+        if cfg.get(k) in (None, []) and k not in (run.config or {}):
+            cfg.pop(k)   # keys the stored config never had stay absent (an older schema)
+    try:
+        return RunConfig.model_validate(cfg).model_dump(mode="json")
+    except Exception as e:  # pydantic.ValidationError
+        raise ProjectionError(f"run #{run.id}'s stored config does not validate as today's run config: "
+                              f"{str(e).splitlines()[0]}") from None
+
+
 def source_of(run, levels) -> Source:
     """The measured side of a projection from a Run row and its Level rows; ProjectionError saying why not."""
     rid = run.id
@@ -154,6 +217,8 @@ def source_of(run, levels) -> Source:
     if wl.get("endpoint", "completions") != "completions":
         raise ProjectionError(f"run #{rid} used the {wl.get('endpoint')!r} endpoint: the sim's API costs are of "
                               "/v1/completions")
+    knobs, notes = knobs_of(eng, rid)
+    config = config_of(run)
     by: dict[int, list] = {}
     skipped = []
     for lv in levels:
@@ -179,7 +244,7 @@ def source_of(run, levels) -> Source:
     out = tuple(SourceLevel(c, round(mean(x[0] for x in v)), mean(x[1] for x in v), mean(x[2] for x in v),
                             mean(x[3] for x in v), len(v)) for c, v in sorted(by.items()))
     return Source(rid, run.uuid, run.name or "", gpu, model, int(i["min"]), int(o["min"]),
-                  wl.get("prompt_format", "text") != "token-ids", out, tuple(skipped))
+                  wl.get("prompt_format", "text") != "token-ids", out, tuple(skipped), knobs, notes, config)
 
 
 def load_source(run_id: int, db: str | Path | None = None) -> Source:
@@ -201,8 +266,7 @@ def load_source(run_id: int, db: str | Path | None = None) -> Source:
 
 # -------------------------------------------------------------------------------------------------- the fit
 def _requests(lv: SourceLevel) -> int:
-    c = lv.concurrency
-    return max(2 * c, min(lv.requests, MAX_REQUESTS_PER_USER * c, MAX_REQUESTS))
+    return max(2 * lv.concurrency, min(lv.requests, MAX_REQUESTS))
 
 
 def project_source(src: Source, targets: list[str], host: str | None = None) -> Projection:
@@ -233,14 +297,20 @@ def project_source(src: Source, targets: list[str], host: str | None = None) -> 
     prior = base.engine_profile(DEFAULT_PROFILE).step_overhead_s
     try:
         fitted, check = fit_host.fit_engine_to(
-            real, base, src.gpu, src.model, src.text_prompt, shape=shape,
+            real, base, src.gpu, src.model, src.text_prompt, shape=shape, knobs=src.knobs,
             per_seq_grid=(base.engine_per_seq_s or 0.0,) if one else PER_SEQ_GRID,
             request_grid=(0.0,) if one else REQUEST_GRID, latency_grid=(0.0,) if one else LATENCY_GRID,
             chunk_grid=(1.0,) if one else CHUNK_GRID, step_max_s=STEP_MAX_S, step_prior_s=prior, fit_frontend=True,
             score_anchor=True, score_sum=True)
     except CatalogError as e:
         raise ProjectionError(f"run #{src.run_id}: {e}") from None
-    warnings = list(fit_host.at_bound(fitted, check, PER_SEQ_GRID, REQUEST_GRID, STEP_MAX_S))
+    # at_bound reads the per-request share the grid moved (fit_host starts it at 0; here the profile has its own)
+    moved = {**fitted, "per_request_s": fitted["per_request_s"] - base.per_request_s}
+    warnings = list(src.notes) + list(fit_host.at_bound(
+        moved, check, (base.engine_per_seq_s or 0.0,) if one else PER_SEQ_GRID, (0.0,) if one else REQUEST_GRID,
+        STEP_MAX_S))
+    warnings += [f"c={lv.concurrency:,}: simulated with {_requests(lv):,} of its {lv.requests:,} requests"
+                 for lv in src.levels if _requests(lv) < lv.requests]
     if fitted["engine_step_s"] == prior:
         a = src.levels[0].concurrency
         warnings.append(f"the step overhead is the host profile's ({prior * 1e3:.2f} ms): at {a:,} user"
@@ -257,7 +327,7 @@ def project_source(src: Source, targets: list[str], host: str | None = None) -> 
     out = {}
     for g in gpus:
         try:
-            perf = PerfModel(get_gpu(g), get_model(src.model), host=prof)
+            perf = PerfModel(get_gpu(g), get_model(src.model), src.knobs, host=prof)
         except CatalogError as e:
             raise ProjectionError(f"{src.model} on {g}: {e}") from None
         lvls = []
@@ -284,7 +354,8 @@ def expected_lines(p: Projection, gpu: str) -> list[str]:
     tok, ttft = p.fit_error()
     lines = [f"PROJECTED (simulated) from run #{p.source.run_id} on {p.source.gpu} to {gpu}: the fit reproduces the "
              f"measured run within {pct(tok)} output tok/s and {pct(ttft)} mean TTFT (in-sample)"]
-    lines.append(projection_band(p.source.gpu, gpu, [lv.concurrency for lv in p.source.levels]))
+    lines.append(projection_band(p.source.gpu, gpu, [lv.concurrency for lv in p.source.levels],
+                                 model=p.source.model, text_prompt=p.source.text_prompt, floor=(tok, ttft)))
     lines.extend(f"warning: {w}" for w in p.warnings)
     return lines
 
@@ -323,12 +394,11 @@ def _results(lv: ProjectedLevel, go_ns: int, input_len: int, output_len: int):
 
 def save_projection(p: Projection, db: str | Path | None = None) -> dict[str, int]:
     """Store each target's projection as a finished simulated run; returns {target GPU: new run id}."""
-    from bench.config import SLO
+    from bench.config import RunConfig
     from bench.hist import LogHistogram
     from bench.loadgen import LevelOutcome
     from bench.metrics import summarize
     from bench.runs import stored_config
-    from bench.config import RunConfig
     from bench.steady import steady_summary
     from bench.sweep import base_versions
     from storage.db import open_db
@@ -340,17 +410,22 @@ def save_projection(p: Projection, db: str | Path | None = None) -> dict[str, in
         src_run = s.get(Run, p.source.run_id)
         if src_run is None:
             raise ProjectionError(f"run #{p.source.run_id} not found")
-        src_cfg = dict(src_run.config or {})
         tags = [t for t in (src_run.tags or []) if t != "projected"] + ["projected"]
         price = src_run.price_per_gpu_hour
+    src_cfg = p.source.config or config_of(src_run)
     made = {}
     for gpu, levels in p.targets.items():
         # the measured run's config, its engine swapped for the sim on the target GPU with the fitted host's base
-        # profile (the fitted constants themselves are in `projection`: a re-run of this config is a plain sim run)
+        # profile (the fitted constants themselves are in `projection`: a re-run of this config is a plain sim run
+        # of the same engine settings); the source GPU's price only where the GPU is the same
+        mbt = [f"--max-num-batched-tokens={p.source.knobs.max_num_batched_tokens}"] if p.source.knobs else []
         eng = {**(src_cfg.get("engine") or {}), "kind": "sim", "sim_gpu": gpu, "sim_host_profile": p.host_profile,
-               "engine_cmd": None, "extra_args": [], "port": None, "base_url": None, "dummy_weights": False}
+               "engine_cmd": None, "extra_args": mbt, "port": None, "base_url": None, "dummy_weights": False}
         name = f"{p.source.name or f'run #{p.source.run_id}'} projected to {gpu}"[:200]
-        doc = stored_config(RunConfig.model_validate({**src_cfg, "engine": eng, "gpu": gpu, "name": name}))
+        cfg = RunConfig.model_validate({**src_cfg, "engine": eng, "gpu": gpu, "name": name,
+                                        "price_per_gpu_hour": src_cfg.get("price_per_gpu_hour")
+                                        if gpu == p.source.gpu else None})
+        doc, slo = stored_config(cfg), cfg.workload.slo
         proj = {**p.summary(), "to_gpu": gpu, "expected": expected_lines(p, gpu)}
         rid = Recorder.create_run(factory, config=doc, name=name, engine_kind="sim",
                                   model=src_run.model, gpu=gpu, gpu_count=1, simulated=True, tags=tags,
@@ -367,7 +442,7 @@ def save_projection(p: Projection, db: str | Path | None = None) -> dict[str, in
             outcome = LevelOutcome(results_ok=len(results), results_err=0, n_sent=len(results), start_ns=go,
                                    end_ns=end, duration_s=dur, itl=LogHistogram(), client_cpu_pct=None,
                                    client_bound=False, cancelled=False, concurrency=lv.concurrency, ramp_s=lv.ramp_s)
-            summary = summarize(results, outcome, SLO())
+            summary = summarize(results, outcome, slo)      # goodput under the measured run's own SLO
             summary["steady"] = steady_summary(results, go, None, users=lv.concurrency, open_loop=False)
             summary.update(repeat=0, ramp_s=lv.ramp_s, projected=True)
             level_id = rec.start_level(idx, lv.concurrency, lv.requests, None)

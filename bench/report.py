@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from storage.db import open_db
 from storage.models import EngineInstance, Event, Level, Run
+from storage.queries import projection_label
 
 
 def _f(v, nd: int = 1) -> str:
@@ -153,7 +154,7 @@ def sim_run_notes(levels, model: str | None, gpu: str | None, config, projection
 
     if projection:
         return [str(x) for x in projection.get("expected") or []] or [
-            f"PROJECTED (simulated) from run #{projection.get('from_run')}: expected error unknown"]
+            f"{projection_label(projection, loud=True)} (simulated): expected error unknown"]
     config = config or {}
     planned = config.get("levels") if isinstance(config, dict) else getattr(config, "levels", None)
     return run_notes(list(levels or []) or list(planned or []), model, gpu, shape=shape_of(config))
@@ -204,7 +205,7 @@ def runs_table(db: str | Path | None = None, limit: int = 50) -> str:
     factory = open_db(db)
     with factory() as s:
         runs = s.scalars(select(Run).order_by(Run.id.desc()).limit(limit)).all()
-        rows = [[str(r.id), r.created_at.strftime("%Y-%m-%d %H:%M"), r.name or "-", r.engine_kind + (f" (PROJECTED from #{(r.projection or {}).get('from_run')}, SIMULATED)" if r.projection
+        rows = [[str(r.id), r.created_at.strftime("%Y-%m-%d %H:%M"), r.name or "-", r.engine_kind + (f" ({projection_label(r.projection, loud=True)}, SIMULATED)" if r.projection
                                   else " (SIMULATED)" if r.simulated else ""),
                  r.model, r.gpu or "-", prompt_label(r.config), _f(r.peak_output_tok_s), _f(r.best_goodput_req_s, 2),
                  r.status.value]

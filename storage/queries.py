@@ -28,6 +28,16 @@ ACTIVE = (RunStatus.queued, RunStatus.starting, RunStatus.running)
 
 
 # --------------------------------------------------------------------------------------------------- runs
+
+def projection_label(projection: dict | None, loud: bool = False) -> str | None:
+    """'projected from #12' for a projected run (bench/project.py), 'projected from a run of another history' when
+    its source is not in this history (an imported projection); None for any other run. `loud`: 'PROJECTED from'."""
+    if not projection:
+        return None
+    src = projection.get("from_run")
+    what = "from #" + str(src) if src is not None else "from a run of another history"
+    return ("PROJECTED " if loud else "projected ") + what
+
 @dataclass(frozen=True)
 class RunRow:
     id: int
@@ -60,11 +70,15 @@ class RunRow:
         return (self.projection or {}).get("from_run")
 
     @property
+    def projection_label(self) -> str | None:
+        return projection_label(self.projection, loud=True)
+
+    @property
     def label(self) -> str:
         """Short human label: '#12 name (SIMULATED)', '#13 name (PROJECTED from #12, SIMULATED)'. Not escaped:
         escape where it is rendered as markup."""
         if self.projection:
-            return f"#{self.id} {self.name or self.model} (PROJECTED from #{self.projected_from}, SIMULATED)"
+            return f"#{self.id} {self.name or self.model} ({self.projection_label}, SIMULATED)"
         sim = " (SIMULATED)" if self.simulated else ""
         return f"#{self.id} {self.name or self.model}{sim}"
 

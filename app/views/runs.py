@@ -40,7 +40,7 @@ df = pd.DataFrame([{
     "id": r.id, "name": r.name, "created (UTC)": r.created_at.strftime("%Y-%m-%d %H:%M"),
     "GPU": f"{r.gpu or '?'} × {r.gpu_count}", "engine": r.engine_kind, "model": r.model,
     "peak tok/s": r.peak_output_tok_s, "best goodput req/s": r.best_goodput_req_s, "status": r.status,
-    "data": (f"PROJECTED from #{r.projected_from} (SIMULATED)" if r.projection else
+    "data": (f"{r.projection_label} (SIMULATED)" if r.projection else
              "SIMULATED" if r.simulated else "measured"), "tags": ", ".join(r.tags), "notes": r.notes,
 } for r in runs])
 st.caption(f"{len(runs)} run(s)")
@@ -135,8 +135,8 @@ if len(chosen) == 1:
                 cat, _ = gpu_catalog()
                 st.caption("The simulator's host constants (engine loop, request path) are fitted to this run's "
                            f"{len(source.levels)} level(s) on {esc_md(source.gpu)}, then the GPU is swapped. Each "
-                           "target is stored as a SIMULATED run with its expected error. The fit takes about a "
-                           "minute.")
+                           "target is stored as a SIMULATED run with its expected error. The fit takes from "
+                           "seconds to a few minutes: it simulates every measured request of every level many times.")
                 targets = st.multiselect("Target GPUs", [g for g in cat if g != source.gpu], key=f"r_proj_{r.id}")
                 if st.button("Project", key=f"r_proj_go_{r.id}", disabled=not targets, type="primary"):
                     with st.spinner(f"Fitting run #{r.id} and projecting to {len(targets)} GPU(s)…"):

@@ -340,10 +340,14 @@ def run_notes(levels: Iterable[int | None], model: str | None = None, gpu: str |
     return [describe(g[0][1], [c for c, _ in g], shape) for g in groups.values()]
 
 
-def projection_band(from_gpu: str, to_gpu: str, levels: Iterable[int], path: str | Path = ACCURACY_FILE) -> str:
+def projection_band(from_gpu: str, to_gpu: str, levels: Iterable[int], path: str | Path = ACCURACY_FILE, *,
+                    model: str | None = None, text_prompt: bool | None = None,
+                    floor: tuple[float, float] = (0.0, 0.0)) -> str:
     """One line: the projection check's error for a projection from `from_gpu` to `to_gpu` at `levels` users, the
-    max |projected / real - 1| over the checked rows at the measured concurrencies nearest those levels. Never
-    raises (a missing asset or no checks gives a line saying the error is unknown)."""
+    max |projected / real - 1| over the checked rows at the measured concurrencies nearest those levels, never
+    below `floor` (the projection's own in-sample residual: tok/s, TTFT). It names what the checks did not cover:
+    the GPU pair, the model, text prompts (the checks are of token-id runs). Never raises (a missing asset or no
+    checks gives a line saying the error is unknown)."""
     try:
         rows = list(load_accuracy(path).projections)
     except CatalogError as e:
@@ -354,8 +358,8 @@ def projection_band(from_gpu: str, to_gpu: str, levels: Iterable[int], path: str
     measured = sorted({r.concurrency for r in rows})
     near = sorted({_nearest(float(c), measured) for c in cs}) or measured
     at = [r for r in rows if r.concurrency in near]
-    tok = max(abs(r.output_tok_s_error) for r in at)
-    ttft = max(abs(r.mean_ttft_error) for r in at)
+    tok = max([abs(r.output_tok_s_error) for r in at] + [floor[0]])
+    ttft = max([abs(r.mean_ttft_error) for r in at] + [floor[1]])
     pairs = sorted({(r.from_gpu, r.to_gpu) for r in rows})
     checked = " and ".join(f"{_short_gpu(a)} to {_short_gpu(b)}" for a, b in pairs)
     this = ((from_gpu or "").lower(), (to_gpu or "").lower())
@@ -363,6 +367,13 @@ def projection_band(from_gpu: str, to_gpu: str, levels: Iterable[int], path: str
     lo, hi = measured[0], measured[-1]
     beyond = any(c > RANGE_FACTOR * hi or c < lo / RANGE_FACTOR for c in cs)
     notes = [] if matched else [f"{_short_gpu(from_gpu)} to {_short_gpu(to_gpu)} was not among the checks"]
+    checked_models = {r.model.lower() for r in rows}
+    if model and model.lower() not in checked_models:
+        notes.append(f"{_short_model(model)} was not among them")
+    if text_prompt:
+        notes.append("they are of token-id prompts, this run's are text")
+    if floor[0] or floor[1]:
+        notes.append("never below the fit's own residual")
     if beyond:
         notes.append(f"some levels are beyond the checked {lo:,}-{hi:,} users")
     models = " / ".join(sorted({_short_model(r.model) for r in rows}))

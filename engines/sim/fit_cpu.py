@@ -19,7 +19,8 @@ What the sim is given, and from where:
     CPU per step and per token from a least-squares fit of its CPU seconds over the token-id runs (steps = run time /
     the server's mean ITL);
   * the engine loop (`fit_profile()`): engines.sim.fit_host.fit_engine_to on the token-id runs, c=1 anchoring 16, 128
-    and 512 users. 1,024 users and every text run are checks, never fitted.
+    and 512 users. 1,024 users and every text run's tok/s and TTFT are checks, never fitted (the text runs give the
+    tokenization cost only: their API CPU at 128 users less the token-id runs').
 The vLLM CPU backend's own scheduler settings are the sim's knobs (max_num_batched_tokens 2,048 for the API server,
 vllm/engine/arg_utils.py; 524,288 KV tokens as the server's log says).
 
@@ -122,8 +123,8 @@ def runs() -> list[tuple]:
     for row in json.load(gzip.open(RUNS))["rows"]:
         for tool in row["order"]:
             m, s = row[tool], row[tool + "_server"]
-            n = s["server_requests"]
-            dur = n * OUT_LEN / m["output_tok_s"]
+            n = s["server_requests"]             # the client's requests + its one probe request
+            dur = m["duration_s"]
             api = sum(v for k, v in s["cpu_s"].items() if k.startswith("python"))
             out.append((row["concurrency"], tool, api, dur / (s["server_itl_mean_ms"] / 1e3), n, m["output_tok_s"],
                         m["ttft_ms"]["mean"], s.get("server_prefill_mean_ms")))

@@ -242,8 +242,8 @@ def fit_engine_to(real: dict[tuple[int, str], float], base, gpu: str, model: str
                 # per_request_s leaves the fixed latency
                 "engine_piecewise_s": cpu * (1 - chunk), "frontend_latency_s": max(front_ - req, 0.0) + prefill * lat,
                 "per_request_s": base.per_request_s + req,
-                "per_token_light_s": max(base.per_token_light_s - req / out_len, 0.0),
-                "per_token_heavy_s": max(base.per_token_heavy_s - req / out_len, 0.0),
+                "per_token_light_s": base.per_token_light_s - req / out_len,
+                "per_token_heavy_s": base.per_token_heavy_s - req / out_len,
                 "tokenize_per_prompt_token_s": base.tokenize_per_prompt_token_s}
 
     def sim(c: int, f: dict):
@@ -270,6 +270,8 @@ def fit_engine_to(real: dict[tuple[int, str], float], base, gpu: str, model: str
 
     best = None
     for per, req in ((p, r) for p in per_seq_grid for r in request_grid):
+        if req / out_len > min(base.per_token_light_s, base.per_token_heavy_s) + 1e-12:
+            continue     # more than the measured per-token cost to move: it would add API CPU nobody measured
         step, prefill, fr = 1e-3, 0.0, None
         for _ in range(2):   # the two interact a little (a longer step delays the prefill): alternate
             # tok/s falls as either cost grows; TTFT rises with the prefill time. At c=1 the split barely matters.

@@ -221,7 +221,7 @@ class PerfModel:
             raise CatalogError(f"{gpu.id} has no FP8 tensor cores; cannot serve fp8 weights")
         # "auto" follows the activation dtype, as vLLM's and the planner's (bench.memory.kv_bytes_per_elem)
         kv_elem = (1.0 if knobs.kv_cache_dtype.lower().startswith("fp8")
-                   else 4.0 if knobs.weight_dtype.lower() in ("float32", "fp32") else 2.0)
+                   else 4.0 if knobs.weight_dtype.lower() in ("float32", "fp32", "float") else 2.0)
         # Tensor parallel: N GPUs, each with ceil(kv_heads / N) KV heads (replicated when N > kv_heads).
         self.tp = n = knobs.tp
         self.kv_heads_per_gpu = math.ceil(m.num_kv_heads / n)
