@@ -281,7 +281,9 @@ def project_source(src: Source, targets: list[str], host: str | None = None) -> 
         try:
             gpus.append(get_gpu(g).id)
         except (CatalogError, KeyError):
-            raise ProjectionError(f"unknown target GPU {g!r} (see ./melt gpus --catalog or assets/gpus.yaml)") from None
+            from catalog import load_gpus
+
+            raise ProjectionError(f"unknown target GPU {g!r} (the catalog's: {', '.join(sorted(load_gpus()))})") from None
     if not gpus:
         raise ProjectionError("name at least one target GPU")
     base = load_host_profile(host)
