@@ -20,9 +20,15 @@ Expected error, two parts, both shown: the fit's own residual on the measured ru
 reproduce it on its GPU; in-sample, so a floor), and the projection check of engines/sim/accuracy.py (constants
 fitted on one GPU's runs, projected to another GPU, against that GPU's measured runs: an H100 host and an H200 host).
 
+The same workload means the run's own: each level's users, measured request count (up to MAX_REQUESTS) and ramp-up,
+its lengths and prompt kind, and its engine settings as the sim adapter would pass them (`knobs_of`: dtype or
+quantization, KV dtype, max seqs, memory fraction, max model len, --max-num-batched-tokens; other engine arguments
+are named in the warnings, not modelled).
+
 Refused, with the reason: simulated runs, other engines than vLLM (the sim models vLLM V1), deployments of several
-instances, tensor parallel, GPUs or models not in the catalog, length distributions (the fit needs fixed lengths),
-prefix or file prompts, chat requests, runs without a completed closed-loop level.
+instances, tensor parallel, GPUs or models not in the catalog, a quantization the sim does not know, length
+distributions (the fit needs fixed lengths), prefix or file prompts, chat requests, a stored config that no longer
+validates, runs without a completed closed-loop level.
 """
 from __future__ import annotations
 
