@@ -42,6 +42,14 @@ RANGE_FACTOR = 2.0
 _ERR_TOL = 1e-4        # a stored error must be sim / real - 1 of the stored values (it has 4 decimals)
 
 
+def _check_errors(row, what: str, tok: tuple[float, float], ttft: tuple[float, float]):
+    """A stored row's two errors must be `what` / real - 1 of its stored figures (they have 4 decimals)."""
+    for name, (sim, real) in (("output_tok_s_error", tok), ("mean_ttft_error", ttft)):
+        if abs(getattr(row, name) - (sim / real - 1)) > _ERR_TOL:
+            raise ValueError(f"{name} {getattr(row, name)} is not {what} / real - 1 = {sim / real - 1:.4f}")
+    return row
+
+
 class AccuracyRow(BaseModel):
     """One measured level against the sim's prediction of it (one row of `fit_host.compare()`)."""
 
@@ -62,11 +70,8 @@ class AccuracyRow(BaseModel):
 
     @model_validator(mode="after")
     def _errors_match(self) -> "AccuracyRow":
-        for name, sim, real in (("output_tok_s_error", self.sim_output_tok_s, self.real_output_tok_s),
-                                ("mean_ttft_error", self.sim_mean_ttft_ms, self.real_mean_ttft_ms)):
-            if abs(getattr(self, name) - (sim / real - 1)) > _ERR_TOL:
-                raise ValueError(f"{name} {getattr(self, name)} is not sim / real - 1 = {sim / real - 1:.4f}")
-        return self
+        return _check_errors(self, "sim", (self.sim_output_tok_s, self.real_output_tok_s),
+                             (self.sim_mean_ttft_ms, self.real_mean_ttft_ms))
 
 
 class ProjectionRow(BaseModel):
@@ -89,11 +94,8 @@ class ProjectionRow(BaseModel):
 
     @model_validator(mode="after")
     def _errors_match(self) -> "ProjectionRow":
-        for name, sim, real in (("output_tok_s_error", self.projected_output_tok_s, self.real_output_tok_s),
-                                ("mean_ttft_error", self.projected_mean_ttft_ms, self.real_mean_ttft_ms)):
-            if abs(getattr(self, name) - (sim / real - 1)) > _ERR_TOL:
-                raise ValueError(f"{name} {getattr(self, name)} is not projected / real - 1 = {sim / real - 1:.4f}")
-        return self
+        return _check_errors(self, "projected", (self.projected_output_tok_s, self.real_output_tok_s),
+                             (self.projected_mean_ttft_ms, self.real_mean_ttft_ms))
 
 
 class AccuracyFile(BaseModel):

@@ -41,6 +41,8 @@ from statistics import mean
 import numpy as np
 import yaml
 
+from engines.sim.fit_host import _api_cpu      # the API server's process CPU (`python...` processes)
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "docs/data/cpu_vllm_1core"
 RUNS = DATA / "compare_c1_16_128_512_1024.json.gz"
@@ -125,7 +127,7 @@ def runs() -> list[tuple]:
             m, s = row[tool], row[tool + "_server"]
             n = s["server_requests"]             # the client's requests + its one probe request
             dur = m["duration_s"]
-            api = sum(v for k, v in s["cpu_s"].items() if k.startswith("python"))
+            api = _api_cpu(s)
             out.append((row["concurrency"], tool, api, dur / (s["server_itl_mean_ms"] / 1e3), n, m["output_tok_s"],
                         m["ttft_ms"]["mean"], s.get("server_prefill_mean_ms")))
     return out
