@@ -982,11 +982,20 @@ def _add_calibrate_host(sub) -> None:
 def cmd_project(a: argparse.Namespace) -> int:
     """A measured vLLM run projected onto other catalog GPUs (bench/project.py): the fit, the table, and (unless
     --no-save) one stored simulated run per target GPU."""
-    from bench.project import ProjectionError, expected_lines, project, save_projection, table
+    from bench.project import (ProjectionError, check_against, check_table, expected_lines, load_source,
+                               project_source, same_workload, save_projection, table)
     from engines.sim.accuracy import CatalogError
 
     try:
-        p = project(a.run_id, a.gpu, a.db, a.host)
+        src = load_source(a.run_id, a.db)
+        # the run to check against is read and matched first: a wrong one is refused before a fit of minutes
+        measured = load_source(a.against, a.against_db or a.db) if a.against is not None else None
+        if measured is not None:
+            same_workload(src, measured)
+            if measured.gpu not in a.gpu:
+                a.gpu = [*a.gpu, measured.gpu]
+        p = project_source(src, a.gpu, a.host)
+        check = check_against(p, measured) if measured is not None else None
         made = {} if a.no_save else save_projection(p, a.db)
     except (ProjectionError, CatalogError) as e:
         raise UsageError(str(e)) from None
@@ -998,7 +1007,12 @@ def cmd_project(a: argparse.Namespace) -> int:
                                                          "mean_tpot_ms": lv.mean_tpot_ms} for lv in lvls]
                                                      for g, lvls in p.targets.items()},
                           "expected": {g: expected_lines(p, g) for g in p.targets}, "saved_runs": made,
-                          "elapsed_s": p.elapsed_s}, indent=2))
+                          "elapsed_s": p.elapsed_s,
+                          "check": None if check is None else {
+                              "against_run": measured.run_id, "gpu": measured.gpu,
+                              "levels": [{"concurrency": c, "projected_output_tok_s": pt, "measured_output_tok_s": mt,
+                                          "projected_mean_ttft_ms": pf, "measured_mean_ttft_ms": mf}
+                                         for c, pt, mt, pf, mf in check]}}, indent=2))
         return 0
     src = p.source
     print(f"PROJECTED (SIMULATED) from run #{src.run_id} ({src.model} on {src.gpu}, {src.input_len} in / "
@@ -1012,6 +1026,9 @@ def cmd_project(a: argparse.Namespace) -> int:
     for s in src.skipped:
         print(f"  left out of the fit: {s}")
     print("  fitted: " + ", ".join(f"{k} = {v * 1e3:.3f} ms" for k, v in p.fitted.items()))
+    if check is not None:
+        print()
+        print(check_table(p, measured, check))
     for g, rid in made.items():
         print(f"saved: run #{rid} = run #{src.run_id} projected to {g} (simulated)")
     return 0
@@ -1026,6 +1043,9 @@ def _add_project(sub) -> None:
     p.add_argument("--host", default=None, help="host profile for the API server's costs (assets/hosts/ id or a "
                    "YAML path, e.g. from `melt calibrate-host`; default: a typical datacenter core)")
     p.add_argument("--no-save", action="store_true", help="print only; store nothing")
+    p.add_argument("--against", type=int, metavar="RUN", help="a measured run of the same workload on a target GPU "
+                   "(its GPU is added to the targets): the projection checked against it, level by level")
+    p.add_argument("--against-db", metavar="DB", help="the history that run is in (default: --db)")
     p.add_argument("--json", action="store_true")
 
 

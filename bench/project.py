@@ -354,6 +354,57 @@ def project(run_id: int, targets: list[str], db: str | Path | None = None, host:
     return project_source(load_source(run_id, db), targets, host)
 
 
+# ------------------------------------------------------------------------------------------- the check
+def same_workload(src: Source, measured: Source) -> None:
+    """ProjectionError unless `measured` ran what `src` did (model, lengths, prompt kind, the sim's knobs of its
+    engine settings) at one or more of its levels: what a check of src's projection against measured needs."""
+    rid, sid = measured.run_id, src.run_id
+    diff = [f"{what} {a!r} vs {b!r}" for what, a, b in (
+        ("model", src.model, measured.model),
+        ("input tokens", src.input_len, measured.input_len),
+        ("output tokens", src.output_len, measured.output_len),
+        ("text prompts", src.text_prompt, measured.text_prompt),
+        ("engine settings", src.knobs, measured.knobs)) if a != b]
+    if diff:
+        raise ProjectionError(f"run #{rid} is not the workload of run #{sid}: " + "; ".join(diff))
+    theirs, mine = [lv.concurrency for lv in measured.levels], [lv.concurrency for lv in src.levels]
+    if not set(theirs) & set(mine):
+        raise ProjectionError(f"run #{rid} measured {', '.join(map(str, theirs))} users, run #{sid} "
+                              f"{', '.join(map(str, mine))}: no level in common")
+
+
+def check_against(p: Projection, measured: Source) -> list[tuple[int, float, float, float, float]]:
+    """The projection onto `measured.gpu` against a measured run there of the same workload: per level both have,
+    (users, projected tok/s, measured tok/s, projected mean TTFT ms, measured mean TTFT ms). ProjectionError when
+    the measured run is not that: another GPU than the projection's targets, another model, lengths, prompt kind or
+    engine settings (the sim's knobs), or no level in common."""
+    rid, sid = measured.run_id, p.source.run_id
+    if measured.gpu not in p.targets:
+        raise ProjectionError(f"run #{rid} ran on {measured.gpu}, which the projection of run #{sid} was not made "
+                              f"onto ({', '.join(p.targets)}): add --gpu {measured.gpu}")
+    same_workload(p.source, measured)
+    mine = {lv.concurrency: lv for lv in p.targets[measured.gpu]}
+    both = [lv for lv in measured.levels if lv.concurrency in mine]
+    return [(lv.concurrency, mine[lv.concurrency].output_tok_s, lv.output_tok_s, mine[lv.concurrency].mean_ttft_ms,
+             lv.mean_ttft_ms) for lv in both]
+
+
+def check_table(p: Projection, measured: Source, rows: list[tuple]) -> str:
+    """Markdown: the projection against the measured run, per level, and the largest errors."""
+    lines = [f"Projection of run #{p.source.run_id} ({p.source.gpu}) onto {measured.gpu} against run "
+             f"#{measured.run_id}, measured there:", "",
+             "| users | projected tok/s | measured tok/s | err | projected TTFT ms | measured TTFT ms | err |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for c, pt, mt, pf, mf in rows:
+        lines.append(f"| {c:,} | {pt:,.0f} | {mt:,.0f} | {pt / mt - 1:+.1%} | {pf:,.1f} | {mf:,.1f} | "
+                     f"{pf / mf - 1:+.1%} |")
+    tok = max(abs(pt / mt - 1) for _, pt, mt, _, _ in rows)
+    ttft = max(abs(pf / mf - 1) for _, _, _, pf, mf in rows)
+    lines += ["", f"largest error: {tok:.1%} output tok/s, {ttft:.1%} mean TTFT over {len(rows)} level"
+                  f"{'' if len(rows) == 1 else 's'} (out of sample: run #{measured.run_id} was not fitted)"]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------ the words
 def expected_lines(p: Projection, gpu: str) -> list[str]:
     """The expected error of one target's projection, in words (shown wherever the projected run is)."""

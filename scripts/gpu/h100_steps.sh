@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # The H100/H200 A/B (issues: real engines, numbers you can trust) as one short command per device call, so the calls go back to back (the lent
 # machine is given back 30 s after a call). Run from the repo root on the device machine; results land in $OUT.
-#   stage N            calls 1-5: carry .gpu/p0N (vLLM bundle, ../shared/device/README.md), copy it to /tmp/stage
-#                      (a call carries at most 64 MiB with the work tree, ~9 MiB now: the bundle's pieces were re-split
-#                      to 56,000,000 bytes, p00-p04 + a 47 MB p05, with `split -b 56000000 -d -a 2` on their concatenation)
-#   serve [ARGS]       carry .gpu/p05 + .whl: install vLLM + Melt's wheels, launch vLLM through Melt (left running)
+#   stage N            calls 1-6: carry .gpu/p0N (vLLM bundle, ../shared/device/README.md), copy it to /tmp/stage
+#                      (a call carries at most 64 MiB with the work tree, ~11.4 MB now: the bundle's pieces are re-split
+#                      to 50,000,000 bytes, p00-p05 + a 27 MB p06, with `split -b 50000000 -d -a 2` on their concatenation)
+#   serve [ARGS]       carry the last piece (.gpu/p06) + .whl: install vLLM + Melt's wheels, launch vLLM through Melt
+#                      (left running). Every step that installs copies whichever .gpu/pNN it was given first.
 #   cmp LEVELS PAIRS [TIMEOUT_S] [TOOLS]
 #                      Melt vs vllm bench serve against that server (scripts/gpu/vllm_compare.py compare --attach)
 #                      CALIBRATE=1 first runs ./melt calibrate-host (pinned to CPU 1, a server CPU, while the server is
-#                      idle) into $OUT/host_profile.yaml: the frontend micro-costs of the host these runs measured
+#                      idle) into $OUT/host_profile.yaml: the frontend micro-costs of the host these runs measured;
+#                      PER_USER=N sends N requests per user at every level (default 2 per user, at least 100)
 #   kvprobe MODEL FRACTION MBT[,MBT..] [QUANT] [TIMEOUT_S]
-#                      carry .gpu/p05 + .whl (installs them if needed): vLLM's KV-cache sizing of MODEL (dummy weights,
+#                      carry the last piece + .whl (installs them if needed): vLLM's KV-cache sizing of MODEL (dummy weights,
 #                      max model len 4096) at each --max-num-batched-tokens, each start stopped at its KV line
 #                      (scripts/gpu/kv_probe.py); kv_facts.txt and the engine logs to $OUT (issue #12's runtime term)
 #   stop               stop it; GPU memory back to the pre-launch baseline?
 #   blitz [MINUTES] [REPEAT] [SINGLE_MIN] [TIMEOUT_S]
-#                      carry .gpu/p05 + .whl (installs them if /tmp/site has no vLLM yet): one `bench blitz` that launches
+#                      carry the last piece + .whl (installs them if /tmp/site has no vLLM yet): one `bench blitz` that launches
 #                      vLLM itself (~220 s start), searches the saturating concurrency, measures REPEAT (2) levels of
 #                      MINUTES (1) there on that one server (the agreement check), then the single-stream method (HF
 #                      generate, batch 1) for SINGLE_MIN (0.5; 0 = skip); result JSON, log and DB to $OUT. Fits one
@@ -28,7 +30,7 @@
 #                      instance's engine log land in $OUT. E.g. recipe h200-qwen3-0.6b-two-replicas 512,1024 540 --duration 30
 #                      or recipe dwani-llm-pair 10,100 540 --duration 30
 #   vllm NAME LEVELS [TIMEOUT_S] [SWEEP FLAGS...]
-#                      carry .gpu/p05 + .whl (installs them if /tmp/site has no vLLM yet): one ./melt sweep --engine vllm
+#                      carry the last piece + .whl (installs them if /tmp/site has no vLLM yet): one ./melt sweep --engine vllm
 #                      (dummy weights, 512 in / 128 out) into the engines DB /tmp/res/engines/melt.db that the sglang step
 #                      shares, so `./melt compare-engines` reads both; e.g. vllm llama8b-bf16 1,16,128,512 540 --model
 #                      meta-llama/Llama-3.1-8B-Instruct --duration 20 (add --quantization fp8 for the fp8 run). The DB, the
@@ -46,10 +48,12 @@ export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH HF_HUB_OFFLINE=1 VLLM_NO_US
 step=${1:?step}
 srv=(--server-cpus 0-9); cli=(--client-cpus 10-15)
 command -v taskset >/dev/null || { echo "no taskset: server and clients unpinned"; srv=(); cli=(); }
+# the bundle's last piece, carried by the call that installs (any .gpu/pNN present: a call holds only what it carries)
+last_piece() { mkdir -p /tmp/stage && cp .gpu/p*/part.* /tmp/stage/ && ls /tmp/stage; }
 # vLLM from the staged bundle (stage 0..4 before) and Melt's wheels, once per warm machine
 install_vllm() {
   python3 -c "import vllm" 2>/dev/null && return 0
-  cp .gpu/p05/* /tmp/stage/ && cat /tmp/stage/part.* | tar -C /tmp -x &&
+  last_piece && cat /tmp/stage/part.* | tar -C /tmp -x &&
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl .whl/*.whl
 }
 # the engines DB (every vllm / sglang step's runs, for compare-engines) and this step's engine logs, to $OUT
@@ -63,7 +67,7 @@ case "$step" in
   stage)
     mkdir -p /tmp/stage && cp ".gpu/p0$2"/* /tmp/stage/ && ls -la /tmp/stage ;;
   serve)
-    cp .gpu/p05/* /tmp/stage/ && cat /tmp/stage/part.* | tar -C /tmp -x &&
+    last_piece && cat /tmp/stage/part.* | tar -C /tmp -x &&
       python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/wheels/*.whl .whl/*.whl \
       || exit 1
     nvidia-smi --query-gpu=name,memory.used,clocks.max.sm --format=csv; lscpu -e=CPU,CORE,SOCKET,NODE | head -20
@@ -78,7 +82,7 @@ case "$step" in
       tail -12 "$OUT/calibrate.txt"; lscpu | grep -E "Model name|MHz" >> "$OUT/calibrate.txt"
     fi
     timeout "${4:-540}" python3 scripts/gpu/vllm_compare.py compare --attach "${cli[@]}" --levels "$2" \
-      --pairs "$3" --tools "${5:-melt,vllm}" --out "$res"
+      --pairs "$3" --tools "${5:-melt,vllm}" ${PER_USER:+--per-user "$PER_USER"} --out "$res"
     if [ -f "$res/compare_$name.json" ]; then cp "$res/compare_$name.json" "$res/compare_$name.md" "$OUT"/
     else cp "$res/compare_$name.partial.json" "$OUT"/; fi  # cut by the timeout: what it measured so far
     tar -C "$res" -czf "$OUT/logs_$name.tgz" --exclude='*.json' --exclude='melt.db*' .

@@ -198,7 +198,7 @@ def run_pairs(plan, server_pid: int, levels: list[int], pairs: int, out: Path, r
     for two tools): run-to-run drift of the server hits every tool alike. Each client run is bracketed by the
     server's histograms and CPU times and watched by a Probe (socket queues, engine counters) from start to end."""
     for conc in levels:
-        n = N_OVERRIDE.get(conc, max(2 * conc, 100))
+        n = N_OVERRIDE.get(conc, max(2 * conc, 100)) if not CFG.get("per_user") else max(CFG["per_user"] * conc, 40)
         for k in range(pairs):
             order = list(tools[k % len(tools):] + tools[:k % len(tools)])
             res: dict = {"concurrency": conc, "n": n, "pair": k, "order": order}
@@ -413,6 +413,8 @@ if __name__ == "__main__":
     ap.add_argument("--client-cpus")
     ap.add_argument("--engine-arg", action="append", default=[], metavar="ARG",
                     help="serve / compare: one more vLLM argument (repeat; e.g. --engine-arg=--renderer-num-workers=4)")
+    ap.add_argument("--per-user", type=int, help="compare: requests per user at every level (default 2, at least "
+                    "100; 40 at one user): more makes the level's whole-run figures less its ramp and drain")
     ap.add_argument("--ramp-up", type=float, default=0.0,
                     help="compare: Melt's --ramp-up (default 0, as vllm bench, which starts every user at once)")
     a = ap.parse_args()
@@ -436,7 +438,7 @@ if __name__ == "__main__":
     if a.model:
         CFG["model"] = a.model
     CFG["extra_args"] = [*CFG["extra_args"], *a.engine_arg]
-    CFG.update(ramp_up=a.ramp_up, server_cpus=a.server_cpus or CFG["server_cpus"],
+    CFG.update(ramp_up=a.ramp_up, per_user=a.per_user, server_cpus=a.server_cpus or CFG["server_cpus"],
                client_cpus=a.client_cpus or CFG["client_cpus"],
                input_len=a.input_len or CFG["input_len"], output_len=a.output_len or CFG["output_len"])
     for key in ("max_seqs", "mem_fraction", "max_model_len"):

@@ -211,3 +211,56 @@ def test_the_cli_prints_and_stores_nothing_with_no_save(stored, capsys):
     assert [lv["concurrency"] for lv in out["targets"]["B200-180GB"]] == [1, 16, 128, 512]
     assert "H200 to B200 was not among the checks" in out["expected"]["B200-180GB"][1]
     assert len(q.list_runs(str(stored))) == before
+
+
+def test_a_projection_is_checked_against_a_measured_run_of_the_same_workload(llama, stored):
+    import dataclasses
+
+    from bench.project import check_against, check_table
+
+    measured = load_source(LLAMA, str(stored))
+    rows = check_against(llama, measured)       # onto its own H200: the in-sample case, known numbers
+    assert [r[0] for r in rows] == [1, 16, 128, 512]
+    for (c, pt, mt, pf, mf), lv in zip(rows, measured.levels):
+        assert (mt, mf) == (lv.output_tok_s, lv.mean_ttft_ms)
+        sim_t, _, sim_f, _ = llama.fit_check[c]
+        assert pt == pytest.approx(sim_t, rel=0.02) and pf == pytest.approx(sim_f, rel=0.05)
+    text = check_table(llama, measured, rows)
+    assert "against run #3" in text and "largest error" in text and "| 512 |" in text
+    # a measured run on a GPU the projection was not made onto, of other settings, or of no common level: refused
+    with pytest.raises(ProjectionError, match="was not made onto.*add --gpu B200-180GB"):
+        check_against(llama, dataclasses.replace(measured, gpu="B200-180GB"))
+    with pytest.raises(ProjectionError, match="not the workload of run #3: output tokens 128 vs 256"):
+        check_against(llama, dataclasses.replace(measured, output_len=256))
+    with pytest.raises(ProjectionError, match="no level in common"):
+        check_against(llama, dataclasses.replace(measured, levels=measured.levels[:0]))
+
+
+def test_the_cli_refuses_a_check_against_other_engine_settings_before_the_fit(stored, capsys):
+    from bench.cli import main
+
+    # run 4 is the fp8 run of the same model and lengths: its weights differ, so it is no check of run 3's projection
+    assert main(["--db", str(stored), "project", str(LLAMA), "--gpu", "H100-SXM-80GB", "--against", "4",
+                 "--no-save"]) == 2
+    err = capsys.readouterr().err
+    assert "run #4 is not the workload of run #3: engine settings" in err and "fp8" in err
+
+
+H100_DB = ROOT / "docs/data/h100_8b/melt_llama8b_and_0.6b.db.gz"
+
+
+def test_the_h200_run_projected_onto_an_h100_against_the_h100_measured(llama, tmp_path):
+    """Out of sample: run 3 (Llama-3.1-8B on an H200) projected onto the H100 against the same workload measured
+    on an H100 on 2026-12-06 (run 1 of docs/data/h100_8b; another host). Output tok/s within the issue's ±10 % at
+    every level, as measured (-4.5 / -3.4 / -0.2 / -6.1 %); the mean TTFT is not (docs/PERFORMANCE.md)."""
+    from bench.project import check_against
+
+    p = tmp_path / "h100.db"
+    with gzip.open(H100_DB) as src, open(p, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    measured = load_source(1, str(p))
+    assert (measured.gpu, measured.model) == ("H100-SXM-80GB", "meta-llama/Llama-3.1-8B-Instruct")
+    rows = check_against(llama, measured)
+    assert [r[0] for r in rows] == [1, 16, 128, 512]
+    for c, pt, mt, pf, mf in rows:
+        assert abs(pt / mt - 1) < 0.10, (c, pt, mt)

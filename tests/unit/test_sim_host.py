@@ -288,3 +288,15 @@ def test_projection_swaps_the_gpu_and_keeps_the_fitted_host():
     # one stream on two hosts whose engine loops were fitted within 2 % of each other: projected within 5 %
     assert all(abs(by[(h, 1)][4] / by[(h, 1)][5] - 1) < 0.05 for h in ("typical-datacenter-core",
                                                                          "h200-host-d-2026-12-03"))
+
+
+def test_spread_is_the_measurements_own_range_over_its_rounds():
+    """fit_host.spread: per level the rounds' lowest and highest figures, around the mean the comparison uses."""
+    table = fit_host.fit("h200-host-d-2026-12-03")["levels"]
+    got = fit_host.spread("h200-host-d-2026-12-03")
+    assert set(got) == set(table)
+    for key, (n, t0, t1, f0, f1) in got.items():
+        assert n == table[key][4] and t0 <= table[key][2] <= t1 and f0 <= table[key][3] <= f1
+    # host d's two text rounds at 512 users: mean TTFT 1,505 and 2,586 ms (the comparison's 2,046 is their mean)
+    n, _, _, f0, f1 = got[(512, "melt-text")]
+    assert n == 2 and f0 == pytest.approx(1504.9, abs=0.1) and f1 == pytest.approx(2586.3, abs=0.1)
