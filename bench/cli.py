@@ -989,12 +989,17 @@ def cmd_project(a: argparse.Namespace) -> int:
     try:
         src = load_source(a.run_id, a.db)
         # the run to check against is read and matched first: a wrong one is refused before a fit of minutes
-        measured = load_source(a.against, a.against_db or a.db) if a.against is not None else None
-        if measured is not None:
+        measured = None
+        if a.against is not None:
+            if a.against_db and "://" not in a.against_db and not Path(a.against_db).expanduser().is_file():
+                raise ProjectionError(f"--against-db {a.against_db}: no such file")
+            try:
+                measured = load_source(a.against, a.against_db or a.db)
+            except ProjectionError as e:
+                raise ProjectionError(f"--against run #{a.against}: {e}") from None
             same_workload(src, measured)
-            if measured.gpu not in a.gpu:
-                a.gpu = [*a.gpu, measured.gpu]
-        p = project_source(src, a.gpu, a.host)
+        # the measured run's GPU joins the targets (project_source drops a GPU named twice)
+        p = project_source(src, [*a.gpu, measured.gpu] if measured is not None else a.gpu, a.host)
         check = check_against(p, measured) if measured is not None else None
         made = {} if a.no_save else save_projection(p, a.db)
     except (ProjectionError, CatalogError) as e:

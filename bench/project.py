@@ -285,7 +285,9 @@ def project_source(src: Source, targets: list[str], host: str | None = None) -> 
     gpus = []
     for g in targets:
         try:
-            gpus.append(get_gpu(g).id)
+            gid = get_gpu(g).id
+            if gid not in gpus:          # the same GPU named twice (ids match case-insensitively) is one target
+                gpus.append(gid)
         except (CatalogError, KeyError):
             from catalog import load_gpus
 
@@ -400,9 +402,30 @@ def check_table(p: Projection, measured: Source, rows: list[tuple]) -> str:
                      f"{pf / mf - 1:+.1%} |")
     tok = max(abs(pt / mt - 1) for _, pt, mt, _, _ in rows)
     ttft = max(abs(pf / mf - 1) for _, _, _, pf, mf in rows)
+    same = measured.uuid is not None and measured.uuid == p.source.uuid
     lines += ["", f"largest error: {tok:.1%} output tok/s, {ttft:.1%} mean TTFT over {len(rows)} level"
-                  f"{'' if len(rows) == 1 else 's'} (out of sample: run #{measured.run_id} was not fitted)"]
+                  f"{'' if len(rows) == 1 else 's'} " + (f"(in-sample: run #{measured.run_id} is the fitted run)" if same
+                                                         else f"(out of sample: run #{measured.run_id} was not fitted)")]
+    lines += [f"note: {n}" for n in shape_notes(p.source, measured)]
     return "\n".join(lines)
+
+
+def shape_notes(src: Source, measured: Source) -> list[str]:
+    """Where the two runs' common levels differ in what whole-level figures depend on (the projection simulates the
+    source's own): request count by more than a quarter, ramp-up by more than half a second."""
+    theirs = {lv.concurrency: lv for lv in measured.levels}
+    out = []
+    for lv in src.levels:
+        m = theirs.get(lv.concurrency)
+        if m is None:
+            continue
+        if abs(m.requests / lv.requests - 1) > 0.25:
+            out.append(f"c={lv.concurrency:,}: run #{measured.run_id} measured {m.requests:,} requests, run "
+                       f"#{src.run_id} {lv.requests:,} (the projection simulates the latter; ramp and drain weigh "
+                       "differently)")
+        if abs(m.ramp_s - lv.ramp_s) > 0.5:
+            out.append(f"c={lv.concurrency:,}: ramp-up {m.ramp_s:.2f} s against {lv.ramp_s:.2f} s")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ the words

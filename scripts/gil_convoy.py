@@ -1,17 +1,22 @@
 """The GIL convoy (issue #13, text prompts at high concurrency): vLLM 0.25.1's API server tokenizes a text prompt in a
 one-worker thread pool (vllm/renderers/base.py, renderer_num_workers 1) through transformers 5's fast tokenizer,
 whose single-text call is `Tokenizer.encode_batch([text])` (tokenization_utils_tokenizers.py): the Rust part runs
-without the GIL, but the thread takes the GIL back for the request's Python objects, each time after the event
-loop's running slice. This times that here, with no GPU: a one-worker pool tokenizing 512-token prompts beside an
-asyncio loop doing Python work in slices of W us, each followed by a socket send (a syscall that drops the GIL, as
-an SSE chunk's write does), busy a share of the time. Prints the wall time per tokenization against the loop idle.
+without the GIL, the Python around it needs it. This is a narrower stand-in, with no GPU and no vLLM: a one-worker
+pool calling the raw `tokenizers` `encode_batch` on Melt's dummy BPE (512-token prompts) and putting the ids into a
+list (transformers' own Python layer, more GIL-held work, is not in it), beside an asyncio loop doing Python work in
+slices of W us, each followed by a socket send (a syscall that drops the GIL, as an SSE chunk's write does). It prints
+the wall time per tokenization and the loop's busy share (slice wall time over the run, so it includes the loop's
+own waits for the GIL). The first lines check the premise: a Python loop's speed beside a thread calling `encode`
+and one calling `encode_batch`. No control separates GIL waits from the two threads sharing cores (this machine
+has two).
 
-    python scripts/gil_convoy.py        (~20 s; docs/PERFORMANCE.md "Text prompts at 1,024 users")
+    python scripts/gil_convoy.py        (~20 s; docs/PERFORMANCE.md "Text prompts at 512 and 1,024 users")
 """
 import asyncio
 import random
 import socket
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -61,6 +66,33 @@ async def main(slice_us, duty, n):
     return dt, work[0] / dt
 
 
+def spin(sec):
+    n, t = 0, time.perf_counter() + sec
+    while time.perf_counter() < t:
+        n += 1
+    return n
+
+
+def beside(call) -> float:
+    """A pure-Python loop's speed while another thread calls `call` back to back, against the loop alone."""
+    base, stop = spin(1.0), [False]
+
+    def work():
+        i = 0
+        while not stop[0]:
+            call(prompts[i % len(prompts)])
+            i += 1
+    th = threading.Thread(target=work)
+    th.start()
+    time.sleep(0.1)
+    got = spin(1.0)
+    stop[0] = True
+    th.join()
+    return got / base
+
+
+for name, call in (("encode", tok.encode), ("encode_batch", lambda p: tok.encode_batch([p]))):
+    print(f"a Python loop beside a thread calling {name}: {beside(call):.0%} of its speed alone", flush=True)
 CASES = ((0, 1, 256), (50, 0.5, 128), (50, 0.8, 64), (50, 0.95, 32), (50, 1, 16), (500, 0.8, 32), (500, 1, 16))
 for slice_us, duty, n in CASES:       # (the loop's slice in us, the busy share asked, jobs); slice 0: no loop work
     dt, busy = asyncio.run(main(slice_us, duty, n))

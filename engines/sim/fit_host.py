@@ -400,15 +400,15 @@ def projection() -> list[tuple]:
     return rows
 
 
-def spread(data: str) -> dict[tuple[int, str], tuple[int, float, float, float, float]]:
-    """The measurement's own repeatability: per (concurrency, prompt kind) of a file set (HOSTS or CHECKS), the
-    rounds and the lowest and highest output tok/s and mean TTFT ms over them (back-to-back client runs against one
-    server). A sim error smaller than these ranges cannot be told from the measurement's noise."""
-    ids_tools = ID_TOOLS_H100 if data.startswith("h100") else ID_TOOLS
-    by: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
-    for c, tool, _, _, tps, ttft, _ in runs(HOSTS.get(data) or CHECKS[data]):
-        kind = "ids" if tool in ids_tools else ("melt-text" if tool == "melt" else "vllm-text")
-        by[(c, kind)].append((tps, ttft))
+def spread(data: str) -> dict[tuple[str, int, str], tuple[int, float, float, float, float]]:
+    """The measurement's own repeatability: per (file, concurrency, client tool) of a file set (HOSTS or CHECKS), the
+    rounds and the lowest and highest output tok/s and mean TTFT ms over them. One file is one server and one
+    session, and one tool one client, so a range is of back-to-back runs of one client against one server. A sim
+    error smaller than these ranges cannot be told from the measurement's noise."""
+    by: dict[tuple[str, int, str], list[tuple[float, float]]] = defaultdict(list)
+    for f in HOSTS.get(data) or CHECKS[data]:
+        for c, tool, _, _, tps, ttft, _ in runs([f]):
+            by[(Path(f).name.split(".")[0], c, tool)].append((tps, ttft))
     return {k: (len(v), min(x[0] for x in v), max(x[0] for x in v), min(x[1] for x in v), max(x[1] for x in v))
             for k, v in sorted(by.items())}
 
@@ -416,13 +416,14 @@ def spread(data: str) -> dict[tuple[int, str], tuple[int, float, float, float, f
 def main() -> None:
     import sys
     if "--spread" in sys.argv:
-        print("| measured on | conc | prompts | rounds | out tok/s (min-max) | range | mean TTFT ms (min-max) | range |")
-        print("|---|---:|---|---:|---:|---:|---:|---:|")
+        print("| measured on | file | conc | client | rounds | out tok/s (min-max) | range | mean TTFT ms (min-max) |"
+              " range |")
+        print("|---|---|---:|---|---:|---:|---:|---:|---:|")
         for data in (*HOSTS, *CHECKS):
-            for (c, kind), (n, t0, t1, f0, f1) in spread(data).items():
-                if n > 1 and kind != "vllm-text":
-                    print(f"| {data} | {c} | {kind} | {n} | {t0:,.0f}-{t1:,.0f} | {t1 / t0 - 1:+.0%} | {f0:,.1f}-{f1:,.1f}"
-                          f" | {f1 / f0 - 1:+.0%} |")
+            for (f, c, tool), (n, t0, t1, f0, f1) in spread(data).items():
+                if n > 1:
+                    print(f"| {data} | {f} | {c} | {tool} | {n} | {t0:,.0f}-{t1:,.0f} | {t1 / t0 - 1:+.0%} | "
+                          f"{f0:,.1f}-{f1:,.1f} | {f1 / f0 - 1:+.0%} |")
         return
     if "--compare" in sys.argv:
         print("| GPU | model | host profile | prompts | conc | sim tok/s | real tok/s | err | sim TTFT ms |"

@@ -50,7 +50,7 @@ srv=(--server-cpus 0-9); cli=(--client-cpus 10-15)
 command -v taskset >/dev/null || { echo "no taskset: server and clients unpinned"; srv=(); cli=(); }
 # the bundle's last piece, carried by the call that installs (any .gpu/pNN present: a call holds only what it carries)
 last_piece() { mkdir -p /tmp/stage && cp .gpu/p*/part.* /tmp/stage/ && ls /tmp/stage; }
-# vLLM from the staged bundle (stage 0..4 before) and Melt's wheels, once per warm machine
+# vLLM from the staged bundle (stage 0..5 before) and Melt's wheels, once per warm machine
 install_vllm() {
   python3 -c "import vllm" 2>/dev/null && return 0
   last_piece && cat /tmp/stage/part.* | tar -C /tmp -x &&

@@ -198,7 +198,8 @@ def run_pairs(plan, server_pid: int, levels: list[int], pairs: int, out: Path, r
     for two tools): run-to-run drift of the server hits every tool alike. Each client run is bracketed by the
     server's histograms and CPU times and watched by a Probe (socket queues, engine counters) from start to end."""
     for conc in levels:
-        n = N_OVERRIDE.get(conc, max(2 * conc, 100)) if not CFG.get("per_user") else max(CFG["per_user"] * conc, 40)
+        floor = N_OVERRIDE.get(conc, 100)     # at least 100 requests a level (40 at one user), as without --per-user
+        n = max(CFG["per_user"] * conc, floor) if CFG.get("per_user") else N_OVERRIDE.get(conc, max(2 * conc, 100))
         for k in range(pairs):
             order = list(tools[k % len(tools):] + tools[:k % len(tools)])
             res: dict = {"concurrency": conc, "n": n, "pair": k, "order": order}

@@ -34,7 +34,8 @@ def stored(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def llama(stored):
     """Run 3 fitted and projected to the H100 and back onto its own H200 (one fit for the module's tests)."""
-    return project(LLAMA, ["H100-SXM-80GB", "H200-141GB"], str(stored))
+    # the H100 named twice (ids match case-insensitively) is one target
+    return project(LLAMA, ["H100-SXM-80GB", "h100-sxm-80gb", "H200-141GB"], str(stored))
 
 
 def test_the_source_is_read_from_the_run(stored):
@@ -218,6 +219,7 @@ def test_a_projection_is_checked_against_a_measured_run_of_the_same_workload(lla
 
     from bench.project import check_against, check_table
 
+    assert list(llama.targets) == ["H100-SXM-80GB", "H200-141GB"]
     measured = load_source(LLAMA, str(stored))
     rows = check_against(llama, measured)       # onto its own H200: the in-sample case, known numbers
     assert [r[0] for r in rows] == [1, 16, 128, 512]
@@ -227,6 +229,12 @@ def test_a_projection_is_checked_against_a_measured_run_of_the_same_workload(lla
         assert pt == pytest.approx(sim_t, rel=0.02) and pf == pytest.approx(sim_f, rel=0.05)
     text = check_table(llama, measured, rows)
     assert "against run #3" in text and "largest error" in text and "| 512 |" in text
+    assert "(in-sample: run #3 is the fitted run)" in text and "note:" not in text
+    other = dataclasses.replace(measured, uuid="another", run_id=9, levels=tuple(
+        dataclasses.replace(lv, requests=lv.requests * 4) if lv.concurrency == 512 else lv for lv in measured.levels))
+    text = check_table(llama, other, check_against(llama, other))
+    assert "(out of sample: run #9 was not fitted)" in text
+    assert "note: c=512: run #9 measured 4,096 requests, run #3 1,024" in text
     # a measured run on a GPU the projection was not made onto, of other settings, or of no common level: refused
     with pytest.raises(ProjectionError, match="was not made onto.*add --gpu B200-180GB"):
         check_against(llama, dataclasses.replace(measured, gpu="B200-180GB"))
@@ -234,16 +242,31 @@ def test_a_projection_is_checked_against_a_measured_run_of_the_same_workload(lla
         check_against(llama, dataclasses.replace(measured, output_len=256))
     with pytest.raises(ProjectionError, match="no level in common"):
         check_against(llama, dataclasses.replace(measured, levels=measured.levels[:0]))
+    disjoint = tuple(dataclasses.replace(lv, concurrency=lv.concurrency + 1) for lv in measured.levels)
+    with pytest.raises(ProjectionError, match="measured 2, 17, 129, 513 users, run #3 1, 16, 128, 512: no level"):
+        check_against(llama, dataclasses.replace(measured, levels=disjoint))
 
 
-def test_the_cli_refuses_a_check_against_other_engine_settings_before_the_fit(stored, capsys):
+def test_the_cli_refuses_a_check_against_other_engine_settings_before_the_fit(stored, capsys, monkeypatch, tmp_path):
+    import bench.project
     from bench.cli import main
 
+    def no_fit(*_a, **_k):
+        raise AssertionError("the fit ran before the refusal")
+
+    monkeypatch.setattr(bench.project, "project_source", no_fit)
     # run 4 is the fp8 run of the same model and lengths: its weights differ, so it is no check of run 3's projection
     assert main(["--db", str(stored), "project", str(LLAMA), "--gpu", "H100-SXM-80GB", "--against", "4",
                  "--no-save"]) == 2
     err = capsys.readouterr().err
     assert "run #4 is not the workload of run #3: engine settings" in err and "fp8" in err
+    # a history file that is not there is refused, not created; a run that cannot be a check says which run
+    missing = tmp_path / "nope.db"
+    assert main(["--db", str(stored), "project", str(LLAMA), "--gpu", "H100-SXM-80GB", "--against", "1",
+                 "--against-db", str(missing)]) == 2
+    assert f"--against-db {missing}: no such file" in capsys.readouterr().err and not missing.exists()
+    assert main(["--db", str(stored), "project", str(LLAMA), "--gpu", "H100-SXM-80GB", "--against", str(SGLANG)]) == 2
+    assert "--against run #1: run #1 ran 'sglang'" in capsys.readouterr().err
 
 
 H100_DB = ROOT / "docs/data/h100_8b/melt_llama8b_and_0.6b.db.gz"

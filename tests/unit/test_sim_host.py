@@ -291,12 +291,15 @@ def test_projection_swaps_the_gpu_and_keeps_the_fitted_host():
 
 
 def test_spread_is_the_measurements_own_range_over_its_rounds():
-    """fit_host.spread: per level the rounds' lowest and highest figures, around the mean the comparison uses."""
-    table = fit_host.fit("h200-host-d-2026-12-03")["levels"]
+    """fit_host.spread: per file (one server), level and client tool, the rounds' lowest and highest figures."""
     got = fit_host.spread("h200-host-d-2026-12-03")
-    assert set(got) == set(table)
-    for key, (n, t0, t1, f0, f1) in got.items():
-        assert n == table[key][4] and t0 <= table[key][2] <= t1 and f0 <= table[key][3] <= f1
+    table = fit_host.fit("h200-host-d-2026-12-03")["levels"]    # one file there: the same rounds, by prompt kind
+    for (f, c, tool), (n, t0, t1, f0, f1) in got.items():
+        assert f == "compare_c1_16_128_512_1024" and tool in ("melt", "melt-ids") and t0 <= t1 and f0 <= f1
+        assert n == table[(c, "ids" if tool == "melt-ids" else "melt-text")][4]
     # host d's two text rounds at 512 users: mean TTFT 1,505 and 2,586 ms (the comparison's 2,046 is their mean)
-    n, _, _, f0, f1 = got[(512, "melt-text")]
+    n, _, _, f0, f1 = got[("compare_c1_16_128_512_1024", 512, "melt")]
     assert n == 2 and f0 == pytest.approx(1504.9, abs=0.1) and f1 == pytest.approx(2586.3, abs=0.1)
+    # the H100 host's sessions are files of their own: session B's Melt rounds at 1,024 users, not A's with them
+    b = fit_host.spread("h100-host-2026-11-22")[("B_c1024", 1024, "melt")]
+    assert b[0] == 4 and b[1] == pytest.approx(10733, abs=1) and b[2] == pytest.approx(11021, abs=1)
